@@ -1,0 +1,75 @@
+"""Fused bias + activation + gain + clamp: y = clamp(act(x + b) * gain, -clamp, clamp)."""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+
+import torch
+import torch.nn.functional as F
+
+from core.ops import _dispatch
+
+
+@dataclass(frozen=True)
+class Activation:
+    name: str
+    func: object  # callable(x, alpha) -> tensor
+    def_alpha: float
+    def_gain: float
+    cuda_ref: str  # "x" or "y": which tensor the CUDA kernel keeps for the gradient
+    cuda_idx: int
+
+
+ACTIVATIONS: dict[str, Activation] = {
+    "linear": Activation("linear", lambda x, a: x, 0.0, 1.0, "", 1),
+    "relu": Activation("relu", lambda x, a: F.relu(x), 0.0, math.sqrt(2), "y", 2),
+    "lrelu": Activation("lrelu", lambda x, a: F.leaky_relu(x, a), 0.2, math.sqrt(2), "y", 3),
+    "tanh": Activation("tanh", lambda x, a: torch.tanh(x), 0.0, 1.0, "y", 4),
+    "sigmoid": Activation("sigmoid", lambda x, a: torch.sigmoid(x), 0.0, 1.0, "y", 5),
+    "elu": Activation("elu", lambda x, a: F.elu(x), 0.0, 1.0, "y", 6),
+    "selu": Activation("selu", lambda x, a: F.selu(x), 0.0, 1.0, "y", 7),
+    "softplus": Activation("softplus", lambda x, a: F.softplus(x), 0.0, 1.0, "y", 8),
+    "swish": Activation("swish", lambda x, a: torch.sigmoid(x) * x, 0.0, math.sqrt(2), "x", 9),
+}
+
+
+def bias_act(
+    x: torch.Tensor,
+    b: torch.Tensor | None = None,
+    dim: int = 1,
+    act: str = "linear",
+    alpha: float | None = None,
+    gain: float | None = None,
+    clamp: float | None = None,
+    impl: str = "auto",
+) -> torch.Tensor:
+    """Add `b` along `dim` of `x`, apply `act`, scale by `gain`, clamp to [-clamp, clamp].
+
+    `gain=None` uses the activation's default gain (sqrt(2) for relu-like); `clamp=None` disables
+    clamping. Any shape and float dtype; returns a tensor of `x`'s shape and dtype.
+    """
+    spec = ACTIVATIONS[act]
+    alpha = spec.def_alpha if alpha is None else float(alpha)
+    gain = spec.def_gain if gain is None else float(gain)
+    clamp = -1.0 if clamp is None else float(clamp)
+    if b is not None:
+        assert b.ndim == 1 and b.shape[0] == x.shape[dim], f"bias {tuple(b.shape)} vs x {tuple(x.shape)}"
+    if _dispatch.resolve("bias_act", impl, x) == "cuda":
+        from core.ops.cuda import bias_act_cuda
+
+        return bias_act_cuda(x, b, dim=dim, act=act, alpha=alpha, gain=gain, clamp=clamp)
+    return bias_act_ref(x, b, dim=dim, act=act, alpha=alpha, gain=gain, clamp=clamp)
+
+
+def bias_act_ref(x, b=None, dim=1, act="linear", alpha=0.0, gain=1.0, clamp=-1.0):
+    """Reference: plain PyTorch ops, differentiable to any order."""
+    spec = ACTIVATIONS[act]
+    if b is not None:
+        x = x + b.reshape([-1 if i == dim else 1 for i in range(x.ndim)])
+    x = spec.func(x, alpha)
+    if gain != 1:
+        x = x * gain
+    if clamp >= 0:
+        x = x.clamp(-clamp, clamp)
+    return x

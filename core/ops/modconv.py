@@ -1,0 +1,52 @@
+"""Modulated convolution with weight demodulation (StyleGAN2, Karras et al. 2020, eqs. 1-3)."""
+
+from __future__ import annotations
+
+import numpy as np
+import torch
+
+from core.ops.conv2d_resample import conv2d_resample
+
+
+def modulated_conv2d(x: torch.Tensor, weight: torch.Tensor, styles: torch.Tensor, noise=None, up: int = 1,
+                     down: int = 1, padding: int = 0, resample_filter=None, demodulate: bool = True,
+                     flip_weight: bool = True, fused_modconv: bool = True, impl: str = "auto") -> torch.Tensor:
+    """x `[N, I, H, W]`, weight `[O, I, kh, kw]`, styles `[N, I]` -> `[N, O, H', W']` in x's dtype.
+
+    fused_modconv=True folds the per-sample weights into one grouped convolution; False scales the
+    activations before and after a shared convolution (cheaper for large batches in training).
+    """
+    n = x.shape[0]
+    c_out, c_in, kh, kw = weight.shape
+    assert x.ndim == 4 and x.shape[1] == c_in, f"x {tuple(x.shape)} vs weight {tuple(weight.shape)}"
+    assert styles.shape == (n, c_in), f"styles {tuple(styles.shape)}, expected {(n, c_in)}"
+
+    if x.dtype == torch.float16 and demodulate:  # pre-normalize so fp16 products cannot overflow
+        weight = weight * (1 / np.sqrt(c_in * kh * kw) / weight.norm(float("inf"), dim=[1, 2, 3], keepdim=True))
+        styles = styles / styles.norm(float("inf"), dim=1, keepdim=True)
+
+    w = dcoefs = None
+    if demodulate or fused_modconv:
+        w = weight.unsqueeze(0) * styles.reshape(n, 1, -1, 1, 1)  # [N, O, I, kh, kw]
+    if demodulate:
+        dcoefs = (w.square().sum(dim=[2, 3, 4]) + 1e-8).rsqrt()  # [N, O]
+    if demodulate and fused_modconv:
+        w = w * dcoefs.reshape(n, -1, 1, 1, 1)
+
+    kwargs = dict(f=resample_filter, up=up, down=down, padding=padding, flip_weight=flip_weight, impl=impl)
+    if not fused_modconv:
+        x = x * styles.to(x.dtype).reshape(n, -1, 1, 1)
+        x = conv2d_resample(x, weight.to(x.dtype), **kwargs)
+        if demodulate:
+            x = x * dcoefs.to(x.dtype).reshape(n, -1, 1, 1)
+        if noise is not None:
+            x = x + noise.to(x.dtype)
+        return x
+
+    x = x.reshape(1, -1, *x.shape[2:])
+    w = w.reshape(-1, c_in, kh, kw)
+    x = conv2d_resample(x, w.to(x.dtype), groups=n, **kwargs)
+    x = x.reshape(n, -1, *x.shape[2:])
+    if noise is not None:
+        x = x + noise.to(x.dtype)
+    return x
