@@ -1,0 +1,59 @@
+"""ADA "bgc" augmentation: one transform per clip shared by its frames; adaptive p."""
+
+import torch
+
+from training.augment import AdaController, AugmentPipe
+
+
+def _clips(n=6, t=3, res=16):
+    g = torch.Generator().manual_seed(0)
+    frame = torch.rand([n, 1, 3, res, res], generator=g) * 2 - 1
+    return frame.repeat(1, t, 1, 1, 1)  # identical frames within each clip
+
+
+def test_identity_at_p0_and_changes_at_p1():
+    x = _clips()
+    assert torch.equal(AugmentPipe("bgc", p=0.0)(x), x)
+    torch.manual_seed(1)
+    y = AugmentPipe("bgc", p=1.0)(x)
+    assert y.shape == x.shape and y.dtype == x.dtype and torch.isfinite(y).all()
+    assert (y - x).abs().amax(dim=(1, 2, 3, 4)).min() > 1e-3  # every clip transformed
+
+
+def test_same_transform_for_every_frame_of_a_clip():
+    x = _clips()
+    for seed in range(3):
+        torch.manual_seed(seed)
+        y = AugmentPipe("bgc", p=1.0)(x)
+        for k in range(1, x.shape[1]):
+            torch.testing.assert_close(y[:, k], y[:, 0], atol=1e-5, rtol=0)
+        # ... while different clips get different transforms: augment copies of one clip
+        same = x[:1].repeat(6, 1, 1, 1, 1)
+        z = AugmentPipe("bgc", p=1.0)(same)
+        assert (z[1:] - z[:1]).abs().amax(dim=(1, 2, 3, 4)).min() > 1e-3
+
+
+def test_moving_frames_keep_their_relation_under_geometry():
+    # A clip whose frame 1 is frame 0 shifted by one pixel stays (away from the borders) a shift of
+    # the augmented frame 0 under integer-only transforms (flips, 90-degree rotations, int shifts).
+    torch.manual_seed(3)
+    f0 = torch.rand([4, 3, 16, 16]) * 2 - 1
+    x = torch.stack([f0, f0.roll(1, dims=3), f0.roll(2, dims=3)], dim=1)
+    y = AugmentPipe("blit", p=1.0)(x)
+    for i in range(4):
+        errs = [(y[i, 1] - y[i, 0].roll(s, dims=d))[..., 3:-3, 3:-3].abs().max() for d in (1, 2) for s in (1, -1)]
+        assert min(errs) < 1e-5
+
+
+def test_adaptive_p_moves_toward_target():
+    pipe = AugmentPipe("bgc", p=0.0)
+    ada = AdaController(pipe, target=0.6, interval=2, ada_kimg=0.1)  # fast, for the test
+    for _ in range(8):  # D confident on reals (all signs +1 > 0.6): p must rise
+        ada.accumulate(torch.ones(16))
+        ada.update(batch_clips=16)
+    p_up = float(pipe.p)
+    assert p_up > 0.5 and ada.last_rt == 1.0
+    for _ in range(40):  # signs mostly negative (< 0.6): p must fall, and never below 0
+        ada.accumulate(torch.tensor([1.0] * 4 + [-1.0] * 12))
+        ada.update(batch_clips=16)
+    assert float(pipe.p) == 0.0
