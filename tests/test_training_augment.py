@@ -41,7 +41,8 @@ def test_moving_frames_keep_their_relation_under_geometry():
     x = torch.stack([f0, f0.roll(1, dims=3), f0.roll(2, dims=3)], dim=1)
     y = AugmentPipe("blit", p=1.0)(x)
     for i in range(4):
-        errs = [(y[i, 1] - y[i, 0].roll(s, dims=d))[..., 3:-3, 3:-3].abs().max() for d in (1, 2) for s in (1, -1)]
+        errs = [(y[i, 1] - y[i, 0].roll(s, dims=d))[..., 3:-3, 3:-3].abs().max()
+                for d in (1, 2) for s in (1, -1)]
         assert min(errs) < 1e-5
 
 

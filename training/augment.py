@@ -218,7 +218,8 @@ class AdaController:
 
     def accumulate(self, real_logits: torch.Tensor) -> None:
         s = real_logits.detach().sign().to(torch.float64)
-        self._sum += torch.stack([s.sum(), torch.tensor(float(s.numel()), dtype=torch.float64, device=s.device)])
+        self._sum[0] += s.sum()
+        self._sum[1] += s.numel()
 
     def update(self, batch_clips: int) -> None:
         self._steps += 1
