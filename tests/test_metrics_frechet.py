@@ -52,7 +52,8 @@ def test_feature_stats_matches_numpy_and_round_trips(tmp_path):
     mean, cov = st.mean_cov()
     assert st.num_items == 37 and mean.dtype == np.float64
     np.testing.assert_allclose(mean, x.astype(np.float64).mean(0), rtol=1e-12)
-    np.testing.assert_allclose(cov, np.cov(x.astype(np.float64), rowvar=False, bias=True), rtol=1e-7, atol=1e-9)
+    want_cov = np.cov(x.astype(np.float64), rowvar=False, bias=True)
+    np.testing.assert_allclose(cov, want_cov, rtol=1e-7, atol=1e-9)
     st.save(tmp_path / "s.npz", {"metric": "fvd16"})
     m2, c2, n2, meta = FeatureStats.load_mean_cov(tmp_path / "s.npz")
     assert n2 == 37 and meta == {"metric": "fvd16"}
