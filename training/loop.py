@@ -1,0 +1,310 @@
+"""The training loop: `train(cfg, run_dir, on_tick=, should_stop=)`.
+
+Progress is counted in frames shown to D (kimg = 1000 frames; a step of B clips of k frames adds
+B * k). The run folder:
+
+    run_dir/config.json            the TrainConfig (written first)
+    run_dir/stats.jsonl            one JSON line per tick (kimg, sec/kimg, losses, augment p, memory)
+    run_dir/events.out.tfevents.*  TensorBoard scalars and sample frames (when tensorboard is installed)
+    run_dir/samples/samples-<kimg>.mp4   grid video at fixed seeds, rows t = 0.. and t = far_t..
+    run_dir/snapshots/network-<kimg>.safetensors + state-<kimg>.pt   (see training.snapshot)
+
+Every random draw of step s on rank r comes from seeds derived from (cfg.seed, s, r): the run after a
+resume is the run that was never interrupted.
+"""
+
+from __future__ import annotations
+
+import copy
+import json
+import logging
+import os
+import resource
+import signal
+import threading
+import time
+from collections.abc import Callable
+from typing import Any
+
+import numpy as np
+import torch
+
+from core.discriminator import Discriminator
+from core.generator import Generator
+from core.motion import Motion
+from training import distributed, snapshot
+from training.augment import AdaController, AugmentPipe
+from training.batches import ClipBatches, batch_iterator
+from training.config import TrainConfig, TrainConfigError
+from training.dataset import VideoDataset
+from training.loss import StyleGANVLoss
+from training.samples import sample_grid, write_video
+
+log = logging.getLogger(__name__)
+
+
+def _write_json_atomic(path: str, text: str) -> None:
+    tmp = f"{path}.tmp-{os.getpid()}"
+    with open(tmp, "w") as f:
+        f.write(text)
+    os.replace(tmp, path)
+
+
+def _step_seed(cfg: TrainConfig, step: int, rank: int) -> int:
+    return int(np.random.SeedSequence([cfg.seed, step, rank, 12345]).generate_state(1, np.uint64)[0] >> 1)
+
+
+def _lazy_adam(params, lr: float, betas, eps: float, reg_interval: int | None) -> torch.optim.Adam:
+    # Lazy regularisation (StyleGAN2 Appx C): with one reg step every `interval`, scale lr and betas by
+    # interval / (interval + 1) so the optimizer's effective dynamics match updating every step.
+    ratio = 1.0 if reg_interval is None else reg_interval / (reg_interval + 1)
+    return torch.optim.Adam(params, lr=lr * ratio, betas=tuple(b**ratio for b in betas), eps=eps)
+
+
+class Trainer:
+    """Networks, optimizers and counters of one rank; `step()` runs one training iteration."""
+
+    def __init__(self, cfg: TrainConfig, dist: distributed.DistInfo):
+        self.cfg, self.dist, self.device = cfg, dist, dist.device
+        if cfg.batch % dist.world_size:
+            raise TrainConfigError(f"batch {cfg.batch} is not divisible by {dist.world_size} ranks")
+        self.batch_gpu = cfg.batch // dist.world_size
+        torch.manual_seed(cfg.seed)  # identical initial weights on every rank
+        self.G = Generator(cfg.model).to(self.device).train().requires_grad_(False)
+        self.D = Discriminator(cfg.model).to(self.device).train().requires_grad_(False)
+        distributed.broadcast_module(self.G)
+        distributed.broadcast_module(self.D)
+        self.G_ema = copy.deepcopy(self.G).eval()
+        self.opt_G = _lazy_adam(self.G.parameters(), cfg.lr_g, cfg.betas, cfg.eps, cfg.g_reg_interval)
+        self.opt_D = _lazy_adam(self.D.parameters(), cfg.lr_d, cfg.betas, cfg.eps, cfg.d_reg_interval)
+        self.augment_pipe = None
+        if cfg.augment != "none":
+            self.augment_pipe = AugmentPipe(cfg.augment, cfg.augment_p).to(self.device)
+        self.ada = None
+        if self.augment_pipe is not None and cfg.ada_target is not None:
+            self.ada = AdaController(self.augment_pipe, cfg.ada_target, cfg.ada_interval, cfg.ada_kimg,
+                                     all_reduce=distributed.all_reduce_sum)
+        force_fp32 = not (cfg.mixed_precision and self.device.type == "cuda")
+        self.loss = StyleGANVLoss(self.G, self.D, self.augment_pipe, cfg.r1_gamma_value,
+                                  force_fp32=force_fp32)
+        self.step_idx, self.cur_nimg = 0, 0
+
+    # ------------------------------------------------------------------ one iteration
+
+    def _phase(self, name: str, module: torch.nn.Module, opt: torch.optim.Optimizer, batch: dict,
+               gain: float = 1.0) -> dict[str, torch.Tensor]:
+        n, dev = self.batch_gpu, self.device
+        z = torch.randn([n, self.G.z_dim], device=dev)
+        motion = Motion.random(n)
+        module.requires_grad_(True)
+        opt.zero_grad(set_to_none=True)
+        stats = self.loss.accumulate(name, batch["real"], batch["real_t"], batch["real_c"], z,
+                                     batch["gen_t"], batch["gen_c"], motion, gain=gain)
+        module.requires_grad_(False)
+        distributed.average_gradients(list(module.parameters()))
+        opt.step()
+        return stats
+
+    def step(self, batch: dict[str, torch.Tensor]) -> dict[str, float]:
+        """One iteration: G main, D main, D R1 every d_reg_interval steps, EMA, ADA."""
+        cfg, dev = self.cfg, self.device
+        torch.manual_seed(_step_seed(cfg, self.step_idx, self.dist.rank))
+        batch = {k: v.to(dev, non_blocking=True) for k, v in batch.items()}
+        batch["real"] = batch["real"].to(torch.float32) / 127.5 - 1  # uint8 -> [-1, 1]
+        assert batch["real"].shape[:2] == (self.batch_gpu, cfg.num_frames), tuple(batch["real"].shape)
+        stats = self._phase("Gmain", self.G, self.opt_G, batch)
+        stats.update(self._phase("Dmain", self.D, self.opt_D, batch))
+        if self.ada is not None:
+            self.ada.accumulate(stats.pop("_real_logits"))
+        stats.pop("_real_logits", None)
+        if cfg.d_reg_interval and self.step_idx % cfg.d_reg_interval == 0 and cfg.r1_gamma_value > 0:
+            stats.update(self._phase("Dreg", self.D, self.opt_D, batch, gain=cfg.d_reg_interval))
+        self._update_ema()
+        distributed.average_buffers(self.G)
+        if self.ada is not None:
+            self.ada.update(cfg.batch)
+        self.step_idx += 1
+        self.cur_nimg += cfg.batch * cfg.num_frames
+        return {k: float(v) for k, v in stats.items()}
+
+    @torch.no_grad()
+    def _update_ema(self) -> None:
+        # Half-life of ema_kimg thousand clips, shortened early in training by the ramp-up.
+        ema_nimg = self.cfg.ema_kimg_value * 1000
+        if self.cfg.ema_rampup is not None:
+            ema_nimg = min(ema_nimg, self.cur_nimg * self.cfg.ema_rampup)
+        beta = 0.5 ** (self.cfg.batch / max(ema_nimg, 1e-8))
+        for p_ema, p in zip(self.G_ema.parameters(), self.G.parameters()):
+            p_ema.copy_(p.lerp(p_ema, beta))
+        for b_ema, b in zip(self.G_ema.buffers(), self.G.buffers()):
+            b_ema.copy_(b)
+
+    # ------------------------------------------------------------------ snapshots
+
+    def save(self, run_dir: str) -> str:
+        net_name, state_name = snapshot.snapshot_names(self.cur_nimg)
+        d = os.path.join(run_dir, "snapshots")
+        meta = {"kimg": self.cur_nimg / 1000, "step": self.step_idx, "train_config": self.cfg.to_dict()}
+        snapshot.save_network(os.path.join(d, net_name), {"G_ema": self.G_ema, "G": self.G, "D": self.D},
+                              self.cfg.model, meta)
+        state = {"cur_nimg": self.cur_nimg, "step": self.step_idx, "network": net_name,
+                 "opt_G": self.opt_G.state_dict(), "opt_D": self.opt_D.state_dict(),
+                 "augment_p": self.augment_pipe.p.detach().cpu() if self.augment_pipe is not None else None,
+                 "ada": None if self.ada is None else {"sum": self.ada._sum.cpu(), "steps": self.ada._steps}}
+        snapshot.save_state(os.path.join(d, state_name), state)
+        return os.path.join(d, net_name)
+
+    def load(self, network_path: str, state_path: str) -> None:
+        state = snapshot.load_state(state_path)
+        if os.path.basename(network_path) != state["network"]:
+            raise snapshot.SnapshotError(f"{state_path} belongs to {state['network']}, not {network_path}")
+        tensors = snapshot.load_network_tensors(network_path)
+        for name, module in (("G", self.G), ("D", self.D), ("G_ema", self.G_ema)):
+            snapshot.load_module(module, {k: v.to(self.device) for k, v in tensors.items()}, name)
+        self.opt_G.load_state_dict(state["opt_G"])
+        self.opt_D.load_state_dict(state["opt_D"])
+        if self.augment_pipe is not None and state["augment_p"] is not None:
+            self.augment_pipe.p.copy_(state["augment_p"])
+        if self.ada is not None and state["ada"] is not None:
+            self.ada._sum.copy_(state["ada"]["sum"])
+            self.ada._steps = int(state["ada"]["steps"])
+        self.cur_nimg, self.step_idx = int(state["cur_nimg"]), int(state["step"])
+
+
+# ---------------------------------------------------------------------- the loop
+
+
+class _StopFlag:
+    """SIGINT / SIGTERM request a clean stop: finish the step, snapshot, exit."""
+
+    def __init__(self):
+        self.requested, self._old = False, {}
+
+    def __enter__(self):
+        if threading.current_thread() is threading.main_thread():
+            for sig in (signal.SIGINT, signal.SIGTERM):
+                self._old[sig] = signal.signal(sig, self._handle)
+        return self
+
+    def _handle(self, signum, frame):
+        log.warning("received signal %d: stopping after this step and saving a snapshot", signum)
+        self.requested = True
+
+    def __exit__(self, *exc):
+        for sig, handler in self._old.items():
+            signal.signal(sig, handler)
+
+
+def _memory_gb(device: torch.device) -> float:
+    if device.type == "cuda":
+        return torch.cuda.max_memory_allocated(device) / 2**30
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 2**20  # KiB on Linux
+
+
+def _open_tensorboard(run_dir: str, enabled: bool):
+    if not enabled:
+        return None
+    try:
+        from torch.utils.tensorboard import SummaryWriter
+    except ImportError:
+        log.warning("tensorboard is not installed: no TensorBoard events")
+        return None
+    return SummaryWriter(run_dir)
+
+
+def _trim_stats(path: str, kimg: float) -> None:
+    """Drop stats lines written after the snapshot a run resumes from."""
+    if not os.path.isfile(path):
+        return
+    with open(path) as f:
+        lines = [ln for ln in f if ln.strip() and json.loads(ln)["kimg"] <= kimg + 1e-9]
+    _write_json_atomic(path, "".join(lines))
+
+
+def train(cfg: TrainConfig, run_dir: str, *, on_tick: Callable[[dict[str, Any]], None] | None = None,
+          should_stop: Callable[[], bool] | None = None, resume: str | None = None) -> dict[str, Any]:
+    """Train until cfg.total_kimg (thousands of real frames shown to D), a signal, or should_stop().
+
+    on_tick(info) is called on rank 0 after every tick with the stats line plus "sample" and
+    "snapshot" paths (None when not written this tick). resume: None, "latest" (newest snapshot in
+    run_dir) or a snapshot path. Returns the last tick's info.
+    """
+    dist = distributed.init(cfg.device)
+    os.makedirs(run_dir, exist_ok=True)
+    if dist.is_main and not os.path.isfile(os.path.join(run_dir, "config.json")):
+        _write_json_atomic(os.path.join(run_dir, "config.json"), cfg.to_json())
+    ds = VideoDataset(cfg.data, resolution=cfg.resolution, max_videos=cfg.max_videos, xflip=cfg.xflip)
+    if ds.label_dim != cfg.model.mapping.c_dim and cfg.model.mapping.c_dim:
+        raise TrainConfigError(f"model expects c_dim={cfg.model.mapping.c_dim}, dataset has {ds.label_dim}")
+    trainer = Trainer(cfg, dist)
+    if resume is not None:
+        net, state = snapshot.resolve_resume(resume, run_dir)
+        trainer.load(net, state)
+        if dist.is_main:
+            _trim_stats(os.path.join(run_dir, "stats.jsonl"), trainer.cur_nimg / 1000)
+        log.info("resumed from %s at %.3f kimg", net, trainer.cur_nimg / 1000)
+    batches = ClipBatches(ds, trainer.batch_gpu, cfg.num_frames, seed=cfg.seed, rank=dist.rank,
+                          max_dist=cfg.max_dist, window=cfg.window)
+    data = batch_iterator(batches, start_step=trainer.step_idx, num_workers=cfg.workers)
+    tb = _open_tensorboard(run_dir, cfg.tensorboard) if dist.is_main else None
+    tick = int(trainer.cur_nimg // (cfg.kimg_per_tick * 1000))
+    info: dict[str, Any] = {}
+    with _StopFlag() as stop:
+        tick_start_nimg, tick_start_time, sums, counts = trainer.cur_nimg, time.time(), {}, {}
+        done = trainer.cur_nimg >= cfg.total_kimg * 1000
+        while not done:
+            for k, v in trainer.step(next(data)).items():
+                sums[k], counts[k] = sums.get(k, 0.0) + v, counts.get(k, 0) + 1
+            flag = torch.tensor([float(stop.requested or (should_stop is not None and should_stop()))])
+            stopping = bool(distributed.all_reduce_sum(flag.to(dist.device)).item() > 0)
+            done = trainer.cur_nimg >= cfg.total_kimg * 1000 or stopping
+            if not done and trainer.cur_nimg < tick_start_nimg + cfg.kimg_per_tick * 1000:
+                continue
+            tick += 1
+            info = _end_tick(trainer, run_dir, tb, tick, sums, counts, tick_start_nimg, tick_start_time, done)
+            if dist.is_main and on_tick is not None:
+                on_tick(info)
+            tick_start_nimg, tick_start_time, sums, counts = trainer.cur_nimg, time.time(), {}, {}
+    if tb is not None:
+        tb.close()
+    distributed.barrier()
+    return info
+
+
+def _end_tick(trainer: Trainer, run_dir: str, tb, tick: int, sums: dict, counts: dict, start_nimg: int,
+              start_time: float, done: bool) -> dict[str, Any]:
+    cfg, dist = trainer.cfg, trainer.dist
+    elapsed = time.time() - start_time
+    kimg = trainer.cur_nimg / 1000
+    means = {k: sums[k] / counts[k] for k in sums}
+    info: dict[str, Any] = {
+        "tick": tick, "kimg": kimg, "step": trainer.step_idx, "timestamp": time.time(),
+        "sec_per_tick": elapsed, "sec_per_kimg": elapsed / max((trainer.cur_nimg - start_nimg) / 1000, 1e-9),
+        "augment_p": float(trainer.augment_pipe.p) if trainer.augment_pipe is not None else 0.0,
+        "memory_gb": _memory_gb(trainer.device), **means, "sample": None, "snapshot": None, "done": done,
+    }
+    if dist.is_main:
+        log.info("tick %d  kimg %.3f  sec/kimg %.2f  mem %.2f GB  augment %.3f  G %.4f  D %.4f", tick, kimg,
+                 info["sec_per_kimg"], info["memory_gb"], info["augment_p"],
+                 means.get("Loss/G/loss", float("nan")), means.get("Loss/D/loss", float("nan")))
+        if done or tick % cfg.sample_ticks == 0:
+            grid = sample_grid(trainer.G_ema, cfg.sample_videos, cfg.sample_frames, cfg.sample_far_t,
+                               trainer.device)
+            path = os.path.join(run_dir, "samples", f"samples-{kimg:09.3f}.{cfg.sample_format}")
+            info["sample"] = write_video(grid, path)
+            if tb is not None:
+                tb.add_image("samples/t0", grid[0], global_step=trainer.cur_nimg, dataformats="HWC")
+    if done or tick % cfg.snapshot_ticks == 0:
+        if dist.is_main:
+            info["snapshot"] = trainer.save(run_dir)
+        distributed.barrier()
+    if dist.is_main:
+        line = {k: v for k, v in info.items() if k not in ("sample", "snapshot", "done")}
+        with open(os.path.join(run_dir, "stats.jsonl"), "a") as f:
+            f.write(json.dumps(line) + "\n")
+        if tb is not None:
+            for k, v in line.items():
+                if k not in ("tick", "timestamp", "step"):
+                    tb.add_scalar(k if "/" in k else f"Progress/{k}", v, global_step=trainer.cur_nimg)
+            tb.flush()
+    return info
