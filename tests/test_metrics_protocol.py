@@ -150,8 +150,8 @@ def test_compute_metrics_counts_cache_and_callback(tmp_path, monkeypatch):
     ds = TinyVideos([18, 12, 20, 16, 30, 17, 25], path=str(data_dir))
     events = []
     dets = {"i3d": _tiny_i3d(), "inception": ChannelStats()}
-    res = compute_metrics(RecordingG(), ds, ["fvd16", "fid"], num_videos=4, callback=lambda *a: events.append(a),
-                          detectors=dets, batch_size=2)
+    res = compute_metrics(RecordingG(), ds, ["fvd16", "fid"], num_videos=4,
+                          callback=lambda *a: events.append(a), detectors=dets, batch_size=2)
     assert np.isfinite(res["fvd16"]) and res["fvd16"] > 0 and np.isfinite(res["fid"])
     assert res["num_videos"] == {"fvd16": 4, "fid": 4} and res["full_protocol"] is False
     assert res["num_real"]["fvd16"] == 4 and res["num_fake"]["fvd16"] == 4
