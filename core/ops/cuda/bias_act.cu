@@ -1,0 +1,192 @@
+// Fused bias + activation + gain + clamp, and its first- and second-order gradients.
+//
+// One elementwise kernel walks the tensor in memory order (any dense layout: NCHW or channels-last),
+// each thread a run of VEC consecutive elements loaded with one 16-byte access. The bias channel is
+// found with one division per run and then advanced incrementally, so the integer work stays well
+// below the memory traffic. Maths is done in float (double for float64) and rounded once.
+
+#include <algorithm>
+
+#include "common.h"
+#include "types.cuh"
+
+namespace sgv {
+namespace {
+
+// SELU constants, as torch.nn.functional.selu.
+constexpr double kSeluScale = 1.0507009873554804934193349852946;
+constexpr double kSeluAlpha = 1.6732632423543772848170429916717;
+constexpr float kSoftplusThreshold = 20.f;  // torch's default: softplus(v) = v above it
+
+enum Act : int { kLinear = 1, kRelu = 2, kLrelu = 3, kTanh = 4, kSigmoid = 5, kElu = 6, kSelu = 7,
+                 kSoftplus = 8, kSwish = 9 };
+
+template <typename A> __device__ __forceinline__ A sigmoid(A v) { return A(1) / (A(1) + m_exp(-v)); }
+
+// f(v)
+template <typename A> __device__ __forceinline__ A act_fwd(int act, A v, A alpha) {
+  switch (act) {
+    case kRelu: return v > A(0) ? v : A(0);
+    case kLrelu: return v > A(0) ? v : v * alpha;
+    case kTanh: return m_tanh(v);
+    case kSigmoid: return sigmoid(v);
+    case kElu: return v > A(0) ? v : m_expm1(v);
+    case kSelu: return v > A(0) ? A(kSeluScale) * v : A(kSeluScale * kSeluAlpha) * m_expm1(v);
+    case kSoftplus: return v > A(kSoftplusThreshold) ? v : m_log1p(m_exp(v));
+    case kSwish: return sigmoid(v) * v;
+    default: return v;
+  }
+}
+
+// f'(v)
+template <typename A> __device__ __forceinline__ A act_d1(int act, A v, A alpha) {
+  switch (act) {
+    case kRelu: return v > A(0) ? A(1) : A(0);
+    case kLrelu: return v > A(0) ? A(1) : alpha;
+    case kTanh: { A t = m_tanh(v); return A(1) - t * t; }
+    case kSigmoid: { A s = sigmoid(v); return s * (A(1) - s); }
+    case kElu: return v > A(0) ? A(1) : m_exp(v);
+    case kSelu: return v > A(0) ? A(kSeluScale) : A(kSeluScale * kSeluAlpha) * m_exp(v);
+    case kSoftplus: return v > A(kSoftplusThreshold) ? A(1) : sigmoid(v);
+    case kSwish: { A s = sigmoid(v); return s + v * s * (A(1) - s); }
+    default: return A(1);
+  }
+}
+
+// f'(v) expressed through u = f(v) (the forward output divided by the gain), for the activations
+// whose gradient keeps the output rather than the input (cuda_ref == "y").
+template <typename A> __device__ __forceinline__ A act_d1_from_y(int act, A u, A alpha) {
+  switch (act) {
+    case kRelu: return u > A(0) ? A(1) : A(0);
+    case kLrelu: return u > A(0) ? A(1) : alpha;
+    case kTanh: return A(1) - u * u;
+    case kSigmoid: return u * (A(1) - u);
+    case kElu: return u > A(0) ? A(1) : u + A(1);
+    case kSelu: return u > A(0) ? A(kSeluScale) : u + A(kSeluScale * kSeluAlpha);
+    case kSoftplus: return A(1) - m_exp(-u);
+    default: return A(1);
+  }
+}
+
+// f''(v)
+template <typename A> __device__ __forceinline__ A act_d2(int act, A v) {
+  switch (act) {
+    case kTanh: { A t = m_tanh(v); return A(-2) * t * (A(1) - t * t); }
+    case kSigmoid: { A s = sigmoid(v); return s * (A(1) - s) * (A(1) - A(2) * s); }
+    case kElu: return v > A(0) ? A(0) : m_exp(v);
+    case kSelu: return v > A(0) ? A(0) : A(kSeluScale * kSeluAlpha) * m_exp(v);
+    case kSoftplus: { if (v > A(kSoftplusThreshold)) return A(0); A s = sigmoid(v); return s * (A(1) - s); }
+    case kSwish: { A s = sigmoid(v); return s * (A(1) - s) * (A(2) + v * (A(1) - A(2) * s)); }
+    default: return A(0);  // piecewise linear: zero almost everywhere
+  }
+}
+
+template <typename A>
+__device__ __forceinline__ A element(const BiasActParams& p, A x, A bias, A xr, A yr, A dr) {
+  const A alpha = A(p.alpha), gain = A(p.gain), clamp = A(p.clamp);
+  if (p.mode == 0) {
+    A y = act_fwd(p.act, x + bias, alpha) * gain;
+    if (clamp >= A(0)) y = y > clamp ? clamp : (y < -clamp ? -clamp : y);
+    return y;
+  }
+  bool pass = true;  // false where the forward output was clamped (the gradient is zero there)
+  if (clamp >= A(0)) {
+    if (p.yref) pass = m_abs(yr) < clamp;
+    else pass = m_abs(act_fwd(p.act, xr + bias, alpha) * gain) <= clamp;  // exact pre-clamp test
+  }
+  if (!pass) return A(0);
+  if (p.mode == 1) {
+    A d;
+    if (p.xref) d = act_d1(p.act, xr + bias, alpha);
+    else d = act_d1_from_y(p.act, gain != A(0) ? yr / gain : A(0), alpha);
+    return x * gain * d;
+  }
+  return x * dr * gain * act_d2(p.act, xr + bias);
+}
+
+template <typename T, int VEC> struct alignas(sizeof(T) * VEC) Pack { T v[VEC]; };
+
+// Load VEC elements starting at i (all of them when full, else only those below numel).
+template <typename T, int VEC, typename I>
+__device__ __forceinline__ void load(const void* ptr, I i, bool full, I numel,
+                                     typename Acc<T>::type (&out)[VEC]) {
+  const T* p = static_cast<const T*>(ptr);
+  if (full) {
+    Pack<T, VEC> pk = *reinterpret_cast<const Pack<T, VEC>*>(p + i);
+#pragma unroll
+    for (int k = 0; k < VEC; ++k) out[k] = to_acc(pk.v[k]);
+  } else {
+#pragma unroll
+    for (int k = 0; k < VEC; ++k) out[k] = (i + k < numel) ? to_acc(p[i + k]) : 0;
+  }
+}
+
+template <typename T, int VEC, typename I>
+__global__ void bias_act_kernel(BiasActParams p) {
+  using A = typename Acc<T>::type;
+  const I numel = static_cast<I>(p.numel);
+  const I step_b = static_cast<I>(p.step_b), size_b = static_cast<I>(p.size_b);
+  const T* b = static_cast<const T*>(p.b);
+  const I nruns = (numel + VEC - 1) / VEC;
+  for (I run = I(blockIdx.x) * blockDim.x + threadIdx.x; run < nruns; run += I(gridDim.x) * blockDim.x) {
+    const I i0 = run * VEC;
+    const bool full = i0 + VEC <= numel;
+    A x[VEC], xr[VEC], yr[VEC], dr[VEC], out[VEC];
+    load<T, VEC, I>(p.x, i0, full, numel, x);
+#pragma unroll
+    for (int k = 0; k < VEC; ++k) xr[k] = yr[k] = dr[k] = A(0);
+    if (p.xref) load<T, VEC, I>(p.xref, i0, full, numel, xr);
+    if (p.yref) load<T, VEC, I>(p.yref, i0, full, numel, yr);
+    if (p.dyref) load<T, VEC, I>(p.dyref, i0, full, numel, dr);
+    const I q = i0 / step_b;
+    I r = i0 - q * step_b;  // position inside the current bias channel's stretch
+    I c = q % size_b;       // bias channel of element i0
+#pragma unroll
+    for (int k = 0; k < VEC; ++k) {
+      const A bias = b ? to_acc(b[c]) : A(0);
+      out[k] = element<A>(p, x[k], bias, xr[k], yr[k], dr[k]);
+      if (++r == step_b) { r = 0; if (++c == size_b) c = 0; }
+    }
+    T* y = static_cast<T*>(p.y);
+    if (full) {
+      Pack<T, VEC> pk;
+#pragma unroll
+      for (int k = 0; k < VEC; ++k) pk.v[k] = from_acc<T>(out[k]);
+      *reinterpret_cast<Pack<T, VEC>*>(y + i0) = pk;
+    } else {
+      for (int k = 0; k < VEC && i0 + k < numel; ++k) y[i0 + k] = from_acc<T>(out[k]);
+    }
+  }
+}
+
+bool aligned16(const void* ptr) { return ptr == nullptr || reinterpret_cast<uintptr_t>(ptr) % 16 == 0; }
+
+template <typename T>
+cudaError_t launch_typed(const BiasActParams& p, cudaStream_t stream) {
+  constexpr int kVec = 16 / sizeof(T);
+  constexpr int kThreads = 256;
+  const bool vec = aligned16(p.x) && aligned16(p.xref) && aligned16(p.yref) && aligned16(p.dyref) &&
+                   aligned16(p.y);
+  const bool small = p.numel + kVec < (int64_t(1) << 31);
+  const int64_t runs = vec ? (p.numel + kVec - 1) / kVec : p.numel;
+  const int blocks = static_cast<int>(std::min<int64_t>((runs + kThreads - 1) / kThreads, 65536));
+  void (*kernel)(BiasActParams) = vec ? (small ? bias_act_kernel<T, kVec, uint32_t> : bias_act_kernel<T, kVec, int64_t>)
+                                      : (small ? bias_act_kernel<T, 1, uint32_t> : bias_act_kernel<T, 1, int64_t>);
+  SGV_LAUNCH(kernel, blocks, kThreads, 0, stream, p);
+  return cudaGetLastError();
+}
+
+}  // namespace
+
+cudaError_t bias_act_launch(const BiasActParams& p, int dtype, cudaStream_t stream) {
+  if (p.numel == 0) return cudaSuccess;
+  switch (dtype) {
+    case kFloat32: return launch_typed<float>(p, stream);
+    case kFloat16: return launch_typed<__half>(p, stream);
+    case kBFloat16: return launch_typed<__nv_bfloat16>(p, stream);
+    case kFloat64: return launch_typed<double>(p, stream);
+    default: return cudaErrorInvalidValue;
+  }
+}
+
+}  // namespace sgv

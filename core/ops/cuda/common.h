@@ -1,0 +1,53 @@
+// Shared declarations between the torch-facing bindings (ops.cpp) and the kernels (*.cu).
+// The .cu files include no torch headers, so they compile quickly with plain nvcc.
+#pragma once
+
+#include <cstdint>
+#include <cuda_runtime.h>
+
+namespace sgv {
+
+// Element types the kernels are instantiated for.
+enum DType : int { kFloat32 = 0, kFloat16 = 1, kBFloat16 = 2, kFloat64 = 3 };
+
+// Fused bias + activation + gain + clamp over a dense tensor walked in memory order.
+//   mode 0: y = clamp(act(x + b) * gain)                        (forward)
+//   mode 1: y = x * gain * act'(v) * mask                      (x holds dL/dy; first-order grad)
+//   mode 2: y = x * dyref * gain * act''(v) * mask             (x holds d/d(dx); second-order grad)
+// where v = xref + b when xref is given (else act' is read off yref = the forward output) and
+// mask zeroes the gradient where the forward output was clamped.
+struct BiasActParams {
+  const void* x = nullptr;
+  const void* b = nullptr;      // [size_b] or nullptr
+  const void* xref = nullptr;   // forward input, same layout as x, or nullptr
+  const void* yref = nullptr;   // forward output, same layout as x, or nullptr
+  const void* dyref = nullptr;  // first-order incoming gradient (mode 2 only)
+  void* y = nullptr;
+  int64_t numel = 0;
+  int64_t step_b = 1;  // memory stride of the bias dimension
+  int64_t size_b = 1;  // length of the bias dimension
+  int act = 1;         // index as in core/ops/bias_act.py ACTIVATIONS[...].cuda_idx
+  int mode = 0;
+  float alpha = 0.f, gain = 1.f, clamp = -1.f;  // clamp < 0: no clamping
+};
+
+// Pad, upsample by zero insertion, correlate with the (flipped unless flip) FIR filter times gain,
+// keep every down-th pixel. Arbitrary element strides for x and y; f is float32 contiguous,
+// [f_h] taps when separable (the 2-D filter is then the outer product), else [f_h, f_w].
+struct Upfirdn2dParams {
+  const void* x = nullptr;
+  const float* f = nullptr;
+  void* y = nullptr;
+  int64_t sx[4] = {0, 0, 0, 0};  // x strides (N, C, H, W), in elements
+  int64_t sy[4] = {0, 0, 0, 0};  // y strides
+  int n = 0, c = 0, in_h = 0, in_w = 0, out_h = 0, out_w = 0;
+  int up_x = 1, up_y = 1, down_x = 1, down_y = 1, pad_x0 = 0, pad_y0 = 0;
+  int f_h = 1, f_w = 1;
+  bool separable = false, flip = false;
+  float gain = 1.f;
+};
+
+cudaError_t bias_act_launch(const BiasActParams& p, int dtype, cudaStream_t stream);
+cudaError_t upfirdn2d_launch(const Upfirdn2dParams& p, int dtype, cudaStream_t stream);
+
+}  // namespace sgv

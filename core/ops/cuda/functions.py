@@ -1,0 +1,160 @@
+"""Autograd wiring of the CUDA kernels (first- and second-order gradients, as R1 needs).
+
+bias_act: the forward kernel keeps x and/or y for the backward; the gradient is the same kernel in
+mode 1 (wrapped in its own autograd Function, so it is itself differentiable), and the gradient of
+that gradient w.r.t. x is mode 2 (act''), for the activations whose act' is not piecewise constant.
+
+upfirdn2d is linear in x, so its gradient is another upfirdn2d (up and down swapped, the filter
+flipped, the padding mirrored) and differentiates to any order.
+"""
+
+from __future__ import annotations
+
+import torch
+
+from core.ops import _dispatch
+from core.ops.bias_act import ACTIVATIONS
+
+# Activations whose act' depends smoothly on the input: they need act'' for second-order gradients.
+_HAS_2ND_GRAD = frozenset({"tanh", "sigmoid", "elu", "selu", "softplus", "swish"})
+_DTYPES = (torch.float32, torch.float16, torch.bfloat16, torch.float64)
+
+
+def _ops():
+    return _dispatch.load_plugin("bias_act")  # both ops live in one extension
+
+
+def _memory_format(x: torch.Tensor) -> torch.memory_format:
+    if x.ndim == 4 and not x.is_contiguous() and x.is_contiguous(memory_format=torch.channels_last):
+        return torch.channels_last
+    return torch.contiguous_format
+
+
+def _reduce_dims(x: torch.Tensor, dim: int) -> list[int]:
+    return [i for i in range(x.ndim) if i != dim]
+
+
+# cfg = (dim, act, alpha, gain, clamp), all plain Python values.
+class _BiasAct(torch.autograd.Function):
+    @staticmethod
+    def forward(ctx, x, b, cfg):
+        dim, act, alpha, gain, clamp = cfg
+        spec = ACTIVATIONS[act]
+        x = x.contiguous(memory_format=_memory_format(x))
+        y = _ops().bias_act(x, b, None, None, None, 0, dim, spec.cuda_idx, alpha, gain, clamp)
+        keep_x = spec.cuda_ref == "x" or act in _HAS_2ND_GRAD
+        keep_y = spec.cuda_ref == "y" or clamp >= 0
+        ctx.save_for_backward(x if keep_x else None, b, y if keep_y else None)
+        ctx.cfg = cfg
+        return y
+
+    @staticmethod
+    def backward(ctx, dy):
+        x, b, y = ctx.saved_tensors
+        dim = ctx.cfg[0]
+        dx = _BiasActGrad.apply(dy, x, b, y, ctx.cfg)
+        db = dx.sum(_reduce_dims(dx, dim)) if ctx.needs_input_grad[1] else None
+        return dx, db, None
+
+
+class _BiasActGrad(torch.autograd.Function):
+    """dx = dy * gain * act'(x + b) * [not clamped]; differentiable w.r.t. dy, x and b."""
+
+    @staticmethod
+    def forward(ctx, dy, x, b, y, cfg):
+        dim, act, alpha, gain, clamp = cfg
+        spec = ACTIVATIONS[act]
+        ref = x if x is not None else y
+        dy = dy.contiguous(memory_format=_memory_format(ref)) if ref is not None else dy.contiguous()
+        xref = x if spec.cuda_ref == "x" else None
+        dx = _ops().bias_act(dy, b, xref, y, None, 1, dim, spec.cuda_idx, alpha, gain, clamp)
+        ctx.save_for_backward(dy if act in _HAS_2ND_GRAD else None, x, b, y)
+        ctx.cfg = cfg
+        return dx
+
+    @staticmethod
+    def backward(ctx, d_dx):
+        dy, x, b, y = ctx.saved_tensors
+        dim, act, alpha, gain, clamp = ctx.cfg
+        d_dy = d_x = d_b = None
+        if ctx.needs_input_grad[0]:
+            d_dy = _BiasActGrad.apply(d_dx, x, b, y, ctx.cfg)
+        if act in _HAS_2ND_GRAD and (ctx.needs_input_grad[1] or ctx.needs_input_grad[2]):
+            d_dx = d_dx.contiguous(memory_format=_memory_format(x))
+            d_x = _ops().bias_act(d_dx, b, x, y, dy, 2, dim, ACTIVATIONS[act].cuda_idx, alpha, gain, clamp)
+            if ctx.needs_input_grad[2]:
+                d_b = d_x.sum(_reduce_dims(d_x, dim))
+        return d_dy, d_x, d_b, None, None
+
+
+def bias_act_cuda(x: torch.Tensor, b: torch.Tensor | None, dim: int = 1, act: str = "linear",
+                  alpha: float = 0.0, gain: float = 1.0, clamp: float = -1.0) -> torch.Tensor:
+    """Kernel version of `bias_act_ref` (same arguments, already resolved; clamp < 0 = none)."""
+    if act not in ACTIVATIONS:
+        raise ValueError(f"unknown activation {act!r}; expected one of {sorted(ACTIVATIONS)}")
+    if b is not None and b.dtype != x.dtype:  # the reference's x + b promotes; do the same
+        dtype = torch.promote_types(x.dtype, b.dtype)
+        x, b = x.to(dtype), b.to(dtype)
+    if x.dtype not in _DTYPES:
+        raise TypeError(f"bias_act_cuda supports {_DTYPES}, got {x.dtype}")
+    dim = dim % x.ndim if x.ndim else 0
+    if b is not None:
+        b = b.contiguous()
+    cfg = (dim, act, float(alpha), float(gain), float(clamp))
+    return _BiasAct.apply(x, b, cfg)
+
+
+def _upfirdn2d_out_size(size: int, up: int, down: int, pad0: int, pad1: int, taps: int) -> int:
+    return (size * up + pad0 + pad1 - taps + down) // down
+
+
+# cfg = (upx, upy, downx, downy, px0, px1, py0, py1, flip_filter, gain)
+class _Upfirdn2d(torch.autograd.Function):
+    @staticmethod
+    def forward(ctx, x, f, cfg):
+        upx, upy, downx, downy, px0, px1, py0, py1, flip, gain = cfg
+        y = _ops().upfirdn2d(x, f, upx, upy, downx, downy, px0, px1, py0, py1, flip, gain)
+        ctx.save_for_backward(f)
+        ctx.cfg = cfg
+        ctx.in_hw = (x.shape[2], x.shape[3])
+        return y
+
+    @staticmethod
+    def backward(ctx, dy):
+        (f,) = ctx.saved_tensors
+        upx, upy, downx, downy, px0, px1, py0, py1, flip, gain = ctx.cfg
+        in_h, in_w = ctx.in_hw
+        out_h, out_w = dy.shape[2], dy.shape[3]
+        fh, fw = int(f.shape[0]), int(f.shape[-1])
+        # The adjoint: correlate the zero-inserted dy with the flipped filter; the padding puts tap k
+        # of output o back on input o*down + k - pad0 (divided by up), and the end padding makes the
+        # result exactly [in_h, in_w].
+        adj = (downx, downy, upx, upy,
+               fw - px0 - 1, in_w * upx - out_w * downx + px0 - upx + 1,
+               fh - py0 - 1, in_h * upy - out_h * downy + py0 - upy + 1,
+               not flip, gain)
+        dx = _Upfirdn2d.apply(dy, f, adj)
+        assert dx.shape[2:] == (in_h, in_w), f"adjoint shape {tuple(dx.shape)} vs input {(in_h, in_w)}"
+        return dx, None, None
+
+
+def upfirdn2d_cuda(x: torch.Tensor, f: torch.Tensor, up: tuple[int, int] = (1, 1),
+                   down: tuple[int, int] = (1, 1), padding: tuple[int, int, int, int] = (0, 0, 0, 0), flip_filter: bool = False,
+                   gain: float = 1.0) -> torch.Tensor:
+    """Kernel version of `upfirdn2d_ref`: x `[N, C, H, W]`, f float32 `[fh, fw]` or `[taps]` (separable)."""
+    assert x.ndim == 4, f"x must be [N, C, H, W], got {tuple(x.shape)}"
+    if x.dtype not in _DTYPES:
+        raise TypeError(f"upfirdn2d_cuda supports {_DTYPES}, got {x.dtype}")
+    f = f.to(device=x.device, dtype=torch.float32).contiguous()
+    assert f.ndim in (1, 2), f"filter must be [taps] or [fh, fw], got {tuple(f.shape)}"
+    (upx, upy), (downx, downy) = up, down
+    px0, px1, py0, py1 = padding
+    fh, fw = int(f.shape[0]), int(f.shape[-1])
+    axes = ((x.shape[2], upy, downy, py0, py1, fh), (x.shape[3], upx, downx, px0, px1, fw))
+    for size, u, d, p0, p1, taps in axes:
+        if _upfirdn2d_out_size(size, u, d, p0, p1, taps) < 1:
+            raise ValueError(f"upfirdn2d: padding {padding} and a {fh}x{fw} filter leave an empty output for "
+                             f"input {tuple(x.shape)}")
+    cfg = (int(upx), int(upy), int(downx), int(downy), int(px0), int(px1), int(py0), int(py1),
+           bool(flip_filter), float(gain))
+    return _Upfirdn2d.apply(x, f, cfg)

@@ -1,0 +1,167 @@
+// upfirdn2d: pad, upsample by zero insertion, FIR-filter, downsample, as one tiled kernel.
+//
+// Each block produces one output tile of `planes` consecutive (n, c) planes. It first stages the
+// filter (flipped unless flip, times gain, separable taps expanded) and the input pixels the tile
+// reads in shared memory, zero outside the image, then every output pixel sums only the taps that
+// hit a real (non-inserted) sample: with up = 2 a 4x4 filter costs 2x2 multiply-adds per pixel.
+// The common StyleGAN2 shapes (4x4 filter, up 2 / down 2 / neither) are compiled with constant
+// loop bounds; everything else runs the same code with run-time bounds.
+
+#include <algorithm>
+
+#include "common.h"
+#include "types.cuh"
+
+namespace sgv {
+namespace {
+
+constexpr int kThreads = 256;
+constexpr int kSharedBytes = 48 * 1024;
+
+__host__ __device__ __forceinline__ int floor_div(int a, int b) {
+  const int q = a / b;
+  return (q * b > a) ? q - 1 : q;  // b > 0
+}
+__host__ __device__ __forceinline__ int ceil_div(int a, int b) { return -floor_div(-a, b); }
+
+struct Tile {
+  int out_h, out_w, in_h, in_w, planes;  // tile sizes; planes per block
+  int tiles_x, tiles_y;
+};
+
+// Input extent read by `out` consecutive outputs along one axis (see the gather in the kernel).
+__host__ __device__ __forceinline__ int tile_in(int out, int up, int down, int taps) {
+  return ((out - 1) * down + taps - 1) / up + 1;
+}
+
+// UP, DOWN, FH, FW > 0 fix those values at compile time (UP and DOWN for both axes); 0 = run time.
+template <typename T, int UP, int DOWN, int FH, int FW>
+__global__ void __launch_bounds__(kThreads) upfirdn2d_kernel(Upfirdn2dParams p, Tile t) {
+  using A = typename Acc<T>::type;
+  SGV_DYNAMIC_SMEM(smem_raw);
+  A* s_f = reinterpret_cast<A*>(smem_raw);
+  const int fh = FH ? FH : p.f_h, fw = FW ? FW : p.f_w;
+  const int up_x = UP ? UP : p.up_x, up_y = UP ? UP : p.up_y;
+  const int down_x = DOWN ? DOWN : p.down_x, down_y = DOWN ? DOWN : p.down_y;
+  A* s_x = s_f + ((fh * fw + 3) & ~3);
+
+  // Correlation taps: F[ky][kx] = gain * f[fh-1-ky][fw-1-kx] (a true convolution) unless flip.
+  for (int k = threadIdx.x; k < fh * fw; k += blockDim.x) {
+    const int ky = k / fw, kx = k - ky * fw;
+    const int iy = p.flip ? ky : fh - 1 - ky, ix = p.flip ? kx : fw - 1 - kx;
+    const float v = p.separable ? p.f[iy] * p.f[ix] : p.f[iy * fw + ix];
+    s_f[k] = A(v) * A(p.gain);
+  }
+
+  const int num_planes = p.n * p.c;
+  const int plane0 = blockIdx.x * t.planes;
+  const int tile_px = t.out_h * t.out_w, tile_in_px = t.in_h * t.in_w;
+  const T* x = static_cast<const T*>(p.x);
+  T* y = static_cast<T*>(p.y);
+
+  for (int tile = blockIdx.y; tile < t.tiles_x * t.tiles_y; tile += gridDim.y) {
+    const int oy0 = (tile / t.tiles_x) * t.out_h, ox0 = (tile % t.tiles_x) * t.out_w;
+    // First input row/column the tile reads: output o reads upsampled samples o*down - pad + k.
+    const int iy0 = ceil_div(oy0 * down_y - p.pad_y0, up_y);
+    const int ix0 = ceil_div(ox0 * down_x - p.pad_x0, up_x);
+
+    __syncthreads();  // the previous tile's readers are done with s_x
+    for (int k = threadIdx.x; k < t.planes * tile_in_px; k += blockDim.x) {
+      const int pl = k / tile_in_px, rem = k - pl * tile_in_px;
+      const int r = rem / t.in_w, col = rem - r * t.in_w;
+      const int plane = plane0 + pl, iy = iy0 + r, ix = ix0 + col;
+      A v = A(0);
+      if (plane < num_planes && iy >= 0 && iy < p.in_h && ix >= 0 && ix < p.in_w) {
+        const int n = plane / p.c, c = plane - n * p.c;
+        v = to_acc(x[n * p.sx[0] + c * p.sx[1] + iy * p.sx[2] + ix * p.sx[3]]);
+      }
+      s_x[k] = v;
+    }
+    __syncthreads();
+
+    for (int k = threadIdx.x; k < t.planes * tile_px; k += blockDim.x) {
+      const int pl = k / tile_px, rem = k - pl * tile_px;
+      const int ry = rem / t.out_w, rx = rem - ry * t.out_w;
+      const int plane = plane0 + pl, oy = oy0 + ry, ox = ox0 + rx;
+      if (plane >= num_planes || oy >= p.out_h || ox >= p.out_w) continue;
+      // Taps ky with (oy*down - pad + ky) divisible by up hit real samples; the first is ky0.
+      const int uy = oy * down_y - p.pad_y0, ux = ox * down_x - p.pad_x0;
+      const int ky0 = floor_div(uy + up_y - 1, up_y) * up_y - uy;
+      const int kx0 = floor_div(ux + up_x - 1, up_x) * up_x - ux;
+      const A* src = s_x + pl * tile_in_px + ((uy + ky0) / up_y - iy0) * t.in_w + ((ux + kx0) / up_x - ix0);
+      A acc = A(0);
+      if constexpr (UP > 0 && FH > 0 && FW > 0) {
+#pragma unroll
+        for (int j = 0; j < (FH + UP - 1) / UP; ++j) {
+          const int ky = ky0 + j * UP;
+          if (ky < FH) {
+#pragma unroll
+            for (int i = 0; i < (FW + UP - 1) / UP; ++i) {
+              const int kx = kx0 + i * UP;
+              if (kx < FW) acc += s_f[ky * FW + kx] * src[j * t.in_w + i];
+            }
+          }
+        }
+      } else {
+        for (int ky = ky0, j = 0; ky < fh; ky += up_y, ++j)
+          for (int kx = kx0, i = 0; kx < fw; kx += up_x, ++i) acc += s_f[ky * fw + kx] * src[j * t.in_w + i];
+      }
+      const int n = plane / p.c, c = plane - n * p.c;
+      y[n * p.sy[0] + c * p.sy[1] + oy * p.sy[2] + ox * p.sy[3]] = from_acc<T>(acc);
+    }
+  }
+}
+
+// Output tiles of about 1024 pixels (several planes per block when the image is small), shrunk
+// until the staged input fits in shared memory.
+bool choose_tile(const Upfirdn2dParams& p, int elem_bytes, Tile& t, int& smem) {
+  t.out_w = std::min(p.out_w, 64);
+  t.out_h = std::min(p.out_h, std::max(1, 1024 / t.out_w));
+  t.planes = std::max(1, std::min(p.n * p.c, 1024 / (t.out_w * t.out_h)));
+  for (;;) {
+    t.in_h = tile_in(t.out_h, p.up_y, p.down_y, p.f_h);
+    t.in_w = tile_in(t.out_w, p.up_x, p.down_x, p.f_w);
+    smem = (((p.f_h * p.f_w + 3) & ~3) + t.planes * t.in_h * t.in_w) * elem_bytes;
+    if (smem <= kSharedBytes) break;
+    if (t.planes > 1) t.planes = (t.planes + 1) / 2;
+    else if (t.out_h > 1) t.out_h = (t.out_h + 1) / 2;
+    else if (t.out_w > 1) t.out_w = (t.out_w + 1) / 2;
+    else return false;  // the filter alone does not fit
+  }
+  t.tiles_x = (p.out_w + t.out_w - 1) / t.out_w;
+  t.tiles_y = (p.out_h + t.out_h - 1) / t.out_h;
+  return true;
+}
+
+template <typename T>
+cudaError_t launch_typed(const Upfirdn2dParams& p, cudaStream_t stream) {
+  using A = typename Acc<T>::type;
+  Tile t;
+  int smem = 0;
+  if (!choose_tile(p, sizeof(A), t, smem)) return cudaErrorInvalidConfiguration;
+  const int64_t plane_blocks = (int64_t(p.n) * p.c + t.planes - 1) / t.planes;
+  if (plane_blocks > 0x7fffffff) return cudaErrorInvalidConfiguration;
+  const dim3 grid(static_cast<unsigned>(plane_blocks), static_cast<unsigned>(std::min(t.tiles_x * t.tiles_y, 65535)));
+  const bool sq = p.up_x == p.up_y && p.down_x == p.down_y && p.f_h == 4 && p.f_w == 4;
+  void (*kernel)(Upfirdn2dParams, Tile) = upfirdn2d_kernel<T, 0, 0, 0, 0>;
+  if (sq && p.up_x == 1 && p.down_x == 1) kernel = upfirdn2d_kernel<T, 1, 1, 4, 4>;
+  if (sq && p.up_x == 2 && p.down_x == 1) kernel = upfirdn2d_kernel<T, 2, 1, 4, 4>;
+  if (sq && p.up_x == 1 && p.down_x == 2) kernel = upfirdn2d_kernel<T, 1, 2, 4, 4>;
+  SGV_LAUNCH(kernel, grid, kThreads, smem, stream, p, t);
+  return cudaGetLastError();
+}
+
+}  // namespace
+
+cudaError_t upfirdn2d_launch(const Upfirdn2dParams& p, int dtype, cudaStream_t stream) {
+  if (int64_t(p.n) * p.c * p.out_h * p.out_w == 0) return cudaSuccess;
+  switch (dtype) {
+    case kFloat32: return launch_typed<float>(p, stream);
+    case kFloat16: return launch_typed<__half>(p, stream);
+    case kBFloat16: return launch_typed<__nv_bfloat16>(p, stream);
+    case kFloat64: return launch_typed<double>(p, stream);
+    default: return cudaErrorInvalidValue;
+  }
+}
+
+}  // namespace sgv
