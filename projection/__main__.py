@@ -1,0 +1,68 @@
+"""python -m projection photo.jpg --checkpoint model.safetensors --out latent.npz"""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import sys
+from pathlib import Path
+
+
+def main(argv: list[str] | None = None) -> int:
+    p = argparse.ArgumentParser(prog="python -m projection",
+                                description="Project a photo into W / W+ at t = 0.")
+    p.add_argument("photo")
+    p.add_argument("--checkpoint", required=True, help="generator checkpoint (.safetensors)")
+    p.add_argument("--out", default=None, help="latent .npz (default: <photo>.npz)")
+    p.add_argument("--steps", type=int, default=1000)
+    p.add_argument("--mode", choices=["w", "w+"], default="w+")
+    p.add_argument("--lr", type=float, default=0.1)
+    p.add_argument("--motion-seed", type=int, default=0)
+    p.add_argument("--face", action="store_true", help="crop around the largest detected face first")
+    p.add_argument("--fit", choices=["crop", "pad"], default="crop")
+    p.add_argument("--lpips-weights", default=None, help="VGG16 backbone file (else the resolver's routes)")
+    p.add_argument("--save-images", action="store_true", help="also write <out>.target.png / .recon.png")
+    p.add_argument("--device", default="cpu")
+    args = p.parse_args(argv)
+    logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
+
+    import numpy as np
+    from PIL import Image
+    from tqdm import tqdm
+
+    from core.checkpoint import CheckpointError, load_generator
+    from projection.latent import Latent, save_latent
+    from projection.lpips_weights import LPIPSWeightsError, load_lpips
+    from projection.photo import PhotoError, load_photo
+    from projection.projector import ProjectionError, project
+
+    out = Path(args.out) if args.out else Path(args.photo).with_suffix(".npz")
+    try:
+        G = load_generator(args.checkpoint, device=args.device)
+        target = load_photo(args.photo, G.img_resolution, fit=args.fit, face=args.face,
+                            channels=G.img_channels)
+        lpips_model = load_lpips("vgg", args.lpips_weights, device=args.device)
+        bar = tqdm(total=args.steps, desc="projecting")
+
+        def on_step(s) -> None:
+            bar.update(1)
+            bar.set_postfix(loss=f"{s.loss:.4f}")
+
+        result = project(G, target, steps=args.steps, mode=args.mode, lr=args.lr,
+                         motion_seed=args.motion_seed, lpips_model=lpips_model, device=args.device,
+                         callback=on_step)
+        bar.close()
+    except (CheckpointError, PhotoError, ProjectionError, LPIPSWeightsError) as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
+    save_latent(out, Latent(ws=result.ws, motion_seed=args.motion_seed, t=0.0,
+                            checkpoint=Path(args.checkpoint).name, mode=args.mode))
+    if args.save_images:
+        Image.fromarray(np.squeeze(result.target)).save(out.with_suffix(".target.png"))
+        Image.fromarray(np.squeeze(result.reconstruction)).save(out.with_suffix(".recon.png"))
+    print(f"wrote {out}: LPIPS {result.lpips:.4f}, PSNR {result.psnr:.2f} dB, {result.seconds:.1f} s")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
