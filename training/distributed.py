@@ -60,7 +60,7 @@ def all_reduce_sum(x: torch.Tensor) -> torch.Tensor:
 
 def average_gradients(params: list[torch.nn.Parameter]) -> None:
     """Average .grad over ranks in one flat all-reduce; missing grads count as zeros."""
-    params = [p for p in params if p.requires_grad]
+    params = list(params)  # callers may have switched requires_grad off already; .grad is what counts
     if not params:
         return
     n = world_size()

@@ -119,8 +119,8 @@ class Trainer:
         stats.pop("_real_logits", None)
         if cfg.d_reg_interval and self.step_idx % cfg.d_reg_interval == 0 and cfg.r1_gamma_value > 0:
             stats.update(self._phase("Dreg", self.D, self.opt_D, batch, gain=cfg.d_reg_interval))
+        distributed.average_buffers(self.G)  # before the EMA copies G's buffers
         self._update_ema()
-        distributed.average_buffers(self.G)
         if self.ada is not None:
             self.ada.update(cfg.batch)
         self.step_idx += 1
