@@ -1,4 +1,16 @@
-"""Modulated convolution with weight demodulation (StyleGAN2, Karras et al. 2020, eqs. 1-3)."""
+"""Modulated convolution with weight demodulation (StyleGAN2, Karras et al. 2020, eqs. 1-3).
+
+Two formulations of the same function:
+- the reference (`impl="ref"`, or `FAST_PATH = False`): the per-sample weights
+  `w[n, o, i, k] = weight[o, i, k] * styles[n, i]` are materialised to compute the demodulation
+  coefficients, as in the paper's eq. 3;
+- the fast path (the default): eq. 3's sum factorises,
+  `sum_{i,k} (weight[o,i,k] * styles[n,i])^2 = sum_i styles[n,i]^2 * sum_k weight[o,i,k]^2`,
+  so the coefficients are one `[N, I] x [I, O]` matmul and the `[N, O, I, kh, kw]` tensor is never
+  built for the shared-conv (training) path; the grouped-conv path scales the weight once by
+  `styles * dcoefs` and fuses the noise addition with the demodulation.
+Both are differentiable to any order; they agree to rounding (bench/ops_gpu.py measures both).
+"""
 
 from __future__ import annotations
 
@@ -6,6 +18,9 @@ import numpy as np
 import torch
 
 from core.ops.conv2d_resample import conv2d_resample
+
+# Benchmarks set this to False to time the reference formulation under impl="auto".
+FAST_PATH = True
 
 
 def modulated_conv2d(x: torch.Tensor, weight: torch.Tensor, styles: torch.Tensor, noise=None, up: int = 1,
@@ -25,6 +40,15 @@ def modulated_conv2d(x: torch.Tensor, weight: torch.Tensor, styles: torch.Tensor
         weight = weight * (1 / np.sqrt(c_in * kh * kw) / weight.norm(float("inf"), dim=[1, 2, 3], keepdim=True))
         styles = styles / styles.norm(float("inf"), dim=1, keepdim=True)
 
+    kwargs = dict(f=resample_filter, up=up, down=down, padding=padding, flip_weight=flip_weight, impl=impl)
+    if FAST_PATH and impl != "ref":
+        return _modconv_fast(x, weight, styles, noise, demodulate, fused_modconv, kwargs)
+    return _modconv_ref(x, weight, styles, noise, demodulate, fused_modconv, kwargs)
+
+
+def _modconv_ref(x, weight, styles, noise, demodulate, fused_modconv, kwargs):
+    n = x.shape[0]
+    c_out, c_in, kh, kw = weight.shape
     w = dcoefs = None
     if demodulate or fused_modconv:
         w = weight.unsqueeze(0) * styles.reshape(n, 1, -1, 1, 1)  # [N, O, I, kh, kw]
@@ -33,7 +57,6 @@ def modulated_conv2d(x: torch.Tensor, weight: torch.Tensor, styles: torch.Tensor
     if demodulate and fused_modconv:
         w = w * dcoefs.reshape(n, -1, 1, 1, 1)
 
-    kwargs = dict(f=resample_filter, up=up, down=down, padding=padding, flip_weight=flip_weight, impl=impl)
     if not fused_modconv:
         x = x * styles.to(x.dtype).reshape(n, -1, 1, 1)
         x = conv2d_resample(x, weight.to(x.dtype), **kwargs)
@@ -46,6 +69,38 @@ def modulated_conv2d(x: torch.Tensor, weight: torch.Tensor, styles: torch.Tensor
     x = x.reshape(1, -1, *x.shape[2:])
     w = w.reshape(-1, c_in, kh, kw)
     x = conv2d_resample(x, w.to(x.dtype), groups=n, **kwargs)
+    x = x.reshape(n, -1, *x.shape[2:])
+    if noise is not None:
+        x = x + noise.to(x.dtype)
+    return x
+
+
+def _demod_coefs(weight: torch.Tensor, styles: torch.Tensor) -> torch.Tensor:
+    """Eq. 3 as a matmul: `[N, O]` = rsqrt(styles^2 @ (sum_k weight^2)^T + eps)."""
+    wsq = weight.square().sum(dim=[2, 3])  # [O, I]
+    return (styles.square() @ wsq.t() + 1e-8).rsqrt()
+
+
+def _modconv_fast(x, weight, styles, noise, demodulate, fused_modconv, kwargs):
+    n = x.shape[0]
+    c_out, c_in, kh, kw = weight.shape
+    dcoefs = _demod_coefs(weight, styles) if demodulate else None  # [N, O]
+
+    if not fused_modconv:
+        x = x * styles.to(x.dtype).reshape(n, -1, 1, 1)
+        x = conv2d_resample(x, weight.to(x.dtype), **kwargs)
+        if demodulate and noise is not None:
+            return torch.addcmul(noise.to(x.dtype), x, dcoefs.to(x.dtype).reshape(n, -1, 1, 1))
+        if demodulate:
+            return x * dcoefs.to(x.dtype).reshape(n, -1, 1, 1)
+        return x + noise.to(x.dtype) if noise is not None else x
+
+    scale = styles.reshape(n, 1, c_in)  # [N, 1, I]: one multiply of the big weight tensor, not two
+    if demodulate:
+        scale = scale * dcoefs.reshape(n, c_out, 1)  # [N, O, I]
+    w = weight.unsqueeze(0) * scale.unsqueeze(-1).unsqueeze(-1)  # [N, O, I, kh, kw]
+    x = x.reshape(1, -1, *x.shape[2:])
+    x = conv2d_resample(x, w.reshape(-1, c_in, kh, kw).to(x.dtype), groups=n, **kwargs)
     x = x.reshape(n, -1, *x.shape[2:])
     if noise is not None:
         x = x + noise.to(x.dtype)

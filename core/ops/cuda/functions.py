@@ -139,8 +139,8 @@ class _Upfirdn2d(torch.autograd.Function):
 
 
 def upfirdn2d_cuda(x: torch.Tensor, f: torch.Tensor, up: tuple[int, int] = (1, 1),
-                   down: tuple[int, int] = (1, 1), padding: tuple[int, int, int, int] = (0, 0, 0, 0), flip_filter: bool = False,
-                   gain: float = 1.0) -> torch.Tensor:
+                   down: tuple[int, int] = (1, 1), padding: tuple[int, int, int, int] = (0, 0, 0, 0),
+                   flip_filter: bool = False, gain: float = 1.0) -> torch.Tensor:
     """Kernel version of `upfirdn2d_ref`: x `[N, C, H, W]`, f float32 `[fh, fw]` or `[taps]` (separable)."""
     assert x.ndim == 4, f"x must be [N, C, H, W], got {tuple(x.shape)}"
     if x.dtype not in _DTYPES:

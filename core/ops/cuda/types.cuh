@@ -2,6 +2,8 @@
 // (float for the 16-bit types and float32, double for float64), conversions and math overloads.
 #pragma once
 
+#include <cmath>
+
 #include <cuda_bf16.h>
 #include <cuda_fp16.h>
 
