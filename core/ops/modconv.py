@@ -25,7 +25,8 @@ FAST_PATH = True
 
 def modulated_conv2d(x: torch.Tensor, weight: torch.Tensor, styles: torch.Tensor, noise=None, up: int = 1,
                      down: int = 1, padding: int = 0, resample_filter=None, demodulate: bool = True,
-                     flip_weight: bool = True, fused_modconv: bool = True, impl: str = "auto") -> torch.Tensor:
+                     flip_weight: bool = True, fused_modconv: bool = True,
+                     impl: str = "auto") -> torch.Tensor:
     """x `[N, I, H, W]`, weight `[O, I, kh, kw]`, styles `[N, I]` -> `[N, O, H', W']` in x's dtype.
 
     fused_modconv=True folds the per-sample weights into one grouped convolution; False scales the
@@ -37,7 +38,8 @@ def modulated_conv2d(x: torch.Tensor, weight: torch.Tensor, styles: torch.Tensor
     assert styles.shape == (n, c_in), f"styles {tuple(styles.shape)}, expected {(n, c_in)}"
 
     if x.dtype == torch.float16 and demodulate:  # pre-normalize so fp16 products cannot overflow
-        weight = weight * (1 / np.sqrt(c_in * kh * kw) / weight.norm(float("inf"), dim=[1, 2, 3], keepdim=True))
+        w_max = weight.norm(float("inf"), dim=[1, 2, 3], keepdim=True)
+        weight = weight * (1 / np.sqrt(c_in * kh * kw) / w_max)
         styles = styles / styles.norm(float("inf"), dim=1, keepdim=True)
 
     kwargs = dict(f=resample_filter, up=up, down=down, padding=padding, flip_weight=flip_weight, impl=impl)
