@@ -1,0 +1,147 @@
+"""Checkpoints: safetensors weights with the model config and metadata as JSON in the header.
+
+Tensors are stored under their module prefix ("G_ema.", "G.", "D."), so one file can hold a
+G_ema-only export (what the studio needs) or all three networks. Writes are atomic: a crash leaves
+either the old file or the new one, never a torn file.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import tempfile
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import torch
+from safetensors import SafetensorError
+from safetensors.torch import load_file, save_file
+from torch import nn
+
+from core.config import ConfigError, ModelConfig
+
+FORMAT = "stylegan-v-studio/1"
+
+
+class CheckpointError(RuntimeError):
+    """A checkpoint is missing, unreadable, truncated or does not fit the model."""
+
+
+@dataclass
+class Checkpoint:
+    cfg: ModelConfig
+    tensors: dict[str, torch.Tensor]
+    metadata: dict = field(default_factory=dict)
+
+    def module_state(self, prefix: str) -> dict[str, torch.Tensor]:
+        p = prefix + "."
+        return {k[len(p):]: v for k, v in self.tensors.items() if k.startswith(p)}
+
+    @property
+    def modules(self) -> list[str]:
+        return sorted({k.split(".", 1)[0] for k in self.tensors})
+
+
+def atomic_write(path: str | os.PathLike, write_fn) -> Path:
+    """Call `write_fn(tmp_path)` and move the result to `path` only once it is complete."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    os.close(fd)
+    try:
+        write_fn(tmp)
+        with open(tmp, "rb") as f:
+            os.fsync(f.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+    return path
+
+
+def save_checkpoint(path: str | os.PathLike, modules: dict[str, nn.Module], cfg: ModelConfig,
+                    metadata: dict | None = None, fp16: bool = False) -> Path:
+    """Save the state of `modules` (e.g. {"G_ema": G_ema}) with `cfg` and JSON-able `metadata`.
+
+    fp16=True halves floating-point tensors (a G_ema export for shipping); loading restores float32.
+    """
+    tensors = {}
+    for prefix, module in modules.items():
+        for name, value in module.state_dict().items():
+            value = value.detach().cpu()
+            if fp16 and value.is_floating_point():
+                value = value.to(torch.float16)
+            tensors[f"{prefix}.{name}"] = value.contiguous()
+    header = {"format": FORMAT, "config": cfg.to_json(), "metadata": json.dumps(metadata or {})}
+    return atomic_write(path, lambda tmp: save_file(tensors, tmp, metadata=header))
+
+
+def read_header(path: str | os.PathLike) -> dict:
+    """The JSON metadata of a safetensors file, without reading the tensors."""
+    path = Path(path)
+    try:
+        with open(path, "rb") as f:
+            size = int.from_bytes(f.read(8), "little")
+            if not 0 < size < 100 * 2**20:
+                raise CheckpointError(f"{path} is not a safetensors checkpoint (bad header size)")
+            header = json.loads(f.read(size))
+    except FileNotFoundError:
+        raise CheckpointError(f"checkpoint not found: {path}") from None
+    except (OSError, ValueError, UnicodeDecodeError) as exc:
+        raise CheckpointError(f"{path} is not a readable safetensors checkpoint: {exc}") from None
+    return header.get("__metadata__") or {}
+
+
+def load_checkpoint(path: str | os.PathLike) -> Checkpoint:
+    """Read a checkpoint written by `save_checkpoint`; raise CheckpointError with a readable reason."""
+    path = Path(path)
+    meta = read_header(path)
+    if meta.get("format") != FORMAT:
+        raise CheckpointError(f"{path} is a safetensors file but not a StyleGAN-V Studio checkpoint "
+                              f"(format {meta.get('format')!r}); convert released .pkl files with core.convert")
+    try:
+        cfg = ModelConfig.from_json(meta["config"])
+        metadata = json.loads(meta.get("metadata", "{}"))
+    except (KeyError, ValueError, ConfigError) as exc:
+        raise CheckpointError(f"{path} has an invalid config: {exc}") from None
+    try:
+        tensors = load_file(str(path))
+    except (SafetensorError, OSError, ValueError) as exc:
+        raise CheckpointError(f"{path} is truncated or corrupt: {exc}") from None
+    tensors = {k: v.float() if v.dtype == torch.float16 else v for k, v in tensors.items()}
+    return Checkpoint(cfg, tensors, metadata)
+
+
+def load_state(module: nn.Module, state: dict[str, torch.Tensor], what: str) -> None:
+    """Load `state` into `module` strictly, naming every missing, unexpected or mis-shaped tensor."""
+    own = module.state_dict()
+    missing = sorted(set(own) - set(state))
+    unexpected = sorted(set(state) - set(own))
+    shapes = [f"{k}: {tuple(state[k].shape)} vs {tuple(own[k].shape)}"
+              for k in sorted(set(own) & set(state)) if state[k].shape != own[k].shape]
+    if missing or unexpected or shapes:
+        parts = [f"missing {missing[:8]}" if missing else "", f"unexpected {unexpected[:8]}" if unexpected else "",
+                 f"shape mismatch {shapes[:8]}" if shapes else ""]
+        raise CheckpointError(f"{what} does not fit the model: " + "; ".join(p for p in parts if p))
+    module.load_state_dict(state)
+
+
+def load_generator(path: str | os.PathLike, device: str | torch.device = "cpu", which: str = "G_ema"):
+    """Build the generator from the checkpoint's config and load `which` ("G_ema" or "G"), in eval mode.
+
+    `.pkl` files (checkpoints released with the paper) go through the safe importer.
+    """
+    from core.generator import Generator
+
+    if str(path).endswith(".pkl"):
+        from core.official import import_official  # restricted unpickler; never runs embedded code
+
+        ckpt = import_official(path)
+    else:
+        ckpt = load_checkpoint(path)
+    state = ckpt.module_state(which)
+    if not state:
+        raise CheckpointError(f"{path} holds no {which} (it has: {', '.join(ckpt.modules) or 'nothing'})")
+    G = Generator(ckpt.cfg)
+    load_state(G, state, f"{which} of {path}")
+    return G.eval().requires_grad_(False).to(device)

@@ -1,0 +1,185 @@
+"""Motion: addressable noise tokens, the conv1d motion mapping F_m, and the acyclic positional
+encoding of the paper (section 3.1, eqs. 2-5).
+
+Token k sits at time k * delta_z. The two padding-less convs turn tokens j .. j + 2(K-1) into motion
+code u_j, so a frame at time t, which needs u_i and u_{i+1} with i = floor(t / delta_z), depends only
+on tokens i .. i + 2(K-1) + 1: constant work and memory for any t.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+import numpy as np
+import torch
+from torch import nn
+
+from core.config import MotionConfig
+from core.layers import EqLRConv1d, FullyConnectedLayer
+from core.noise import token_noise
+
+MAX_SPAN_CODES = 64  # above this, frames of one video get separate token windows instead of one range
+
+
+class MotionError(ValueError):
+    """Motion noise cannot serve the requested times."""
+
+
+class Motion:
+    """Motion noise for a batch of N videos: seeded (addressable) or an explicit tensor.
+
+    Seeded: token k of seed s is `core.noise.token_noise(s, k)`, a pure function of (s, k).
+    Explicit: `noise [N, L, z_dim]`, token k = `noise[:, k]` (as in the reference implementation),
+    which limits times to t < (L - 2(K-1) - 1) * delta_z.
+    """
+
+    def __init__(self, seeds: torch.Tensor | None = None, noise: torch.Tensor | None = None):
+        assert (seeds is None) != (noise is None), "give exactly one of seeds or noise"
+        if seeds is not None:
+            seeds = torch.as_tensor(seeds, dtype=torch.int64).reshape(-1)
+            if (seeds < 0).any():
+                raise MotionError("motion seeds must be >= 0")
+        if noise is not None and noise.ndim != 3:
+            raise MotionError(f"motion noise must be [N, L, z_dim], got {tuple(noise.shape)}")
+        self.seeds, self.noise = seeds, noise
+
+    @classmethod
+    def from_seeds(cls, seeds: Sequence[int] | torch.Tensor | int) -> Motion:
+        return cls(seeds=torch.as_tensor(seeds, dtype=torch.int64).reshape(-1))
+
+    @classmethod
+    def from_noise(cls, noise: torch.Tensor) -> Motion:
+        return cls(noise=noise)
+
+    @classmethod
+    def random(cls, n: int, generator: torch.Generator | None = None) -> Motion:
+        return cls(seeds=torch.randint(0, 2**62, (n,), generator=generator, dtype=torch.int64))
+
+    @classmethod
+    def coerce(cls, motion, n: int) -> Motion:
+        """Accept a Motion, seeds (int / list / 1-D tensor) or a noise tensor `[N, L, z_dim]`."""
+        if not isinstance(motion, Motion):
+            if isinstance(motion, torch.Tensor) and motion.ndim == 3:
+                motion = cls.from_noise(motion)
+            else:
+                motion = cls.from_seeds(motion)
+        if len(motion) == 1 and n > 1:
+            motion = motion.repeat(n)
+        if len(motion) != n:
+            raise MotionError(f"motion has {len(motion)} videos, the batch has {n}")
+        return motion
+
+    def __len__(self) -> int:
+        return len(self.seeds) if self.seeds is not None else self.noise.shape[0]
+
+    def repeat(self, n: int) -> Motion:
+        if self.seeds is not None:
+            return Motion(seeds=self.seeds.repeat(n))
+        return Motion(noise=self.noise.expand(n, -1, -1))
+
+    def select(self, idx: torch.Tensor) -> Motion:
+        if self.seeds is not None:
+            return Motion(seeds=self.seeds[idx.cpu()])
+        return Motion(noise=self.noise[idx.to(self.noise.device)])
+
+    def tokens(self, sample: torch.Tensor, start: torch.Tensor, length: int, z_dim: int) -> torch.Tensor:
+        """Tokens start[m] .. start[m] + length - 1 of video sample[m] -> `[M, length, z_dim]`."""
+        k = start.unsqueeze(1) + torch.arange(length, device=start.device)  # [M, length]
+        if self.seeds is not None:
+            seeds = self.seeds.to(start.device)[sample].unsqueeze(1)
+            return token_noise(seeds, k, z_dim)
+        noise = self.noise.to(start.device)
+        if noise.shape[2] < z_dim:
+            raise MotionError(f"motion noise has {noise.shape[2]} dims, the model needs {z_dim}")
+        if int(k.max()) >= noise.shape[1]:
+            raise MotionError(f"explicit motion noise has {noise.shape[1]} tokens; these times need "
+                              f"{int(k.max()) + 1} (use seeded motion for arbitrary t)")
+        return noise[sample.unsqueeze(1), k, :z_dim].to(torch.float32)
+
+
+class AlignedTimeEncoder(nn.Module):
+    """Acyclic positional encoding v_t (eqs. 2-5): sin/cos waves whose periods and phases are predicted
+    from the left motion code, minus their linear interpolation between the anchors t_l and t_r, plus an
+    interpolated aligner, so that v_t is continuous across anchors without being periodic."""
+
+    def __init__(self, u_dim: int, cfg: MotionConfig):
+        super().__init__()
+        n = cfg.num_freqs
+        periods = 2 ** np.linspace(np.log2(cfg.min_period), np.log2(cfg.max_period), n)
+        freqs = torch.from_numpy((2 * np.pi / periods)[::-1].copy().astype(np.float32)).unsqueeze(0)
+        self.register_buffer("freqs", freqs)  # [1, F], lowest frequency first
+        self.register_buffer("phase_scales", cfg.max_period / (2 * np.pi / freqs))  # [1, F]
+        self.periods_predictor = FullyConnectedLayer(u_dim, n, bias=False)
+        self.phase_predictor = FullyConnectedLayer(u_dim, n, bias=False)
+        self.aligners_predictor = FullyConnectedLayer(u_dim, 2 * n, bias=False)
+
+    def forward(self, t: torch.Tensor, u_left: torch.Tensor, u_right: torch.Tensor, delta_z: int,
+                exact: bool = True) -> torch.Tensor:
+        """t `[M]` (float32/float64, frames), u_left/u_right `[M, u_dim]` -> v `[M, 2F]` float32.
+
+        exact=False repeats the reference's float32 order of operations (its far frames drift);
+        exact=True evaluates the wave arguments in float64, reduced modulo 2*pi, before the sine.
+        """
+        scale = self.periods_predictor(u_left).tanh() + 1  # [M, F], in (0, 2)
+        phase = self.phase_predictor(u_left) * self.phase_scales  # [M, F]
+        t_rem = torch.remainder(t, delta_z)
+        t_left = t - t_rem
+        t_right = t_left + delta_z
+        alpha = (t_rem / delta_z).to(torch.float32).unsqueeze(1)  # [M, 1]
+
+        def emb(tt: torch.Tensor) -> torch.Tensor:
+            if exact:
+                arg = (self.freqs.double() * scale.double()) * tt.double().unsqueeze(1)
+                arg = torch.remainder(arg, 2 * np.pi) + phase.double()
+            else:
+                arg = self.freqs * scale * tt.float().unsqueeze(1) + phase
+            return torch.cat([arg.sin(), arg.cos()], dim=1).to(torch.float32)
+
+        a_left, a_right = self.aligners_predictor(u_left), self.aligners_predictor(u_right)
+        remove = emb(t_left) * (1 - alpha) + emb(t_right) * alpha  # eq. (4): the linear part between anchors
+        add = a_left * (1 - alpha) + a_right * alpha  # eq. (5): aligners keep v_t distinct per segment
+        return emb(t) - remove + add
+
+
+class MotionMappingNetwork(nn.Module):
+    """F_m: noise tokens -> motion codes u (two padding-less conv1d) -> v_t via the time encoder."""
+
+    def __init__(self, cfg: MotionConfig, c_dim: int = 0):
+        super().__init__()
+        self.cfg, self.c_dim = cfg, c_dim
+        k, lr = cfg.kernel_size, cfg.lr_multiplier
+        self.conv = nn.Sequential(
+            EqLRConv1d(cfg.z_dim + c_dim, cfg.z_dim, k, activation="lrelu", lr_multiplier=lr),
+            EqLRConv1d(cfg.z_dim, cfg.z_dim, k, activation="lrelu", lr_multiplier=lr),
+        )
+        self.time_encoder = AlignedTimeEncoder(cfg.z_dim, cfg)
+
+    def codes(self, motion: Motion, sample: torch.Tensor, first: torch.Tensor, count: int,
+              c: torch.Tensor | None) -> torch.Tensor:
+        """Motion codes u_first[m] .. u_first[m]+count-1 of video sample[m] -> `[M, count, z_dim]`."""
+        length = count + self.cfg.tokens_per_code - 1
+        tokens = motion.tokens(sample, first, length, self.cfg.z_dim)  # [M, length, z_dim]
+        if self.c_dim > 0:
+            tokens = torch.cat([tokens, c[sample].unsqueeze(1).expand(-1, length, -1).float()], dim=2)
+        return self.conv(tokens.permute(0, 2, 1)).permute(0, 2, 1)
+
+    def forward(self, t: torch.Tensor, motion: Motion, c: torch.Tensor | None = None,
+                exact_time: bool = True) -> torch.Tensor:
+        """t `[N, T]` (frames, >= 0) -> motion codes v `[N * T, v_dim]`."""
+        n, num_t = t.shape
+        dz = self.cfg.delta_z
+        if (t < 0).any() or not torch.isfinite(t).all():
+            raise MotionError("times must be finite and >= 0")
+        i = torch.div(t, dz, rounding_mode="floor").long()  # [N, T] index of the left code
+        lo = i.min(dim=1).values
+        span = int((i.max(dim=1).values - lo).max()) + 2
+        sample = torch.arange(n, device=t.device)
+        if span <= MAX_SPAN_CODES:  # one token range per video covers all its frames
+            u = self.codes(motion, sample, lo, span, c)  # [N, span, z_dim]
+            rel = (i - lo.unsqueeze(1)).reshape(-1)
+            rows = sample.repeat_interleave(num_t)
+            u_left, u_right = u[rows, rel], u[rows, rel + 1]
+        else:  # frames far apart: a 2-code window per frame
+            u = self.codes(motion, sample.repeat_interleave(num_t), i.reshape(-1), 2, c)  # [N*T, 2, z_dim]
+            u_left, u_right = u[:, 0], u[:, 1]
+        return self.time_encoder(t.reshape(-1), u_left, u_right, dz, exact=exact_time)
