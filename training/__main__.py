@@ -87,7 +87,8 @@ def _setup(args, dist) -> tuple[TrainConfig, str, str | None]:
         with open(os.path.join(run_dir, "config.json")) as f:
             cfg = TrainConfig.from_dict(json.load(f))
         cfg = cfg.replace(**({"data": args.data} if args.data else {}), **overrides)
-        return cfg, run_dir, "latest" if args.resume == "latest" or os.path.isdir(args.resume) else args.resume
+        from_folder = args.resume == "latest" or os.path.isdir(args.resume)
+        return cfg, run_dir, "latest" if from_folder else args.resume
     if not args.data:
         raise TrainConfigError("--data is required for a new run")
     cfg = TrainConfig(data=args.data, model=preset(args.preset), **overrides)
