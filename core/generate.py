@@ -1,0 +1,99 @@
+"""Render videos from a checkpoint.
+
+    python -m core.generate --checkpoint model.safetensors --seeds 0,1,2 --out out.mp4
+    python -m core.generate --checkpoint m.safetensors --seeds 0-3 --motion-seeds 10,11 --grid --out grid.mp4
+    python -m core.generate --checkpoint m.safetensors --seeds 0 --t-offset 90000 --fps 50 --slowmo 2 --out far.gif
+    python -m core.generate --checkpoint m.safetensors --latent latent.npz --motion-seeds 1,2,3 --out anim.mp4
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+
+import numpy as np
+import torch
+
+from core.checkpoint import CheckpointError, load_generator, read_header
+from core.motion import MotionError
+from core.render import RenderError, Timeline, render_video
+
+
+def parse_seeds(text: str) -> list[int]:
+    """'0,3,5-7' -> [0, 3, 5, 6, 7]."""
+    seeds: list[int] = []
+    for part in filter(None, text.split(",")):
+        a, _, b = part.partition("-")
+        seeds.extend(range(int(a), int(b) + 1) if b else [int(a)])
+    if not seeds or min(seeds) < 0:
+        raise argparse.ArgumentTypeError(f"bad seed list {text!r}")
+    return seeds
+
+
+def load_latent(path: str, G) -> torch.Tensor:
+    """ws `[N, num_ws, w_dim]` from a `.npz` written by projection/editing (key "ws")."""
+    with np.load(path) as data:
+        if "ws" not in data:
+            raise RenderError(f"{path} has no 'ws' array")
+        ws = torch.from_numpy(np.asarray(data["ws"], dtype=np.float32))
+    if ws.ndim == 2:
+        ws = ws.unsqueeze(0)
+    if ws.shape[1:] != (G.num_ws, G.w_dim):
+        raise RenderError(f"latent {tuple(ws.shape)} does not fit this model ([N, {G.num_ws}, {G.w_dim}])")
+    return ws
+
+
+def native_fps_of(path: str, default: float = 25.0) -> float:
+    """The training data's frame rate stored in a checkpoint's metadata ("fps"), else `default`."""
+    if str(path).endswith(".pkl"):
+        return default
+    try:
+        meta = json.loads(read_header(path).get("metadata", "{}"))
+    except (CheckpointError, ValueError):
+        return default
+    return float(meta.get("fps", default))
+
+
+def main(argv: list[str] | None = None) -> int:
+    p = argparse.ArgumentParser(prog="python -m core.generate", description=__doc__,
+                                formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--checkpoint", required=True, help=".safetensors checkpoint or a released .pkl")
+    p.add_argument("--out", required=True, help="output .mp4, .gif, or .zip/.png (PNG frames)")
+    p.add_argument("--seeds", type=parse_seeds, default=[0], help="content seeds, e.g. 0,1,5-8")
+    p.add_argument("--motion-seeds", type=parse_seeds, default=None, help="motion seeds (default: = seeds)")
+    p.add_argument("--latent", default=None, help=".npz with ws (projected / edited photo) instead of seeds")
+    p.add_argument("--grid", action="store_true", help="rows share motion, columns share content")
+    p.add_argument("--truncation", type=float, default=1.0)
+    p.add_argument("--t-offset", type=float, default=0.0, help="model time of the first frame (frames)")
+    p.add_argument("--duration", type=float, default=4.0, help="seconds of output")
+    p.add_argument("--fps", type=float, default=25.0, help="output frame rate")
+    p.add_argument("--slowmo", type=float, default=1.0, help="slow-motion factor (2 = half speed)")
+    p.add_argument("--native-fps", type=float, default=None, help="data frame rate (default: from checkpoint)")
+    p.add_argument("--device", default="auto", choices=["auto", "cpu", "cuda"])
+    p.add_argument("--chunk", type=int, default=8, help="frames computed at once")
+    args = p.parse_args(argv)
+
+    device = "cuda" if args.device == "auto" and torch.cuda.is_available() else args.device
+    device = "cpu" if device == "auto" else device
+    try:
+        G = load_generator(args.checkpoint, device=device)
+        native = args.native_fps or native_fps_of(args.checkpoint)
+        timeline = Timeline(args.t_offset, args.duration, args.fps, args.slowmo, native)
+        ws = load_latent(args.latent, G).to(device) if args.latent else None
+        from tqdm import tqdm
+
+        with tqdm(total=timeline.num_frames, unit="frame", desc="rendering") as bar:
+            out = render_video(G, args.out, timeline, content_seeds=args.seeds, motion_seeds=args.motion_seeds,
+                               ws=ws, grid=args.grid, truncation_psi=args.truncation, chunk=args.chunk,
+                               callback=lambda done, total: bar.update(done - bar.n))
+    except (CheckpointError, RenderError, MotionError, OSError) as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 1
+    print(f"wrote {out} ({timeline.num_frames} frames, t = {timeline.times(0, 1)[0]:g} .. "
+          f"{timeline.times(timeline.num_frames - 1)[0]:g})")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
