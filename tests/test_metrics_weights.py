@@ -164,3 +164,29 @@ def test_inception_features_shape():
     f = det(imgs)
     assert f.shape == (2, 2048) and np.isfinite(f).all()
     np.testing.assert_allclose(f, det(imgs.permute(0, 3, 1, 2)), rtol=1e-4, atol=1e-5)
+
+
+class _ScriptedStandIn(torch.nn.Module):
+    """Has the paper's TorchScript detector signature; returns per-channel means and the input layout."""
+
+    def forward(self, x: torch.Tensor, rescale: bool = False, resize: bool = False,
+                return_features: bool = False) -> torch.Tensor:
+        assert x.dtype == torch.uint8 and x.shape[1] == 3  # [N, 3, T, H, W], uint8
+        y = x.float()
+        if rescale:
+            y = y / 127.5 - 1.0
+        return y.mean(dim=(2, 3, 4))
+
+
+def test_torchscript_detector_is_called_like_the_papers(cache, tmp_path, monkeypatch):
+    monkeypatch.setattr(W, "network_available", lambda *a, **k: False)
+    from training.metrics.detectors import load_i3d
+
+    path = tmp_path / "i3d_torchscript.pt"
+    torch.jit.script(_ScriptedStandIn()).save(str(path))
+    det = load_i3d(path)
+    assert det.torchscript and det.name == "i3d-k400-torchscript"
+    v = torch.zeros(2, 9, 8, 8, 3, dtype=torch.uint8)  # [N, T, H, W, 3]
+    v[1, ..., 0] = 255
+    f = det(v)
+    np.testing.assert_allclose(f, [[-1, -1, -1], [1, -1, -1]], atol=1e-6)

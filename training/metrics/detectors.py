@@ -26,7 +26,9 @@ class VideoDetector:
     def __init__(self, model: nn.Module, name: str, device: str | torch.device = "cpu",
                  torchscript: bool = False) -> None:
         self.device = torch.device(device)
-        self.model = model.eval().requires_grad_(False).to(self.device)
+        for p in model.parameters():  # (ScriptModules lack Module.requires_grad_)
+            p.requires_grad_(False)
+        self.model = model.eval().to(self.device)
         self.name = name
         self.torchscript = torchscript
         self.input_size = 224 if torchscript else model.cfg.input_size
