@@ -178,6 +178,7 @@ class _ScriptedStandIn(torch.nn.Module):
         return y.mean(dim=(2, 3, 4))
 
 
+@pytest.mark.filterwarnings("ignore::FutureWarning")
 def test_torchscript_detector_is_called_like_the_papers(cache, tmp_path, monkeypatch):
     monkeypatch.setattr(W, "network_available", lambda *a, **k: False)
     from training.metrics.detectors import load_i3d

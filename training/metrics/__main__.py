@@ -49,7 +49,6 @@ def main(argv: list[str] | None = None) -> int:
     logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
     try:
         from core.checkpoint import load_generator
-
         from training.dataset import VideoDataset
     except ImportError as e:
         print(f"error: cannot import the model or dataset code: {e}", file=sys.stderr)
