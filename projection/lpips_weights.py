@@ -16,6 +16,7 @@ Whatever route succeeds is cached as safetensors, so later loads are local and f
 
 from __future__ import annotations
 
+import contextlib
 import io
 import logging
 import os
@@ -26,7 +27,7 @@ import sys
 import tarfile
 import tempfile
 import warnings
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -296,12 +297,35 @@ def load_lpips(net: str = "vgg", weights: str | os.PathLike | None = None, *,
     lin_path = Path(lpips.__file__).parent / "weights" / "v0.1" / f"{spec.lpips_name}.pth"
     if not lin_path.is_file():
         raise LPIPSWeightsError(f"the lpips package lacks its linear layers {lin_path}; reinstall `lpips`")
-    with warnings.catch_warnings():
+    with warnings.catch_warnings(), _skip_random_init():
         warnings.simplefilter("ignore")  # torchvision's "pretrained is deprecated"
         model = lpips.LPIPS(net=spec.lpips_name, pretrained=True, pnet_rand=True, model_path=str(lin_path),
                             verbose=False)
+    # lpips loads its linear layers with strict=False; check they were all really there.
+    lin_state = torch.load(lin_path, map_location="cpu", weights_only=True)
+    lin_keys = {k for k in model.state_dict() if k[:3] == "lin" and k[3:4].isdigit()}  # `lins.*` alias these
+    if not lin_keys <= set(lin_state):
+        raise LPIPSWeightsError(f"{lin_path} lacks LPIPS linear layers {sorted(lin_keys - set(lin_state))[:3]}")
+    model.load_state_dict(lin_state, strict=False)
     load_backbone_into(model, backbone)
     return model.eval().requires_grad_(False).to(device)
+
+
+@contextlib.contextmanager
+def _skip_random_init() -> Iterator[None]:
+    """Skip torchvision's random initialization while lpips builds its network: every tensor LPIPS uses
+    is overwritten right after (backbone from the resolver, linear layers from the wheel), and filling
+    VGG16's unused 100M-parameter classifier with random numbers costs seconds."""
+    names = ("kaiming_normal_", "kaiming_uniform_", "normal_", "uniform_", "constant_", "zeros_", "ones_",
+             "xavier_uniform_", "xavier_normal_", "trunc_normal_")
+    saved = {n: getattr(torch.nn.init, n) for n in names if hasattr(torch.nn.init, n)}
+    try:
+        for n in saved:
+            setattr(torch.nn.init, n, lambda tensor, *args, **kwargs: tensor)
+        yield
+    finally:
+        for n, fn in saved.items():
+            setattr(torch.nn.init, n, fn)
 
 
 def load_backbone_into(model: torch.nn.Module, backbone: dict[str, torch.Tensor]) -> None:
@@ -316,3 +340,6 @@ def load_backbone_into(model: torch.nn.Module, backbone: dict[str, torch.Tensor]
     state = {targets[k]: v for k, v in backbone.items()}
     result = model.load_state_dict(state, strict=False)
     assert not result.unexpected_keys, result.unexpected_keys
+    # Everything else LPIPS computes with must have come from the wheel's linear-layer file.
+    missing = [k for k in result.missing_keys if not k.startswith(("lin", "scaling_layer"))]
+    assert not missing, missing
