@@ -81,9 +81,10 @@ template <typename A> __device__ __forceinline__ A act_d2(int act, A v) {
   }
 }
 
+// alpha, gain and clamp arrive already converted to A (once per thread, not per element).
 template <typename A>
-__device__ __forceinline__ A element(const BiasActParams& p, A x, A bias, A xr, A yr, A dr) {
-  const A alpha = A(p.alpha), gain = A(p.gain), clamp = A(p.clamp);
+__device__ __forceinline__ A element(const BiasActParams& p, A alpha, A gain, A clamp, A x, A bias, A xr, A yr,
+                                     A dr) {
   if (p.mode == 0) {
     A y = act_fwd(p.act, x + bias, alpha) * gain;
     if (clamp >= A(0)) y = y > clamp ? clamp : (y < -clamp ? -clamp : y);
@@ -128,6 +129,7 @@ __global__ void bias_act_kernel(BiasActParams p) {
   const I step_b = static_cast<I>(p.step_b), size_b = static_cast<I>(p.size_b);
   const T* b = static_cast<const T*>(p.b);
   const I nruns = (numel + VEC - 1) / VEC;
+  const A alpha = A(p.alpha), gain = A(p.gain), clamp = A(p.clamp);
   for (I run = I(blockIdx.x) * blockDim.x + threadIdx.x; run < nruns; run += I(gridDim.x) * blockDim.x) {
     const I i0 = run * VEC;
     const bool full = i0 + VEC <= numel;
@@ -144,7 +146,7 @@ __global__ void bias_act_kernel(BiasActParams p) {
 #pragma unroll
     for (int k = 0; k < VEC; ++k) {
       const A bias = b ? to_acc(b[c]) : A(0);
-      out[k] = element<A>(p, x[k], bias, xr[k], yr[k], dr[k]);
+      out[k] = element<A>(p, alpha, gain, clamp, x[k], bias, xr[k], yr[k], dr[k]);
       if (++r == step_b) { r = 0; if (++c == size_b) c = 0; }
     }
     T* y = static_cast<T*>(p.y);

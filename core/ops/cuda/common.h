@@ -28,7 +28,7 @@ struct BiasActParams {
   int64_t size_b = 1;  // length of the bias dimension
   int act = 1;         // index as in core/ops/bias_act.py ACTIVATIONS[...].cuda_idx
   int mode = 0;
-  float alpha = 0.f, gain = 1.f, clamp = -1.f;  // clamp < 0: no clamping
+  double alpha = 0.0, gain = 1.0, clamp = -1.0;  // clamp < 0: no clamping (double: exact for float64)
 };
 
 // Pad, upsample by zero insertion, correlate with the (flipped unless flip) FIR filter times gain,
@@ -44,7 +44,7 @@ struct Upfirdn2dParams {
   int up_x = 1, up_y = 1, down_x = 1, down_y = 1, pad_x0 = 0, pad_y0 = 0;
   int f_h = 1, f_w = 1;
   bool separable = false, flip = false;
-  float gain = 1.f;
+  double gain = 1.0;
 };
 
 cudaError_t bias_act_launch(const BiasActParams& p, int dtype, cudaStream_t stream);

@@ -47,8 +47,8 @@ inline void __syncthreads() {}
 extern "C" {
 
 int sgv_emu_bias_act(int dtype, const void* x, const void* b, const void* xref, const void* yref, const void* dyref,
-                     void* y, int64_t numel, int64_t step_b, int64_t size_b, int act, int mode, float alpha,
-                     float gain, float clamp) {
+                     void* y, int64_t numel, int64_t step_b, int64_t size_b, int act, int mode, double alpha,
+                     double gain, double clamp) {
   sgv::BiasActParams p;
   p.x = x; p.b = b; p.xref = xref; p.yref = yref; p.dyref = dyref; p.y = y;
   p.numel = numel; p.step_b = step_b; p.size_b = size_b;
@@ -57,7 +57,7 @@ int sgv_emu_bias_act(int dtype, const void* x, const void* b, const void* xref, 
 }
 
 int sgv_emu_upfirdn2d(int dtype, const void* x, const float* f, void* y, const int64_t* sx, const int64_t* sy,
-                      const int* dims, const int* cfg, float gain) {
+                      const int* dims, const int* cfg, double gain) {
   // dims: n, c, in_h, in_w, out_h, out_w; cfg: up_x, up_y, down_x, down_y, pad_x0, pad_y0, f_h, f_w, separable, flip
   sgv::Upfirdn2dParams p;
   p.x = x; p.f = f; p.y = y;

@@ -69,9 +69,9 @@ at::Tensor bias_act(const at::Tensor& x, const std::optional<at::Tensor>& b, con
   p.numel = x.numel();
   p.act = static_cast<int>(act);
   p.mode = static_cast<int>(mode);
-  p.alpha = static_cast<float>(alpha);
-  p.gain = static_cast<float>(gain);
-  p.clamp = static_cast<float>(clamp);
+  p.alpha = alpha;
+  p.gain = gain;
+  p.clamp = clamp;
   const c10::cuda::CUDAGuard guard(x.device());
   const cudaError_t err = sgv::bias_act_launch(p, code, c10::cuda::getCurrentCUDAStream());
   TORCH_CHECK(err == cudaSuccess, "bias_act kernel failed: ", cudaGetErrorString(err));
@@ -104,7 +104,7 @@ at::Tensor upfirdn2d(const at::Tensor& x, const at::Tensor& f, int64_t up_x, int
   p.pad_x0 = static_cast<int>(pad_x0);
   p.pad_y0 = static_cast<int>(pad_y0);
   p.flip = flip;
-  p.gain = static_cast<float>(gain);
+  p.gain = gain;
   const int64_t out_h = (int64_t(p.in_h) * up_y + pad_y0 + pad_y1 - p.f_h + down_y) / down_y;
   const int64_t out_w = (int64_t(p.in_w) * up_x + pad_x0 + pad_x1 - p.f_w + down_x) / down_x;
   TORCH_CHECK(out_h >= 1 && out_w >= 1, "upfirdn2d: the padding and filter leave an empty output");

@@ -46,11 +46,12 @@ __global__ void __launch_bounds__(kThreads) upfirdn2d_kernel(Upfirdn2dParams p, 
   A* s_x = s_f + ((fh * fw + 3) & ~3);
 
   // Correlation taps: F[ky][kx] = gain * f[fh-1-ky][fw-1-kx] (a true convolution) unless flip.
+  const A gain = A(p.gain);
   for (int k = threadIdx.x; k < fh * fw; k += blockDim.x) {
     const int ky = k / fw, kx = k - ky * fw;
     const int iy = p.flip ? ky : fh - 1 - ky, ix = p.flip ? kx : fw - 1 - kx;
     const float v = p.separable ? p.f[iy] * p.f[ix] : p.f[iy * fw + ix];
-    s_f[k] = A(v) * A(p.gain);
+    s_f[k] = A(v) * gain;
   }
 
   const int num_planes = p.n * p.c;

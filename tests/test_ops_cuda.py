@@ -1,0 +1,532 @@
+"""CUDA ops: dispatch and fallback, reference parity, kernel logic on CPU, GPU parity.
+
+Without a GPU the kernels are still checked: core/ops/cuda/host_emulation.cpp compiles the same
+.cu sources as plain C++ (one thread per block), and the autograd wiring of core.ops.cuda runs on
+top of it, so forward, gradient and second-order gradient are compared with the PyTorch reference.
+Those tests skip when g++ or a CUDA toolkit's headers are missing. The `gpu` tests run the real
+kernels and skip without CUDA.
+"""
+
+from __future__ import annotations
+
+import ctypes
+import logging
+import math
+import shutil
+import subprocess
+from pathlib import Path
+from types import SimpleNamespace
+
+import numpy as np
+import pytest
+import torch
+
+import core.ops.cuda  # noqa: F401  (registers the loaders; must not build anything)
+from core.ops import _dispatch, modconv
+from core.ops.bias_act import ACTIVATIONS, bias_act, bias_act_ref
+from core.ops.upfirdn2d import downsample2d, setup_filter, upfirdn2d, upfirdn2d_ref, upsample2d
+
+CUDA_DIR = Path(__file__).resolve().parents[1] / "core" / "ops" / "cuda"
+FILTER = [1, 3, 3, 1]
+# (up, down, padding, flip, filter kind) covering StyleGAN2's uses and the general code path.
+UPFIRDN_CASES = [
+    ((1, 1), (1, 1), (2, 1, 2, 1), False, "4x4"),
+    ((2, 2), (1, 1), (2, 1, 2, 1), False, "4x4"),
+    ((1, 1), (2, 2), (1, 1, 1, 1), False, "4x4"),
+    ((3, 2), (1, 2), (0, -1, 3, 2), True, "rand"),
+    ((1, 1), (1, 1), (1, 0, -1, 2), False, "none"),
+    ((2, 2), (1, 1), (4, 3, 4, 3), False, "sep"),
+]
+
+
+def _filter(kind: str) -> torch.Tensor:
+    gen = torch.Generator().manual_seed(3)
+    if kind == "4x4":
+        return setup_filter(FILTER)
+    if kind == "rand":
+        return torch.rand(3, 5, generator=gen) + 0.1
+    if kind == "sep":
+        return setup_filter(torch.rand(8, generator=gen).tolist())  # >= 8 taps: separable [8]
+    return torch.ones(1, 1)
+
+
+# ---------------------------------------------------------------------------------------------
+# Dispatch and fallback
+
+
+@pytest.fixture
+def fresh_dispatch(monkeypatch):
+    """Isolate _dispatch's module-level caches from other tests."""
+    monkeypatch.setattr(_dispatch, "_loaders", dict(_dispatch._loaders))
+    monkeypatch.setattr(_dispatch, "_loaded", {})
+    monkeypatch.setattr(_dispatch, "_failed", {})
+    monkeypatch.setattr(_dispatch, "_warned", set())
+    return _dispatch
+
+
+def _fake_cuda_tensor():
+    # resolve() only asks is_cuda and device, so the fallback logic is testable without a GPU.
+    return SimpleNamespace(is_cuda=True, device=torch.device("cuda", 0))
+
+
+def test_auto_falls_back_with_one_warning_and_cuda_raises_build_error(fresh_dispatch, caplog):
+    calls = []
+
+    def broken_loader():
+        calls.append(1)
+        raise RuntimeError("nvcc: sm_90 kernel failed to compile (planted)")
+
+    fresh_dispatch.register_loader("planted_op", broken_loader)
+    with caplog.at_level(logging.WARNING, logger=_dispatch.__name__):
+        for _ in range(3):
+            assert fresh_dispatch.resolve("planted_op", "auto", _fake_cuda_tensor()) == "ref"
+    warnings = [r for r in caplog.records if "planted_op" in r.getMessage()]
+    assert len(warnings) == 1 and "planted" in warnings[0].getMessage()
+    assert len(calls) == 1, "a failed build must not be retried on every call"
+    with pytest.raises(RuntimeError, match="planted"):
+        fresh_dispatch.resolve("planted_op", "cuda", _fake_cuda_tensor())
+
+
+def test_cuda_raises_the_first_build_error_itself(fresh_dispatch):
+    def broken_loader():
+        raise RuntimeError("ninja: build stopped (planted)")
+
+    fresh_dispatch.register_loader("planted_op2", broken_loader)
+    with pytest.raises(RuntimeError, match="ninja: build stopped"):
+        fresh_dispatch.resolve("planted_op2", "cuda", _fake_cuda_tensor())
+
+
+def test_real_ops_fall_back_when_the_extension_cannot_build(fresh_dispatch, monkeypatch, caplog):
+    import core.ops.cuda as cuda_pkg
+
+    def no_toolkit():
+        raise cuda_pkg.BuildError("no CUDA toolkit found (planted)")
+
+    for name in ("bias_act", "upfirdn2d"):
+        fresh_dispatch.register_loader(name, no_toolkit)
+    with caplog.at_level(logging.WARNING, logger=_dispatch.__name__):
+        for _ in range(2):
+            assert fresh_dispatch.resolve("bias_act", "auto", _fake_cuda_tensor()) == "ref"
+            assert fresh_dispatch.resolve("upfirdn2d", "auto", _fake_cuda_tensor()) == "ref"
+    assert len([r for r in caplog.records if "planted" in r.getMessage()]) == 2  # one per op
+    with pytest.raises(RuntimeError, match="planted"):
+        fresh_dispatch.resolve("bias_act", "cuda", _fake_cuda_tensor())
+
+
+def test_cpu_tensors_take_the_reference_and_reject_cuda(fresh_dispatch):
+    def must_not_build():
+        raise AssertionError("CPU tensors must never trigger a kernel build")
+
+    fresh_dispatch.register_loader("bias_act", must_not_build)
+    fresh_dispatch.register_loader("upfirdn2d", must_not_build)
+    x = torch.randn(2, 3, 6, 6)
+    b = torch.randn(3)
+    f = setup_filter(FILTER)
+    for impl in ("auto", "ref"):
+        assert torch.equal(bias_act(x, b, act="lrelu", clamp=1.0, impl=impl),
+                           bias_act_ref(x, b, act="lrelu", alpha=0.2, gain=math.sqrt(2), clamp=1.0))
+        assert torch.equal(upfirdn2d(x, f, up=2, padding=1, impl=impl), upfirdn2d_ref(x, f, up=2, padding=1))
+    with pytest.raises(RuntimeError, match="CUDA tensor"):
+        bias_act(x, b, impl="cuda")
+    with pytest.raises(RuntimeError, match="CUDA tensor"):
+        upfirdn2d(x, f, impl="cuda")
+    with pytest.raises(ValueError, match="impl"):
+        bias_act(x, b, impl="fast")
+
+
+def test_import_registers_loaders_without_building():
+    import core.ops.cuda as cuda_pkg
+
+    assert {"bias_act", "upfirdn2d"} <= set(_dispatch._loaders)
+    if not torch.cuda.is_available():
+        assert cuda_pkg.load_extension.cache_info().currsize == 0
+
+
+def test_build_without_gpu_or_arch_is_a_clear_error(monkeypatch):
+    from core.ops.cuda import build
+
+    if torch.cuda.is_available():
+        pytest.skip("a GPU is visible: the arch comes from it")
+    monkeypatch.delenv("TORCH_CUDA_ARCH_LIST", raising=False)
+    build.load_extension.cache_clear()
+    with pytest.raises(build.BuildError, match="TORCH_CUDA_ARCH_LIST"):
+        build.load_extension()
+
+
+def test_source_hash_tracks_sources_and_arch(tmp_path, monkeypatch):
+    from core.ops.cuda import build
+
+    assert build.source_hash("9.0") == build.source_hash("9.0")
+    assert build.source_hash("9.0") != build.source_hash("8.0")
+    for name in build.SOURCES + build.HEADERS:
+        shutil.copy(CUDA_DIR / name, tmp_path / name)
+    monkeypatch.setattr(build, "SOURCE_DIR", tmp_path)
+    before = build.source_hash("9.0")
+    with open(tmp_path / "bias_act.cu", "a") as fh:
+        fh.write("\n// changed\n")
+    assert build.source_hash("9.0") != before
+
+
+# ---------------------------------------------------------------------------------------------
+# The references against independent computations
+
+
+def _np_act(name: str, v: np.ndarray, alpha: float) -> np.ndarray:
+    sig = 1 / (1 + np.exp(-v))
+    scale, a = 1.0507009873554805, 1.6732632423543772
+    return {
+        "linear": v, "relu": np.maximum(v, 0), "lrelu": np.where(v > 0, v, alpha * v), "tanh": np.tanh(v),
+        "sigmoid": sig, "elu": np.where(v > 0, v, np.expm1(v)),
+        "selu": scale * np.where(v > 0, v, a * np.expm1(v)), "softplus": np.log1p(np.exp(v)), "swish": v * sig,
+    }[name]
+
+
+@pytest.mark.parametrize("act", sorted(ACTIVATIONS))
+def test_bias_act_ref_matches_numpy(act):
+    rng = np.random.default_rng(0)
+    x = rng.normal(size=(2, 4, 3, 5)) * 2
+    b = rng.normal(size=4)
+    for dim, clamp in ((1, -1.0), (1, 1.5)):
+        v = x + b.reshape(1, 4, 1, 1)
+        want = _np_act(act, v, 0.3) * 1.7
+        if clamp >= 0:
+            want = np.clip(want, -clamp, clamp)
+        got = bias_act_ref(torch.from_numpy(x), torch.from_numpy(b), dim=dim, act=act, alpha=0.3, gain=1.7,
+                           clamp=clamp)
+        np.testing.assert_allclose(got.numpy(), want, rtol=1e-12, atol=1e-12)
+
+
+def _np_upfirdn2d(x, f, up, down, pad, flip, gain):
+    """The definition, literally: zero-insert, pad, convolve (true convolution), subsample."""
+    (upx, upy), (dx, dy), (px0, px1, py0, py1) = up, down, pad
+    n, c, h, w = x.shape
+    f = np.outer(f, f) if f.ndim == 1 else f
+    fh, fw = f.shape
+    xu = np.zeros((n, c, h * upy, w * upx))
+    xu[:, :, ::upy, ::upx] = x
+    hp, wp = h * upy + py0 + py1, w * upx + px0 + px1
+    out = np.zeros((n, c, (hp - fh) // dy + 1, (wp - fw) // dx + 1))
+    for oy in range(out.shape[2]):
+        for ox in range(out.shape[3]):
+            for ky in range(fh):
+                for kx in range(fw):
+                    yy, xx = oy * dy + ky - py0, ox * dx + kx - px0  # into xu
+                    if 0 <= yy < xu.shape[2] and 0 <= xx < xu.shape[3]:
+                        tap = f[ky, kx] if flip else f[fh - 1 - ky, fw - 1 - kx]
+                        out[:, :, oy, ox] += tap * xu[:, :, yy, xx]
+    return out * gain
+
+
+@pytest.mark.parametrize("case", UPFIRDN_CASES, ids=lambda c: f"{c[0]}-{c[1]}-{c[2]}-{c[4]}")
+def test_upfirdn2d_ref_matches_definition(case):
+    up, down, pad, flip, kind = case
+    x = torch.randn(1, 2, 5, 6, dtype=torch.float64, generator=torch.Generator().manual_seed(1))
+    f = _filter(kind)
+    got = upfirdn2d_ref(x, f, up, down, pad, flip, 1.5)
+    want = _np_upfirdn2d(x.numpy(), f.double().numpy(), up, down, pad, flip, 1.5)
+    np.testing.assert_allclose(got.numpy(), want, rtol=1e-6, atol=1e-6)
+
+
+def test_resampling_keeps_a_constant_image_constant():
+    x = torch.full((1, 2, 8, 8), 0.7, dtype=torch.float64)
+    f = setup_filter(FILTER)
+    up = upsample2d(x, f, impl="ref")
+    down = downsample2d(x, f, impl="ref")
+    assert up.shape == (1, 2, 16, 16) and down.shape == (1, 2, 4, 4)
+    torch.testing.assert_close(up[..., 2:-2, 2:-2], torch.full_like(up[..., 2:-2, 2:-2], 0.7))
+    torch.testing.assert_close(down[..., 1:-1, 1:-1], torch.full_like(down[..., 1:-1, 1:-1], 0.7))
+
+
+# ---------------------------------------------------------------------------------------------
+# modconv: the fast formulation against the reference
+
+
+@pytest.mark.parametrize("fused", [True, False])
+@pytest.mark.parametrize("demodulate", [True, False])
+@pytest.mark.parametrize("up,down", [(1, 1), (2, 1), (1, 2)])
+def test_modconv_fast_path_matches_reference(fused, demodulate, up, down):
+    gen = torch.Generator().manual_seed(5)
+    x = torch.randn(3, 4, 8, 8, dtype=torch.float64, generator=gen, requires_grad=True)
+    weight = torch.randn(5, 4, 3, 3, dtype=torch.float64, generator=gen, requires_grad=True)
+    styles = torch.randn(3, 4, dtype=torch.float64, generator=gen, requires_grad=True)
+    size = 8 * up // down
+    noise = torch.randn(3, 1, size, size, dtype=torch.float64, generator=gen)
+    kw = dict(noise=noise, up=up, down=down, padding=1, demodulate=demodulate, fused_modconv=fused,
+              resample_filter=setup_filter(FILTER) if up * down > 1 else None)
+    outs = []
+    for impl in ("auto", "ref"):
+        y = modconv.modulated_conv2d(x, weight, styles, impl=impl, **kw)
+        grads = torch.autograd.grad((y * y.detach().sin()).sum(), [x, weight, styles], create_graph=True)
+        hess = torch.autograd.grad(sum((g * g).sum() for g in grads), [x, styles])  # second order (R1-like)
+        outs.append((y, *grads, *hess))
+    assert outs[0][0].shape == (3, 5, size, size)
+    for a, b in zip(*outs):
+        torch.testing.assert_close(a, b, rtol=1e-9, atol=1e-9)
+
+
+def test_modconv_fast_path_switch(monkeypatch):
+    calls = []
+    monkeypatch.setattr(modconv, "_modconv_ref", lambda *a: calls.append("ref") or a[0])
+    monkeypatch.setattr(modconv, "_modconv_fast", lambda *a: calls.append("fast") or a[0])
+    x, w, s = torch.randn(1, 2, 4, 4), torch.randn(2, 2, 3, 3), torch.randn(1, 2)
+    modconv.modulated_conv2d(x, w, s)
+    modconv.modulated_conv2d(x, w, s, impl="ref")
+    monkeypatch.setattr(modconv, "FAST_PATH", False)
+    modconv.modulated_conv2d(x, w, s)
+    assert calls == ["fast", "ref", "ref"]
+
+
+# ---------------------------------------------------------------------------------------------
+# The kernels themselves, compiled for the host (no GPU needed)
+
+_CODES = {torch.float32: 0, torch.float16: 1, torch.bfloat16: 2, torch.float64: 3}
+
+
+def _cuda_include_dir() -> Path | None:
+    from core.ops.cuda.build import find_cuda_home
+
+    home = find_cuda_home()
+    if home and (Path(home) / "include" / "crt" / "host_config.h").exists():
+        return Path(home) / "include"
+    return None
+
+
+@pytest.fixture(scope="module")
+def emu_lib(tmp_path_factory):
+    include = _cuda_include_dir()
+    if shutil.which("g++") is None or include is None:
+        pytest.skip("host emulation needs g++ and a CUDA toolkit's headers")
+    out = tmp_path_factory.mktemp("emu") / "sgv_emu.so"
+    cmd = ["g++", "-std=c++17", "-O1", "-shared", "-fPIC", "-Wno-attributes", f"-I{include}",
+           str(CUDA_DIR / "host_emulation.cpp"), "-o", str(out)]
+    res = subprocess.run(cmd, capture_output=True, text=True)
+    assert res.returncode == 0, f"the CUDA sources do not compile as host C++:\n{res.stderr[-4000:]}"
+    lib = ctypes.CDLL(str(out))
+    lib.sgv_emu_bias_act.argtypes = [ctypes.c_int] + [ctypes.c_void_p] * 6 + [ctypes.c_int64] * 3 + \
+        [ctypes.c_int, ctypes.c_int, ctypes.c_double, ctypes.c_double, ctypes.c_double]
+    lib.sgv_emu_upfirdn2d.argtypes = [ctypes.c_int] + [ctypes.c_void_p] * 3 + \
+        [ctypes.POINTER(ctypes.c_int64)] * 2 + [ctypes.POINTER(ctypes.c_int)] * 2 + [ctypes.c_double]
+    return lib
+
+
+class _EmuOps:
+    """The torch.ops namespace of ops.cpp, re-created over the host-compiled kernels."""
+
+    def __init__(self, lib):
+        self.lib = lib
+
+    @staticmethod
+    def _ptr(t):
+        return None if t is None else t.data_ptr()
+
+    def bias_act(self, x, b, xref, yref, dyref, mode, dim, act, alpha, gain, clamp):
+        assert x.is_contiguous() or x.is_contiguous(memory_format=torch.channels_last)
+        for ref in (xref, yref, dyref):
+            assert ref is None or (ref.shape == x.shape and ref.dtype == x.dtype and all(
+                s == 1 or ref.stride(i) == x.stride(i) for i, s in enumerate(x.shape))), "layout mismatch"
+        y = torch.empty_like(x)
+        step, size = (x.stride(dim) if x.shape[dim] > 1 else 1, x.shape[dim]) if b is not None else (1, 1)
+        err = self.lib.sgv_emu_bias_act(_CODES[x.dtype], x.data_ptr(), self._ptr(b), self._ptr(xref),
+                                        self._ptr(yref), self._ptr(dyref), y.data_ptr(), x.numel(), step, size,
+                                        act, mode, alpha, gain, clamp)
+        assert err == 0
+        return y
+
+    def upfirdn2d(self, x, f, upx, upy, downx, downy, px0, px1, py0, py1, flip, gain):
+        fh, fw = f.shape[0], f.shape[-1]
+        oh = (x.shape[2] * upy + py0 + py1 - fh + downy) // downy
+        ow = (x.shape[3] * upx + px0 + px1 - fw + downx) // downx
+        channels_last = not x.is_contiguous() and x.is_contiguous(memory_format=torch.channels_last)
+        y = torch.empty(x.shape[0], x.shape[1], oh, ow, dtype=x.dtype,
+                        memory_format=torch.channels_last if channels_last else torch.contiguous_format)
+        sx, sy = (ctypes.c_int64 * 4)(*x.stride()), (ctypes.c_int64 * 4)(*y.stride())
+        dims = (ctypes.c_int * 6)(*x.shape, oh, ow)
+        cfg = (ctypes.c_int * 10)(upx, upy, downx, downy, px0, py0, fh, fw, int(f.ndim == 1), int(flip))
+        err = self.lib.sgv_emu_upfirdn2d(_CODES[x.dtype], x.data_ptr(), f.data_ptr(), y.data_ptr(), sx, sy,
+                                         dims, cfg, gain)
+        assert err == 0
+        return y
+
+
+@pytest.fixture
+def emu(emu_lib, monkeypatch):
+    """core.ops.cuda's autograd Functions running on the host-compiled kernels."""
+    from core.ops.cuda import functions
+
+    ops = _EmuOps(emu_lib)
+    monkeypatch.setattr(functions, "_ops", lambda: ops)
+    return functions
+
+
+def _layouts(x: torch.Tensor):
+    yield "contiguous", x
+    yield "channels_last", x.contiguous(memory_format=torch.channels_last)
+    flat = torch.empty(x.numel() + 1, dtype=x.dtype)  # offset by one element: the scalar (unaligned) path
+    view = flat[1:].view(x.shape)
+    view.copy_(x)
+    yield "unaligned", view
+
+
+@pytest.mark.parametrize("act", sorted(ACTIVATIONS))
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float16, torch.float64])
+def test_emulated_bias_act_forward(emu, act, dtype):
+    gen = torch.Generator().manual_seed(7)
+    x = (torch.randn(2, 6, 5, 3, generator=gen) * 3).to(dtype)
+    b = torch.randn(6, generator=gen).to(dtype)
+    tol = 2e-3 if dtype == torch.float16 else 1e-6
+    for clamp in (-1.0, 2.5):
+        want = bias_act_ref(x.double(), b.double(), 1, act, 0.2, 1.7, clamp)
+        for name, xl in _layouts(x):
+            got = emu.bias_act_cuda(xl, b, 1, act, 0.2, 1.7, clamp)
+            assert got.dtype == dtype and got.shape == x.shape, name
+            torch.testing.assert_close(got.double(), want, rtol=tol, atol=tol, msg=f"{act} {name} clamp={clamp}")
+    for dim in (0, 2, -1):  # bias along other dims
+        bd = torch.randn(x.shape[dim], generator=gen).to(dtype)
+        want = bias_act_ref(x.double(), bd.double(), dim % 4, act, 0.2, 1.7, -1.0)
+        torch.testing.assert_close(emu.bias_act_cuda(x, bd, dim, act, 0.2, 1.7, -1.0).double(), want,
+                                   rtol=tol, atol=tol)
+
+
+def _bias_act_derivatives(fn, x, b, r, v):
+    """y, dL/dx, dL/db with L = <y, r>, and the second-order grads of <dL/dx, v> w.r.t. x and b."""
+    x = x.clone().requires_grad_(True)
+    b = b.clone().requires_grad_(True)
+    y = fn(x, b)
+    gx, gb = torch.autograd.grad((y * r).sum(), [x, b], create_graph=True)
+    hx = hb = None
+    if gx.requires_grad:  # else dL/dx does not depend on x or b (linear, no clamp)
+        hx, hb = torch.autograd.grad((gx * v).sum(), [x, b], allow_unused=True)
+    hx = torch.zeros_like(x) if hx is None else hx
+    hb = torch.zeros_like(b) if hb is None else hb
+    return y, gx, gb, hx, hb
+
+
+@pytest.mark.parametrize("act", sorted(ACTIVATIONS))
+@pytest.mark.parametrize("layout", ["contiguous", "channels_last"])
+def test_emulated_bias_act_first_and_second_order(emu, act, layout):
+    gen = torch.Generator().manual_seed(11)
+    x = torch.randn(2, 4, 3, 5, dtype=torch.float64, generator=gen) * 2
+    if layout == "channels_last":
+        x = x.contiguous(memory_format=torch.channels_last)
+    b = torch.randn(4, dtype=torch.float64, generator=gen)
+    r, v = torch.randn_like(x), torch.randn_like(x)
+    for clamp in (-1.0, 1.5):
+        args = (1, act, 0.25, 1.3, clamp)
+        want = _bias_act_derivatives(lambda x_, b_, a=args: bias_act_ref(x_, b_, *a), x, b, r, v)
+        got = _bias_act_derivatives(lambda x_, b_, a=args: emu.bias_act_cuda(x_, b_, *a), x, b, r, v)
+        for name, g, w in zip(("y", "dx", "db", "d2x", "d2b"), got, want):
+            torch.testing.assert_close(g, w, rtol=1e-9, atol=1e-9, msg=f"{act} clamp={clamp}: {name}")
+
+
+@pytest.mark.parametrize("act", ["tanh", "swish", "lrelu"])
+def test_emulated_bias_act_gradgradcheck(emu, act):
+    gen = torch.Generator().manual_seed(13)
+    x = (torch.randn(2, 3, 4, dtype=torch.float64, generator=gen) + 0.05).requires_grad_(True)
+    b = torch.randn(3, dtype=torch.float64, generator=gen, requires_grad=True)
+
+    def fn(x_, b_):
+        return emu.bias_act_cuda(x_, b_, 1, act, 0.2, 1.4, -1.0)
+
+    assert torch.autograd.gradcheck(fn, (x, b))
+    assert torch.autograd.gradgradcheck(fn, (x, b))
+
+
+@pytest.mark.parametrize("case", UPFIRDN_CASES, ids=lambda c: f"{c[0]}-{c[1]}-{c[2]}-{c[4]}")
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float16, torch.float64])
+def test_emulated_upfirdn2d_forward(emu, case, dtype):
+    up, down, pad, flip, kind = case
+    x = torch.randn(2, 3, 9, 7, generator=torch.Generator().manual_seed(17)).to(dtype)
+    f = _filter(kind)
+    want = upfirdn2d_ref(x.double(), f, up, down, pad, flip, 1.5)
+    tol = 3e-3 if dtype == torch.float16 else 1e-5
+    for name, xl in _layouts(x):
+        got = emu.upfirdn2d_cuda(xl, f, up, down, pad, flip, 1.5)
+        assert got.dtype == dtype, name
+        torch.testing.assert_close(got.double(), want, rtol=tol, atol=tol, msg=f"{case} {name}")
+
+
+def test_emulated_upfirdn2d_tiles_large_images_and_many_planes(emu):
+    # More than one output tile per plane, and more planes than fit one block.
+    f = setup_filter(FILTER)
+    for shape, up, down in (((1, 2, 70, 150), 1, 2), ((1, 1, 40, 90), 2, 1), ((3, 700, 4, 4), 1, 1)):
+        x = torch.randn(*shape, generator=torch.Generator().manual_seed(19))
+        pad = (2, 1, 2, 1)
+        want = upfirdn2d_ref(x, f, up, down, pad)
+        got = emu.upfirdn2d_cuda(x, f, (up, up), (down, down), pad, False, 1.0)
+        torch.testing.assert_close(got, want, rtol=1e-5, atol=1e-5)
+
+
+@pytest.mark.parametrize("case", UPFIRDN_CASES, ids=lambda c: f"{c[0]}-{c[1]}-{c[2]}-{c[4]}")
+def test_emulated_upfirdn2d_gradients(emu, case):
+    up, down, pad, flip, kind = case
+    f = _filter(kind)
+    x = torch.randn(1, 2, 6, 5, dtype=torch.float64, generator=torch.Generator().manual_seed(23))
+    x.requires_grad_(True)
+
+    def fn(x_):
+        return emu.upfirdn2d_cuda(x_, f, up, down, pad, flip, 1.5)
+
+    assert torch.autograd.gradcheck(fn, (x,))
+    # second order through a nonlinearity, against the reference
+    outs = []
+    for op in (fn, lambda x_: upfirdn2d_ref(x_, f, up, down, pad, flip, 1.5)):
+        y = op(x)
+        (g,) = torch.autograd.grad((y.square() * y.detach().cos()).sum(), [x], create_graph=True)
+        (h,) = torch.autograd.grad((g * g.detach().sin()).sum(), [x])
+        outs.append((y, g, h))
+    for a, b in zip(*outs):  # 1e-6: the reference rounds f * gain (and separable products) to float32
+        torch.testing.assert_close(a, b, rtol=1e-6, atol=1e-6)
+
+
+# ---------------------------------------------------------------------------------------------
+# The real kernels on a GPU
+
+gpu = pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA device")
+
+
+def _rel(a: torch.Tensor, b: torch.Tensor) -> float:
+    a, b = a.double(), b.double()
+    return ((a - b).norm() / b.norm().clamp_min(1e-30)).item()
+
+
+@pytest.mark.gpu
+@gpu
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float16])
+@pytest.mark.parametrize("act", sorted(ACTIVATIONS))
+def test_gpu_bias_act_parity(act, dtype):
+    gen = torch.Generator(device="cuda").manual_seed(29)
+    x = torch.randn(4, 32, 16, 16, device="cuda", generator=gen).to(dtype)
+    b = torch.randn(32, device="cuda", generator=gen).to(dtype)
+    r, v = torch.randn_like(x), torch.randn_like(x)
+    tol = 1e-2 if dtype == torch.float16 else 1e-5
+    for clamp in (None, 1.0):
+        results = []
+        for impl in ("cuda", "ref"):
+            def fn(x_, b_, impl=impl, clamp=clamp):
+                return bias_act(x_, b_, act=act, clamp=clamp, impl=impl)
+            results.append(_bias_act_derivatives(fn, x, b, r, v))
+        for name, g, w in zip(("y", "dx", "db", "d2x", "d2b"), *results):
+            assert g.dtype == w.dtype
+            assert _rel(g, w) < tol or (w.norm() == 0 and g.norm() == 0), f"{act} {dtype} {clamp} {name}"
+
+
+@pytest.mark.gpu
+@gpu
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float16])
+@pytest.mark.parametrize("case", UPFIRDN_CASES, ids=lambda c: f"{c[0]}-{c[1]}-{c[2]}-{c[4]}")
+def test_gpu_upfirdn2d_parity(case, dtype):
+    up, down, pad, flip, kind = case
+    f = _filter(kind).cuda()
+    x0 = torch.randn(4, 8, 20, 18, device="cuda", generator=torch.Generator(device="cuda").manual_seed(31))
+    x0 = x0.to(dtype)
+    tol = 1e-2 if dtype == torch.float16 else 1e-5
+    outs = []
+    for impl in ("cuda", "ref"):
+        x = x0.clone().requires_grad_(True)
+        y = upfirdn2d(x, f, up, down, pad, flip, 1.5, impl=impl)
+        (g,) = torch.autograd.grad((y.float().square()).sum(), [x], create_graph=True)
+        (h,) = torch.autograd.grad((g.float() * g.detach().float().sin()).sum(), [x])
+        outs.append((y, g, h))
+    for name, a, b in zip(("y", "dx", "d2x"), *outs):
+        assert a.dtype == b.dtype and a.shape == b.shape
+        assert _rel(a, b) < tol, f"{case} {dtype} {name}: {_rel(a, b)}"
