@@ -21,10 +21,12 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--neutral", default="a photo", help="global directions: neutral description")
     p.add_argument("--alpha", type=float, default=4.0, help="global directions: strength")
     p.add_argument("--beta", type=float, default=0.1, help="global directions: disentanglement threshold")
+    p.add_argument("--directions-images", type=int, default=16,
+                   help="global directions: images per channel when precomputing (once per model)")
     p.add_argument("--clip-weights", default=None, help="CLIP ViT-B/32 weights file (or $SGV_CLIP_WEIGHTS)")
     p.add_argument("--video", default=None, help="also render motion variations to this .mp4/.gif")
     p.add_argument("--motion-seeds", default="0,1,2", help="motion seeds for --video")
-    p.add_argument("--frames", type=int, default=64)
+    p.add_argument("--seconds", type=float, default=2.0, help="length of --video")
     p.add_argument("--fps", type=float, default=25.0)
     p.add_argument("--device", default="cpu")
     args = p.parse_args(argv)
@@ -34,7 +36,7 @@ def main(argv: list[str] | None = None) -> int:
     from tqdm import tqdm
 
     from core.checkpoint import CheckpointError, load_generator
-    from editing.animate import AnimationError, motion_variations
+    from editing.animate import AnimationError, Timeline, motion_variations
     from editing.clip_weights import ClipWeightsError, load_clip
     from editing.styleclip import EditError, compute_global_directions, global_edit, latent_edit
     from projection.latent import Latent, LatentFileError, check_compatible, load_latent, save_latent
@@ -56,7 +58,8 @@ def main(argv: list[str] | None = None) -> int:
                 bar.n = done
                 bar.refresh()
 
-            directions = compute_global_directions(G, clip, callback=on_progress)
+            directions = compute_global_directions(G, clip, num_images=args.directions_images,
+                                                   callback=on_progress)
             bar.close()
             result = global_edit(G, latent.ws, args.prompt, clip, directions, neutral=args.neutral,
                                  alpha=args.alpha, beta=args.beta, motion_seed=latent.motion_seed, t=latent.t)
@@ -67,8 +70,9 @@ def main(argv: list[str] | None = None) -> int:
         Image.fromarray(result.image.squeeze()).save(out.with_suffix(".png"))
         if args.video:
             seeds = [int(s) for s in args.motion_seeds.split(",") if s.strip()]
-            motion_variations(G, edited.ws, seeds, args.video, num_frames=args.frames, fps=args.fps,
-                              t_start=latent.t, offsets=edited.style_offsets or None)
+            timeline = Timeline(t_offset=latent.t, duration=args.seconds, fps=args.fps)
+            motion_variations(G, edited.ws, seeds, args.video, timeline=timeline,
+                              offsets=edited.style_offsets or None)
     except (CheckpointError, LatentFileError, ClipWeightsError, EditError, AnimationError, ValueError) as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2
