@@ -2,7 +2,7 @@
 
 Importing this package only registers loaders with `core.ops._dispatch`; the extension is compiled
 (ninja, cached by a hash of the sources, see `build.py`) the first time an op runs on a CUDA tensor
-with impl="auto" or "cuda". Build from the command line: `python -m core.ops.cuda.build --arch 9.0`.
+with impl="auto" or "cuda". Build from the command line: `python -m core.ops.cuda --arch 9.0`.
 """
 
 from core.ops import _dispatch

@@ -5,7 +5,7 @@ name carry a hash of the sources, the compiler flags, the target architectures a
 Python versions, so a changed kernel never loads a stale binary and unchanged ones rebuild nothing.
 Nothing here runs at import: `load_extension()` is called by the op loaders on first GPU use.
 
-CLI (the CI compile check, no GPU needed): `python -m core.ops.cuda.build --arch 9.0`.
+CLI (the CI compile check, no GPU needed): `python -m core.ops.cuda --arch 9.0`.
 """
 
 from __future__ import annotations
