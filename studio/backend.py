@@ -1,0 +1,364 @@
+"""The studio's back end: the loaded generator, its device and lock, cached latents, fast single frames
+for scrubbing, a job limit per device, exports, and the training subprocess.
+
+Handlers in the tab modules call this object only; it calls the packages' top-level functions.
+"""
+
+from __future__ import annotations
+
+import copy
+import logging
+import os
+import re
+import shutil
+import tempfile
+import threading
+from collections import OrderedDict
+from collections.abc import Callable, Sequence
+from contextlib import contextmanager
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from core.checkpoint import CheckpointError, load_generator
+from core.config import preset
+from core.generator import Generator, z_from_seed
+from core.motion import Motion
+from core.render import FrameWriter, Timeline, iter_frames, render_video, tile, to_uint8
+
+log = logging.getLogger(__name__)
+
+DEFAULT_MODEL = Path(__file__).resolve().parents[1] / "assets" / "default-model.safetensors"
+RANDOM_NOTICE = ("No bundled model yet: random weights. Load a checkpoint in the Model tab "
+                 "(or start with `python launch.py --checkpoint PATH`).")
+EXPORT_FORMATS = ("mp4", "gif", "png", "npz")
+
+
+class StudioError(ValueError):
+    """A request the studio cannot serve; the text is shown to the user as is."""
+
+
+class JobCancelled(RuntimeError):
+    """The user pressed cancel."""
+
+
+@dataclass(frozen=True)
+class ModelInfo:
+    source: str  # checkpoint path, or "random <preset>"
+    random_weights: bool
+    device: str
+    config: dict
+    version: int  # bumped at every load: cache keys include it
+
+    @property
+    def summary(self) -> str:
+        syn = self.config["synthesis"]
+        return (f"{'random weights' if self.random_weights else Path(self.source).name} · "
+                f"{syn['img_resolution']}x{syn['img_resolution']} · {self.config.get('name', 'custom')} · "
+                f"{self.device}")
+
+
+def pick_device(device: str = "auto") -> str:
+    if device == "auto":
+        return "cuda" if torch.cuda.is_available() else "cpu"
+    if device == "cuda" and not torch.cuda.is_available():
+        raise StudioError("--device cuda was asked for but no CUDA device is available")
+    if device not in ("cpu", "cuda"):
+        raise StudioError(f"unknown device {device!r}; use auto, cpu or cuda")
+    return device
+
+
+def random_generator(preset_name: str = "small", seed: int = 0, device: str = "cpu") -> Generator:
+    """A randomly initialised generator (the fallback when no checkpoint exists)."""
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(seed)
+        G = Generator(preset(preset_name))
+    return G.eval().requires_grad_(False).to(device)
+
+
+class Backend:
+    """Owns G. Safe to share between Gradio worker threads.
+
+    Scrubbing renders run under `lock` against the current G; long jobs take a slot of the per-device
+    job semaphore and work on their own reference (or private copy) of G, so loading another
+    checkpoint mid-job never changes the model under a running job.
+    """
+
+    def __init__(self, G: Generator, *, source: str, random_weights: bool = False, device: str = "cpu",
+                 max_jobs: int = 1, workdir: str | os.PathLike | None = None, native_fps: float = 25.0,
+                 lpips_factory: Callable[[str], torch.nn.Module] | None = None,
+                 clip_factory: Callable[[str], torch.nn.Module] | None = None,
+                 w_avg_samples: int = 10_000, edit_num_images: int = 16,
+                 runs_dir: str | os.PathLike = "runs", ws_cache_size: int = 64):
+        self.lock = threading.RLock()
+        self.jobs = threading.BoundedSemaphore(max_jobs)
+        self.max_jobs = max_jobs
+        self.device = device
+        self.native_fps = float(native_fps)
+        self.lpips_factory, self.clip_factory = lpips_factory, clip_factory
+        self.w_avg_samples = w_avg_samples
+        self.edit_num_images = edit_num_images  # images per channel for global directions
+        self.workdir = Path(workdir) if workdir else Path(tempfile.mkdtemp(prefix="sgv-studio-"))
+        self.workdir.mkdir(parents=True, exist_ok=True)
+        self._ws_cache: OrderedDict = OrderedDict()
+        self._ws_cache_size = ws_cache_size
+        self._cancel: dict[str, threading.Event] = {}
+        self._clip = None
+        self._version = 0
+        self._set_model(G, source, random_weights)
+        from studio.training_runs import TrainingProcess
+
+        self.training = TrainingProcess(runs_dir)
+
+    # ------------------------------------------------------------------------------------ model
+
+    @classmethod
+    def create(cls, checkpoint: str | None = None, device: str = "auto", **kwargs) -> Backend:
+        """The checkpoint given, else the bundled default, else a random `small` model."""
+        device = pick_device(device)
+        path = checkpoint or (str(DEFAULT_MODEL) if DEFAULT_MODEL.is_file() else None)
+        if path is None:
+            log.warning("no checkpoint and no %s: starting with random weights", DEFAULT_MODEL)
+            return cls(random_generator("small", device=device), source="random small", random_weights=True,
+                       device=device, **kwargs)
+        G, fps = _load(path, device)
+        return cls(G, source=str(path), device=device, native_fps=fps, **kwargs)
+
+    def _set_model(self, G: Generator, source: str, random_weights: bool) -> None:
+        with self.lock:
+            self.G = G
+            self._version += 1
+            self._ws_cache.clear()
+            self.info = ModelInfo(source, random_weights, self.device, G.cfg.to_dict(), self._version)
+
+    def load(self, path: str | os.PathLike) -> ModelInfo:
+        """Swap in the generator of a checkpoint (.safetensors or a released .pkl)."""
+        G, fps = _load(str(path), self.device)
+        with self.lock:
+            self.native_fps = fps
+            self._set_model(G, str(path), False)
+        log.info("loaded %s", path)
+        return self.info
+
+    @property
+    def notice(self) -> str:
+        return RANDOM_NOTICE if self.info.random_weights else ""
+
+    def private_G(self) -> Generator:
+        """A copy of G for jobs that hook into it (style offsets) while others keep rendering."""
+        with self.lock:
+            return copy.deepcopy(self.G)
+
+    # ------------------------------------------------------------------------------------ latents
+
+    def ws_for(self, seed: int, truncation_psi: float) -> torch.Tensor:
+        """ws `[1, num_ws, w_dim]` of a content seed, cached per (model, seed, psi)."""
+        seed = _seed(seed, "content seed")
+        key = (self._version, seed, round(float(truncation_psi), 4))
+        with self.lock:
+            ws = self._ws_cache.get(key)
+            if ws is not None:
+                self._ws_cache.move_to_end(key)
+                return ws
+            G = self.G
+            with torch.no_grad():
+                ws = G.mapping(z_from_seed(seed, G.z_dim, self.device), None, truncation_psi=float(truncation_psi))
+            self._ws_cache[key] = ws
+            while len(self._ws_cache) > self._ws_cache_size:
+                self._ws_cache.popitem(last=False)
+            return ws
+
+    def model_time(self, seconds: float, offset_minutes: float = 0.0, slowmo: float = 1.0) -> float:
+        """Model time (frames of the training data) shown at output second `seconds` (see core.render)."""
+        if not (slowmo > 0 and seconds >= 0 and offset_minutes >= 0):
+            raise StudioError("time, time offset and slow-motion must be >= 0 (slow-motion > 0)")
+        return offset_minutes * 60.0 * self.native_fps + seconds * self.native_fps / slowmo
+
+    def frame(self, seed: int, motion_seed: int, truncation_psi: float, t: float,
+              ws: torch.Tensor | None = None) -> np.ndarray:
+        """One frame uint8 `[H, W, 3]` at model time t: one synthesis call (what scrubbing needs)."""
+        motion_seed = _seed(motion_seed, "motion seed")
+        if not (np.isfinite(t) and t >= 0):
+            raise StudioError(f"time must be finite and >= 0, got {t}")
+        if ws is None:
+            ws = self.ws_for(seed, truncation_psi)
+        with self.lock, torch.no_grad():
+            times = torch.tensor([[float(t)]], dtype=torch.float64, device=self.device)
+            img = self.G.synthesis(ws.to(self.device), times, Motion.from_seeds([motion_seed]))  # [1, 1, C, H, W]
+        return to_uint8(img[0, 0])
+
+    # ------------------------------------------------------------------------------------ jobs
+
+    @contextmanager
+    def job(self):
+        """Hold one of the device's job slots (Gradio's queue limits too; this guards direct callers)."""
+        self.jobs.acquire()
+        try:
+            yield
+        finally:
+            self.jobs.release()
+
+    def cancel_event(self, session: str) -> threading.Event:
+        with self.lock:
+            ev = self._cancel.get(session)
+            if ev is None:
+                ev = self._cancel[session] = threading.Event()
+            return ev
+
+    def cancel(self, session: str) -> None:
+        self.cancel_event(session).set()
+
+    def session_dir(self, session: str | None) -> Path:
+        """A per-session folder for exports (files there are served back to that session)."""
+        name = re.sub(r"[^A-Za-z0-9_-]", "", session or "") or "local"
+        d = self.workdir / name[:64]
+        d.mkdir(parents=True, exist_ok=True)
+        return d
+
+    # ------------------------------------------------------------------------------------ exports
+
+    def export(self, out_dir: Path, ws: torch.Tensor, motion_seeds: Sequence[int], timeline: Timeline,
+               formats: Sequence[str], stem: str = "video",
+               callback: Callable[[int, int], None] | None = None, latent_meta: dict | None = None) -> dict:
+        """Render `ws [N, num_ws, w_dim]` with one motion seed each, side by side, into several formats at
+        once (frames are synthesized once and fed to every writer). Returns {format: path}."""
+        formats = [f for f in EXPORT_FORMATS if f in set(formats)]
+        unknown = set(formats) - set(EXPORT_FORMATS)
+        if unknown or not formats:
+            raise StudioError(f"pick at least one export format of {', '.join(EXPORT_FORMATS)}")
+        assert ws.ndim == 3 and ws.shape[0] == len(motion_seeds), (ws.shape, motion_seeds)
+        out_dir.mkdir(parents=True, exist_ok=True)
+        paths: dict[str, Path] = {}
+        video_fmts = [f for f in formats if f != "npz"]
+        if video_fmts:
+            G = self.G
+            names = {"mp4": f"{stem}.mp4", "gif": f"{stem}.gif", "png": f"{stem}-frames.zip"}
+            writers = [FrameWriter(out_dir / names[f], timeline.fps, fmt=f) for f in video_fmts]
+            try:
+                with self.job():
+                    total = timeline.num_frames
+                    motion = Motion.from_seeds(list(motion_seeds))
+                    for j, frames in enumerate(iter_frames(G, ws.to(self.device), motion, timeline)):
+                        img = tile(frames, 1, frames.shape[0])
+                        for w in writers:
+                            w.write(img)
+                        if callback is not None:
+                            callback(j + 1, total)
+            except BaseException:
+                for w in writers:
+                    w.abort()
+                raise
+            for f, w in zip(video_fmts, writers):
+                paths[f] = w.close()
+        if "npz" in formats:
+            paths["npz"] = self.save_latent(out_dir / f"{stem}-latent.npz", ws[:1], **(latent_meta or {}))
+        return paths
+
+    def render_grid(self, out_path: Path, content_seeds: Sequence[int], motion_seeds: Sequence[int],
+                    truncation_psi: float, timeline: Timeline,
+                    callback: Callable[[int, int], None] | None = None) -> Path:
+        """A content x motion grid video: columns share content, rows share motion."""
+        if not content_seeds or not motion_seeds:
+            raise StudioError("give at least one content seed and one motion seed")
+        if len(content_seeds) * len(motion_seeds) > 64:
+            raise StudioError("the grid is limited to 64 cells")
+        cs = [_seed(s, "content seed") for s in content_seeds]
+        ms = [_seed(s, "motion seed") for s in motion_seeds]
+        with self.job():
+            return render_video(self.G, out_path, timeline, content_seeds=cs, motion_seeds=ms, grid=True,
+                                truncation_psi=truncation_psi, callback=callback)
+
+    def save_latent(self, path: Path, ws: torch.Tensor, motion_seed: int = 0, t: float = 0.0, mode: str = "w+",
+                    style_offsets: dict | None = None) -> Path:
+        """The shared latent file (.npz, key "ws" [1, num_ws, w_dim]) of projection.latent."""
+        from projection.latent import Latent, save_latent
+
+        latent = Latent(ws=ws.detach().float().cpu(), motion_seed=int(motion_seed), t=float(t),
+                        checkpoint=self.info.source, mode=mode, style_offsets=style_offsets or {})
+        return save_latent(path, latent)
+
+    # ------------------------------------------------------------------------------------ weights
+
+    def lpips(self) -> torch.nn.Module:
+        if self.lpips_factory is not None:
+            return self.lpips_factory(self.device)
+        from projection.lpips_weights import load_lpips
+
+        return load_lpips("vgg", device=self.device)
+
+    def clip(self) -> torch.nn.Module:
+        """CLIP through editing's resolver (raises ClipWeightsError with its instructions offline)."""
+        with self.lock:
+            if self._clip is None:
+                if self.clip_factory is not None:
+                    self._clip = self.clip_factory(self.device)
+                else:
+                    from editing.clip_weights import load_clip
+
+                    self._clip = load_clip(device=self.device)
+            return self._clip
+
+    def cleanup(self) -> None:
+        self.training.stop()
+        shutil.rmtree(self.workdir, ignore_errors=True)
+
+
+def _load(path: str, device: str) -> tuple[Generator, float]:
+    if not path or not str(path).strip():
+        raise StudioError("give a checkpoint path")
+    p = Path(str(path).strip()).expanduser()
+    if p.suffix not in (".safetensors", ".pkl"):
+        raise StudioError(f"{p.name}: checkpoints are .safetensors (ours) or .pkl (released with the paper)")
+    if not p.is_file():
+        raise StudioError(f"checkpoint not found: {p}")
+    try:
+        G = load_generator(p, device=device)
+    except ModuleNotFoundError as exc:
+        raise StudioError(f"importing released .pkl checkpoints is not available in this build ({exc})") from None
+    except CheckpointError as exc:
+        raise StudioError(str(exc)) from None
+    fps = 25.0
+    if p.suffix == ".safetensors":
+        from core.generate import native_fps_of
+
+        try:
+            fps = native_fps_of(str(p))
+        except Exception:  # metadata is optional; the default frame rate is right for every released model
+            fps = 25.0
+    return G, fps
+
+
+def _seed(value, what: str) -> int:
+    try:
+        f = float(value)
+    except (TypeError, ValueError):
+        raise StudioError(f"{what} must be a whole number, got {value!r}") from None
+    if not f.is_integer() or not 0 <= f < 2**31:
+        raise StudioError(f"{what} must be a whole number in 0 .. {2**31 - 1}, got {value!r}")
+    return int(f)
+
+
+def parse_seeds(text: str, what: str = "seeds", limit: int = 16) -> list[int]:
+    """'0, 3, 5-8' -> [0, 3, 5, 6, 7, 8]."""
+    out: list[int] = []
+    for part in str(text or "").replace(";", ",").split(","):
+        part = part.strip()
+        if not part:
+            continue
+        m = re.fullmatch(r"(\d+)\s*-\s*(\d+)", part)
+        if m:
+            a, b = int(m.group(1)), int(m.group(2))
+            if b < a or b - a > limit:
+                raise StudioError(f"bad {what} range {part!r}")
+            out += list(range(a, b + 1))
+        elif part.isdigit():
+            out.append(int(part))
+        else:
+            raise StudioError(f"{what}: {part!r} is not a whole number or a range like 3-6")
+    if not out:
+        raise StudioError(f"give at least one of the {what}")
+    if len(out) > limit:
+        raise StudioError(f"at most {limit} {what}")
+    return [_seed(s, what) for s in out]

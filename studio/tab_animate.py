@@ -1,0 +1,144 @@
+"""Animate a photo: project it into W / W+ at t = 0 (live reconstruction), then animate the latent with
+several motion seeds."""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Iterator
+
+import numpy as np
+
+from studio.backend import Backend, StudioError, parse_seeds
+from studio.common import display, session_of, side_by_side, stream_job, ui_errors
+from studio.uploads import IMAGE_SUFFIXES, check_image
+
+MAX_STEPS = 1000
+
+
+def load_target(backend: Backend, upload, face_crop: bool) -> np.ndarray:
+    """The uploaded photo as the projector will see it: uint8 `[R, R, 3]` at the model's resolution."""
+    from projection.photo import load_photo
+
+    path = check_image(upload)
+    G = backend.G
+    return load_photo(str(path), G.img_resolution, face=bool(face_crop), channels=G.img_channels)
+
+
+def preview(backend: Backend, upload, face_crop: bool) -> np.ndarray | None:
+    if upload is None:
+        return None
+    return display(load_target(backend, upload, face_crop))
+
+
+def animate(backend: Backend, upload, face_crop: bool, mode: str, steps, motion_seeds: str, seconds: float = 3.0,
+            fps: float = 25.0, session: str = "local") -> Iterator[dict]:
+    """Project, then animate. Yields dicts of partial results, the last one complete:
+    {"status", "preview"} while projecting; then {"comparison", "video", "latent", "state", ...}."""
+    from projection.projector import project
+
+    steps = int(steps)
+    if not 1 <= steps <= MAX_STEPS:
+        raise StudioError(f"steps must be in 1 .. {MAX_STEPS}")
+    mode = {"W": "w", "W+": "w+"}.get(mode, mode)
+    if mode not in ("w", "w+"):
+        raise StudioError(f"mode must be W or W+, got {mode!r}")
+    seeds = parse_seeds(motion_seeds, "motion seeds", limit=8)
+    if not 0 < float(seconds) <= 20 or not 0 < float(fps) <= 60:
+        raise StudioError("animation length must be in (0, 20] s and fps in (0, 60]")
+    target = load_target(backend, upload, face_crop)
+    cancel = backend.cancel_event(session)
+    cancel.clear()
+    G = backend.G  # this job keeps the model it started with
+    lpips_model = backend.lpips()
+
+    def work(emit):
+        def callback(step):
+            if step.preview is not None:
+                emit((step.step + 1, step.num_steps, step.lpips, step.preview))
+            return not cancel.is_set()
+
+        with backend.job():
+            return project(G, target, steps=steps, mode=mode, motion_seed=seeds[0], lpips_model=lpips_model,
+                           lpips_resolution=min(256, max(64, G.img_resolution)),
+                           w_avg_samples=backend.w_avg_samples, device=backend.device, callback=callback,
+                           preview_every=max(1, steps // 20))
+
+    result = None
+    for kind, item in stream_job(work):
+        if kind == "update":
+            done, total, lp, img = item
+            yield {"status": f"Projecting ({mode.upper()}): step {done}/{total}, LPIPS {lp:.3f}",
+                   "preview": display(side_by_side(target, img))}
+        else:
+            result = item
+    if cancel.is_set():
+        yield {"status": f"Cancelled after {result.steps} steps.", "preview": None}
+        return
+    yield {"status": f"Projected in {result.steps} steps ({result.seconds:.1f} s): LPIPS {result.lpips:.3f}, "
+                     f"PSNR {result.psnr:.1f} dB. Animating {len(seeds)} motion seeds...",
+           "preview": display(side_by_side(result.target, result.reconstruction))}
+    out = backend.session_dir(session)
+    stem = f"photo-{time.strftime('%H%M%S')}"
+    video = _animate_latent(backend, G, result.ws, seeds, out / f"{stem}-motions.mp4", seconds, fps)
+    latent = backend.save_latent(out / f"{stem}-latent.npz", result.ws, seeds[0], result.t, result.mode)
+    state = {"ws": result.ws.numpy(), "motion_seed": seeds[0], "t": result.t, "source": "projected photo"}
+    yield {"status": f"Done: projection LPIPS {result.lpips:.3f}, PSNR {result.psnr:.1f} dB; "
+                     f"{len(seeds)} animations (motion seeds {', '.join(map(str, seeds))}).",
+           "preview": display(side_by_side(result.target, result.reconstruction)),
+           "comparison": display(side_by_side(result.target, result.reconstruction)),
+           "video": str(video), "latent": str(latent), "state": state}
+
+
+def _animate_latent(backend: Backend, G, ws, seeds, path, seconds: float, fps: float):
+    from editing.animate import motion_variations
+
+    with backend.job():
+        return motion_variations(G, ws.to(backend.device), seeds, path, num_frames=max(1, int(round(seconds * fps))),
+                                 fps=fps, model_fps=backend.native_fps)
+
+
+def build(backend: Backend, latent_state) -> dict:
+    import gradio as gr
+
+    with gr.Row():
+        with gr.Column(scale=1, min_width=300):
+            upload = gr.File(label="Photo", file_types=list(IMAGE_SUFFIXES), type="filepath", elem_id="anim-upload")
+            face = gr.Checkbox(False, label="Crop to the face (OpenCV detector)")
+            target = gr.Image(label="Target as the model sees it", interactive=False, height=220, format="png")
+            with gr.Row():
+                mode = gr.Radio(["W", "W+"], value="W+", label="Latent space")
+                steps = gr.Slider(1, MAX_STEPS, 100, step=1, label="Projection steps", elem_id="anim-steps")
+            seeds = gr.Textbox("0, 1, 2", label="Motion seeds (one animation each)")
+            seconds = gr.Slider(0.5, 20, 3, step=0.5, label="Animation length (s)")
+            with gr.Row():
+                go = gr.Button("Animate", variant="primary", elem_id="anim-go")
+                cancel_btn = gr.Button("Cancel", variant="stop")
+        with gr.Column(scale=2, min_width=300):
+            status = gr.Markdown("Upload a photo, then press Animate.", elem_id="anim-status")
+            live = gr.Image(label="Target | current reconstruction", interactive=False, height=260, format="png",
+                            elem_id="anim-live")
+            video = gr.Video(label="Animations (one per motion seed)", autoplay=True, loop=True,
+                             elem_id="anim-video")
+            latent = gr.File(label="Latent (.npz)")
+
+    @ui_errors
+    def on_upload(u, f):
+        return preview(backend, u, f)
+
+    upload.change(on_upload, [upload, face], target, api_name="photo_preview", concurrency_id="light")
+    face.change(on_upload, [upload, face], target, api_visibility="private", concurrency_id="light")
+
+    @ui_errors
+    def on_animate(u, f, m, n, s, sec, state, request: gr.Request):
+        for out in animate(backend, u, f, m, n, s, sec, session=session_of(request)):
+            yield (out["status"], out.get("preview", gr.skip()), out.get("video", gr.skip()),
+                   out.get("latent", gr.skip()), out.get("state", state))
+
+    ev = go.click(on_animate, [upload, face, mode, steps, seeds, seconds, latent_state],
+                  [status, live, video, latent, latent_state], api_name="animate", concurrency_id="device")
+
+    def on_cancel(request: gr.Request):
+        backend.cancel(session_of(request))
+
+    cancel_btn.click(on_cancel, None, None, api_name="cancel_animate", queue=False)
+    return {"upload": upload, "video": video, "event": ev}

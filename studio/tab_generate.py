@@ -1,0 +1,126 @@
+"""Generate: seeds, truncation, a continuous time scrubber, renders and a content x motion grid."""
+
+from __future__ import annotations
+
+import time
+
+import numpy as np
+
+from core.render import Timeline
+from studio.backend import Backend, StudioError, parse_seeds
+from studio.common import Progress, display, session_of, ui_errors
+
+MAX_DURATION = 60.0  # seconds of output per render
+
+
+def timeline(backend: Backend, offset_minutes: float, fps: float, slowmo: float, duration: float) -> Timeline:
+    if not 0 < float(duration) <= MAX_DURATION:
+        raise StudioError(f"duration must be in (0, {MAX_DURATION:g}] seconds")
+    t0 = backend.model_time(0.0, float(offset_minutes or 0.0), float(slowmo))
+    return Timeline(t_offset=t0, duration=float(duration), fps=float(fps), slowmo=float(slowmo),
+                    native_fps=backend.native_fps)
+
+
+def scrub(backend: Backend, seed, motion_seed, truncation_psi, seconds, offset_minutes, slowmo) -> np.ndarray:
+    """The frame at output second `seconds` (fractional) after the offset: one synthesis call."""
+    t = backend.model_time(float(seconds or 0.0), float(offset_minutes or 0.0), float(slowmo or 1.0))
+    return display(backend.frame(seed, motion_seed, float(truncation_psi), t))
+
+
+def render(backend: Backend, seed, motion_seed, truncation_psi, offset_minutes, fps, slowmo, duration, formats,
+           session: str = "local", progress=None) -> tuple[str | None, list[str]]:
+    """Render one video into the chosen formats; returns (mp4 path or None, all files)."""
+    tl = timeline(backend, offset_minutes, fps, slowmo, duration)
+    cancel = backend.cancel_event(session)
+    cancel.clear()
+    ws = backend.ws_for(seed, float(truncation_psi))
+    stem = f"seed{int(seed)}-motion{int(motion_seed)}-{time.strftime('%H%M%S')}"
+    paths = backend.export(backend.session_dir(session), ws, [int(motion_seed)], tl, list(formats or []), stem,
+                           callback=Progress(progress, cancel, "rendering frame"),
+                           latent_meta={"motion_seed": int(motion_seed), "t": tl.t_offset, "mode": "w"})
+    video = paths.get("mp4")
+    return (str(video) if video else None), [str(p) for p in paths.values()]
+
+
+def grid(backend: Backend, content_seeds: str, motion_seeds: str, truncation_psi, offset_minutes, fps, slowmo,
+         duration, session: str = "local", progress=None) -> str:
+    tl = timeline(backend, offset_minutes, fps, slowmo, duration)
+    cs, ms = parse_seeds(content_seeds, "content seeds"), parse_seeds(motion_seeds, "motion seeds")
+    cancel = backend.cancel_event(session)
+    cancel.clear()
+    out = backend.session_dir(session) / f"grid-{time.strftime('%H%M%S')}.mp4"
+    return str(backend.render_grid(out, cs, ms, float(truncation_psi), tl, Progress(progress, cancel, "grid frame")))
+
+
+def build(backend: Backend) -> dict:
+    """The tab's UI; returns the components other tabs read (seeds, truncation, time)."""
+    import gradio as gr
+
+    with gr.Row():
+        with gr.Column(scale=1, min_width=300):
+            seed = gr.Number(0, label="Content seed", precision=0, minimum=0, elem_id="gen-seed")
+            motion = gr.Number(0, label="Motion seed", precision=0, minimum=0, elem_id="gen-motion")
+            psi = gr.Slider(0.0, 1.5, 0.7, step=0.05, label="Truncation ψ")
+            with gr.Row():
+                offset = gr.Number(0, label="Time offset (minutes)", minimum=0, elem_id="gen-offset")
+                jump = gr.Button("Jump to minute 60", size="sm")
+            with gr.Row():
+                fps = gr.Slider(1, 60, 25, step=1, label="Frame rate (fps)")
+                slowmo = gr.Slider(0.25, 8, 1, step=0.25, label="Slow motion ×")
+            duration = gr.Slider(0.5, MAX_DURATION, 4, step=0.5, label="Duration (s)")
+        with gr.Column(scale=1, min_width=300):
+            frame = gr.Image(label="Frame", type="numpy", format="png", interactive=False, height=320,
+                             elem_id="gen-frame")
+            scrubber = gr.Slider(0, MAX_DURATION, 0, step=0.01, label="Time (s): drag to scrub",
+                                 elem_id="gen-time")
+    with gr.Row():
+        formats = gr.CheckboxGroup(["mp4", "gif", "png", "npz"], value=["mp4"], label="Export",
+                                   info="mp4 (H.264), GIF, zip of PNG frames, latent .npz (key ws)")
+        render_btn = gr.Button("Render video", variant="primary")
+        cancel_btn = gr.Button("Cancel", variant="stop")
+    with gr.Row():
+        video = gr.Video(label="Video", autoplay=True, loop=True, elem_id="gen-video")
+        files = gr.File(label="Downloads", file_count="multiple")
+    with gr.Accordion("Content × motion grid", open=False):
+        with gr.Row():
+            grid_content = gr.Textbox("0-3", label="Content seeds (columns)")
+            grid_motion = gr.Textbox("0-2", label="Motion seeds (rows)")
+            grid_btn = gr.Button("Render grid")
+        grid_video = gr.Video(label="Grid", autoplay=True, loop=True)
+
+    scrub_inputs = [seed, motion, psi, scrubber, offset, slowmo]
+
+    @ui_errors
+    def on_scrub(s, m, p, sec, off, slow):
+        return scrub(backend, s, m, p, sec, off, slow)
+
+    # The scrubber: `input` fires while dragging; "always_last" drops stale positions so the frame keeps up.
+    scrub_kwargs = dict(fn=on_scrub, inputs=scrub_inputs, outputs=frame, show_progress="hidden",
+                        trigger_mode="always_last", concurrency_id="scrub", concurrency_limit=1)
+    scrubber.input(api_name="scrub", **scrub_kwargs)
+    for comp in (seed, motion, psi, offset, slowmo):
+        comp.change(api_visibility="private", **scrub_kwargs)
+    duration.change(lambda d: gr.Slider(maximum=float(d)), duration, scrubber, api_visibility="private",
+                    show_progress="hidden")
+    jump.click(lambda: 60, None, offset, api_visibility="private")
+
+    @ui_errors
+    def on_render(s, m, p, off, f, slow, dur, fm, request: gr.Request, progress=gr.Progress()):
+        return render(backend, s, m, p, off, f, slow, dur, fm, session_of(request), progress)
+
+    render_ev = render_btn.click(on_render, [seed, motion, psi, offset, fps, slowmo, duration, formats],
+                                 [video, files], api_name="render", concurrency_id="device")
+
+    @ui_errors
+    def on_grid(c, m, p, off, f, slow, dur, request: gr.Request, progress=gr.Progress()):
+        return grid(backend, c, m, p, off, f, slow, dur, session_of(request), progress)
+
+    grid_ev = grid_btn.click(on_grid, [grid_content, grid_motion, psi, offset, fps, slowmo, duration], grid_video,
+                             api_name="grid", concurrency_id="device")
+
+    def on_cancel(request: gr.Request):
+        backend.cancel(session_of(request))
+
+    cancel_btn.click(on_cancel, None, None, cancels=[render_ev, grid_ev], api_name="cancel_render", queue=False)
+    return {"seed": seed, "motion": motion, "psi": psi, "time": scrubber, "offset": offset, "slowmo": slowmo,
+            "fps": fps, "frame": frame, "scrub_fn": on_scrub, "scrub_inputs": scrub_inputs}

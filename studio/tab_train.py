@@ -1,0 +1,165 @@
+"""Train: start / stop / resume the trainer process, live losses, the latest sample, FVD, snapshots."""
+
+from __future__ import annotations
+
+import time
+from pathlib import Path
+
+from studio.backend import Backend, StudioError
+from studio.common import ui_errors
+from studio.training_runs import PRESET_RESOLUTION, latest_sample, list_runs, read_metrics, read_stats, snapshots
+from studio.uploads import extract_zip
+
+LOSS_KEYS = ("Loss/G/loss", "Loss/D/loss", "Loss/r1_penalty")
+
+
+def prepare_upload(backend: Backend, upload, resolution: int, session: str = "local", progress=None) -> str:
+    """Unpack an uploaded zip of videos and prepare it as a frames dataset; returns the dataset path."""
+    from training.prepare import PrepareConfig, prepare
+
+    work = backend.session_dir(session) / f"upload-{time.strftime('%H%M%S')}"
+    src = extract_zip(upload, work / "src")
+    dst = backend.training.outdir / "datasets" / f"{Path(str(upload)).stem[:40]}-{resolution}-{time.strftime('%H%M%S')}"
+
+    def callback(i, n, name):
+        if progress is not None:
+            progress(i / max(n, 1), desc=f"preparing {name} ({i}/{n})")
+
+    summary = prepare(str(src), str(dst), PrepareConfig(resolution=int(resolution)), callback)
+    return str(dst) if summary.kept else ""
+
+
+def start(backend: Backend, data: str, upload, preset: str, resolution, kimg, gpus, batch=None, kimg_per_tick=None,
+          snapshot_ticks=None, sample_ticks=None, session: str = "local", progress=None) -> str:
+    """Start a new run; returns the status line."""
+    if preset not in PRESET_RESOLUTION:
+        raise StudioError(f"unknown preset {preset!r}")
+    res = PRESET_RESOLUTION[preset] if resolution in (None, "", "auto") else int(resolution)
+    if res != PRESET_RESOLUTION[preset]:
+        raise StudioError(f"the {preset} preset trains at {PRESET_RESOLUTION[preset]} px; pick that resolution "
+                          "(or 'auto') or another preset")
+    if upload:
+        data = prepare_upload(backend, upload, res, session, progress)
+    data = (data or "").strip()
+    if not data:
+        raise StudioError("give a dataset path or upload a zip of videos")
+    extra = {"batch": _int(batch), "kimg_per_tick": _num(kimg_per_tick), "snapshot_ticks": _int(snapshot_ticks),
+             "sample_ticks": _int(sample_ticks), "device": backend.device}
+    status = backend.training.start(data, preset, float(kimg), int(gpus), extra=extra)
+    return status.message
+
+
+def resume(backend: Backend, run: str | None, kimg=None, gpus=1) -> str:
+    spec = (run or "").strip() or "latest"
+    kimg = float(kimg) if kimg not in (None, "") and float(kimg) > 0 else None
+    return backend.training.start(None, resume=spec, total_kimg=kimg, gpus=int(gpus),
+                                  extra={"device": backend.device}).message
+
+
+def stop(backend: Backend) -> str:
+    return backend.training.stop().message
+
+
+def refresh(backend: Backend, run: str | None = None) -> dict:
+    """Everything the tab shows about the current (or chosen) run, read from its folder."""
+    import pandas as pd
+
+    st = backend.training.status()
+    run_dir = st.run_dir or (run or None)
+    stats = read_stats(run_dir)
+    rows = [{"kimg": s["kimg"], "value": s[k], "loss": k.split("/", 1)[1]} for s in stats for k in LOSS_KEYS
+            if k in s and s[k] == s[k]]
+    losses = pd.DataFrame(rows, columns=["kimg", "value", "loss"])
+    last = stats[-1] if stats else {}
+    metrics = read_metrics(run_dir)
+    fvd = "\n".join(f"- {m.get('file')}: " + ", ".join(f"{k} {v:.2f}" for k, v in m.items()
+                                                      if isinstance(v, (int, float)) and "fvd" in k.lower() or
+                                                      isinstance(v, (int, float)) and "fid" in k.lower())
+                    for m in metrics) or "No FVD computed for this run yet (`python -m training.metrics ... --out "\
+        "RUN/metrics-KIMG.json`)."
+    progress = (f" · tick {last.get('tick')} · {last.get('kimg', 0):.3f} kimg · {last.get('sec_per_kimg', 0):.1f} "
+                f"s/kimg · augment p {last.get('augment_p', 0):.3f}") if last else ""
+    log_tail = "\n".join(backend.training.log_text(6000).splitlines()[-30:])
+    return {"status": f"**{st.state}**: {st.message}{progress}", "losses": losses,
+            "sample": latest_sample(run_dir), "fvd": fvd, "snapshots": snapshots(run_dir), "log": log_tail,
+            "failed": st.state == "failed", "run_dir": run_dir}
+
+
+def _int(v):
+    return None if v in (None, "", 0) else int(v)
+
+
+def _num(v):
+    return None if v in (None, "", 0) else float(v)
+
+
+def build(backend: Backend, on_model_loaded) -> dict:
+    import gradio as gr
+
+    with gr.Row():
+        with gr.Column(scale=1, min_width=300):
+            data = gr.Textbox(label="Dataset path", placeholder="frames folder, zip, or folder of videos")
+            upload = gr.File(label="…or upload a zip of videos (prepared on the fly)", file_types=[".zip"])
+            with gr.Row():
+                preset = gr.Dropdown(list(PRESET_RESOLUTION), value="small", label="Preset")
+                resolution = gr.Dropdown(["auto", "16", "64", "256"], value="auto", label="Resolution")
+            with gr.Row():
+                kimg = gr.Number(1000, label="Length (kimg)", minimum=0)
+                gpus = gr.Number(1, label="GPUs", precision=0, minimum=1)
+            with gr.Accordion("Advanced", open=False):
+                batch = gr.Number(None, label="Batch (blank: default)", precision=0)
+                tick = gr.Number(None, label="kimg per tick")
+                snap = gr.Number(None, label="Snapshot every N ticks", precision=0)
+                sample = gr.Number(None, label="Sample every N ticks", precision=0)
+            with gr.Row():
+                start_btn = gr.Button("Start", variant="primary")
+                stop_btn = gr.Button("Stop", variant="stop")
+            with gr.Row():
+                run = gr.Dropdown(list_runs(backend.training.outdir), label="Run to resume (blank: latest)",
+                                  allow_custom_value=True)
+                resume_btn = gr.Button("Resume")
+        with gr.Column(scale=2, min_width=300):
+            status = gr.Markdown("No training run started from this studio.")
+            losses = gr.LinePlot(x="kimg", y="value", color="loss", title="Losses", height=240)
+            sample_video = gr.Video(label="Latest samples", autoplay=True, loop=True)
+            fvd = gr.Markdown()
+            with gr.Row():
+                snaps = gr.Dropdown([], label="Snapshots", allow_custom_value=False)
+                load_btn = gr.Button("Load in studio")
+            log_box = gr.Textbox(label="Trainer log (tail)", lines=6, max_lines=12, interactive=False)
+
+    @ui_errors
+    def on_start(d, u, p, r, k, g, b, t, sn, sa, request: gr.Request, progress=gr.Progress()):
+        return start(backend, d, u, p, r, k, g, b, t, sn, sa, getattr(request, "session_hash", "local"), progress)
+
+    start_btn.click(on_start, [data, upload, preset, resolution, kimg, gpus, batch, tick, snap, sample], status,
+                    api_name="train_start", concurrency_id="light")
+    stop_btn.click(ui_errors(lambda: stop(backend)), None, status, api_name="train_stop", concurrency_id="light")
+    resume_btn.click(ui_errors(lambda r, k, g: resume(backend, r, k, g)), [run, kimg, gpus], status,
+                     api_name="train_resume", concurrency_id="light")
+
+    last_sample = {"path": None}
+
+    @ui_errors
+    def on_refresh(r):
+        out = refresh(backend, r)
+        sample_update = gr.skip()
+        if out["sample"] != last_sample["path"]:  # do not restart the player every poll
+            last_sample["path"] = out["sample"]
+            sample_update = out["sample"]
+        return (out["status"], out["losses"], sample_update, out["fvd"],
+                gr.Dropdown(choices=out["snapshots"], value=out["snapshots"][0] if out["snapshots"] else None),
+                out["log"])
+
+    timer = gr.Timer(2.0)
+    timer.tick(on_refresh, run, [status, losses, sample_video, fvd, snaps, log_box], api_name="train_refresh",
+               show_progress="hidden", concurrency_id="light")
+
+    @ui_errors
+    def on_load(path):
+        if not path:
+            raise StudioError("no snapshot selected")
+        backend.load(path)
+        return on_model_loaded()
+
+    return {"load_btn": load_btn, "snaps": snaps, "on_load": on_load}

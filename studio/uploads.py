@@ -1,0 +1,87 @@
+"""Checks on uploaded files before anything heavy touches them (DESIGN.md decision 9).
+
+Gradio already caps the upload size (`max_file_size` at launch); here: the file exists and is not
+empty, images are really images of at most MAX_MEGAPIXELS (checked from the header, before decoding),
+zips are real zips without absolute or parent paths and with a bounded unpacked size.
+"""
+
+from __future__ import annotations
+
+import os
+import zipfile
+from pathlib import Path
+
+MAX_UPLOAD = "200mb"  # passed to launch(max_file_size=...)
+MAX_MEGAPIXELS = 40.0
+MAX_UNZIPPED_BYTES = 4 * 2**30
+IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png", ".webp", ".bmp", ".tif", ".tiff")
+
+
+class UploadError(ValueError):
+    """An upload that is refused; the text tells the user why."""
+
+
+def _path(upload) -> Path:
+    """Gradio hands a path string (or an object with .name / .path); None means nothing uploaded."""
+    if upload is None or upload == "":
+        raise UploadError("no file was uploaded")
+    if isinstance(upload, dict):
+        upload = upload.get("path") or upload.get("name")
+    path = Path(getattr(upload, "path", None) or getattr(upload, "name", None) or str(upload))
+    if not path.is_file():
+        raise UploadError(f"uploaded file {path.name} is missing")
+    if path.stat().st_size == 0:
+        raise UploadError(f"{path.name} is empty")
+    return path
+
+
+def check_image(upload) -> Path:
+    """A readable image of at most MAX_MEGAPIXELS; returns its path."""
+    from PIL import Image, UnidentifiedImageError
+
+    path = _path(upload)
+    if path.suffix.lower() not in IMAGE_SUFFIXES:
+        raise UploadError(f"{path.name}: upload a photo ({', '.join(IMAGE_SUFFIXES)})")
+    try:
+        with Image.open(path) as img:  # reads the header only
+            w, h = img.size
+    except (UnidentifiedImageError, OSError, ValueError, Image.DecompressionBombError) as exc:
+        raise UploadError(f"{path.name} is not a readable image ({type(exc).__name__})") from None
+    mp = w * h / 1e6
+    if mp > MAX_MEGAPIXELS:
+        raise UploadError(f"{path.name} is {w}x{h} ({mp:.0f} megapixels); the limit is {MAX_MEGAPIXELS:.0f} "
+                          "megapixels: downscale it first")
+    return path
+
+
+def check_checkpoint(upload) -> Path:
+    path = _path(upload)
+    if path.suffix not in (".safetensors", ".pkl"):
+        raise UploadError(f"{path.name}: checkpoints are .safetensors or .pkl files")
+    return path
+
+
+def extract_zip(upload, dst: str | os.PathLike) -> Path:
+    """Unpack an uploaded zip into `dst` safely; returns dst."""
+    path = _path(upload)
+    if not zipfile.is_zipfile(path):
+        raise UploadError(f"{path.name} is not a zip file")
+    dst = Path(dst)
+    with zipfile.ZipFile(path) as z:
+        infos = z.infolist()
+        if not any(not i.is_dir() for i in infos):
+            raise UploadError(f"{path.name} is an empty zip")
+        total = sum(i.file_size for i in infos)
+        if total > MAX_UNZIPPED_BYTES:
+            raise UploadError(f"{path.name} unpacks to {total / 2**30:.1f} GiB; the limit is "
+                              f"{MAX_UNZIPPED_BYTES / 2**30:.0f} GiB")
+        for i in infos:
+            parts = Path(i.filename).parts
+            if i.filename.startswith(("/", "\\")) or ".." in parts:
+                raise UploadError(f"{path.name} holds an unsafe path: {i.filename!r}")
+        dst.mkdir(parents=True, exist_ok=True)
+        try:
+            z.extractall(dst)
+        except (zipfile.BadZipFile, OSError, RuntimeError) as exc:
+            raise UploadError(f"{path.name} could not be unpacked: {exc}") from None
+    return dst
