@@ -530,3 +530,16 @@ def test_gpu_upfirdn2d_parity(case, dtype):
     for name, a, b in zip(("y", "dx", "d2x"), *outs):
         assert a.dtype == b.dtype and a.shape == b.shape
         assert _rel(a, b) < tol, f"{case} {dtype} {name}: {_rel(a, b)}"
+
+
+@pytest.mark.slow
+def test_bench_ops_gpu_cpu_smoke():
+    """bench/ops_gpu.py runs every section on CPU with the tiny preset (about a minute)."""
+    import sys
+
+    script = Path(__file__).resolve().parents[1] / "bench" / "ops_gpu.py"
+    res = subprocess.run([sys.executable, str(script), "--cpu-smoke"], capture_output=True, text=True, timeout=600)
+    assert res.returncode == 0, res.stdout[-3000:] + res.stderr[-3000:]
+    for section in ("== 2. parity", "== 3. op timings", "== 4b. generator FLOPs", "== 5b. one training"):
+        assert section in res.stdout
+    assert "PARITY: all within tolerance" in res.stdout
