@@ -385,6 +385,12 @@ def import_official(path: str | Path, modules: tuple[str, ...] | None = None) ->
     d_tensors = module_tensors(data["D"]) if "D" in wanted else {}
     if "D" in wanted:
         sections["discriminator"] = _discriminator_section(_init_kwargs(data["D"], "D"), d_tensors)
+    else:  # no D imported: a default D that fits the generator (for fine-tuning with a fresh D)
+        syn, g_cfg = sections["synthesis"], plain(g_rec.state.get("cfg")) or {}
+        sections["discriminator"] = dict(
+            channel_base=syn["channel_base"], channel_max=syn["channel_max"], num_fp16_res=syn["num_fp16_res"],
+            conv_clamp=syn["conv_clamp"], concat_res=min(16, syn["img_resolution"] // 2),
+            max_num_frames=_as_int(_get(g_cfg, "sampling.max_num_frames", 1024), "sampling.max_num_frames"))
     try:
         cfg = preset("256").replace(name=f"official:{path.stem}", **sections)
     except ConfigError as exc:

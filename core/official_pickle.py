@@ -223,6 +223,14 @@ def _reconstructor(cls, base, state=None):
     return cls.__new__(cls)
 
 
+def _set(items=()):
+    return set(items)
+
+
+def _frozenset(items=()):
+    return frozenset(items)
+
+
 _STORAGE_DTYPES = {
     "FloatStorage": torch.float32, "DoubleStorage": torch.float64, "HalfStorage": torch.float16,
     "BFloat16Storage": torch.bfloat16, "LongStorage": torch.int64, "IntStorage": torch.int32,
@@ -253,12 +261,14 @@ _FUNCTIONS = {
     "numpy.core.numeric._frombuffer": _np_frombuffer,
     "numpy._core.numeric._frombuffer": _np_frombuffer,
     "dnnlib.util.EasyDict": EasyDictRecord,
+    "builtins.set": _set,
+    "builtins.frozenset": _frozenset,
 }
 
 _TYPE_NAMES = {
     "typing.Any", "typing.Optional", "typing.Union", "typing.Dict", "typing.List", "typing.Tuple",
     "builtins.dict", "builtins.list", "builtins.tuple", "builtins.int", "builtins.float", "builtins.str",
-    "builtins.bool", "builtins.bytes", "builtins.object", "builtins.NoneType", "builtins.set",
+    "builtins.bool", "builtins.bytes", "builtins.object", "builtins.NoneType",
     "torch._tensor.Tensor", "torch.Tensor", "torch.nn.parameter.Parameter",
 }
 
@@ -278,6 +288,8 @@ _RECORD_NAMES = {
 
 
 def _canonical(module: str, name: str) -> str:
+    if module == "__builtin__":  # protocol 0-2 pickles (torch.save) name builtins like Python 2 did
+        module = "builtins"
     if module.startswith("src.") and module.split(".")[1] in _REPO_PACKAGES:
         module = module[4:]
     return f"{module}.{name}"
@@ -350,8 +362,8 @@ def load_official_pickle(path: str | Path) -> Any:
                     data, storages = _zip_storages(zf)
                     return RestrictedUnpickler(io.BytesIO(data), storages).load()
             if not head or head[0] != 0x80:
-                raise OfficialImportError(f"{path} is not a pickle (it does not start with a pickle protocol "
-                                          "header); expected a network-snapshot-*.pkl")
+                raise OfficialImportError("not a pickle (it does not start with a pickle protocol header); "
+                                          "expected a network-snapshot-*.pkl")
             return RestrictedUnpickler(f).load()
     except OfficialImportError as exc:
         raise OfficialImportError(f"{path}: {exc}") from None
