@@ -1,0 +1,126 @@
+"""Generator benchmarks: frames/s per preset, cost of far times, memory while streaming a long video.
+
+    python bench/generate.py                       # all three measurements on the current device
+    python bench/generate.py --stream-minutes 10   # longer streaming run (memory must stay flat)
+
+Prints figures; record them with the machine and date in bench/RESULTS.md.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import platform
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import torch
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+from core.config import preset  # noqa: E402
+from core.generator import Generator, z_from_seed  # noqa: E402
+from core.motion import Motion  # noqa: E402
+from core.render import Timeline, render_video  # noqa: E402
+
+
+def rss_mb() -> float:
+    with open("/proc/self/status") as f:
+        for line in f:
+            if line.startswith("VmRSS:"):
+                return int(line.split()[1]) / 1024
+    return float("nan")
+
+
+def sync(device):
+    if device.type == "cuda":
+        torch.cuda.synchronize()
+
+
+@torch.no_grad()
+def time_frames(G, device, t_values, batch: int, repeats: int) -> float:
+    """Median seconds for one synthesis call rendering `batch` videos at times `t_values`."""
+    z = z_from_seed(list(range(batch)), G.z_dim, device)
+    ws = G.mapping(z)
+    t = torch.tensor([t_values], dtype=torch.float64, device=device).expand(batch, -1)
+    motion = Motion.from_seeds(list(range(batch)))
+    G.synthesis(ws, t, motion)  # warm-up
+    times = []
+    for _ in range(repeats):
+        sync(device)
+        t0 = time.perf_counter()
+        G.synthesis(ws, t, motion)
+        sync(device)
+        times.append(time.perf_counter() - t0)
+    return sorted(times)[len(times) // 2]
+
+
+def bench_fps(device, presets, batch, repeats):
+    print("== frames per second (batch of videos x 1 frame, t = 0)")
+    for name in presets:
+        G = Generator(preset(name)).eval().to(device)
+        sec = time_frames(G, device, [0.0], batch, repeats)
+        print(f"preset {name:>5}: {batch / sec:8.2f} frames/s  ({sec * 1000 / batch:.1f} ms/frame, batch {batch})")
+
+
+def bench_far_time(device, name, repeats):
+    print(f"== one frame at t = 90,000 (1 h at 25 fps) vs t = 0, preset {name}")
+    G = Generator(preset(name)).eval().to(device)
+    near = time_frames(G, device, [0.0], 1, repeats)
+    far = time_frames(G, device, [90000.0], 1, repeats)
+    print(f"t=0: {near * 1000:.1f} ms, t=90000: {far * 1000:.1f} ms, ratio far/near = {far / near:.3f}")
+    return far / near
+
+
+def bench_stream(device, name, minutes, fps):
+    print(f"== streaming {minutes:g} min at {fps:g} fps to mp4, preset {name}")
+    G = Generator(preset(name)).eval().to(device)
+    tl = Timeline(duration=minutes * 60, fps=fps)
+    marks, start = [], time.perf_counter()
+    if device.type == "cuda":
+        torch.cuda.reset_peak_memory_stats()
+
+    def cb(done, total):
+        if done % max(1, total // 10) == 0 or done == total:
+            marks.append((done, time.perf_counter() - start, rss_mb()))
+
+    with tempfile.TemporaryDirectory() as tmp:
+        out = render_video(G, Path(tmp) / "long.mp4", tl, content_seeds=[0], motion_seeds=[0], callback=cb)
+        size = out.stat().st_size
+    for done, sec, mb in marks:
+        print(f"  frame {done:6d} (t = {tl.times(done - 1)[0]:9.1f}): {sec:7.1f} s elapsed, RSS {mb:7.1f} MB")
+    rss = [m[2] for m in marks]
+    print(f"RSS first/last/max: {rss[0]:.0f} / {rss[-1]:.0f} / {max(rss):.0f} MB; mp4 {size / 2**20:.1f} MiB")
+    if device.type == "cuda":
+        print(f"peak CUDA memory: {torch.cuda.max_memory_allocated() / 2**20:.0f} MiB")
+
+
+def main():
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
+    p.add_argument("--presets", default="tiny,small,256")
+    p.add_argument("--batch", type=int, default=8)
+    p.add_argument("--repeats", type=int, default=5)
+    p.add_argument("--far-preset", default="small")
+    p.add_argument("--stream-preset", default="small")
+    p.add_argument("--stream-minutes", type=float, default=1.0)
+    p.add_argument("--stream-fps", type=float, default=25.0)
+    p.add_argument("--skip", default="", help="comma list of fps,far,stream to skip")
+    args = p.parse_args()
+    device = torch.device(args.device)
+    name = torch.cuda.get_device_name(device) if device.type == "cuda" else platform.processor() or "cpu"
+    print(f"device {device} ({name}), {os.cpu_count()} cpus, torch {torch.__version__}, "
+          f"{time.strftime('%Y-%m-%d')}")
+    skip = set(args.skip.split(","))
+    if "fps" not in skip:
+        bench_fps(device, args.presets.split(","), args.batch, args.repeats)
+    if "far" not in skip:
+        bench_far_time(device, args.far_preset, args.repeats)
+    if "stream" not in skip:
+        bench_stream(device, args.stream_preset, args.stream_minutes, args.stream_fps)
+
+
+if __name__ == "__main__":
+    main()
