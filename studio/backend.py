@@ -91,7 +91,8 @@ class Backend:
                  lpips_factory: Callable[[str], torch.nn.Module] | None = None,
                  clip_factory: Callable[[str], torch.nn.Module] | None = None,
                  w_avg_samples: int = 10_000, edit_num_images: int = 16,
-                 runs_dir: str | os.PathLike = "runs", ws_cache_size: int = 64):
+                 runs_dir: str | os.PathLike = "runs", ws_cache_size: int = 64,
+                 train_defaults: dict | None = None):
         self.lock = threading.RLock()
         self.jobs = threading.BoundedSemaphore(max_jobs)
         self.max_jobs = max_jobs
@@ -111,6 +112,7 @@ class Backend:
         from studio.training_runs import TrainingProcess
 
         self.training = TrainingProcess(runs_dir)
+        self.train_defaults = dict(train_defaults or {})  # extra trainer flags, e.g. {"workers": 0}
 
     # ------------------------------------------------------------------------------------ model
 

@@ -8,6 +8,7 @@ from collections.abc import Iterator
 
 import numpy as np
 
+from core.render import Timeline
 from studio.backend import Backend, StudioError, parse_seeds
 from studio.common import display, session_of, side_by_side, stream_job, ui_errors
 from studio.uploads import IMAGE_SUFFIXES, check_image
@@ -93,8 +94,8 @@ def _animate_latent(backend: Backend, G, ws, seeds, path, seconds: float, fps: f
     from editing.animate import motion_variations
 
     with backend.job():
-        return motion_variations(G, ws.to(backend.device), seeds, path, num_frames=max(1, int(round(seconds * fps))),
-                                 fps=fps, model_fps=backend.native_fps)
+        tl = Timeline(duration=float(seconds), fps=float(fps), native_fps=backend.native_fps)
+        return motion_variations(G, ws.to(backend.device), seeds, path, timeline=tl)
 
 
 def build(backend: Backend, latent_state) -> dict:

@@ -8,6 +8,7 @@ from collections.abc import Iterator
 
 import torch
 
+from core.render import Timeline
 from studio.backend import Backend, StudioError
 from studio.common import display, session_of, side_by_side, stream_job, ui_errors
 
@@ -88,9 +89,9 @@ def edit(backend: Backend, prompt: str, method: str, source: str, seed, motion_s
     out = backend.session_dir(session)
     stem = f"edit-{time.strftime('%H%M%S')}"
     with backend.job():
-        video = motion_variations(G, result.ws.to(backend.device), [mseed], out / f"{stem}.mp4",
-                                  num_frames=max(1, int(round(float(seconds) * float(fps)))), fps=float(fps),
-                                  t_start=t, model_fps=backend.native_fps, offsets=result.style_offsets or None)
+        tl = Timeline(t_offset=t, duration=float(seconds), fps=float(fps), native_fps=backend.native_fps)
+        video = motion_variations(G, result.ws.to(backend.device), [mseed], out / f"{stem}.mp4", timeline=tl,
+                                  offsets=result.style_offsets or None)
     latent = backend.save_latent(out / f"{stem}-latent.npz", result.ws, mseed, t, "w+", result.style_offsets)
     yield {"status": f"'{prompt}' ({method}): CLIP similarity {result.similarity_before:.3f} -> "
                      f"{result.similarity_after:.3f} in {result.seconds:.1f} s.",

@@ -43,8 +43,9 @@ def start(backend: Backend, data: str, upload, preset: str, resolution, kimg, gp
     data = (data or "").strip()
     if not data:
         raise StudioError("give a dataset path or upload a zip of videos")
-    extra = {"batch": _int(batch), "kimg_per_tick": _num(kimg_per_tick), "snapshot_ticks": _int(snapshot_ticks),
-             "sample_ticks": _int(sample_ticks), "device": backend.device}
+    ui = {"batch": _int(batch), "kimg_per_tick": _num(kimg_per_tick), "snapshot_ticks": _int(snapshot_ticks),
+          "sample_ticks": _int(sample_ticks), "device": backend.device}
+    extra = {**backend.train_defaults, **{k: v for k, v in ui.items() if v is not None}}
     status = backend.training.start(data, preset, float(kimg), int(gpus), extra=extra)
     return status.message
 
@@ -53,7 +54,7 @@ def resume(backend: Backend, run: str | None, kimg=None, gpus=1) -> str:
     spec = (run or "").strip() or "latest"
     kimg = float(kimg) if kimg not in (None, "") and float(kimg) > 0 else None
     return backend.training.start(None, resume=spec, total_kimg=kimg, gpus=int(gpus),
-                                  extra={"device": backend.device}).message
+                                  extra={**backend.train_defaults, "device": backend.device}).message
 
 
 def stop(backend: Backend) -> str:

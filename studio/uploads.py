@@ -27,7 +27,9 @@ def _path(upload) -> Path:
         raise UploadError("no file was uploaded")
     if isinstance(upload, dict):
         upload = upload.get("path") or upload.get("name")
-    path = Path(getattr(upload, "path", None) or getattr(upload, "name", None) or str(upload))
+    if not isinstance(upload, (str, os.PathLike)):  # gradio FileData / tempfile wrappers
+        upload = getattr(upload, "path", None) or getattr(upload, "name", None) or str(upload)
+    path = Path(upload)
     if not path.is_file():
         raise UploadError(f"uploaded file {path.name} is missing")
     if path.stat().st_size == 0:
