@@ -67,7 +67,8 @@ class _BiasActGrad(torch.autograd.Function):
         ref = x if x is not None else y
         dy = dy.contiguous(memory_format=_memory_format(ref)) if ref is not None else dy.contiguous()
         xref = x if spec.cuda_ref == "x" else None
-        dx = _ops().bias_act(dy, b, xref, y, None, 1, dim, spec.cuda_idx, alpha, gain, clamp)
+        b_used = b if xref is not None else None  # the bias only matters where act' is evaluated at x + b
+        dx = _ops().bias_act(dy, b_used, xref, y, None, 1, dim, spec.cuda_idx, alpha, gain, clamp)
         ctx.save_for_backward(dy if act in _HAS_2ND_GRAD else None, x, b, y)
         ctx.cfg = cfg
         return dx
