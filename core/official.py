@@ -356,6 +356,71 @@ def _is_image_generator(rec: PersistentRecord) -> bool:
             and "const" in ((b4.state or {}).get("_parameters") or {}))
 
 
+# ------------------------------------------------------------------------------------------ image-only pickles
+
+_NOISE = re.compile(r"\.(noise_const|noise_strength)$")
+
+
+def _image_tensors(tensors: dict[str, torch.Tensor], fresh: dict[str, torch.Tensor], c: int):
+    """StyleGAN2-ADA generator tensors -> ours: `b4.const` becomes the temporal input's constant; the 4x4
+    conv gets zero weights (and fresh styles) for the motion channels appended after the constant's C
+    channels, so v_t has no effect until fine-tuning; the motion path keeps its fresh initialization."""
+    out, dropped = {}, []
+    for name, value in tensors.items():
+        if _NOISE.search(name):
+            dropped.append(name)
+        elif name == "synthesis.b4.const":
+            out["synthesis.b4.input.input.const"] = value.unsqueeze(0)
+        elif name == "synthesis.b4.conv1.weight" and value.ndim == 4:
+            w = torch.zeros_like(fresh[name])
+            w[:, :c] = value  # motion channels follow the constant's (TemporalInput concatenates [const, v_t])
+            out[name] = w
+        elif name in ("synthesis.b4.conv1.affine.weight", "synthesis.b4.conv1.affine.bias"):
+            v = fresh[name].clone()
+            v[:c] = value
+            out[name] = v
+        else:
+            out[name] = value
+    for name, value in fresh.items():
+        if name.startswith("synthesis.motion_encoder."):
+            out[name] = value
+    return out, dropped
+
+
+def _import_image_generator(path: Path, data: dict, gens: list[str]) -> Checkpoint:
+    kw = _init_kwargs(data[gens[0]], gens[0])
+    sections = dict(mapping=_mapping_section(kw, _as_int(kw.get("z_dim", 512), "z_dim")),
+                    synthesis=_synthesis_section(kw, _as_int(kw["w_dim"], "w_dim")))
+    syn = sections["synthesis"]
+    sections["discriminator"] = dict(channel_base=syn["channel_base"], channel_max=syn["channel_max"],
+                                     num_fp16_res=syn["num_fp16_res"], conv_clamp=syn["conv_clamp"],
+                                     concat_res=min(16, syn["img_resolution"] // 2))
+    try:
+        cfg = preset("256").replace(name=f"official-image:{path.stem}", **sections)
+    except ConfigError as exc:
+        raise OfficialImportError(f"{path}: derived config is invalid: {exc}") from None
+    with torch.random.fork_rng(devices=[]):  # fresh motion path, reproducible, global RNG untouched
+        torch.manual_seed(0)
+        fresh = _build(cfg, "G_ema").state_dict()
+    c = cfg.synthesis.channels(4)
+    tensors, dropped, strengths = {}, [], []
+    for name in gens:
+        src = module_tensors(data[name])
+        strengths += [float(v.abs().max()) for k, v in src.items() if k.endswith("noise_strength")]
+        mapped, dropped_here = _image_tensors(src, fresh, c)
+        dropped += [f"{name}.{k}" for k in dropped_here]
+        fitted = _fit(_build(cfg, name), mapped, f"{name} of {path} (image-only StyleGAN2 pickle)")
+        tensors.update({f"{name}.{k}": v for k, v in fitted.items()})
+    log.warning("%s is an image-only StyleGAN2 generator: motion starts untrained, per-pixel noise is dropped "
+                "(max noise strength %.3g); frames equal the image model's noise_mode='none' at every t",
+                path, max(strengths, default=0.0))
+    metadata = {"source": "official-image-pickle", "file": path.name, "networks": gens,
+                "class_names": {n: data[n].class_name for n in gens}, "dropped_noise_tensors": dropped,
+                "max_noise_strength": max(strengths, default=0.0),
+                "skipped": sorted(str(k) for k in data if k not in gens)}
+    return Checkpoint(cfg, tensors, metadata)
+
+
 def import_official(path: str | Path, modules: tuple[str, ...] | None = None) -> Checkpoint:
     """Read a released `network-snapshot-*.pkl` safely -> Checkpoint(cfg, tensors "G_ema."/"G."/"D.", metadata).
 
@@ -377,9 +442,10 @@ def import_official(path: str | Path, modules: tuple[str, ...] | None = None) ->
         raise OfficialImportError(f"{path} holds no generator (keys: {', '.join(map(str, data))})")
     g_rec = data[g_name]
     if _is_image_generator(g_rec):
-        from core.official_image import import_image_generator
-
-        return import_image_generator(path, data, [n for n in wanted if n != "D"], g_rec)
+        if modules is not None and "D" in modules:
+            raise OfficialImportError(f"{path} is an image-only StyleGAN2 pickle: its single-image D cannot "
+                                      "serve as a StyleGAN-V discriminator (import G_ema / G only)")
+        return _import_image_generator(path, data, [n for n in wanted if n != "D"])
 
     sections = _generator_sections(_init_kwargs(g_rec, g_name))
     d_tensors = module_tensors(data["D"]) if "D" in wanted else {}

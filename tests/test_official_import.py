@@ -458,3 +458,57 @@ def test_256_released_shapes_round_trip(writer, tmp_path):
     assert frames.shape == (1, 1, 3, 256, 256)
     assert all(torch.equal(ckpt.module_state("D")[k], v) for k, v in D.state_dict().items())
     assert not (tmp_path / "EMBEDDED_CODE_RAN").exists()
+
+
+# ------------------------------------------------------------------------------------------ image-only pickles
+
+def image_model(G: Generator, seed: int = 0) -> nn.Module:
+    """Our generator rearranged as a StyleGAN2-ADA image generator: `b4.const`, a 4x4 conv without motion
+    channels, no motion encoder, and per-pixel noise inputs (noise_const buffer, noise_strength)."""
+    img = copy.deepcopy(G)
+    syn, c = img.synthesis, G.cfg.synthesis.channels(4)
+    del syn.motion_encoder
+    syn.b4.const = nn.Parameter(G.synthesis.b4.input.input.const[0].detach().clone())
+    del syn.b4.input
+    conv1 = syn.b4.conv1
+    conv1.weight = nn.Parameter(conv1.weight[:, :c].detach().clone())
+    conv1.affine.weight = nn.Parameter(conv1.affine.weight[:c].detach().clone())
+    conv1.affine.bias = nn.Parameter(conv1.affine.bias[:c].detach().clone())
+    g = torch.Generator().manual_seed(seed)
+    for m in img.modules():
+        if type(m).__name__ == "SynthesisLayer":
+            m.register_buffer("noise_const", torch.randn(m.resolution, m.resolution, generator=g))
+            m.noise_strength = nn.Parameter(torch.tensor(0.3))
+    return img
+
+
+def test_image_only_stylegan2_pickle_renders_the_image_model_at_every_t(writer, tmp_path):
+    cfg = preset("tiny")
+    G, D, _ = random_nets(cfg, seed=11)
+    s = cfg.synthesis
+    E = writer.fakes.EasyDict
+    kw = E(z_dim=cfg.mapping.z_dim, c_dim=0, w_dim=cfg.mapping.w_dim, img_resolution=s.img_resolution,
+           img_channels=3, mapping_kwargs=E(num_layers=cfg.mapping.num_layers),
+           synthesis_kwargs=E(channel_base=s.channel_base, channel_max=s.channel_max, num_fp16_res=0,
+                              conv_clamp=s.conv_clamp))
+    img = image_model(G)
+    data = {"G": writer.persistent(img, _init_kwargs=kw), "G_ema": writer.persistent(img, _init_kwargs=kw),
+            "D": writer.persistent(D, _init_kwargs=E()), "augment_pipe": None}
+    path = writer.write(tmp_path / "stylegan2-ffhq-like.pkl", data)
+
+    ckpt = import_official(path)
+    assert ckpt.modules == ["G", "G_ema"]
+    assert ckpt.cfg.mapping == cfg.mapping and ckpt.cfg.synthesis == cfg.synthesis
+    assert len(ckpt.metadata["dropped_noise_tensors"]) == 2 * 2 * (2 * len(s.block_resolutions) - 1)
+    G_img = load_imported(ckpt, "G_ema")
+    expected = copy.deepcopy(G)  # the image model without noise: our G with the motion channels' weights zeroed
+    with torch.no_grad():
+        expected.synthesis.b4.conv1.weight[:, s.channels(4):] = 0
+    times = [0.0, 2.5, 77.0, 5003.25]
+    frames = render(G_img, cfg, times=times)
+    assert torch.equal(frames, render(expected, cfg, times=times))
+    for j in range(1, len(times)):  # the same image at every t, for every motion seed
+        assert torch.equal(frames[:, j], frames[:, 0])
+    with pytest.raises(OfficialImportError, match="image-only"):
+        import_official(path, modules=("G_ema", "D"))
+    assert not (tmp_path / "EMBEDDED_CODE_RAN").exists()
