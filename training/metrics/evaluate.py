@@ -27,6 +27,7 @@ from .weights import WeightsNotFoundError, cache_dir
 
 log = logging.getLogger(__name__)
 
+_DETECTORS: dict[tuple, object] = {}  # loaded real detectors, by (kind, weights path, device)
 STATS_VERSION = 1  # bump when the protocol changes, so old cached statistics are not reused
 
 
@@ -112,8 +113,11 @@ def compute_metrics(G, dataset, metrics: Sequence[str] = ("fvd16",), num_videos:
     for kind, loader in loaders.items():
         needed = any((s.kind == "fvd") == (kind == "i3d") for s in specs)
         if needed and kind not in dets:
+            key = (kind, i3d_weights if kind == "i3d" else inception_weights, str(device))
             try:
-                dets[kind] = loader()
+                if key not in _DETECTORS:  # periodic evaluation reuses the loaded network
+                    _DETECTORS[key] = loader()
+                dets[kind] = _DETECTORS[key]
             except WeightsNotFoundError as e:
                 if not skip_unavailable:
                     raise
