@@ -111,14 +111,27 @@ class TypeRef:
         return f"<type {self.qualname}>"
 
 
-_record_classes: dict[str, type] = {}
-
-
 def _record_class(qualname: str) -> type:
-    if qualname not in _record_classes:
-        _record_classes[qualname] = type(qualname.rsplit(".", 1)[-1] + "Record", (ObjectRecord,),
-                                         {"qualname": qualname})
-    return _record_classes[qualname]
+    return type(qualname.rsplit(".", 1)[-1] + "Record", (ObjectRecord,), {"qualname": qualname})
+
+
+class _Fn:
+    """A fresh wrapper around an allowed function per lookup: a pickle can call it, but a BUILD on it
+    (setting attributes such as `__defaults__` on our shared functions) is refused."""
+
+    __slots__ = ("fn", "qualname")
+
+    def __init__(self, fn, qualname: str):
+        self.fn, self.qualname = fn, qualname
+
+    def __call__(self, *args):
+        return self.fn(*args)
+
+    def __setstate__(self, state):
+        raise OfficialImportError(f"refusing to modify {self.qualname}")
+
+    def __reduce__(self):
+        raise TypeError("not picklable")
 
 
 # ------------------------------------------------------------------------------------------ rebuild functions
@@ -160,7 +173,7 @@ def _rebuild_parameter(data, requires_grad=False, backward_hooks=None, *_state) 
 
 
 def _rebuild_from_type_v2(func, new_type, args, state):
-    if func not in (_rebuild_tensor, _rebuild_parameter) or not isinstance(new_type, TypeRef):
+    if getattr(func, "fn", None) not in (_rebuild_tensor, _rebuild_parameter) or not isinstance(new_type, TypeRef):
         raise OfficialImportError("refusing tensor subclass rebuild with an unexpected function or type")
     return func(*args)
 
@@ -301,13 +314,17 @@ class RestrictedUnpickler(pickle.Unpickler):
     def __init__(self, file, storages: dict[str, tuple] | None = None):
         super().__init__(file)
         self._storages = storages
+        self._records: dict[str, type] = {}  # per load: a pickle cannot alter the classes of another load
 
     def find_class(self, module: str, name: str):
         qual = _canonical(module, name)
         if qual in _FUNCTIONS:
-            return _FUNCTIONS[qual]
+            fn = _FUNCTIONS[qual]
+            return fn if isinstance(fn, type) else _Fn(fn, qual)
         if qual in _RECORD_NAMES:
-            return _record_class(qual)
+            if qual not in self._records:
+                self._records[qual] = _record_class(qual)
+            return self._records[qual]
         if qual in _TYPE_NAMES:
             return TypeRef(qual)
         if module == "torch" and name in _STORAGE_DTYPES:

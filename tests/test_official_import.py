@@ -371,6 +371,19 @@ def test_other_globals_are_refused_by_name(tmp_path, global_):
         import_official(path)
 
 
+def test_build_on_allowed_functions_is_refused(tmp_path):
+    from core import official_pickle
+
+    defaults = official_pickle._rebuild_tensor.__defaults__
+    # GLOBAL torch._utils._rebuild_tensor_v2; BUILD (None, {"__defaults__": (1,)}): would patch our function
+    blob = (b"\x80\x02ctorch._utils\n_rebuild_tensor_v2\nN}X\x0c\x00\x00\x00__defaults__K\x01\x85s\x86b.")
+    path = tmp_path / "patch.pkl"
+    path.write_bytes(blob)
+    with pytest.raises(OfficialImportError, match="refusing to modify torch._utils._rebuild_tensor_v2"):
+        import_official(path)
+    assert official_pickle._rebuild_tensor.__defaults__ == defaults
+
+
 def test_truncated_and_non_pickle_files_give_clear_errors(writer, tmp_path):
     cfg = preset("tiny")
     G, D, G_ema = random_nets(cfg, seed=7)
