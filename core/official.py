@@ -421,6 +421,12 @@ def _import_image_generator(path: Path, data: dict, gens: list[str]) -> Checkpoi
     return Checkpoint(cfg, tensors, metadata)
 
 
+def _augment_p(rec) -> float | None:
+    """The ADA probability of the snapshot's augment pipe (for resuming), read from its `p` buffer."""
+    p = ((rec.state.get("_buffers") or {}).get("p") if isinstance(rec, PersistentRecord) else None)
+    return float(p) if isinstance(p, torch.Tensor) and p.numel() == 1 else None
+
+
 def import_official(path: str | Path, modules: tuple[str, ...] | None = None) -> Checkpoint:
     """Read a released `network-snapshot-*.pkl` safely -> Checkpoint(cfg, tensors "G_ema."/"G."/"D.", metadata).
 
@@ -475,6 +481,7 @@ def import_official(path: str | Path, modules: tuple[str, ...] | None = None) ->
         "generator_cfg": _jsonable(g_cfg), "training_set_kwargs": _jsonable(plain(data.get("training_set_kwargs"))),
         "stats": _jsonable(plain(data.get("stats"))),
         "skipped": sorted(str(k) for k in data if k not in wanted),
+        "augment_p": _augment_p(data.get("augment_pipe")),
     }
     log.info("imported %s from %s (%d tensors)", ", ".join(wanted), path, len(tensors))
     return Checkpoint(cfg, tensors, metadata)

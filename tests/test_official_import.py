@@ -195,6 +195,12 @@ def writer(monkeypatch, tmp_path):
     return ReleasedWriter(_Fakes(monkeypatch), tmp_path / "EMBEDDED_CODE_RAN")
 
 
+class AugmentPipe(nn.Module):
+    def __init__(self):
+        super().__init__()
+        self.register_buffer("p", torch.tensor(0.25))
+
+
 def random_nets(cfg, seed=0):
     torch.manual_seed(seed)
     G, D = Generator(cfg).eval(), Discriminator(cfg).eval()
@@ -241,7 +247,9 @@ def load_imported(ckpt, name):
 def test_released_format_renders_what_our_model_renders(writer, tmp_path, c_dim):
     cfg = preset("tiny").replace(mapping={"c_dim": c_dim})
     G, D, G_ema = random_nets(cfg)
-    path = writer.write(tmp_path / "network-snapshot-000100.pkl", writer.snapshot(cfg, G, D, G_ema))
+    data = writer.snapshot(cfg, G, D, G_ema)
+    data["augment_pipe"] = writer.persistent(AugmentPipe())
+    path = writer.write(tmp_path / "network-snapshot-000100.pkl", data)
 
     ckpt = import_official(path)
     assert ckpt.cfg.replace(name=cfg.name) == cfg  # derived from init kwargs + cfg (interpolations resolved)
@@ -256,6 +264,7 @@ def test_released_format_renders_what_our_model_renders(writer, tmp_path, c_dim)
     assert not torch.equal(render(G, cfg), render(G_ema, cfg))  # the two generators really differ
     assert ckpt.metadata["reference_max_num_frames"] == cfg.discriminator.max_num_frames
     assert ckpt.metadata["stats"]["cur_nimg"] == 1000
+    assert ckpt.metadata["augment_p"] == pytest.approx(0.25)
     assert not (tmp_path / "EMBEDDED_CODE_RAN").exists()
 
 
