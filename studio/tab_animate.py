@@ -1,7 +1,6 @@
 """Animate a photo: project it into W / W+ at t = 0 (live reconstruction), then animate the latent with
 several motion seeds."""
 
-from __future__ import annotations
 
 import time
 from collections.abc import Iterator

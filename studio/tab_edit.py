@@ -1,7 +1,6 @@
 """Edit: a text prompt applied to a generated or projected frame (StyleCLIP latent optimization or global
 directions), before / after, and the edit animated over time."""
 
-from __future__ import annotations
 
 import time
 from collections.abc import Iterator

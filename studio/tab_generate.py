@@ -1,6 +1,5 @@
 """Generate: seeds, truncation, a continuous time scrubber, renders and a content x motion grid."""
 
-from __future__ import annotations
 
 import time
 

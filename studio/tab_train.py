@@ -1,6 +1,5 @@
 """Train: start / stop / resume the trainer process, live losses, the latest sample, FVD, snapshots."""
 
-from __future__ import annotations
 
 import time
 from pathlib import Path

@@ -146,10 +146,10 @@ class TrainingProcess:
         if rc is None:
             state = "stopping" if self._stop_requested else "running"
             return TrainStatus(state, run_dir, log_path, None, f"{state}: {run_dir or 'starting...'}")
+        if self._stop_requested and rc in (0, -signal.SIGTERM, -signal.SIGKILL):
+            return TrainStatus("stopped", run_dir, log_path, rc, f"stopped: {run_dir}")
         if rc == 0:
             return TrainStatus("finished", run_dir, log_path, rc, f"finished: {run_dir}")
-        if self._stop_requested:
-            return TrainStatus("stopped", run_dir, log_path, rc, f"stopped: {run_dir}")
         return TrainStatus("failed", run_dir, log_path, rc, f"trainer failed (exit code {rc}): "
                                                            f"{error_from_log(self.log_text())}")
 
