@@ -70,7 +70,7 @@ def build(backend: Backend) -> dict:
         with gr.Column(scale=1, min_width=300):
             frame = gr.Image(label="Frame", type="numpy", format="png", interactive=False, height=320,
                              elem_id="gen-frame")
-            scrubber = gr.Slider(0, MAX_DURATION, 0, step=0.01, label="Time (s): drag to scrub",
+            scrubber = gr.Slider(0, 4, 0, step=0.01, label="Time (s): drag to scrub",
                                  elem_id="gen-time")
     with gr.Row():
         formats = gr.CheckboxGroup(["mp4", "gif", "png", "npz"], value=["mp4"], label="Export",

@@ -83,3 +83,49 @@ def write_video_zip(path: str | Path, num_videos: int = 2, frames: int = 12, siz
                     w.append_data(np.roll(base, j, axis=1))
             z.write(f, f"videos/{f.name}")
     return path
+
+
+# ------------------------------------------------------------------------------------------ browser helpers
+
+CHROMIUM = "/usr/bin/chromium"
+CHROMIUM_ARGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-background-networking"]
+
+# Move the time slider as a user would (set the range input, fire `input`), then wait until the frame's
+# <img> shows a new, fully decoded picture; returns the milliseconds in between, measured in the page.
+_SCRUB_JS = """
+async (value) => {
+  const range = document.querySelector('#gen-time input[type=range]');
+  const img0 = document.querySelector('#gen-frame img');
+  const before = img0 ? img0.src : null;
+  const t0 = performance.now();
+  const setter = Object.getOwnPropertyDescriptor(HTMLInputElement.prototype, 'value').set;
+  setter.call(range, String(value));
+  range.dispatchEvent(new Event('input', {bubbles: true}));
+  while (true) {
+    const img = document.querySelector('#gen-frame img');
+    if (img && img.src && img.src !== before && img.complete && img.naturalWidth > 0) {
+      await img.decode().catch(() => {});
+      return performance.now() - t0;
+    }
+    if (performance.now() - t0 > 30000) return -1;
+    await new Promise(r => requestAnimationFrame(r));
+  }
+}
+"""
+
+
+def open_browser(playwright):
+    """Debian's chromium, headless; never a downloaded browser."""
+    return playwright.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_ARGS, headless=True)
+
+
+def scrub_latencies(page, values) -> list[float]:
+    """Browser-measured slider-move -> new-frame-shown latencies (ms), one per value (values must differ)."""
+    page.wait_for_selector("#gen-frame img", timeout=120_000)
+    out = []
+    for v in values:
+        ms = page.evaluate(_SCRUB_JS, float(v))
+        if ms < 0:
+            raise TimeoutError(f"the frame did not update within 30 s after moving the slider to {v}")
+        out.append(ms)
+    return out

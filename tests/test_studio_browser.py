@@ -1,0 +1,70 @@
+"""The studio in a real browser (Debian chromium through Playwright): open the page, upload a photo, animate
+it with a few steps, see a playable video, scrub the time slider, save a screenshot."""
+
+import os
+import shutil
+import socket
+from pathlib import Path
+
+import pytest
+
+from studio.testing import CHROMIUM, open_browser, scrub_latencies, tiny_backend, write_photo
+
+pytestmark = [
+    pytest.mark.browser,
+    pytest.mark.skipif(not os.path.exists(CHROMIUM), reason="Debian chromium is not installed (/usr/bin/chromium)"),
+]
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def test_animate_a_photo_and_scrub_in_chromium(tmp_path):
+    pytest.importorskip("playwright")
+    from playwright.sync_api import expect, sync_playwright
+
+    from studio.app import launch
+
+    backend = tiny_backend(tmp_path)
+    app, url = launch(backend, port=_free_port(), block=False, quiet=True)
+    photo = write_photo(tmp_path / "portrait.png", size=96)
+    try:
+        with sync_playwright() as p:
+            browser = open_browser(p)
+            page = browser.new_page(viewport={"width": 1280, "height": 1000})
+            page.goto(url)
+            expect(page.get_by_text("StyleGAN-V Studio").first).to_be_visible(timeout=60_000)
+            page.wait_for_selector("#gen-frame img", timeout=60_000)
+
+            page.get_by_role("tab", name="Animate a photo").click()
+            page.locator("#anim-upload input[type=file]").set_input_files(str(photo))
+            steps = page.locator("#anim-steps input[type=number]")
+            steps.fill("4")
+            steps.press("Enter")
+            page.locator("#anim-go").click()
+            expect(page.locator("#anim-status")).to_contain_text("Done", timeout=180_000)
+            video = page.locator("#anim-video video")
+            expect(video).to_have_count(1, timeout=30_000)
+            page.wait_for_function("document.querySelector('#anim-video video').readyState >= 2", timeout=30_000)
+            info = video.evaluate("v => ({duration: v.duration, w: v.videoWidth, h: v.videoHeight, err: v.error})")
+            assert info["duration"] > 0 and info["w"] > 0 and info["err"] is None, info
+            assert video.evaluate("v => v.play().then(() => true)")  # the browser can play the H.264 mp4
+            page.screenshot(path=str(tmp_path / "animate.png"), full_page=True)
+
+            page.get_by_role("tab", name="Generate").click()
+            ms = scrub_latencies(page, [0.37, 1.13, 2.29, 3.71])
+            assert len(ms) == 4 and all(m > 0 for m in ms)
+            shot = tmp_path / "studio.png"
+            page.screenshot(path=str(shot), full_page=True)
+            assert shot.stat().st_size > 10_000
+            if os.environ.get("SGV_SCREENSHOT") == "1":
+                shutil.copy(tmp_path / "animate.png", ROOT / "bench" / "studio_screenshot.png")
+            browser.close()
+    finally:
+        backend.training.stop(timeout=10)
+        app.close()
