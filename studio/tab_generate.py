@@ -94,8 +94,9 @@ def build(backend: Backend) -> dict:
         return scrub(backend, s, m, p, sec, off, slow)
 
     # The scrubber: `input` fires while dragging; "always_last" drops stale positions so the frame keeps up.
+    # queue=False: a plain HTTP request, no queue round trips (the backend's lock serialises renders).
     scrub_kwargs = dict(fn=on_scrub, inputs=scrub_inputs, outputs=frame, show_progress="hidden",
-                        trigger_mode="always_last", concurrency_id="scrub", concurrency_limit=1)
+                        trigger_mode="always_last", queue=False)
     scrubber.input(api_name="scrub", **scrub_kwargs)
     for comp in (seed, motion, psi, offset, slowmo):
         comp.change(api_visibility="private", **scrub_kwargs)
