@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import logging
 import os
-import shutil
 import tempfile
 import zipfile
 from collections.abc import Callable, Iterator, Sequence
@@ -181,15 +180,3 @@ def render_video(G: Generator, path: str | os.PathLike, timeline: Timeline, cont
             if callback is not None:
                 callback(j + 1, total)
     return Path(path)
-
-
-def save_png_folder(zip_path: str | os.PathLike, out_dir: str | os.PathLike) -> Path:
-    """Unpack a PNG-frames zip into a folder (helper for users who want loose files)."""
-    out_dir = Path(out_dir)
-    tmp = Path(tempfile.mkdtemp(dir=out_dir.parent if out_dir.parent.exists() else None))
-    with zipfile.ZipFile(zip_path) as z:
-        z.extractall(tmp)
-    if out_dir.exists():
-        shutil.rmtree(out_dir)
-    os.replace(tmp, out_dir)
-    return out_dir
