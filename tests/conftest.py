@@ -1,4 +1,3 @@
-import os
 import sys
 from pathlib import Path
 
@@ -9,7 +8,8 @@ ROOT = Path(__file__).resolve().parents[1]
 if str(ROOT) not in sys.path:
     sys.path.insert(0, str(ROOT))
 
-torch.set_num_threads(max(1, min(2, os.cpu_count() or 1)))
+# One thread: the test models are tiny, and on 2 shared cores more threads only oversubscribe them.
+torch.set_num_threads(1)
 
 
 def pytest_collection_modifyitems(config, items):
@@ -37,3 +37,12 @@ def tiny_G(tiny_cfg):
     with torch.no_grad():  # a non-zero w_avg makes truncation tests meaningful
         G.mapping.w_avg.normal_(0, 0.5)
     return G
+
+
+@pytest.fixture()
+def G(tiny_cfg):
+    """A tiny random-weight generator in eval mode (seeded: the same weights in every test)."""
+    from core.generator import Generator
+
+    torch.manual_seed(0)
+    return Generator(tiny_cfg).eval()

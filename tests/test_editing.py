@@ -20,21 +20,6 @@ from editing.testing import tiny_clip
 PROMPT = "a smiling face"
 
 
-@pytest.fixture(autouse=True)
-def one_thread():
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
-
-
-@pytest.fixture()
-def G():
-    from core.config import preset
-    from core.generator import Generator
-
-    torch.manual_seed(0)
-    return Generator(preset("tiny")).eval()
 
 
 @pytest.fixture(scope="module")

@@ -9,23 +9,6 @@ from editing.animate import AnimationError, Timeline, content_variations, motion
 from editing.styleclip import style_layers
 
 
-@pytest.fixture(autouse=True)
-def one_thread():
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
-
-
-@pytest.fixture()
-def G():
-    from core.config import preset
-    from core.generator import Generator
-
-    torch.manual_seed(0)
-    return Generator(preset("tiny")).eval()
-
-
 def _ws(G, seed=0):
     with torch.no_grad():
         return G.mapping(torch.from_numpy(np.random.RandomState(seed).randn(1, G.z_dim)).float())

@@ -17,24 +17,6 @@ from projection.projector import (
 from projection.testing import TinyLPIPS
 
 
-@pytest.fixture(autouse=True)
-def one_thread():
-    # 2 shared cores: one thread avoids oversubscription (10x faster for these tiny convolutions).
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
-
-
-@pytest.fixture()
-def G():
-    from core.config import preset
-    from core.generator import Generator
-
-    torch.manual_seed(0)
-    return Generator(preset("tiny")).eval()
-
-
 def _target(G, seed=1, motion_seed=7):
     with torch.no_grad():
         ws = G.mapping(torch.from_numpy(np.random.RandomState(seed).randn(1, G.z_dim)).float())
