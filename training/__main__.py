@@ -4,7 +4,12 @@ Every TrainConfig field has a flag (`--total-kimg`, `--batch`, `--r1-gamma`, ...
 numbered folder `outdir/00007-<data>-<preset>-b<batch>` with `config.json` written first.
 `--resume latest` continues the newest run in outdir that has a snapshot (in its own folder, with
 its saved config; flags given explicitly override it); `--resume PATH` takes a run folder or a
-snapshot file. Multi-GPU / multi-node: `torchrun --nproc_per_node N -m training ...`.
+snapshot file. `--resume network-snapshot.pkl` (released with the paper) or a `.safetensors` from
+`python -m core.convert` fine-tunes it in a new run folder: weights only, the model config taken from
+the checkpoint (an explicit `--preset` must agree with it), fresh optimizers, kimg from its metadata.
+`--metrics fvd16,fvd128 --metrics-ticks 50 [--metrics-num-videos N] [--i3d-weights PATH]` evaluates
+G_ema during training (stats.jsonl lines with "kind": "metrics"; missing weights only warn).
+Multi-GPU / multi-node: `torchrun --nproc_per_node N -m training ...`.
 """
 
 from __future__ import annotations
@@ -18,7 +23,8 @@ import re
 import sys
 import typing
 
-from core.config import ConfigError, preset
+from core.checkpoint import CheckpointError
+from core.config import ConfigError, ModelConfig, preset
 from training import distributed, snapshot
 from training.config import TrainConfig, TrainConfigError
 from training.dataset import DatasetError
@@ -30,8 +36,10 @@ def _parser() -> argparse.ArgumentParser:
     ap = argparse.ArgumentParser(prog="python -m training", description=__doc__.split("\n\n")[0])
     ap.add_argument("--data", help="frames folder, zip, or folder of video files")
     ap.add_argument("--outdir", default="runs", help="where numbered run folders are made")
-    ap.add_argument("--preset", default="small", help="model preset: 256 | small | tiny")
-    ap.add_argument("--resume", default=None, help="'latest' or a run folder / snapshot file")
+    ap.add_argument("--preset", default=None, help="model preset: 256 | small | tiny (default small, or the "
+                    "config of the checkpoint given to --resume)")
+    ap.add_argument("--resume", default=None, help="'latest', a run folder / snapshot file, or a .pkl / "
+                    ".safetensors checkpoint to fine-tune")
     hints = typing.get_type_hints(TrainConfig)
     for f in dataclasses.fields(TrainConfig):
         if f.name in _SKIP:
@@ -43,12 +51,18 @@ def _parser() -> argparse.ArgumentParser:
             ap.add_argument(flag, type=lambda s: s.lower() in ("1", "true", "yes", "on"), help=helptext)
         elif f.name == "betas":
             ap.add_argument(flag, type=float, nargs=2, help=helptext)
+        elif f.name == "metrics":
+            ap.add_argument(flag, type=_names, help="comma-separated, e.g. fvd16,fvd128 ('none': no evaluation)")
         else:
             base = next((t for t in (int, float, str) if t in typing.get_args(typ) or typ is t), str)
             conv = (lambda s, b=base: None if s.lower() == "none" else b(s)) if type(None) in typing.get_args(
                 typ) else base
             ap.add_argument(flag, type=conv, help=helptext)
     return ap
+
+
+def _names(s: str) -> tuple[str, ...]:
+    return () if s.strip().lower() in ("", "none") else tuple(x.strip() for x in s.split(",") if x.strip())
 
 
 def _overrides(args: argparse.Namespace) -> dict:
@@ -78,10 +92,27 @@ def _latest_run(outdir: str) -> str:
     raise snapshot.SnapshotError(f"no run with a snapshot in {outdir!r}")
 
 
+def _model_config(args) -> tuple[ModelConfig, str]:
+    """(model config, name for the run folder): the preset, or the config of a checkpoint to fine-tune."""
+    if args.resume is None or not snapshot.is_weights_file(args.resume):
+        return preset(args.preset or "small"), args.preset or "small"
+    ckpt_cfg = snapshot.weights_config(args.resume)
+    if args.preset is not None:
+        diff = snapshot.describe_config_conflict(preset(args.preset), ckpt_cfg)
+        if diff:
+            raise TrainConfigError(
+                f"--preset {args.preset} conflicts with the model config of {args.resume} ({'; '.join(diff[:6])}"
+                f"{'; ...' if len(diff) > 6 else ''}); leave --preset out to fine-tune the checkpoint as it is")
+    name = args.preset or re.sub(r"[^A-Za-z0-9_.]+", "_", os.path.splitext(os.path.basename(args.resume))[0])
+    return ckpt_cfg, f"ft_{name}"
+
+
 def _setup(args, dist) -> tuple[TrainConfig, str, str | None]:
     """(config, run folder, resume spec); rank 0 decides, the others receive it."""
     overrides = _overrides(args)
-    if args.resume is not None:
+    if args.resume is not None and not snapshot.is_weights_file(args.resume):
+        if args.resume != "latest" and not os.path.exists(args.resume):
+            raise snapshot.SnapshotError(f"--resume {args.resume!r}: no such file or folder")
         run_dir = _latest_run(args.outdir) if args.resume == "latest" else (
             args.resume if os.path.isdir(args.resume) else os.path.dirname(os.path.dirname(args.resume)))
         with open(os.path.join(run_dir, "config.json")) as f:
@@ -90,9 +121,10 @@ def _setup(args, dist) -> tuple[TrainConfig, str, str | None]:
         from_folder = args.resume == "latest" or os.path.isdir(args.resume)
         return cfg, run_dir, "latest" if from_folder else args.resume
     if not args.data:
-        raise TrainConfigError("--data is required for a new run")
-    cfg = TrainConfig(data=args.data, model=preset(args.preset), **overrides)
-    run_dir = _new_run_dir(args.outdir, args.data, args.preset, cfg.batch) if dist.is_main else ""
+        raise TrainConfigError("--data is required for a new run (and for fine-tuning a checkpoint)")
+    model, run_name = _model_config(args)
+    cfg = TrainConfig(data=args.data, model=model, **overrides)
+    run_dir = _new_run_dir(args.outdir, args.data, run_name, cfg.batch) if dist.is_main else ""
     if dist.world_size > 1:
         import torch.distributed as tdist
 
@@ -102,7 +134,7 @@ def _setup(args, dist) -> tuple[TrainConfig, str, str | None]:
     if dist.is_main:
         with open(os.path.join(run_dir, "config.json"), "w") as f:
             f.write(cfg.to_json())
-    return cfg, run_dir, None
+    return cfg, run_dir, args.resume
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -119,7 +151,7 @@ def main(argv: list[str] | None = None) -> int:
         from training.loop import train
 
         info = train(cfg, run_dir, resume=resume)
-    except (TrainConfigError, ConfigError, DatasetError, snapshot.SnapshotError, OSError) as e:
+    except (TrainConfigError, ConfigError, DatasetError, snapshot.SnapshotError, CheckpointError, OSError) as e:
         print(f"error: {e}", file=sys.stderr)
         return 1
     finally:

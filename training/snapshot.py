@@ -4,25 +4,29 @@
     snapshots/state-00012.345.pt              optimizers, augment p, ADA accumulators, counters
 
 Names carry the kimg (frames seen by D / 1000) to three decimals, so snapshots never overwrite one
-another. Each file is written to a temp name and renamed, the network first: a kill at any moment
-leaves either the previous complete pair or the new one. The state file holds only tensors, dicts,
-lists and numbers and is read with `torch.load(weights_only=True)`.
+another. Each file is written to a temp name and renamed (core.checkpoint.atomic_write), the network
+first: a kill at any moment leaves either the previous complete pair or the new one. The state file
+holds only tensors, dicts, lists and numbers and is read with `torch.load(weights_only=True)`.
+
+A network file without its state file (a released `.pkl`, a `.safetensors` from core.convert, an
+exported G_ema) is a *weights* checkpoint: `load_weights` reads it for fine-tuning.
 """
 
 from __future__ import annotations
 
 import glob
-import json
 import os
 import re
-import tempfile
 from typing import Any
 
 import torch
 
-from core.config import ModelConfig
+from core.checkpoint import Checkpoint, CheckpointError, atomic_write, load_checkpoint, read_header, save_checkpoint
+from core.checkpoint import load_state as _load_module_state
+from core.config import ConfigError, ModelConfig
 
 STATE_FORMAT = "stylegan-v-studio/train-state/1"
+_SNAPSHOT_RE = re.compile(r"(?:state|network)-([0-9.]+)\.(?:pt|safetensors)$")
 
 
 class SnapshotError(RuntimeError):
@@ -36,55 +40,21 @@ def snapshot_names(cur_nimg: int) -> tuple[str, str]:
 
 def save_network(path: str, modules: dict[str, torch.nn.Module], cfg: ModelConfig,
                  metadata: dict[str, Any]) -> None:
-    """Atomic safetensors checkpoint through core.checkpoint (a minimal writer until it exists)."""
-    try:
-        from core.checkpoint import save_checkpoint
-    except ImportError:  # pragma: no cover - core.checkpoint lands with the core issue
-        save_checkpoint = None
-    if save_checkpoint is not None:
-        save_checkpoint(path, modules, cfg, metadata=metadata, fp16=False)
-        return
-    from safetensors.torch import save_file  # pragma: no cover
-
-    tensors = {f"{name}.{k}": v.detach().cpu().contiguous() for name, m in modules.items()
-               for k, v in m.state_dict().items()}
-    meta = {"config": cfg.to_json(), "metadata": json.dumps(metadata)}
-    _atomic(path, lambda tmp: save_file(tensors, tmp, metadata=meta))
+    """Atomic float32 safetensors checkpoint (core.checkpoint format)."""
+    save_checkpoint(path, modules, cfg, metadata=metadata, fp16=False)
 
 
 def load_network_tensors(path: str) -> dict[str, torch.Tensor]:
     """All tensors of a network checkpoint, keyed "G_ema.<param>", "G.<param>", "D.<param>"."""
-    try:
-        from core.checkpoint import load_checkpoint
-    except ImportError:  # pragma: no cover
-        load_checkpoint = None
-    if load_checkpoint is not None:
-        return dict(load_checkpoint(path).tensors)
-    from safetensors.torch import load_file  # pragma: no cover
-
-    return load_file(path)
+    return dict(load_checkpoint(path).tensors)
 
 
 def load_module(module: torch.nn.Module, tensors: dict[str, torch.Tensor], prefix: str) -> None:
+    """Load the `prefix.` tensors into module strictly; a mismatch names the offending tensors."""
     sd = {k[len(prefix) + 1:]: v for k, v in tensors.items() if k.startswith(prefix + ".")}
     if not sd:
         raise SnapshotError(f"snapshot has no tensors for {prefix}")
-    module.load_state_dict(sd, strict=True)
-
-
-def _atomic(path: str, write) -> None:
-    os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=".tmp-", dir=os.path.dirname(os.path.abspath(path)))
-    os.close(fd)
-    try:
-        write(tmp)
-        with open(tmp, "rb+") as f:
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
-        raise
+    _load_module_state(module, sd, prefix)
 
 
 def save_state(path: str, state: dict[str, Any]) -> None:
@@ -92,7 +62,7 @@ def save_state(path: str, state: dict[str, Any]) -> None:
         with open(tmp, "wb") as f:
             torch.save({"format": STATE_FORMAT, **state}, f)
 
-    _atomic(path, write)
+    atomic_write(path, write)
 
 
 def load_state(path: str) -> dict[str, Any]:
@@ -119,6 +89,23 @@ def find_latest(run_dir: str) -> tuple[str, str] | None:
     return net, state
 
 
+def _pair_of(path: str) -> tuple[str, str] | None:
+    """(network, state) of a run snapshot file, or None when `path` is not half of such a pair."""
+    m = _SNAPSHOT_RE.search(os.path.basename(path))
+    if not m:
+        return None
+    d = os.path.dirname(path)
+    return (os.path.join(d, f"network-{m.group(1)}.safetensors"), os.path.join(d, f"state-{m.group(1)}.pt"))
+
+
+def is_weights_file(path: str) -> bool:
+    """True for a `.pkl` / `.safetensors` file that is not part of a complete run snapshot pair."""
+    if path == "latest" or not os.path.isfile(path) or not path.endswith((".pkl", ".safetensors")):
+        return False
+    pair = _pair_of(path)
+    return pair is None or not all(os.path.isfile(p) for p in pair)
+
+
 def resolve_resume(resume: str, run_dir: str | None = None) -> tuple[str, str]:
     """`latest` (newest complete pair in run_dir), a run folder, or a state / network file."""
     if resume == "latest":
@@ -133,12 +120,64 @@ def resolve_resume(resume: str, run_dir: str | None = None) -> tuple[str, str]:
         if found is None:
             raise SnapshotError(f"no complete snapshot in {resume}")
         return found
-    m = re.search(r"(?:state|network)-([0-9.]+)\.(?:pt|safetensors)$", resume)
-    if not m or not os.path.isfile(resume):
-        raise SnapshotError(f"cannot resume from {resume!r}: give 'latest', a run folder or a snapshot file")
-    d = os.path.dirname(resume)
-    net = os.path.join(d, f"network-{m.group(1)}.safetensors")
-    state = os.path.join(d, f"state-{m.group(1)}.pt")
-    if not (os.path.isfile(net) and os.path.isfile(state)):
-        raise SnapshotError(f"snapshot {m.group(1)} kimg is incomplete in {d}")
-    return net, state
+    pair = _pair_of(resume)
+    if pair is None or not os.path.isfile(resume):
+        raise SnapshotError(f"cannot resume from {resume!r}: give 'latest', a run folder, a snapshot file, "
+                            "or a .pkl / .safetensors checkpoint to fine-tune")
+    if not all(os.path.isfile(p) for p in pair):
+        raise SnapshotError(f"snapshot {os.path.basename(resume)} is incomplete in {os.path.dirname(resume)}")
+    return pair
+
+
+# ---------------------------------------------------------------------- weights-only checkpoints
+
+
+def load_weights(path: str) -> Checkpoint:
+    """A released `.pkl` (restricted importer, no embedded code runs) or a core.checkpoint `.safetensors`."""
+    if str(path).endswith(".pkl"):
+        from core.official import import_official
+
+        return import_official(path)
+    return load_checkpoint(path)
+
+
+def weights_config(path: str) -> ModelConfig:
+    """The model config of a weights checkpoint (a `.safetensors` header only; a `.pkl` is imported)."""
+    if str(path).endswith(".pkl"):
+        return load_weights(path).cfg
+    header = read_header(path)
+    try:
+        return ModelConfig.from_json(header["config"])
+    except (KeyError, ValueError, ConfigError) as e:
+        raise CheckpointError(f"{path} is not a StyleGAN-V Studio checkpoint with a model config: {e}") from None
+
+
+def weights_nimg(metadata: dict[str, Any]) -> int:
+    """Real frames shown to D so far according to a checkpoint's metadata (0 when it does not say).
+
+    Our snapshots store "kimg"; the reference's pickles keep `stats.cur_nimg` (core.official copies it
+    into metadata["stats"]). Both count frames (clips x frames per clip), see training.loop.
+    """
+    stats = metadata.get("stats")
+    if isinstance(stats, dict) and isinstance(stats.get("cur_nimg"), (int, float)):
+        return int(stats["cur_nimg"])
+    if isinstance(metadata.get("kimg"), (int, float)):
+        return int(round(metadata["kimg"] * 1000))
+    return 0
+
+
+def describe_config_conflict(a: ModelConfig, b: ModelConfig) -> list[str]:
+    """Fields where two model configs differ ("section.field: a vs b"), the name excepted."""
+    da, db = a.to_dict(), b.to_dict()
+    out = []
+    for section in sorted(set(da) | set(db)):
+        if section == "name":
+            continue
+        va, vb = da.get(section), db.get(section)
+        if isinstance(va, dict) and isinstance(vb, dict):
+            out += [f"{section}.{k}: {va.get(k)!r} vs {vb.get(k)!r}" for k in sorted(set(va) | set(vb))
+                    if va.get(k) != vb.get(k)]
+        elif va != vb:
+            out.append(f"{section}: {va!r} vs {vb!r}")
+    return out
+
