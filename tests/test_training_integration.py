@@ -92,6 +92,11 @@ def test_periodic_fvd_lines_match_an_offline_evaluation_of_the_snapshot(data_dir
     scalars = ev.Scalars("Metrics/fvd16")
     assert [s.step for s in scalars] == [12, 18]
     assert scalars[-1].value == pytest.approx(metrics[-1]["fvd16"], rel=1e-5)
+    # Evaluating draws no training randomness: the same run without metrics ends with the same weights
+    # (on several ranks, where only rank 0 evaluates, anything else would desynchronise them).
+    train(cfg.replace(metrics=(), tensorboard=False), str(tmp_path / "plain"))
+    a, b = (load_checkpoint(snapshot.find_latest(tmp_path / d)[0]).tensors for d in ("run", "plain"))
+    assert a.keys() == b.keys() and all(torch.equal(a[k], b[k]) for k in a)
 
 
 def _generator_from_snapshot(run_dir):
