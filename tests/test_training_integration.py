@@ -160,7 +160,7 @@ def _same(module, ref):
     return a.keys() == b.keys() and all(torch.equal(a[k], b[k]) for k in a)
 
 
-def test_weights_load_is_weights_only_with_kimg_and_p_from_the_metadata(data_dir, released_pkl):
+def test_weights_load_is_weights_only_with_kimg_and_p_from_the_metadata(data_dir, released_pkl, tmp_path):
     path, nets = released_pkl
     assert snapshot.is_weights_file(str(path))
     ckpt = snapshot.load_weights(str(path))
@@ -176,6 +176,8 @@ def test_weights_load_is_weights_only_with_kimg_and_p_from_the_metadata(data_dir
     d_init = copy.deepcopy(tr2.D)
     tr2.load_weights(only, "g_ema_only")
     assert _same(tr2.G, nets["G_ema"]) and _same(tr2.D, d_init) and tr2.cur_nimg == 0
+    with pytest.raises(TrainConfigError, match="already at 1.000 kimg"):
+        train(cfg.replace(total_kimg=0.5), str(tmp_path / "run"), resume=str(path))
     with pytest.raises(TrainConfigError, match="another model config"):
         Trainer(_cfg(data_dir, model=preset("tiny").replace(mapping={"w_dim": 16})),
                 distributed.init("cpu")).load_weights(ckpt, str(path))
@@ -231,3 +233,19 @@ def test_a_step_counts_frames_but_ema_and_ada_count_clips(data_dir):
         torch.testing.assert_close(e, (g0 + g) / 2, rtol=1e-5, atol=1e-7, msg=name)
         moved += int(not torch.equal(g0, g))
     assert moved > 0
+
+
+def test_run_snapshots_resume_the_run_other_checkpoints_are_weights(tmp_path):
+    d = tmp_path / "run" / "snapshots"
+    d.mkdir(parents=True)
+    net, state = d / "network-00000.012.safetensors", d / "state-00000.012.pt"
+    net.write_bytes(b"x")
+    assert snapshot.is_weights_file(str(net))  # no state file: an export, fine-tuned as weights
+    state.write_bytes(b"x")
+    assert not snapshot.is_weights_file(str(net)) and not snapshot.is_weights_file(str(state))
+    assert snapshot.resolve_resume(str(state)) == (str(net), str(state))
+    other = tmp_path / "network-snapshot-002000.pkl"
+    other.write_bytes(b"x")
+    assert snapshot.is_weights_file(str(other)) and not snapshot.is_weights_file("latest")
+    assert snapshot.weights_nimg({"stats": {"cur_nimg": 2000}}) == 2000
+    assert snapshot.weights_nimg({"kimg": 0.012}) == 12 and snapshot.weights_nimg({}) == 0

@@ -194,10 +194,9 @@ class Trainer:
         snapshot.load_module(self.G_ema, tensors, "G_ema" if "G_ema" in have else "G")
         if "D" in have:
             snapshot.load_module(self.D, tensors, "D")
-        missing = sorted({"G", "G_ema", "D"} - have)
-        if missing:
-            log.warning("%s has no %s: %s", source, ", ".join(missing),
-                        "D starts from random weights" if "D" in missing else "copied from the other generator")
+        for name, fallback in (("G", "a copy of G_ema"), ("G_ema", "a copy of G"), ("D", "random weights")):
+            if name not in have:
+                log.warning("%s has no %s: %s starts from %s", source, name, name, fallback)
         self.cur_nimg, self.step_idx = snapshot.weights_nimg(ckpt.metadata), 0
         p = ckpt.metadata.get("augment_p")
         if self.ada is not None and isinstance(p, (int, float)):
@@ -327,6 +326,9 @@ def train(cfg: TrainConfig, run_dir: str, *, on_tick: Callable[[dict[str, Any]],
     trainer = Trainer(cfg, dist)
     if resume is not None and snapshot.is_weights_file(resume):
         trainer.load_weights(snapshot.load_weights(resume), resume)
+        if trainer.cur_nimg >= cfg.total_kimg * 1000:
+            raise TrainConfigError(f"{resume} is already at {trainer.cur_nimg / 1000:.3f} kimg, total_kimg is "
+                                   f"{cfg.total_kimg:g}: raise total_kimg to fine-tune it")
         log.info("fine-tuning from %s (weights only) at %.3f kimg", resume, trainer.cur_nimg / 1000)
     elif resume is not None:
         net, state = snapshot.resolve_resume(resume, run_dir)
