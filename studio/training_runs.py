@@ -169,11 +169,8 @@ def error_from_log(text: str) -> str:
 # ---------------------------------------------------------------------------------------- run folders
 
 
-def read_stats(run_dir: str | os.PathLike | None) -> list[dict]:
-    """The stats.jsonl lines (one per tick); a half-written last line is skipped."""
-    if not run_dir:
-        return []
-    path = Path(run_dir) / "stats.jsonl"
+def _read_jsonl(path: Path) -> list[dict]:
+    """JSON lines of a file being appended to: a half-written last line is skipped."""
     if not path.is_file():
         return []
     rows = []
@@ -184,6 +181,13 @@ def read_stats(run_dir: str | os.PathLike | None) -> list[dict]:
             except json.JSONDecodeError:
                 continue
     return rows
+
+
+def read_stats(run_dir: str | os.PathLike | None) -> list[dict]:
+    """The tick lines of stats.jsonl (metrics lines, `"kind": "metrics"`, are left to read_metrics)."""
+    if not run_dir:
+        return []
+    return [r for r in _read_jsonl(Path(run_dir) / "stats.jsonl") if r.get("kind") != "metrics"]
 
 
 def _newest(folder: Path, patterns: tuple[str, ...]) -> list[Path]:
@@ -204,11 +208,13 @@ def snapshots(run_dir: str | os.PathLike | None) -> list[str]:
 
 
 def read_metrics(run_dir: str | os.PathLike | None) -> list[dict]:
-    """Metric results written into the run folder (`metric*.json` / `metric*.jsonl`, e.g. by
+    """Metric results of a run: the trainer's periodic evaluations (`"kind": "metrics"` lines of
+    stats.jsonl) and files written into the run folder (`metric*.json` / `metric*.jsonl`, e.g. by
     `python -m training.metrics --out RUN/metrics-<kimg>.json`)."""
     if not run_dir:
         return []
-    rows = []
+    rows = [dict(r, file="stats.jsonl") for r in _read_jsonl(Path(run_dir) / "stats.jsonl")
+            if r.get("kind") == "metrics"]
     for p in _newest(Path(run_dir), ("metric*.json", "metric*.jsonl")):
         try:
             lines = p.read_text().splitlines() if p.suffix == ".jsonl" else [p.read_text()]

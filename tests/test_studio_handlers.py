@@ -257,3 +257,13 @@ def test_train_from_uploaded_zip_then_load_snapshot(be, tmp_path):
     assert stats[-1]["kimg"] >= 0.012
     be.load(out["snapshots"][0])
     assert be.info.source == out["snapshots"][0]
+
+
+def test_trainer_metrics_lines_are_read_as_metrics_not_ticks(tmp_path):
+    from studio.training_runs import read_metrics, read_stats
+
+    lines = [{"tick": 1, "kimg": 0.5}, {"kind": "metrics", "kimg": 0.5, "fvd16": 812.5}, {"tick": 2, "kimg": 1.0}]
+    (tmp_path / "stats.jsonl").write_text("\n".join(json.dumps(x) for x in lines) + "\n{\"tick\": 3, \"ki")
+    assert [r["tick"] for r in read_stats(tmp_path)] == [1, 2]
+    metrics = read_metrics(tmp_path)
+    assert len(metrics) == 1 and metrics[0]["fvd16"] == 812.5
