@@ -14,7 +14,9 @@ One call (run from the repository root on the device, `$OUT` being the folder th
   clips and writes it to `$OUT/fvd.json`.
 
 Everything the device needs travels with the call: the prepared data zip (`python -m training.prepare
-/work/shared/data/weizmann-actions data/weizmann64.zip --resolution 64`) and the I3D weights in fp16.
+/work/shared/data/weizmann-actions data/weizmann64.zip --resolution 64 --ext jpg --exclude
+0_00000067,1_00000065,3_00000069,4_00000071`, 12 MB; the excluded clips are the held-out sample photos in
+assets/samples) and the I3D weights in fp16.
 Runs with torch + numpy only (imageio optional, for the sample video). `--cpu-smoke` checks it here.
 """
 

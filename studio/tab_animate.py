@@ -4,6 +4,7 @@ several motion seeds."""
 
 import time
 from collections.abc import Iterator
+from pathlib import Path
 
 import numpy as np
 
@@ -97,12 +98,17 @@ def _animate_latent(backend: Backend, G, ws, seeds, path, seconds: float, fps: f
         return motion_variations(G, ws.to(backend.device), seeds, path, timeline=tl)
 
 
+SAMPLE_PHOTOS = sorted((Path(__file__).resolve().parents[1] / "assets" / "samples").glob("*.png"))
+
+
 def build(backend: Backend, latent_state) -> dict:
     import gradio as gr
 
     with gr.Row():
         with gr.Column(scale=1, min_width=300):
             upload = gr.File(label="Photo", file_types=list(IMAGE_SUFFIXES), type="filepath", elem_id="anim-upload")
+            if SAMPLE_PHOTOS:  # held-out real frames of the bundled model's domain
+                gr.Examples([[str(p)] for p in SAMPLE_PHOTOS], inputs=upload, label="Sample photos")
             face = gr.Checkbox(False, label="Crop to the face (OpenCV detector)")
             target = gr.Image(label="Target as the model sees it", interactive=False, height=220, format="png")
             with gr.Row():

@@ -151,6 +151,9 @@ def test_prepare_frame_strips_to_folder_and_zip(tmp_path, capsys):
     dz = VideoDataset(tmp_path / "out.zip")
     assert dz.names == ["0_a_c000", "0_a_c001", "0_b"] and dz.resolution == 8
     assert [dz.num_frames(i) for i in range(3)] == [4, 3, 4]
+    rc = prepare_main([str(tmp_path / "strips"), str(tmp_path / "held.zip"), "--resolution", "8",
+                       "--exclude", "0_a,0_nonexistent"])
+    assert rc == 0 and VideoDataset(tmp_path / "held.zip").names == ["0_b"]
 
 
 def test_prepare_refuses_existing_destination_and_leaves_nothing_on_failure(tmp_path):

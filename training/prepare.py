@@ -51,6 +51,7 @@ class PrepareConfig:
     face_crop: bool = False
     face_scale: float = 2.0  # crop side = face box side * face_scale
     ext: str = "png"
+    exclude: tuple[str, ...] = ()  # clip names held out (e.g. sample photos kept for evaluation)
 
     def __post_init__(self):
         if self.resolution < 4:
@@ -288,7 +289,7 @@ def prepare(src: str, dst: str, cfg: PrepareConfig,
     """Convert src into a frames dataset at dst; callback(i, n, name) after each source clip."""
     if os.path.exists(dst):
         raise DatasetError(f"destination {dst!r} already exists; remove it or pick another path")
-    items = find_items(src, cfg)
+    items = [it for it in find_items(src, cfg) if it.name not in cfg.exclude]
     if not items:
         raise DatasetError(f"no videos, frame folders or frame strips found in {src!r}")
     summary, writer = PrepareSummary(), _Writer(dst, cfg.ext)
@@ -338,13 +339,15 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--face-crop", action="store_true", help="crop around the face of the first frame")
     ap.add_argument("--face-scale", type=float, default=2.0)
     ap.add_argument("--ext", default="png", choices=["png", "jpg"])
+    ap.add_argument("--exclude", default="", help="comma-separated clip names to hold out")
     args = ap.parse_args(argv)
     logging.basicConfig(level=logging.WARNING, format="%(levelname)s %(message)s")
     try:
         cfg = PrepareConfig(resolution=args.resolution, layout=args.layout, fps=args.fps,
                             src_fps=args.src_fps,
                             max_frames=args.max_frames, min_frames=args.min_frames, face_crop=args.face_crop,
-                            face_scale=args.face_scale, ext=args.ext)
+                            face_scale=args.face_scale, ext=args.ext,
+                            exclude=tuple(filter(None, args.exclude.split(","))))
         summary = prepare(args.src, args.dst, cfg,
                           callback=lambda i, n, name: print(f"\r[{i}/{n}] {name}", end="", file=sys.stderr))
     except (DatasetError, ValueError) as e:
