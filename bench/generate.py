@@ -77,6 +77,43 @@ def bench_far_time(device, name, repeats):
     return far / near
 
 
+def reference_far_time(repo: str, name: str, repeats: int):
+    """The same measurement on the reference implementation (a local clone given by the user; nothing of
+    it is part of this project). It needs omegaconf. Its generator recomputes motion codes for [0, t]."""
+    import numpy as np
+
+    sys.path[:0] = [repo, str(Path(repo) / "src")]
+    from omegaconf import OmegaConf
+    from src.training import networks
+
+    cfg = preset(name)
+    m, s = cfg.motion, cfg.synthesis
+    gcfg = OmegaConf.create(dict(
+        sampling=dict(type="random", num_frames_per_video=3, max_num_frames=1024), use_noise=False,
+        input=dict(type="temporal"), w_dim=cfg.mapping.w_dim, z_dim=cfg.mapping.z_dim, c_dim=0,
+        motion=dict(z_dim=m.z_dim, v_dim=m.z_dim, motion_z_distance=m.delta_z, gen_strategy="conv",
+                    kernel_size=m.kernel_size, fourier=True),
+        time_enc=dict(cond_type="concat_const", dim=m.num_freqs, min_period_len=m.min_period,
+                      max_period_len=m.max_period)))
+    RG = networks.Generator(c_dim=0, w_dim=cfg.mapping.w_dim, img_resolution=s.img_resolution, img_channels=3,
+                            mapping_kwargs=dict(num_layers=2, cfg=gcfg), cfg=gcfg,
+                            synthesis_kwargs=dict(channel_base=s.channel_base, channel_max=s.channel_max)).eval()
+    z, c = torch.randn(1, cfg.mapping.z_dim), torch.zeros(1, 0)
+
+    def run(t):
+        best = float("inf")
+        for _ in range(repeats):
+            t0 = time.perf_counter()
+            with torch.no_grad():
+                RG(z, c, torch.tensor([[t]]), force_fp32=True)
+            best = min(best, time.perf_counter() - t0)
+        return best
+
+    near, far = run(0.0), run(90000.0)
+    print(f"reference: t=0: {near * 1000:.1f} ms, t=90000: {far * 1000:.1f} ms, ratio far/near = {far / near:.2f}"
+          f" (motion codes for {int(np.ceil(90000 / m.delta_z)) + 22} tokens per frame)")
+
+
 def bench_stream(device, name, minutes, fps):
     print(f"== streaming {minutes:g} min at {fps:g} fps to mp4, preset {name}")
     G = Generator(preset(name)).eval().to(device)
@@ -110,17 +147,23 @@ def main():
     p.add_argument("--stream-preset", default="small")
     p.add_argument("--stream-minutes", type=float, default=1.0)
     p.add_argument("--stream-fps", type=float, default=25.0)
+    p.add_argument("--threads", type=int, default=None, help="torch CPU threads (1 is steadiest on a busy machine)")
+    p.add_argument("--reference-repo", default=None, help="local clone of universome/stylegan-v to compare")
     p.add_argument("--skip", default="", help="comma list of fps,far,stream to skip")
     args = p.parse_args()
     device = torch.device(args.device)
+    if args.threads:
+        torch.set_num_threads(args.threads)
     name = torch.cuda.get_device_name(device) if device.type == "cuda" else platform.processor() or "cpu"
-    print(f"device {device} ({name}), {os.cpu_count()} cpus, torch {torch.__version__}, "
-          f"{time.strftime('%Y-%m-%d')}")
+    print(f"device {device} ({name}), {os.cpu_count()} cpus, {torch.get_num_threads()} threads, "
+          f"torch {torch.__version__}, {time.strftime('%Y-%m-%d')}")
     skip = set(args.skip.split(","))
     if "fps" not in skip:
         bench_fps(device, args.presets.split(","), args.batch, args.repeats)
     if "far" not in skip:
         bench_far_time(device, args.far_preset, args.repeats)
+        if args.reference_repo:
+            reference_far_time(args.reference_repo, args.far_preset, args.repeats)
     if "stream" not in skip:
         bench_stream(device, args.stream_preset, args.stream_minutes, args.stream_fps)
 
