@@ -77,11 +77,6 @@ class Motion:
             return Motion(seeds=self.seeds.repeat(n))
         return Motion(noise=self.noise.expand(n, -1, -1))
 
-    def select(self, idx: torch.Tensor) -> Motion:
-        if self.seeds is not None:
-            return Motion(seeds=self.seeds[idx.cpu()])
-        return Motion(noise=self.noise[idx.to(self.noise.device)])
-
     def tokens(self, sample: torch.Tensor, start: torch.Tensor, length: int, z_dim: int) -> torch.Tensor:
         """Tokens start[m] .. start[m] + length - 1 of video sample[m] -> `[M, length, z_dim]`."""
         k = start.unsqueeze(1) + torch.arange(length, device=start.device)  # [M, length]
