@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import logging
 import os
-import socket
 import tempfile
 from collections.abc import Callable, Sequence
 from pathlib import Path
@@ -19,6 +18,14 @@ from pathlib import Path
 import torch
 import torch.nn.functional as F
 from torch import nn
+
+from core.resolve import cache_dir
+from core.resolve import network_available as _network_available
+
+
+def network_available() -> bool:
+    """Whether huggingface.co answers (one quick connect, so offline machines fail fast)."""
+    return _network_available("huggingface.co", timeout=1.5)
 
 log = logging.getLogger(__name__)
 
@@ -31,11 +38,6 @@ OPENAI_STD = (0.26862954, 0.26130258, 0.27577711)
 
 class ClipWeightsError(RuntimeError):
     """CLIP weights are missing or unreadable."""
-
-
-def cache_dir() -> Path:
-    env = os.environ.get("SGV_CACHE")
-    return Path(env).expanduser() if env else Path.home() / ".cache" / "stylegan-v-studio"
 
 
 def cached_clip_path(model_name: str = DEFAULT_MODEL, tag: str = DEFAULT_TAG) -> Path:
@@ -85,15 +87,6 @@ class ClipModel(nn.Module):
     @property
     def embed_dim(self) -> int:
         return int(self.model.text_projection.shape[-1])
-
-
-def network_available(host: str = "huggingface.co", port: int = 443, timeout: float = 1.5) -> bool:
-    """One quick TCP connect, so that offline machines fail fast instead of waiting on a download."""
-    try:
-        with socket.create_connection((host, port), timeout=timeout):
-            return True
-    except OSError:
-        return False
 
 
 def _quick_gelu(model_name: str, tag: str) -> bool:

@@ -21,7 +21,6 @@ import io
 import logging
 import os
 import pickle
-import socket
 import subprocess
 import sys
 import tarfile
@@ -33,6 +32,14 @@ from pathlib import Path
 
 import numpy as np
 import torch
+
+from core.resolve import cache_dir
+from core.resolve import network_available as _network_available
+
+
+def network_available() -> bool:
+    """Whether download.pytorch.org answers (one quick connect, so offline machines fail fast)."""
+    return _network_available("download.pytorch.org", timeout=1.5)
 
 log = logging.getLogger(__name__)
 
@@ -68,12 +75,6 @@ def _spec(net: str) -> _NetSpec:
     if key not in _NETS:
         raise LPIPSWeightsError(f"unknown LPIPS backbone {net!r}; choose 'vgg' or 'alex'")
     return _NETS[key]
-
-
-def cache_dir() -> Path:
-    """The studio's user cache: $SGV_CACHE, else ~/.cache/stylegan-v-studio."""
-    env = os.environ.get(ENV_CACHE)
-    return Path(env).expanduser() if env else Path.home() / ".cache" / "stylegan-v-studio"
 
 
 def cached_backbone_path(net: str = "vgg") -> Path:
@@ -196,15 +197,6 @@ def load_backbone_file(path: str | os.PathLike, net: str = "vgg") -> dict[str, t
     except Exception as exc:
         raise LPIPSWeightsError(f"could not read LPIPS backbone weights from {path}: {exc}") from exc
     return _extract_features(state, net, str(path))
-
-
-def network_available(host: str = "download.pytorch.org", port: int = 443, timeout: float = 1.5) -> bool:
-    """One quick TCP connect: decides whether a hub download is worth trying at all."""
-    try:
-        with socket.create_connection((host, port), timeout=timeout):
-            return True
-    except OSError:
-        return False
 
 
 def _from_torchvision(net: str) -> dict[str, torch.Tensor]:

