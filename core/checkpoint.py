@@ -112,13 +112,18 @@ def load_checkpoint(path: str | os.PathLike) -> Checkpoint:
     return Checkpoint(cfg, tensors, metadata)
 
 
-def load_state(module: nn.Module, state: dict[str, torch.Tensor], what: str) -> None:
-    """Load `state` into `module` strictly, naming every missing, unexpected or mis-shaped tensor."""
-    own = module.state_dict()
+def state_mismatch(own: dict[str, torch.Tensor], state: dict[str, torch.Tensor]):
+    """(missing, unexpected, shape mismatches) between a module's state dict `own` and `state`, sorted."""
     missing = sorted(set(own) - set(state))
     unexpected = sorted(set(state) - set(own))
-    shapes = [f"{k}: {tuple(state[k].shape)} vs {tuple(own[k].shape)}"
+    shapes = [f"{k} {tuple(state[k].shape)} vs ours {tuple(own[k].shape)}"
               for k in sorted(set(own) & set(state)) if state[k].shape != own[k].shape]
+    return missing, unexpected, shapes
+
+
+def load_state(module: nn.Module, state: dict[str, torch.Tensor], what: str) -> None:
+    """Load `state` into `module` strictly, naming every missing, unexpected or mis-shaped tensor."""
+    missing, unexpected, shapes = state_mismatch(module.state_dict(), state)
     if missing or unexpected or shapes:
         parts = [f"missing {missing[:8]}" if missing else "", f"unexpected {unexpected[:8]}" if unexpected else "",
                  f"shape mismatch {shapes[:8]}" if shapes else ""]

@@ -22,7 +22,7 @@ from typing import Any
 import numpy as np
 import torch
 
-from core.checkpoint import Checkpoint
+from core.checkpoint import Checkpoint, state_mismatch
 from core.config import ConfigError, ModelConfig, preset
 from core.official_pickle import (
     ObjectRecord,
@@ -312,10 +312,7 @@ def _init_kwargs(rec: PersistentRecord, what: str) -> dict:
 def _fit(module: torch.nn.Module, tensors: dict[str, torch.Tensor], what: str) -> dict[str, torch.Tensor]:
     """Check that `tensors` fill `module` exactly; return them as contiguous float32/int tensors."""
     own = module.state_dict()
-    missing = sorted(set(own) - set(tensors))
-    unused = sorted(set(tensors) - set(own))
-    shapes = [f"{k} {tuple(tensors[k].shape)} vs ours {tuple(own[k].shape)}"
-              for k in sorted(set(own) & set(tensors)) if tensors[k].shape != own[k].shape]
+    missing, unused, shapes = state_mismatch(own, tensors)
     if missing or unused or shapes:
         parts = []
         if missing:

@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import logging
 import os
-import tempfile
 from collections.abc import Callable, Sequence
 from pathlib import Path
 
@@ -119,19 +118,15 @@ def _load_safetensors(model_name: str, tag: str, path: Path) -> nn.Module:
 def _save_cache(model: nn.Module, model_name: str, tag: str) -> Path:
     from safetensors.torch import save_file
 
-    path = cached_clip_path(model_name, tag)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, suffix=".tmp")
-    os.close(fd)
-    try:
-        state = {k: v.detach().contiguous() for k, v in model.state_dict().items()}
+    from core.checkpoint import atomic_write
+
+    state = {k: v.detach().contiguous() for k, v in model.state_dict().items()}
+
+    def write(tmp: str) -> None:
         save_file(state, tmp, metadata={"model": model_name, "tag": tag})
         os.chmod(tmp, 0o644)
-        os.replace(tmp, path)
-    finally:
-        if os.path.exists(tmp):
-            os.remove(tmp)
-    return path
+
+    return atomic_write(cached_clip_path(model_name, tag), write)
 
 
 def _missing_message(model_name: str, tag: str, tried: list[str]) -> str:

@@ -33,6 +33,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from core.checkpoint import atomic_write
 from core.resolve import cache_dir
 from core.resolve import network_available as _network_available
 
@@ -148,18 +149,13 @@ def convert_jax_backbone(params: dict, net: str = "vgg") -> dict[str, torch.Tens
 def _save_cache(tensors: dict[str, torch.Tensor], net: str, source: str) -> Path:
     from safetensors.torch import save_file
 
-    path = cached_backbone_path(net)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, suffix=".tmp")
-    os.close(fd)
-    try:
-        tensors = {k: v.contiguous() for k, v in tensors.items()}
+    tensors = {k: v.contiguous() for k, v in tensors.items()}
+
+    def write(tmp: str) -> None:
         save_file(tensors, tmp, metadata={"net": net, "source": source})
         os.chmod(tmp, 0o644)
-        os.replace(tmp, path)
-    finally:
-        if os.path.exists(tmp):
-            os.remove(tmp)
+
+    path = atomic_write(cached_backbone_path(net), write)
     log.info("cached LPIPS %s backbone (%s) at %s", net, source, path)
     return path
 

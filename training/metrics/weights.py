@@ -34,6 +34,7 @@ import numpy as np
 import torch
 from safetensors.torch import load_file, save_file
 
+from core.checkpoint import atomic_write
 from core.resolve import cache_dir, network_available
 
 log = logging.getLogger(__name__)
@@ -84,15 +85,8 @@ def _download(url: str, dest: Path, timeout: float = 60.0) -> None:
 
 
 def _save_safetensors_atomic(tensors: dict[str, torch.Tensor], dest: Path, meta: dict[str, str]) -> None:
-    dest.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=dest.parent, suffix=".tmp.safetensors")
-    os.close(fd)
-    try:
-        save_file({k: v.contiguous() for k, v in tensors.items()}, tmp, metadata=meta)
-        os.replace(tmp, dest)
-    finally:
-        if os.path.exists(tmp):
-            os.remove(tmp)
+    tensors = {k: v.contiguous() for k, v in tensors.items()}
+    atomic_write(dest, lambda tmp: save_file(tensors, tmp, metadata=meta))
 
 
 # ------------------------------------------------------------------ restricted numpy unpickler
