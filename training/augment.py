@@ -4,10 +4,11 @@ Every transform is drawn once per clip and applied identically to all k frames o
 (REFERENCE.md section 3): D must see the same geometry and colour across a clip's frames, or it
 could tell real from fake by the inconsistency alone.
 
-Geometric transforms are composed into one inverse affine matrix per clip and applied with a single
-bilinear `grid_sample` with reflection padding (ADA resamples through a 2x-upsampled, wavelet-
-filtered grid to reduce aliasing; this pipeline skips that refinement). Colour transforms are one
-4x4 matrix per clip acting on homogeneous RGB in [-1, 1].
+Geometric transforms are composed into one inverse affine matrix per clip and applied as ADA does,
+so that they do not leak into G (ADA paper, appendix B.3): reflect-pad by the margin the transforms
+need, upsample 2x with the Symlet-6 wavelet low-pass, sample bilinearly, low-pass and downsample 2x
+again. The up/down pair is an orthogonal wavelet's, so an identity transform returns the input.
+Colour transforms are one 4x4 matrix per clip acting on homogeneous RGB in [-1, 1].
 """
 
 from __future__ import annotations
@@ -17,6 +18,14 @@ from dataclasses import dataclass
 
 import torch
 import torch.nn.functional as F
+
+from core.ops.upfirdn2d import downsample2d, setup_filter, upsample2d
+
+# Low-pass decomposition filter of the Symlet-6 wavelet (Daubechies' least-asymmetric wavelet with six
+# vanishing moments; the standard coefficients, sum sqrt(2)). ADA's anti-aliasing filter for geometry.
+SYM6 = (0.015404109327027373, 0.0034907120842174702, -0.11799011114819057, -0.048311742585633,
+        0.4910559419267466, 0.787641141030194, 0.3379294217276218, -0.07263752278646252,
+        -0.021060292512300564, 0.04472490177066578, 0.0017677118642428036, -0.007800708325034148)
 
 
 @dataclass(frozen=True)
@@ -100,6 +109,7 @@ class AugmentPipe(torch.nn.Module):
         super().__init__()
         self.cfg = PIPELINES[cfg] if isinstance(cfg, str) else cfg
         self.register_buffer("p", torch.tensor(float(p)))
+        self.register_buffer("Hz_geom", setup_filter(SYM6), persistent=False)
 
     def _on(self, strength: float, n: int, device, p: torch.Tensor | None = None) -> torch.Tensor:
         """Per-clip mask: transform applied with probability strength * p."""
@@ -178,6 +188,40 @@ class AugmentPipe(torch.nn.Module):
             C = (vv + (torch.eye(4, device=device) - vv) * s[:, None, None]) @ C
         return C
 
+    def _resample(self, y: torch.Tensor, G: torch.Tensor) -> torch.Tensor:
+        """Apply inverse maps G [B, 3, 3] (normalised coords) to y [B, C, H, W] through ADA's 2x grid."""
+        b, ch, h, w = y.shape
+        dev = y.device
+        # To pixel units centred on the image (x_pix = x_norm * W / 2 with align_corners=False).
+        G = _scale2d(torch.full([b], w / 2, device=dev), torch.full([b], h / 2, device=dev)) @ G
+        G = G @ _scale2d(torch.full([b], 2 / w, device=dev), torch.full([b], 2 / h, device=dev))
+        # Margin every clip's transform reads outside the frame, plus the filter's reach.
+        cx, cy = (w - 1) / 2, (h - 1) / 2
+        corners = torch.tensor([[-cx, cx, cx, -cx], [-cy, -cy, cy, cy], [1.0, 1.0, 1.0, 1.0]], device=dev)
+        cp = (G @ corners)[:, :2, :].permute(1, 0, 2).flatten(1)  # [xy, B * 4]
+        pad = self.Hz_geom.shape[0] // 4
+        margin = torch.cat([-cp, cp]).amax(dim=1)  # [x0, y0, x1, y1]
+        margin = margin + torch.tensor([pad * 2 - cx, pad * 2 - cy] * 2, device=dev)
+        lim = torch.tensor([w - 1, h - 1] * 2, device=dev, dtype=margin.dtype)
+        mx0, my0, mx1, my1 = (int(v) for v in margin.clamp(min=0).minimum(lim).ceil().tolist())
+        y = F.pad(y, [mx0, mx1, my0, my1], mode="reflect")
+        G = _translate2d(torch.full([b], (mx0 - mx1) / 2, device=dev),
+                         torch.full([b], (my0 - my1) / 2, device=dev)) @ G
+        # Upsample 2x: pixel centres move to 2x + 0.5 (in the half-pixel convention).
+        y = upsample2d(y, self.Hz_geom, up=2)
+        two, half = torch.full([b], 2.0, device=dev), torch.full([b], 0.5, device=dev)
+        G = _scale2d(two, two) @ G @ _scale2d(1 / two, 1 / two)
+        G = _translate2d(-half, -half) @ G @ _translate2d(half, half)
+        # Sample the output grid (2x the frame plus the filter's margin), then low-pass and crop back.
+        out_h, out_w = (h + pad * 2) * 2, (w + pad * 2) * 2
+        G = (_scale2d(torch.full([b], 2 / y.shape[3], device=dev), torch.full([b], 2 / y.shape[2], device=dev))
+             @ G @ _scale2d(torch.full([b], out_w / 2, device=dev), torch.full([b], out_h / 2, device=dev)))
+        grid = F.affine_grid(G[:, :2, :], [b, ch, out_h, out_w], align_corners=False)
+        y = F.grid_sample(y, grid, mode="bilinear", padding_mode="zeros", align_corners=False)
+        y = downsample2d(y, self.Hz_geom, down=2, padding=-pad * 2, flip_filter=True)
+        assert y.shape == (b, ch, h, w), f"resampled to {tuple(y.shape)}, expected {(b, ch, h, w)}"
+        return y
+
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         assert x.ndim == 5, f"expected [N, T, C, H, W], got {list(x.shape)}"
         n, t, ch, h, w = x.shape
@@ -189,9 +233,7 @@ class AugmentPipe(torch.nn.Module):
         C = self._color(n, dev)
         y = x.reshape(n * t, ch, h, w).float()
         # Same matrix for every frame of a clip: repeat each clip's parameters T times.
-        theta = G.repeat_interleave(t, dim=0)[:, :2, :]
-        grid = F.affine_grid(theta, [n * t, ch, h, w], align_corners=False)
-        y = F.grid_sample(y, grid, mode="bilinear", padding_mode="reflection", align_corners=False)
+        y = self._resample(y, G.repeat_interleave(t, dim=0))
         Ct = C.repeat_interleave(t, dim=0)
         if ch == 3:
             y = torch.einsum("nij,njhw->nihw", Ct[:, :3, :3], y) + Ct[:, :3, 3, None, None]
