@@ -4,6 +4,9 @@
     python -m core.generate --checkpoint m.safetensors --seeds 0-3 --motion-seeds 10,11 --grid --out grid.mp4
     python -m core.generate --checkpoint m.safetensors --seeds 0 --t-offset 90000 --fps 50 --slowmo 2 --out far.gif
     python -m core.generate --checkpoint m.safetensors --latent latent.npz --motion-seeds 1,2,3 --out anim.mp4
+
+A latent .npz (from projection or editing) brings its StyleSpace offsets (global-direction edits) and,
+unless --motion-seeds is given, its motion seed.
 """
 
 from __future__ import annotations
@@ -18,6 +21,7 @@ import torch
 from core.checkpoint import CheckpointError, load_generator, read_header
 from core.motion import MotionError
 from core.render import RenderError, Timeline, render_video
+from core.styles import StyleError, style_offsets
 
 
 def parse_seeds(text: str) -> list[int]:
@@ -31,17 +35,25 @@ def parse_seeds(text: str) -> list[int]:
     return seeds
 
 
-def load_latent(path: str, G) -> torch.Tensor:
-    """ws `[N, num_ws, w_dim]` from a `.npz` written by projection/editing (key "ws")."""
-    with np.load(path) as data:
-        if "ws" not in data:
-            raise RenderError(f"{path} has no 'ws' array")
-        ws = torch.from_numpy(np.asarray(data["ws"], dtype=np.float32))
+def load_latent(path: str, G) -> tuple[torch.Tensor, dict[str, torch.Tensor], int | None]:
+    """(ws `[N, num_ws, w_dim]`, StyleSpace offsets {layer: [C]}, motion seed or None) from a `.npz`
+    written by projection/editing (keys "ws", optional "style/<layer>" and "motion_seed")."""
+    try:
+        with np.load(path, allow_pickle=False) as data:
+            arrays = {k: np.asarray(data[k]) for k in data.files}
+    except (OSError, ValueError) as exc:
+        raise RenderError(f"{path} is not a latent .npz: {exc}") from exc
+    if "ws" not in arrays:
+        raise RenderError(f"{path} has no 'ws' array")
+    ws = torch.from_numpy(arrays["ws"].astype(np.float32))
     if ws.ndim == 2:
         ws = ws.unsqueeze(0)
     if ws.shape[1:] != (G.num_ws, G.w_dim):
         raise RenderError(f"latent {tuple(ws.shape)} does not fit this model ([N, {G.num_ws}, {G.w_dim}])")
-    return ws
+    offsets = {k[len("style/"):]: torch.from_numpy(v.astype(np.float32)) for k, v in arrays.items()
+               if k.startswith("style/")}
+    seed = int(arrays["motion_seed"]) if "motion_seed" in arrays else None
+    return ws, offsets, seed
 
 
 def native_fps_of(path: str, default: float = 25.0) -> float:
@@ -80,14 +92,18 @@ def main(argv: list[str] | None = None) -> int:
         G = load_generator(args.checkpoint, device=device)
         native = args.native_fps or native_fps_of(args.checkpoint)
         timeline = Timeline(args.t_offset, args.duration, args.fps, args.slowmo, native)
-        ws = load_latent(args.latent, G).to(device) if args.latent else None
+        ws, offsets, motion_seeds = None, {}, args.motion_seeds
+        if args.latent:  # a projected / edited photo: its StyleSpace edits and (by default) its motion seed
+            ws, offsets, latent_seed = load_latent(args.latent, G)
+            if motion_seeds is None and latent_seed is not None:
+                motion_seeds = [latent_seed]
         from tqdm import tqdm
 
-        with tqdm(total=timeline.num_frames, unit="frame", desc="rendering") as bar:
-            out = render_video(G, args.out, timeline, content_seeds=args.seeds, motion_seeds=args.motion_seeds,
+        with tqdm(total=timeline.num_frames, unit="frame", desc="rendering") as bar, style_offsets(G, offsets):
+            out = render_video(G, args.out, timeline, content_seeds=args.seeds, motion_seeds=motion_seeds,
                                ws=ws, grid=args.grid, truncation_psi=args.truncation, chunk=args.chunk,
                                callback=lambda done, total: bar.update(done - bar.n))
-    except (CheckpointError, RenderError, MotionError, OSError) as exc:
+    except (CheckpointError, RenderError, MotionError, StyleError, OSError) as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 1
     print(f"wrote {out} ({timeline.num_frames} frames, t = {timeline.times(0, 1)[0]:g} .. "

@@ -154,7 +154,8 @@ def render_video(G: Generator, path: str | os.PathLike, timeline: Timeline, cont
 
     Without `grid`, videos are placed side by side (content seed i with motion seed i). With `grid`,
     rows share motion and columns share content. `ws` `[N, num_ws, w_dim]` overrides content seeds
-    (e.g. a projected photo). `callback(done, total)` reports progress.
+    (e.g. a projected photo; one content with several motion seeds makes one video per motion).
+    `callback(done, total)` reports progress.
     """
     device = next(G.parameters()).device
     if ws is None:
@@ -169,6 +170,8 @@ def render_video(G: Generator, path: str | os.PathLike, timeline: Timeline, cont
     else:
         if len(motion_seeds) == 1:
             motion_seeds = motion_seeds * n_content
+        elif n_content == 1:  # one content (e.g. a projected photo) animated by several motions
+            ws, n_content = ws.repeat(len(motion_seeds), 1, 1), len(motion_seeds)
         if len(motion_seeds) != n_content:
             raise RenderError(f"{len(motion_seeds)} motion seeds for {n_content} videos")
         rows, cols = 1, n_content

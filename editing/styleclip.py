@@ -11,8 +11,8 @@ Two methods (Patashnik et al. 2021, defaults in REFERENCE.md section 7):
   dot product of those directions with the text direction, channels below `beta` zeroed, scaled by
   `alpha` and the channel std: no optimization, one synthesis.
 
-Style offsets are applied with forward hooks on the `affine` submodules of G.synthesis (the core model
-is left untouched).
+Style offsets are applied by `core.styles.style_offsets` (forward hooks on the `affine` submodules of
+G.synthesis; the weights are left untouched), so every renderer honours them.
 """
 
 from __future__ import annotations
@@ -33,6 +33,7 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
+from core.styles import StyleError, style_layers, style_offsets  # noqa: F401  (re-exported)
 from editing.clip_weights import ClipModel, cache_dir
 from projection.projector import lr_schedule
 
@@ -45,49 +46,6 @@ class EditError(ValueError):
 
 # --------------------------------------------------------------------------------------------------
 # StyleSpace plumbing.
-
-def style_layers(G, include_torgb: bool = False) -> list[tuple[str, torch.nn.Module]]:
-    """(name, affine module) of every synthesis layer, in synthesis order. StyleCLIP leaves toRGB out."""
-    layers = [(name[: -len(".affine")], m) for name, m in G.synthesis.named_modules()
-              if name.endswith(".affine")]
-    if not include_torgb:
-        layers = [(n, m) for n, m in layers if not n.endswith("torgb")]
-    if not layers:
-        raise EditError("the generator's synthesis network has no `affine` layers to edit")
-    return layers
-
-
-@contextlib.contextmanager
-def style_offsets(G, offsets: dict[str, torch.Tensor] | None) -> Iterator[None]:
-    """Within the block, layer `name`'s styles become affine(w) + offsets[name].
-
-    An offset is [C] (every sample) or [N, C] (per sample; repeated over the T frames of each sample,
-    since synthesis runs N * T frames as one batch).
-    """
-    if not offsets:
-        yield
-        return
-    modules = dict(style_layers(G, include_torgb=True))
-    unknown = sorted(set(offsets) - set(modules))
-    if unknown:
-        raise EditError(f"unknown style layers {unknown}; this model has {sorted(modules)}")
-
-    def make_hook(offset: torch.Tensor):
-        def hook(_module, _inputs, styles: torch.Tensor) -> torch.Tensor:
-            off = offset.to(styles.device, styles.dtype)
-            if off.ndim == 2 and off.shape[0] != styles.shape[0]:
-                assert styles.shape[0] % off.shape[0] == 0, (off.shape, styles.shape)
-                off = off.repeat_interleave(styles.shape[0] // off.shape[0], dim=0)
-            return styles + off
-        return hook
-
-    handles = [modules[name].register_forward_hook(make_hook(off)) for name, off in offsets.items()]
-    try:
-        yield
-    finally:
-        for h in handles:
-            h.remove()
-
 
 def synthesize(G, ws: torch.Tensor, motion_seed: int | list[int] = 0, t: float = 0.0,
                offsets: dict[str, torch.Tensor] | None = None) -> torch.Tensor:

@@ -119,3 +119,36 @@ def test_generate_cli(tiny_G, tmp_path, capsys):
     assert generate_main(["--checkpoint", str(tmp_path / "nope.safetensors"), "--out", str(tmp_path / "b.mp4")]) == 1
     assert "not found" in capsys.readouterr().err
     assert not (tmp_path / "b.mp4").exists()
+
+
+def test_generate_cli_applies_a_latents_style_offsets_and_motion_seed(tiny_G, tmp_path):
+    from core.styles import style_layers, style_offsets
+
+    ckpt = save_checkpoint(tmp_path / "g.safetensors", {"G_ema": tiny_G}, tiny_G.cfg)
+    ws = tiny_G.mapping(torch.randn(1, tiny_G.z_dim, generator=torch.Generator().manual_seed(3))).detach()
+    name, affine = style_layers(tiny_G)[0]
+    offset = torch.full([affine.weight.shape[0]], 2.0)
+    latent = tmp_path / "edited.npz"
+    np.savez(latent, ws=ws.numpy(), motion_seed=np.int64(5), **{f"style/{name}": offset.numpy()})
+
+    def render(args, out):
+        assert generate_main(["--checkpoint", str(ckpt), "--latent", str(latent), "--duration", "0.1",
+                              "--fps", "10", "--out", str(out), *args]) == 0
+        import zipfile
+
+        return imageio.imread(zipfile.ZipFile(out).read("000000.png")).astype(int)
+
+    def expected(seed, offsets):
+        with torch.no_grad(), style_offsets(tiny_G, offsets):
+            frame = tiny_G.synthesis(ws, torch.zeros(1, 1, dtype=torch.float64), [seed])[0, 0]
+        return ((frame.clamp(-1, 1) + 1) * 127.5).round().byte().permute(1, 2, 0).numpy().astype(int)
+
+    got = render([], tmp_path / "a.zip")
+    assert np.abs(got - expected(5, {name: offset})).max() <= 1  # the edit and the latent's motion seed
+    assert np.abs(got - expected(5, None)).max() > 8  # ... and the edit is visible
+    both = render(["--motion-seeds", "1,2"], tmp_path / "b.zip")  # one photo, two motions side by side
+    assert both.shape == (16, 32, 3)
+    assert np.abs(both[:, 16:] - expected(2, {name: offset})).max() <= 1
+    np.savez(latent, ws=ws.numpy(), **{"style/no_such_layer": offset.numpy()})
+    assert generate_main(["--checkpoint", str(ckpt), "--latent", str(latent), "--out", str(tmp_path / "c.zip")]) == 1
+    assert not (tmp_path / "c.zip").exists()

@@ -8,6 +8,7 @@ import editing.clip_weights as cw
 from editing.styleclip import (
     EditError,
     GlobalDirections,
+    StyleError,
     compute_global_directions,
     global_edit,
     latent_edit,
@@ -52,7 +53,7 @@ def test_style_offsets_hooks(G):
     assert torch.equal(per_sample[0], base[0]) and torch.allclose(per_sample[1], moved[1])
     assert torch.equal(frames_off[0], frames[0]) and not torch.allclose(frames_off[1, 1], frames[1, 1])
     assert torch.equal(synthesize(G, ws), base)  # hooks are gone after the block
-    with pytest.raises(EditError, match="unknown style layers"):
+    with pytest.raises(StyleError, match="unknown style layers"):
         synthesize(G, ws, offsets={"b99.conv0": torch.zeros(3)})
 
 
