@@ -127,7 +127,7 @@ class AugmentPipe(torch.nn.Module):
         if c.rotate90 > 0:
             i = torch.floor(torch.rand([n], device=device) * 4)
             i = torch.where(self._on(c.rotate90, n, device), i, zero)
-            G = G @ _rotate2d(-math.pi / 2 * i)
+            G = G @ _rotate2d(math.pi / 2 * i)  # ADA's rotate2d_inv(-pi/2 * i)
         if c.xint > 0:  # whole-pixel shifts: 2 / res per pixel in normalised coords
             t = (torch.rand([n, 2], device=device) * 2 - 1) * c.xint_max
             t = torch.where(self._on(c.xint, n, device)[:, None], t, torch.zeros_like(t))
@@ -141,7 +141,7 @@ class AugmentPipe(torch.nn.Module):
         if c.rotate > 0:
             theta = (torch.rand([n], device=device) * 2 - 1) * math.pi * c.rotate_max
             theta = torch.where(self._on(1.0, n, device, p_rot), theta, zero)
-            G = G @ _rotate2d(-theta)
+            G = G @ _rotate2d(theta)  # ADA's rotate2d_inv(-theta)
         if c.aniso > 0:
             s = torch.exp2(torch.randn([n], device=device) * c.aniso_std)
             s = torch.where(self._on(c.aniso, n, device), s, one)
@@ -149,7 +149,7 @@ class AugmentPipe(torch.nn.Module):
         if c.rotate > 0:
             theta = (torch.rand([n], device=device) * 2 - 1) * math.pi * c.rotate_max
             theta = torch.where(self._on(1.0, n, device, p_rot), theta, zero)
-            G = G @ _rotate2d(-theta)
+            G = G @ _rotate2d(theta)  # ADA's rotate2d_inv(-theta)
         if c.xfrac > 0:
             t = torch.randn([n, 2], device=device) * c.xfrac_std
             t = torch.where(self._on(c.xfrac, n, device)[:, None], t, torch.zeros_like(t))
