@@ -2,7 +2,7 @@
 
 import torch
 
-from training.augment import AdaController, AugmentPipe
+from training.augment import AdaController, AugmentConfig, AugmentPipe
 
 
 def _clips(n=6, t=3, res=16):
@@ -97,3 +97,24 @@ def test_adaptive_p_moves_toward_target():
         ada.accumulate(torch.tensor([1.0] * 4 + [-1.0] * 12))
         ada.update(batch_clips=16)
     assert float(pipe.p) == 0.0
+
+
+def test_rotations_turn_the_way_ada_does():
+    # ADA (and the reference) compose rotate2d_inv(-pi/2 * i): clip j turns by +90 * i[j] degrees as
+    # torch.rot90 counts (bench/augment_parity.py checks the whole pipe against the reference). With a
+    # smooth frame, the 12-tap wavelet's slight asymmetry costs little away from the borders.
+    n = 8
+    yy, xx = torch.meshgrid(torch.linspace(-1, 1, 32), torch.linspace(-1, 1, 32), indexing="ij")
+    x = torch.stack([torch.sin(2 * xx + 3 * yy * yy), torch.cos(3 * xx * yy), xx * yy])
+    x = x.expand(n, 1, 3, 32, 32).contiguous()
+    torch.manual_seed(5)
+    i = torch.floor(torch.rand([n]) * 4).long()  # the pipe's first draw: the number of quarter turns
+    torch.manual_seed(5)
+    y = AugmentPipe(AugmentConfig(rotate90=1), p=1.0)(x)
+    assert len(set(i.tolist())) > 1
+    for j in range(n):
+        ada = torch.rot90(x[j, 0], k=int(i[j]), dims=(1, 2))
+        assert (y[j, 0] - ada)[:, 8:-8, 8:-8].abs().max() < 0.05
+        if i[j] % 2:  # a turn the other way differs
+            other = torch.rot90(x[j, 0], k=-int(i[j]), dims=(1, 2))
+            assert (y[j, 0] - other)[:, 8:-8, 8:-8].abs().max() > 0.3
