@@ -64,6 +64,8 @@ class TrainConfig:
     # misc
     seed: int = 0
     mixed_precision: bool = True  # fp16 at the model's top resolutions, GPU only
+    cudnn_benchmark: bool = True  # GPU: let cuDNN pick the fastest conv algorithms (shapes are fixed)
+    allow_tf32: bool = False  # GPU: TF32 for fp32 matmuls/convs; off in the reference for accuracy
     tensorboard: bool = True
     device: str = "auto"  # auto | cpu | cuda
 

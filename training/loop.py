@@ -317,6 +317,10 @@ def train(cfg: TrainConfig, run_dir: str, *, on_tick: Callable[[dict[str, Any]],
     Returns the last tick's info.
     """
     dist = distributed.init(cfg.device)
+    if dist.device.type == "cuda":  # the reference's settings, both configurable
+        torch.backends.cudnn.benchmark = cfg.cudnn_benchmark
+        torch.backends.cuda.matmul.allow_tf32 = cfg.allow_tf32
+        torch.backends.cudnn.allow_tf32 = cfg.allow_tf32
     os.makedirs(run_dir, exist_ok=True)
     if dist.is_main and not os.path.isfile(os.path.join(run_dir, "config.json")):
         _write_json_atomic(os.path.join(run_dir, "config.json"), cfg.to_json())
