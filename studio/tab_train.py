@@ -29,14 +29,18 @@ def prepare_upload(backend: Backend, upload, resolution: int, session: str = "lo
 
 
 def start(backend: Backend, data: str, upload, preset: str, resolution, kimg, gpus, batch=None, kimg_per_tick=None,
-          snapshot_ticks=None, sample_ticks=None, session: str = "local", progress=None) -> str:
-    """Start a new run; returns the status line."""
-    if preset not in PRESET_RESOLUTION:
+          snapshot_ticks=None, sample_ticks=None, session: str = "local", progress=None, init: str | None = None,
+          fvd_ticks=None, fvd_videos=None) -> str:
+    """Start a new run; returns the status line.
+
+    `init`: fine-tune from these weights (a .pkl released with the paper, a .safetensors checkpoint, or
+    "loaded" for the model loaded in the studio): the run takes that model's config instead of `preset`.
+    `fvd_ticks`: FVD_16 of G_ema every this many ticks (0 / blank: none), on `fvd_videos` videos.
+    """
+    init_path = fine_tune_source(backend, init)
+    if init_path is None and preset not in PRESET_RESOLUTION:
         raise StudioError(f"unknown preset {preset!r}")
-    res = PRESET_RESOLUTION[preset] if resolution in (None, "", "auto") else int(resolution)
-    if res != PRESET_RESOLUTION[preset]:
-        raise StudioError(f"the {preset} preset trains at {PRESET_RESOLUTION[preset]} px; pick that resolution "
-                          "(or 'auto') or another preset")
+    res = _resolution(backend, preset, resolution, init_path)
     if upload:
         data = prepare_upload(backend, upload, res, session, progress)
     data = (data or "").strip()
@@ -44,9 +48,49 @@ def start(backend: Backend, data: str, upload, preset: str, resolution, kimg, gp
         raise StudioError("give a dataset path or upload a zip of videos")
     ui = {"batch": _int(batch), "kimg_per_tick": _num(kimg_per_tick), "snapshot_ticks": _int(snapshot_ticks),
           "sample_ticks": _int(sample_ticks), "device": backend.device}
+    if _int(fvd_ticks):
+        ui.update(metrics="fvd16", metrics_ticks=_int(fvd_ticks), metrics_num_videos=_int(fvd_videos))
     extra = {**backend.train_defaults, **{k: v for k, v in ui.items() if v is not None}}
-    status = backend.training.start(data, preset, float(kimg), int(gpus), extra=extra)
+    status = backend.training.start(data, preset, float(kimg), int(gpus), resume=init_path, extra=extra)
     return status.message
+
+
+def fine_tune_source(backend: Backend, init: str | None) -> str | None:
+    """The weights file a new run starts from, or None for random initialisation."""
+    from training.snapshot import is_weights_file
+
+    init = (init or "").strip()
+    if not init:
+        return None
+    if init.lower() == "loaded":
+        if backend.info.random_weights:
+            raise StudioError("the studio runs on random weights: load a checkpoint (Model tab) to fine-tune it")
+        init = backend.info.source
+    if not Path(init).is_file():
+        raise StudioError(f"weights to fine-tune not found: {init}")
+    if not is_weights_file(init):
+        raise StudioError(f"{Path(init).name}: fine-tuning starts from a .pkl released with the paper or a "
+                          ".safetensors checkpoint")
+    return init
+
+
+def _resolution(backend: Backend, preset: str, resolution, init_path: str | None) -> int:
+    """The resolution the data is prepared at: the preset's, or the fine-tuned model's."""
+    if init_path is not None:
+        from training.snapshot import weights_config
+
+        try:
+            want = weights_config(init_path).img_resolution
+        except Exception as exc:  # a corrupt or foreign file: say which, keep serving
+            raise StudioError(f"cannot read the model config of {Path(init_path).name}: {exc}") from exc
+        what = f"{Path(init_path).name} generates"
+    else:
+        want, what = PRESET_RESOLUTION[preset], f"the {preset} preset trains at"
+    if resolution in (None, "", "auto"):
+        return want
+    if int(resolution) != want:
+        raise StudioError(f"{what} {want} px; pick that resolution (or 'auto')")
+    return int(resolution)
 
 
 def resume(backend: Backend, run: str | None, kimg=None, gpus=1) -> str:
@@ -75,8 +119,9 @@ def refresh(backend: Backend, run: str | None = None) -> dict:
     fvd = "\n".join(f"- {m.get('file')}: " + ", ".join(f"{k} {v:.2f}" for k, v in m.items()
                                                       if isinstance(v, (int, float)) and "fvd" in k.lower() or
                                                       isinstance(v, (int, float)) and "fid" in k.lower())
-                    for m in metrics) or "No FVD computed for this run yet (`python -m training.metrics ... --out "\
-        "RUN/metrics-KIMG.json`)."
+                    for m in metrics) or ("No FVD computed for this run yet (set 'FVD_16 every N ticks' when "
+                                          "starting, or run `python -m training.metrics ... --out "
+                                          "RUN/metrics-KIMG.json`).")
     progress = (f" · tick {last.get('tick')} · {last.get('kimg', 0):.3f} kimg · {last.get('sec_per_kimg', 0):.1f} "
                 f"s/kimg · augment p {last.get('augment_p', 0):.3f}") if last else ""
     log_tail = "\n".join(backend.training.log_text(6000).splitlines()[-30:])
@@ -111,6 +156,11 @@ def build(backend: Backend, on_model_loaded) -> dict:
                 tick = gr.Number(None, label="kimg per tick")
                 snap = gr.Number(None, label="Snapshot every N ticks", precision=0)
                 sample = gr.Number(None, label="Sample every N ticks", precision=0)
+                init = gr.Textbox(label="Fine-tune from (optional)", placeholder="a .pkl released with the "
+                                  "paper, a .safetensors checkpoint, or 'loaded' (the studio's model)")
+                with gr.Row():
+                    fvd_ticks = gr.Number(0, label="FVD_16 every N ticks (0: off)", precision=0, minimum=0)
+                    fvd_videos = gr.Number(None, label="FVD videos (blank: 2048)", precision=0)
             with gr.Row():
                 start_btn = gr.Button("Start", variant="primary")
                 stop_btn = gr.Button("Stop", variant="stop")
@@ -129,10 +179,12 @@ def build(backend: Backend, on_model_loaded) -> dict:
             log_box = gr.Textbox(label="Trainer log (tail)", lines=6, max_lines=12, interactive=False)
 
     @ui_errors
-    def on_start(d, u, p, r, k, g, b, t, sn, sa, request: gr.Request, progress=gr.Progress()):
-        return start(backend, d, u, p, r, k, g, b, t, sn, sa, getattr(request, "session_hash", "local"), progress)
+    def on_start(d, u, p, r, k, g, b, t, sn, sa, ini, ft, fv, request: gr.Request, progress=gr.Progress()):
+        return start(backend, d, u, p, r, k, g, b, t, sn, sa, getattr(request, "session_hash", "local"), progress,
+                     init=ini, fvd_ticks=ft, fvd_videos=fv)
 
-    start_btn.click(on_start, [data, upload, preset, resolution, kimg, gpus, batch, tick, snap, sample], status,
+    start_btn.click(on_start, [data, upload, preset, resolution, kimg, gpus, batch, tick, snap, sample, init,
+                               fvd_ticks, fvd_videos], status,
                     api_name="train_start", concurrency_id="light")
     stop_btn.click(ui_errors(lambda: stop(backend)), None, status, api_name="train_stop", concurrency_id="light")
     resume_btn.click(ui_errors(lambda r, k, g: resume(backend, r, k, g)), [run, kimg, gpus], status,

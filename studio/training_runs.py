@@ -68,9 +68,13 @@ class TrainingProcess:
                    "-m", "training"]
         else:
             cmd = [sys.executable, "-m", "training"]
-        cmd += ["--outdir", str(self.outdir)]
+        # Absolute paths: the trainer runs from the repository root, not from the studio's working folder.
+        cmd += ["--outdir", str(self.outdir.resolve())]
+        data = str(Path(data).resolve()) if data else data
         if resume is not None:
-            cmd += ["--resume", resume]
+            cmd += ["--resume", resume if resume == "latest" else str(Path(resume).resolve())]
+            if data:  # fine-tuning a weights file on this data (the model config comes from the file)
+                cmd += ["--data", data]
         else:
             if preset not in PRESET_RESOLUTION:
                 raise TrainingError(f"unknown preset {preset!r}; choose from {', '.join(PRESET_RESOLUTION)}")
@@ -89,7 +93,7 @@ class TrainingProcess:
         with self._lock:
             if self._proc is not None and self._proc.poll() is None:
                 raise TrainingError("a training run is already going; stop it first")
-            if resume is None and not (data and Path(data).exists()):
+            if (resume is None or data) and not (data and Path(data).exists()):
                 raise TrainingError(f"dataset not found: {data!r}")
             cmd = self.command(data, preset, total_kimg, gpus, resume, extra)
             self.outdir.mkdir(parents=True, exist_ok=True)

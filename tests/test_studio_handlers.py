@@ -240,6 +240,41 @@ def test_training_command_flags(tmp_path):
         proc.command("/d", "small", 1, 0)
 
 
+def test_fine_tune_and_periodic_fvd_reach_the_trainer_command(be, tmp_path, monkeypatch):
+    proc = TrainingProcess(tmp_path)
+    weights = str(tiny_checkpoint(tmp_path / "w.safetensors"))
+    cmd = proc.command("/d", "small", 5, 1, resume=weights)
+    assert cmd[cmd.index("--resume") + 1] == weights and cmd[cmd.index("--data") + 1] == "/d"
+    monkeypatch.chdir(tmp_path)  # relative paths reach the trainer (run from the repository root) resolved
+    rel = proc.command("frames", "small", 5, 1, resume="w.safetensors")
+    assert rel[rel.index("--resume") + 1] == weights and rel[rel.index("--data") + 1] == str(tmp_path / "frames")
+    assert "--preset" not in cmd  # the model config comes from the weights
+    calls = []
+    monkeypatch.setattr(be.training, "start", lambda *a, **kw: calls.append((a, kw)) or
+                        type("S", (), {"message": "running"})())
+    data = tmp_path / "frames"
+    data.mkdir()
+    # "loaded" = the studio's model (a tiny checkpoint here), at its resolution; FVD every 3 ticks on 64 videos
+    assert tab_train.start(be, str(data), None, "small", "auto", 5, 1, init="loaded", fvd_ticks=3,
+                           fvd_videos=64) == "running"
+    (args, kw), = calls
+    assert kw["resume"] == be.info.source and args[0] == str(data)
+    assert kw["extra"]["metrics"] == "fvd16" and kw["extra"]["metrics_ticks"] == 3
+    assert kw["extra"]["metrics_num_videos"] == 64
+    tab_train.start(be, str(data), None, "small", "auto", 5, 1)  # no FVD unless asked for
+    assert "metrics" not in calls[-1][1]["extra"] and calls[-1][1]["resume"] is None
+    with pytest.raises(StudioError, match="generates 16 px"):
+        tab_train.start(be, str(data), None, "small", "64", 5, 1, init=weights)
+    with pytest.raises(StudioError, match="not found"):
+        tab_train.start(be, str(data), None, "small", "auto", 5, 1, init=str(tmp_path / "nope.pkl"))
+    (tmp_path / "notes.txt").write_text("x")
+    with pytest.raises(StudioError, match="fine-tuning starts from"):
+        tab_train.start(be, str(data), None, "small", "auto", 5, 1, init=str(tmp_path / "notes.txt"))
+    random_be = Backend.create(None, "cpu")
+    with pytest.raises(StudioError, match="random weights"):
+        tab_train.start(random_be, str(data), None, "small", "auto", 5, 1, init="loaded")
+
+
 @pytest.mark.slow
 def test_train_from_uploaded_zip_then_load_snapshot(be, tmp_path):
     """Prepare a zip of videos on the fly, train a few steps in the subprocess, load the snapshot."""
