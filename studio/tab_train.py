@@ -156,11 +156,11 @@ def build(backend: Backend, on_model_loaded) -> dict:
                 tick = gr.Number(None, label="kimg per tick")
                 snap = gr.Number(None, label="Snapshot every N ticks", precision=0)
                 sample = gr.Number(None, label="Sample every N ticks", precision=0)
-                init = gr.Textbox(label="Fine-tune from (optional)", placeholder="a .pkl released with the "
+                init = gr.Textbox("", label="Fine-tune from (optional)", placeholder="a .pkl released with the "
                                   "paper, a .safetensors checkpoint, or 'loaded' (the studio's model)")
                 with gr.Row():
                     fvd_ticks = gr.Number(0, label="FVD_16 every N ticks (0: off)", precision=0, minimum=0)
-                    fvd_videos = gr.Number(None, label="FVD videos (blank: 2048)", precision=0)
+                    fvd_videos = gr.Number(0, label="FVD videos (0: the protocol's 2048)", precision=0, minimum=0)
             with gr.Row():
                 start_btn = gr.Button("Start", variant="primary")
                 stop_btn = gr.Button("Stop", variant="stop")

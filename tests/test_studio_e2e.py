@@ -104,6 +104,9 @@ def test_train_tab_start_stop_refresh(server):
     with pytest.raises(AppError, match="already|not found"):
         client.predict(str(root / "missing"), None, "tiny", "auto", 1, 1, None, None, None, None,
                        api_name="/train_start")
+    with pytest.raises(AppError, match="weights to fine-tune not found"):  # the fine-tune / FVD inputs
+        client.predict(str(data), None, "tiny", "auto", 1, 1, None, None, None, None, str(root / "nope.pkl"), 2, 8,
+                       api_name="/train_start")
 
 
 def test_model_tab(server):
