@@ -8,8 +8,8 @@
 #   1. build the CUDA extension; 2. train the bundled model for 4.5 min in the background (then export + FVD_16)
 #   while the GPU tests and kernel parity (correctness only) run beside it; 3. alone on the GPU, the timings:
 #   ops_gpu e2e (frames/s vs matmul bound, training iteration kernels vs reference), trainer sec/kimg
-#   k=3 vs k=1, op-level timings, generator throughput. Whatever the budget cannot fit is listed in
-#   $OUT/skipped.txt; `bash bench/device_session.sh rest SECONDS` in a follow-up call runs the torch.compile
+#   k=3 vs k=1, op-level timings, generator throughput. Whatever the budget cannot fit is marked SKIPPED in
+#   $OUT/timeline.txt; `bash bench/device_session.sh rest SECONDS` in a follow-up call runs the torch.compile
 #   baselines and continues training (the run folder stays on a warm machine).
 #
 # The older two-call plan:
@@ -21,11 +21,16 @@
 #               (and data/i3d-fp16.safetensors: the resolved Kinetics-400 I3D weights saved in fp16)
 #   run: bash bench/device_session.sh train 6           (carry: data; timeout_s 590)
 #   then commit $OUT/default-model.safetensors as assets/default-model.safetensors and record the figures.
-# Logs land in $OUT (they come back with the call); the device image has torch but no gradio/lpips/open_clip.
+# Logs are packed into $OUT/logs.tgz (they come back with the call); the device image has torch but no gradio/lpips/open_clip.
 set -uo pipefail
 export PYTHONUNBUFFERED=1
 OUT="${OUT:-out}"
 mkdir -p "$OUT"
+# At most 8 files come back from a call: logs go to LOG and are packed into $OUT/logs.tgz after every step
+# (so a call cut short still returns what it measured); $OUT keeps the model, the pack and the timeline.
+LOG="${LOG:-/tmp/sgv-device-logs}"
+mkdir -p "$LOG"
+pack() { tar czf "$OUT/logs.tgz.tmp" -C "$LOG" . && mv "$OUT/logs.tgz.tmp" "$OUT/logs.tgz"; }
 cd "$(dirname "$0")/.."
 
 # SMOKE=1 checks this script on the CPU: tiny presets, --cpu-smoke everywhere, no figures.
@@ -46,14 +51,15 @@ run_for() {
   lim=$(( $(left) - 10 ))
   (( lim > max )) && lim=$max
   if (( lim < 20 )); then
-    echo "SKIPPED $name: ${lim}s left of the budget" | tee -a "$OUT/skipped.txt"
+    echo "SKIPPED $name: ${lim}s left of the budget" | tee -a "$OUT/timeline.txt"
     return 0
   fi
   echo "== $name (at ${SECONDS}s, up to ${lim}s) ==" | tee -a "$OUT/timeline.txt"
-  timeout "$lim" "$@" > "$OUT/$name.log" 2>&1
+  timeout "$lim" "$@" > "$LOG/$name.log" 2>&1
   local rc=$?
   echo "   $name: rc $rc at ${SECONDS}s" | tee -a "$OUT/timeline.txt"
-  tail -n 40 "$OUT/$name.log"
+  tail -n 40 "$LOG/$name.log"
+  pack
 }
 
 case "${1:-measure}" in
@@ -61,19 +67,21 @@ case "${1:-measure}" in
     budget="${2:-540}"
     train_minutes="${3:-4.5}"
     { nvidia-smi --query-gpu=name,memory.total,driver_version --format=csv; python --version
-      python -c "import torch; print('torch', torch.__version__, 'cuda', torch.version.cuda)"; } | tee "$OUT/gpu.txt"
+      python -c "import torch; print('torch', torch.__version__, 'cuda', torch.version.cuda)"; } | tee "$LOG/gpu.txt"
     [[ -z "${SMOKE:-}" ]] && run_for build 200 python -c "import time; from core.ops.cuda import load_extension; t=time.time(); \
 e=load_extension(); print(e.name, 'built/loaded in %.1f s' % (time.time()-t))"
     # The bundled model first (issue 9); correctness checks share the GPU with it, timings come after, alone.
     echo "== train (at ${SECONDS}s, ${train_minutes} min + export + FVD) ==" | tee -a "$OUT/timeline.txt"
     python bench/train_bundled.py --data data/weizmann64.zip --run runs/bundled --minutes "$train_minutes" \
-      --out "$OUT" --i3d data/i3d-fp16.safetensors --fvd-videos "$fvd_videos" "${sm[@]}" > "$OUT/train.log" 2>&1 &
+      --out "$LOG/train" --i3d data/i3d-fp16.safetensors --fvd-videos "$fvd_videos" "${sm[@]}" > "$LOG/train.log" 2>&1 &
     train_pid=$!
     run_for gpu_tests 150 python -m pytest -q -m gpu -p no:cacheprovider tests/test_core_gpu.py tests/test_ops_cuda.py
     run_for ops_parity 150 python bench/ops_gpu.py --only parity --skip-compile "${sm[@]}"
     wait "$train_pid"
     echo "   train: rc $? at ${SECONDS}s" | tee -a "$OUT/timeline.txt"
-    tail -n 15 "$OUT/train.log"
+    [[ -f "$LOG/train/default-model.safetensors" ]] && mv "$LOG/train/default-model.safetensors" "$OUT/"
+    tail -n 15 "$LOG/train.log"
+    pack
     run_for ops_e2e 170 python bench/ops_gpu.py --only e2e --skip-compile "${sm[@]}"
     run_for train_speed 160 python bench/train_speed.py --ticks 3 "${sm[@]}"
     run_for ops_timings 90 python bench/ops_gpu.py --only ops --skip-compile "${sm[@]}"
@@ -83,8 +91,9 @@ e=load_extension(); print(e.name, 'built/loaded in %.1f s' % (time.time()-t))"
     budget="${2:-200}"
     run_for ops_e2e_compile 400 python bench/ops_gpu.py --only e2e "${sm[@]}"
     run_for train_more 400 python bench/train_bundled.py --data data/weizmann64.zip --run runs/bundled \
-      --minutes "$(( ($(left) - 60) / 60 ))" --out "$OUT" --i3d data/i3d-fp16.safetensors \
+      --minutes "$(( ($(left) - 60) / 60 ))" --out "$LOG/train" --i3d data/i3d-fp16.safetensors \
       --fvd-videos "$fvd_videos" "${sm[@]}"
+    [[ -f "$LOG/train/default-model.safetensors" ]] && mv "$LOG/train/default-model.safetensors" "$OUT/"
     ;;
   measure)
     nvidia-smi --query-gpu=name,memory.total,driver_version --format=csv | tee "$OUT/gpu.txt"
