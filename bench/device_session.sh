@@ -48,6 +48,10 @@ left() { echo $(( budget - SECONDS )); }
 run_for() {
   local name=$1 max=$2 lim
   shift 2
+  if [[ " ${SKIP:-} " == *" $name "* ]]; then  # SKIP="ops_e2e generate": steps measured in an earlier call
+    echo "SKIPPED $name: in SKIP" | tee -a "$OUT/timeline.txt"
+    return 0
+  fi
   lim=$(( $(left) - 10 ))
   (( lim > max )) && lim=$max
   if (( lim < 20 )); then
@@ -75,7 +79,8 @@ e=load_extension(); print(e.name, 'built/loaded in %.1f s' % (time.time()-t))"
     python bench/train_bundled.py --data data/weizmann64.zip --run runs/bundled --minutes "$train_minutes" \
       --out "$LOG/train" --i3d data/i3d-fp16.safetensors --fvd-videos "$fvd_videos" "${sm[@]}" > "$LOG/train.log" 2>&1 &
     train_pid=$!
-    run_for gpu_tests 150 python -m pytest -q -m gpu -p no:cacheprovider tests/test_core_gpu.py tests/test_ops_cuda.py
+    run_for gpu_tests 150 python -m pytest -q -m gpu -p no:cacheprovider tests/test_core_gpu.py tests/test_ops_cuda.py \
+      tests/test_training_augment.py
     run_for ops_parity 150 python bench/ops_gpu.py --only parity --skip-compile "${sm[@]}"
     wait "$train_pid"
     echo "   train: rc $? at ${SECONDS}s" | tee -a "$OUT/timeline.txt"

@@ -1,5 +1,6 @@
 """ADA "bgc" augmentation: one transform per clip shared by its frames; adaptive p."""
 
+import pytest
 import torch
 
 from training.augment import AdaController, AugmentConfig, AugmentPipe
@@ -118,3 +119,39 @@ def test_rotations_turn_the_way_ada_does():
         if i[j] % 2:  # a turn the other way differs
             other = torch.rot90(x[j, 0], k=-int(i[j]), dims=(1, 2))
             assert (y[j, 0] - other)[:, 8:-8, 8:-8].abs().max() > 0.3
+
+
+def test_grid_sample_with_a_known_double_backward_matches_torch():
+    # training.grid_sample exists because CUDA's grid_sample has no double backward; on the CPU torch
+    # has one, so the two must agree to the last bit in value, gradient and R1-style second order.
+    import torch.nn.functional as F
+
+    from training.grid_sample import grid_sample
+
+    torch.manual_seed(0)
+    theta = torch.tensor([[[0.9, 0.2, 0.05], [-0.15, 1.1, 0.1]]], dtype=torch.float64).repeat(2, 1, 1)
+    grid = F.affine_grid(theta, [2, 3, 7, 7], align_corners=False)
+    x = torch.randn(2, 3, 6, 6, dtype=torch.float64, requires_grad=True)
+    assert torch.autograd.gradgradcheck(lambda a: grid_sample(a, grid), (x,))
+    w = torch.randn(4, 3, 3, 3, dtype=torch.float64, requires_grad=True)
+    grads = []
+    for sample in (grid_sample, lambda a, g: F.grid_sample(a, g, align_corners=False)):
+        out = F.conv2d(sample(x, grid), w).square().sum()
+        (gx,) = torch.autograd.grad(out, [x], create_graph=True)
+        (gw,) = torch.autograd.grad(gx.square().sum(), [w])
+        grads.append((out.detach(), gx.detach(), gw))
+    for ours, ref in zip(*grads):
+        torch.testing.assert_close(ours, ref, rtol=1e-12, atol=1e-12)
+
+
+@pytest.mark.gpu
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA device")
+def test_r1_through_the_augmentation_on_gpu():
+    # The failure this guards against: CUDA grid_sample has no double backward in torch 2.11.
+    x = (torch.rand([2, 3, 3, 32, 32], device="cuda") * 2 - 1).requires_grad_(True)
+    w = torch.randn([4, 3, 3, 3], device="cuda", requires_grad=True)
+    y = AugmentPipe("bgc", p=1.0).cuda()(x)
+    (grad,) = torch.autograd.grad(torch.nn.functional.conv2d(y.flatten(0, 1), w).square().sum(), [x],
+                                  create_graph=True)
+    grad.square().sum().backward()
+    assert torch.isfinite(w.grad).all() and w.grad.abs().sum() > 0

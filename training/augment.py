@@ -20,6 +20,7 @@ import torch
 import torch.nn.functional as F
 
 from core.ops.upfirdn2d import downsample2d, setup_filter, upsample2d
+from training.grid_sample import grid_sample
 
 # Low-pass decomposition filter of the Symlet-6 wavelet (Daubechies' least-asymmetric wavelet with six
 # vanishing moments; the standard coefficients, sum sqrt(2)). ADA's anti-aliasing filter for geometry.
@@ -217,7 +218,7 @@ class AugmentPipe(torch.nn.Module):
         G = (_scale2d(torch.full([b], 2 / y.shape[3], device=dev), torch.full([b], 2 / y.shape[2], device=dev))
              @ G @ _scale2d(torch.full([b], out_w / 2, device=dev), torch.full([b], out_h / 2, device=dev)))
         grid = F.affine_grid(G[:, :2, :], [b, ch, out_h, out_w], align_corners=False)
-        y = F.grid_sample(y, grid, mode="bilinear", padding_mode="zeros", align_corners=False)
+        y = grid_sample(y, grid)  # bilinear, zeros, align_corners=False; double-backward safe on GPU
         y = downsample2d(y, self.Hz_geom, down=2, padding=-pad * 2, flip_filter=True)
         assert y.shape == (b, ch, h, w), f"resampled to {tuple(y.shape)}, expected {(b, ch, h, w)}"
         return y
