@@ -270,6 +270,7 @@ def test_fine_tune_and_periodic_fvd_reach_the_trainer_command(be, tmp_path, monk
     (tmp_path / "notes.txt").write_text("x")
     with pytest.raises(StudioError, match="fine-tuning starts from"):
         tab_train.start(be, str(data), None, "small", "auto", 5, 1, init=str(tmp_path / "notes.txt"))
+    monkeypatch.setattr(backend_mod, "DEFAULT_MODEL", tmp_path / "missing.safetensors")
     random_be = Backend.create(None, "cpu")
     with pytest.raises(StudioError, match="random weights"):
         tab_train.start(random_be, str(data), None, "small", "auto", 5, 1, init="loaded")
