@@ -4,6 +4,7 @@ sdist route where nothing else is available).
 
     python bench/projection.py --checkpoint model.safetensors --data /path/to/frames-or-videos \
         --num-images 4 --steps 1000 --mode w+
+    python bench/projection.py --checkpoint assets/default-model.safetensors --photos assets/samples --steps 300
 
 Without --checkpoint a randomly initialized model of --preset is used: its quality figures mean nothing
 (a random generator cannot reproduce real photos) and are labelled so; only the timings are informative.
@@ -58,6 +59,7 @@ def main() -> None:
     p.add_argument("--checkpoint", default=None)
     p.add_argument("--preset", default="small", help="random model preset when no --checkpoint")
     p.add_argument("--data", default=None, help="held-out frames: a VideoDataset path (folder / zip / videos)")
+    p.add_argument("--photos", default=None, help="a folder of photos (e.g. assets/samples, held out from training)")
     p.add_argument("--num-images", type=int, default=2)
     p.add_argument("--steps", type=int, default=1000)
     p.add_argument("--mode", choices=["w", "w+"], default="w+")
@@ -82,7 +84,11 @@ def main() -> None:
     t0 = time.perf_counter()
     lpips_model = load_lpips("vgg", device=args.device)
     print(f"LPIPS VGG16 loaded in {time.perf_counter() - t0:.1f} s (real ImageNet backbone + lpips v0.1 linear)")
-    if args.data:
+    if args.photos:
+        files = sorted(f for f in Path(args.photos).iterdir() if f.suffix.lower() in (".png", ".jpg", ".jpeg"))
+        images = [(f.name, str(f)) for f in files[: args.num_images]]
+        source = args.photos
+    elif args.data:
         images = _dataset_frames(args.data, args.num_images, G.img_resolution)
         source = args.data
     else:
