@@ -14,6 +14,7 @@ from __future__ import annotations
 import argparse
 import json
 import sys
+import zipfile
 
 import numpy as np
 import torch
@@ -41,7 +42,7 @@ def load_latent(path: str, G) -> tuple[torch.Tensor, dict[str, torch.Tensor], in
     try:
         with np.load(path, allow_pickle=False) as data:
             arrays = {k: np.asarray(data[k]) for k in data.files}
-    except (OSError, ValueError) as exc:
+    except (OSError, ValueError, zipfile.BadZipFile) as exc:
         raise RenderError(f"{path} is not a latent .npz: {exc}") from exc
     if "ws" not in arrays:
         raise RenderError(f"{path} has no 'ws' array")

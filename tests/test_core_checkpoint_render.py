@@ -149,6 +149,8 @@ def test_generate_cli_applies_a_latents_style_offsets_and_motion_seed(tiny_G, tm
     both = render(["--motion-seeds", "1,2"], tmp_path / "b.zip")  # one photo, two motions side by side
     assert both.shape == (16, 32, 3)
     assert np.abs(both[:, 16:] - expected(2, {name: offset})).max() <= 1
+    latent.write_bytes(latent.read_bytes()[:100])  # a truncated file: a clear error, no output
+    assert generate_main(["--checkpoint", str(ckpt), "--latent", str(latent), "--out", str(tmp_path / "c.zip")]) == 1
     np.savez(latent, ws=ws.numpy(), **{"style/no_such_layer": offset.numpy()})
     assert generate_main(["--checkpoint", str(ckpt), "--latent", str(latent), "--out", str(tmp_path / "c.zip")]) == 1
     assert not (tmp_path / "c.zip").exists()
