@@ -56,6 +56,8 @@ class AugmentConfig:
     saturation_std: float = 1.0
 
 
+_GEOMETRIC = ("xflip", "rotate90", "xint", "scale", "rotate", "aniso", "xfrac")
+
 PIPELINES = {
     "blit": AugmentConfig(xflip=1, rotate90=1, xint=1),
     "geom": AugmentConfig(scale=1, rotate=1, aniso=1, xfrac=1),
@@ -117,7 +119,7 @@ class AugmentPipe(torch.nn.Module):
         prob = (self.p if p is None else p) * strength
         return torch.rand([n], device=device) < prob
 
-    def _geometric(self, n: int, res: int, device) -> torch.Tensor | None:
+    def _geometric(self, n: int, res: int, device) -> torch.Tensor:
         """Inverse affine map (output -> input), normalised coords [-1, 1], [N, 3, 3]."""
         c, G = self.cfg, _eye(n, 3, device)
         one, zero = torch.ones([n], device=device), torch.zeros([n], device=device)
@@ -193,9 +195,15 @@ class AugmentPipe(torch.nn.Module):
         """Apply inverse maps G [B, 3, 3] (normalised coords) to y [B, C, H, W] through ADA's 2x grid."""
         b, ch, h, w = y.shape
         dev = y.device
+
+        def scale(sx, sy):  # one [3, 3] matrix, broadcast over the batch by matmul
+            return torch.tensor([[sx, 0.0, 0.0], [0.0, sy, 0.0], [0.0, 0.0, 1.0]], device=dev)
+
+        def translate(tx, ty):
+            return torch.tensor([[1.0, 0.0, tx], [0.0, 1.0, ty], [0.0, 0.0, 1.0]], device=dev)
+
         # To pixel units centred on the image (x_pix = x_norm * W / 2 with align_corners=False).
-        G = _scale2d(torch.full([b], w / 2, device=dev), torch.full([b], h / 2, device=dev)) @ G
-        G = G @ _scale2d(torch.full([b], 2 / w, device=dev), torch.full([b], 2 / h, device=dev))
+        G = scale(w / 2, h / 2) @ G @ scale(2 / w, 2 / h)
         # Margin every clip's transform reads outside the frame, plus the filter's reach.
         cx, cy = (w - 1) / 2, (h - 1) / 2
         corners = torch.tensor([[-cx, cx, cx, -cx], [-cy, -cy, cy, cy], [1.0, 1.0, 1.0, 1.0]], device=dev)
@@ -206,17 +214,13 @@ class AugmentPipe(torch.nn.Module):
         lim = torch.tensor([w - 1, h - 1] * 2, device=dev, dtype=margin.dtype)
         mx0, my0, mx1, my1 = (int(v) for v in margin.clamp(min=0).minimum(lim).ceil().tolist())
         y = F.pad(y, [mx0, mx1, my0, my1], mode="reflect")
-        G = _translate2d(torch.full([b], (mx0 - mx1) / 2, device=dev),
-                         torch.full([b], (my0 - my1) / 2, device=dev)) @ G
+        G = translate((mx0 - mx1) / 2, (my0 - my1) / 2) @ G
         # Upsample 2x: pixel centres move to 2x + 0.5 (in the half-pixel convention).
         y = upsample2d(y, self.Hz_geom, up=2)
-        two, half = torch.full([b], 2.0, device=dev), torch.full([b], 0.5, device=dev)
-        G = _scale2d(two, two) @ G @ _scale2d(1 / two, 1 / two)
-        G = _translate2d(-half, -half) @ G @ _translate2d(half, half)
+        G = translate(-0.5, -0.5) @ scale(2, 2) @ G @ scale(0.5, 0.5) @ translate(0.5, 0.5)
         # Sample the output grid (2x the frame plus the filter's margin), then low-pass and crop back.
         out_h, out_w = (h + pad * 2) * 2, (w + pad * 2) * 2
-        G = (_scale2d(torch.full([b], 2 / y.shape[3], device=dev), torch.full([b], 2 / y.shape[2], device=dev))
-             @ G @ _scale2d(torch.full([b], out_w / 2, device=dev), torch.full([b], out_h / 2, device=dev)))
+        G = scale(2 / y.shape[3], 2 / y.shape[2]) @ G @ scale(out_w / 2, out_h / 2)
         grid = F.affine_grid(G[:, :2, :], [b, ch, out_h, out_w], align_corners=False)
         y = grid_sample(y, grid)  # bilinear, zeros, align_corners=False; double-backward safe on GPU
         y = downsample2d(y, self.Hz_geom, down=2, padding=-pad * 2, flip_filter=True)
@@ -233,8 +237,10 @@ class AugmentPipe(torch.nn.Module):
         G = self._geometric(n, h, dev)
         C = self._color(n, dev)
         y = x.reshape(n * t, ch, h, w).float()
-        # Same matrix for every frame of a clip: repeat each clip's parameters T times.
-        y = self._resample(y, G.repeat_interleave(t, dim=0))
+        # Same matrix for every frame of a clip: repeat each clip's parameters T times. A pipeline without
+        # geometric transforms skips the resampling, as ADA does.
+        if any(getattr(self.cfg, k) > 0 for k in _GEOMETRIC):
+            y = self._resample(y, G.repeat_interleave(t, dim=0))
         Ct = C.repeat_interleave(t, dim=0)
         if ch == 3:
             y = torch.einsum("nij,njhw->nihw", Ct[:, :3, :3], y) + Ct[:, :3, 3, None, None]
