@@ -22,7 +22,7 @@ import torch
 from core.checkpoint import CheckpointError, load_generator, read_header
 from core.motion import MotionError
 from core.render import RenderError, Timeline, render_video
-from core.styles import StyleError, style_offsets
+from core.styles import StyleError, offsets_from_arrays, style_offsets
 
 
 def parse_seeds(text: str) -> list[int]:
@@ -51,8 +51,7 @@ def load_latent(path: str, G) -> tuple[torch.Tensor, dict[str, torch.Tensor], in
         ws = ws.unsqueeze(0)
     if ws.shape[1:] != (G.num_ws, G.w_dim):
         raise RenderError(f"latent {tuple(ws.shape)} does not fit this model ([N, {G.num_ws}, {G.w_dim}])")
-    offsets = {k[len("style/"):]: torch.from_numpy(v.astype(np.float32)) for k, v in arrays.items()
-               if k.startswith("style/")}
+    offsets = offsets_from_arrays(arrays)
     seed = int(arrays["motion_seed"]) if "motion_seed" in arrays else None
     return ws, offsets, seed
 

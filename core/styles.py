@@ -10,6 +10,14 @@ from collections.abc import Iterator
 
 import torch
 
+STYLE_PREFIX = "style/"  # a latent .npz stores the offset of layer L under key "style/L"
+
+
+def offsets_from_arrays(arrays: dict) -> dict[str, torch.Tensor]:
+    """{layer: offset [C] float32} from a latent .npz's arrays (keys "style/<layer>")."""
+    return {k[len(STYLE_PREFIX):]: torch.from_numpy(v.astype("float32")) for k, v in arrays.items()
+            if k.startswith(STYLE_PREFIX)}
+
 
 class StyleError(ValueError):
     """Offsets that name layers this generator does not have, or a generator without style layers."""

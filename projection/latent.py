@@ -14,6 +14,8 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from core.styles import STYLE_PREFIX, offsets_from_arrays
+
 
 class LatentFileError(ValueError):
     """A latent .npz is missing, malformed or incompatible."""
@@ -37,7 +39,7 @@ def save_latent(path: str | os.PathLike, latent: Latent) -> Path:
               "t": np.float64(latent.t), "checkpoint": np.str_(latent.checkpoint),
               "mode": np.str_(latent.mode)}
     for name, offset in latent.style_offsets.items():
-        arrays[f"style/{name}"] = offset.detach().float().cpu().numpy()
+        arrays[STYLE_PREFIX + name] = offset.detach().float().cpu().numpy()
     path.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(dir=path.parent, suffix=".npz")
     os.close(fd)
@@ -62,8 +64,7 @@ def load_latent(path: str | os.PathLike) -> Latent:
         raise LatentFileError(f"{path} is not a latent .npz: {exc}") from exc
     if "ws" not in d or d["ws"].ndim != 3 or d["ws"].shape[0] != 1:
         raise LatentFileError(f"{path} lacks `ws` [1, num_ws, w_dim]")
-    offsets = {k[len("style/"):]: torch.from_numpy(v.astype(np.float32)) for k, v in d.items()
-               if k.startswith("style/")}
+    offsets = offsets_from_arrays(d)
     return Latent(ws=torch.from_numpy(d["ws"].astype(np.float32)), motion_seed=int(d.get("motion_seed", 0)),
                   t=float(d.get("t", 0.0)), checkpoint=str(d.get("checkpoint", "")),
                   mode=str(d.get("mode", "w+")), style_offsets=offsets)
