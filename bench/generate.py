@@ -1,4 +1,4 @@
-"""Generator benchmarks: frames/s per preset, cost of far times, memory while streaming a long video.
+"""Generator benchmarks: frames/s per preset, the modconv layouts, cost of far times, memory while streaming.
 
     python bench/generate.py                       # all three measurements on the current device
     python bench/generate.py --stream-minutes 10   # longer streaming run (memory must stay flat)
@@ -40,19 +40,19 @@ def sync(device):
 
 
 @torch.no_grad()
-def time_frames(G, device, t_values, batch: int, repeats: int) -> float:
+def time_frames(G, device, t_values, batch: int, repeats: int, **synthesis_kwargs) -> float:
     """Fastest of `repeats` synthesis calls rendering `batch` videos at times `t_values` (the minimum is
     the estimate least disturbed by other load on a shared machine)."""
     z = z_from_seed(list(range(batch)), G.z_dim, device)
     ws = G.mapping(z)
     t = torch.tensor([t_values], dtype=torch.float64, device=device).expand(batch, -1)
     motion = Motion.from_seeds(list(range(batch)))
-    G.synthesis(ws, t, motion)  # warm-up
+    G.synthesis(ws, t, motion, **synthesis_kwargs)  # warm-up
     times = []
     for _ in range(repeats):
         sync(device)
         t0 = time.perf_counter()
-        G.synthesis(ws, t, motion)
+        G.synthesis(ws, t, motion, **synthesis_kwargs)
         sync(device)
         times.append(time.perf_counter() - t0)
     return min(times)
@@ -64,6 +64,27 @@ def bench_fps(device, presets, batch, repeats):
         G = Generator(preset(name)).eval().to(device)
         sec = time_frames(G, device, [0.0], batch, repeats)
         print(f"preset {name:>5}: {batch / sec:8.2f} frames/s  ({sec * 1000 / batch:.1f} ms/frame, batch {batch})")
+
+
+LAYOUTS = {  # how the modulated convolutions run (core/synthesis.py)
+    "grouped per frame": dict(fused_modconv=True),  # the reference's inference rule for fp32
+    "shared conv": dict(fused_modconv=False),  # the default
+    "per video": dict(per_video=True),  # frame-major: one folded weight per video
+}
+
+
+def bench_layouts(device, name, repeats, shapes=((1, 1), (4, 1), (1, 8), (4, 8))):
+    print(f"== modconv layouts, preset {name}: frames/s for N videos x T frames (ratio to grouped per frame)")
+    G = Generator(preset(name)).eval().to(device)
+    for n, num_t in shapes:
+        t_values = [float(j) for j in range(num_t)]
+        best = dict.fromkeys(LAYOUTS, float("inf"))
+        for _ in range(3):  # interleaved, so drifting background load hits all alike
+            for label, kw in LAYOUTS.items():
+                best[label] = min(best[label], time_frames(G, device, t_values, n, repeats, **kw))
+        base = best["grouped per frame"]
+        cells = ", ".join(f"{label} {n * num_t / sec:7.1f} ({base / sec:.2f}x)" for label, sec in best.items())
+        print(f"  N={n} T={num_t}: {cells}")
 
 
 def bench_far_time(device, name, repeats):
@@ -144,12 +165,13 @@ def main():
     p.add_argument("--batch", type=int, default=8)
     p.add_argument("--repeats", type=int, default=5)
     p.add_argument("--far-preset", default="small")
+    p.add_argument("--layout-preset", default="small")
     p.add_argument("--stream-preset", default="small")
     p.add_argument("--stream-minutes", type=float, default=1.0)
     p.add_argument("--stream-fps", type=float, default=25.0)
     p.add_argument("--threads", type=int, default=None, help="torch CPU threads (1 is steadiest on a busy machine)")
     p.add_argument("--reference-repo", default=None, help="local clone of universome/stylegan-v to compare")
-    p.add_argument("--skip", default="", help="comma list of fps,far,stream to skip")
+    p.add_argument("--skip", default="", help="comma list of fps,layouts,far,stream to skip")
     args = p.parse_args()
     device = torch.device(args.device)
     if args.threads:
@@ -160,6 +182,8 @@ def main():
     skip = set(args.skip.split(","))
     if "fps" not in skip:
         bench_fps(device, args.presets.split(","), args.batch, args.repeats)
+    if "layouts" not in skip:
+        bench_layouts(device, args.layout_preset, args.repeats)
     if "far" not in skip:
         bench_far_time(device, args.far_preset, args.repeats)
         if args.reference_repo:

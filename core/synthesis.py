@@ -1,5 +1,15 @@
 """StyleGAN2 "skip" synthesis network whose 4x4 input is the learned constant concatenated with the
-tiled motion code v_t (paper section 3.2)."""
+tiled motion code v_t (paper section 3.2).
+
+Two layouts of the activations, same function:
+- sample-major `[N*T, C, H, W]` (the default): every frame is a sample with its own copy of its
+  video's styles;
+- frame-major `[T, N*C, H, W]` (`per_video=True`): the T frames of a video share its content code, so
+  its modulated weights are built once and applied to all its frames by one grouped convolution; for
+  one video that is a plain convolution with no per-frame scaling pass. On the CPU it measured no
+  faster than the default; it is there for the GPU, where those passes are memory-bound
+  (bench/ops_gpu.py times both).
+"""
 
 from __future__ import annotations
 
@@ -10,7 +20,7 @@ from torch import nn
 from core.config import ModelConfig
 from core.layers import FullyConnectedLayer
 from core.motion import Motion, MotionMappingNetwork
-from core.ops import ACTIVATIONS, bias_act, modulated_conv2d, setup_filter, upsample2d
+from core.ops import ACTIVATIONS, bias_act, modulated_conv2d, modulated_conv2d_videos, setup_filter, upsample2d
 
 
 class SynthesisLayer(nn.Module):
@@ -37,6 +47,14 @@ class SynthesisLayer(nn.Module):
         clamp = self.conv_clamp * gain if self.conv_clamp is not None else None
         return bias_act(x, self.bias.to(x.dtype), act="lrelu", gain=self.act_gain * gain, clamp=clamp)
 
+    def forward_videos(self, x: torch.Tensor, w: torch.Tensor) -> torch.Tensor:
+        """Frame-major: x `[T, N*I, r, r]`, w `[N, w_dim]` (one per video) -> `[T, N*O, R, R]`."""
+        assert x.shape[2:] == (self.resolution // self.up,) * 2, f"bad input {tuple(x.shape)}"
+        x = modulated_conv2d_videos(x, self.weight, self.affine(w), up=self.up, padding=self.padding,
+                                    resample_filter=self.resample_filter, flip_weight=(self.up == 1))
+        return bias_act(x, self.bias.repeat(len(w)).to(x.dtype), act="lrelu", gain=self.act_gain,
+                        clamp=self.conv_clamp)
+
 
 class ToRGBLayer(nn.Module):
     def __init__(self, in_channels: int, out_channels: int, w_dim: int, conv_clamp: float | None = None):
@@ -51,6 +69,11 @@ class ToRGBLayer(nn.Module):
         styles = self.affine(w) * self.weight_gain
         x = modulated_conv2d(x, self.weight, styles, demodulate=False, fused_modconv=fused_modconv)
         return bias_act(x, self.bias.to(x.dtype), clamp=self.conv_clamp)
+
+    def forward_videos(self, x: torch.Tensor, w: torch.Tensor) -> torch.Tensor:
+        """Frame-major: x `[T, N*I, R, R]`, w `[N, w_dim]` -> `[T, N*img_channels, R, R]`."""
+        x = modulated_conv2d_videos(x, self.weight, self.affine(w) * self.weight_gain, demodulate=False)
+        return bias_act(x, self.bias.repeat(len(w)).to(x.dtype), clamp=self.conv_clamp)
 
 
 class TemporalInput(nn.Module):
@@ -93,26 +116,49 @@ class SynthesisBlock(nn.Module):
         self.num_conv = 1 if in_channels == 0 else 2
 
     def forward(self, x, img, ws: torch.Tensor, motion_v=None, force_fp32: bool = False,
-                fused_modconv: bool | None = None):
-        """ws `[M, num_conv + 1, w_dim]`; x `[M, C, R/2, R/2]` (None for 4x4); img `[M, 3, R/2, R/2]`."""
+                fused_modconv: bool | None = None, videos: int | None = None, channels_last: bool = False):
+        """ws `[M, num_conv + 1, w_dim]`; x `[M, C, R/2, R/2]` (None for 4x4); img `[M, 3, R/2, R/2]`.
+
+        With `videos=N` the layout is frame-major: ws `[N, num_conv + 1, w_dim]` (one row per video),
+        x `[T, N*C, R/2, R/2]`, img `[T, N*3, R/2, R/2]`; motion_v stays `[N*T, v_dim]`.
+        """
         fp16 = self.use_fp16 and ws.is_cuda and not force_fp32
         dtype = torch.float16 if fp16 else torch.float32
-        if fused_modconv is None:  # per-sample grouped conv at inference; shared conv in training
-            # On CUDA the shared conv is faster for batches too (H200, `256`, batch 32: 1715 vs 1329
-            # frames/s, bench/RESULTS.md); the reference's rule (grouped for fp32) stays on the CPU.
-            grouped_fp32 = dtype == torch.float32 and not ws.is_cuda
-            fused_modconv = (not self.training) and (grouped_fp32 or ws.shape[0] == 1)
+        fmt = torch.channels_last if channels_last and fp16 else torch.contiguous_format
+        if x is not None:
+            x = x.to(dtype=dtype, memory_format=fmt)
+        if videos is not None:
+            return self._forward_videos(x, img, ws, motion_v, dtype, fmt, videos)
+        if fused_modconv is None:  # the shared conv, except a single sample on CUDA (grouped conv)
+            # Measured: on the H200 (`256`, batch 32) the shared conv gives 1715 frames/s vs 1329 grouped;
+            # on the CPU (small preset) it is 1.0-1.3x faster at every batch, batch 1 included
+            # (bench/RESULTS.md). The reference's rule (grouped for fp32 inference) was slower on both.
+            fused_modconv = (not self.training) and ws.shape[0] == 1 and ws.is_cuda
         w_iter = iter(ws.unbind(dim=1))
         if self.in_channels == 0:
-            x = self.input(motion_v).to(dtype)
+            x = self.input(motion_v).to(dtype=dtype, memory_format=fmt)
             x = self.conv1(x, next(w_iter), fused_modconv=fused_modconv)
         else:
-            x = x.to(dtype)
             x = self.conv0(x, next(w_iter), fused_modconv=fused_modconv)
             x = self.conv1(x, next(w_iter), fused_modconv=fused_modconv)
         if img is not None:
             img = upsample2d(img, self.resample_filter)
         y = self.torgb(x, next(w_iter), fused_modconv=fused_modconv).to(torch.float32)
+        img = img + y if img is not None else y
+        return x, img
+
+    def _forward_videos(self, x, img, ws, motion_v, dtype, fmt, videos: int):
+        w_iter = iter(ws.unbind(dim=1))  # each [N, w_dim]
+        if self.in_channels == 0:
+            x = self.input(motion_v)  # [N*T, C, 4, 4], video-major
+            x = x.reshape(videos, -1, *x.shape[1:]).transpose(0, 1).reshape(-1, videos * x.shape[1], 4, 4)
+            x = x.to(dtype=dtype, memory_format=fmt)
+        else:
+            x = self.conv0.forward_videos(x, next(w_iter))
+        x = self.conv1.forward_videos(x, next(w_iter))
+        if img is not None:
+            img = upsample2d(img, self.resample_filter)
+        y = self.torgb.forward_videos(x, next(w_iter)).to(torch.float32)
         img = img + y if img is not None else y
         return x, img
 
@@ -140,23 +186,40 @@ class SynthesisNetwork(nn.Module):
         self.num_ws += 1  # the last block's toRGB
 
     def forward(self, ws: torch.Tensor, t: torch.Tensor, motion, c: torch.Tensor | None = None,
-                exact_time: bool = True, **block_kwargs) -> torch.Tensor:
+                exact_time: bool = True, per_video: bool = False, **block_kwargs) -> torch.Tensor:
+        """Frames `[N, T, C, H, W]`; `per_video=True` picks the frame-major layout (module docstring)."""
         n = ws.shape[0]
         assert ws.shape[1:] == (self.num_ws, self.w_dim), f"ws must be [N, {self.num_ws}, {self.w_dim}]"
         t = _as_times(t, n, ws.device)
-        num_t = t.shape[1]
         motion = Motion.coerce(motion, n)
         motion_v = self.motion_encoder(t, motion, c=c, exact_time=exact_time)  # [N*T, v_dim]
-        ws = ws.to(torch.float32).repeat_interleave(num_t, dim=0)  # [N*T, num_ws, w_dim]
+        return self.frames(ws, motion_v, per_video=per_video, **block_kwargs)
+
+    def frames(self, ws: torch.Tensor, motion_v: torch.Tensor, per_video: bool = False,
+               channels_last: bool = False, **block_kwargs) -> torch.Tensor:
+        """ws `[N, num_ws, w_dim]` + motion codes `[N*T, v_dim]` (video-major) -> frames `[N, T, C, H, W]`.
+
+        The part of the forward pass with fixed shapes and no host work (core/cuda_graph.py captures it).
+        `channels_last` runs the fp16 blocks in NHWC (what tensor-core convolutions read natively).
+        """
+        n = ws.shape[0]
+        assert motion_v.ndim == 2 and motion_v.shape[0] % n == 0, f"motion_v {tuple(motion_v.shape)} for {n} videos"
+        num_t = motion_v.shape[0] // n
+        ws = ws.to(torch.float32)
+        if not per_video:
+            ws = ws.repeat_interleave(num_t, dim=0)  # [N*T, num_ws, w_dim]: one style copy per frame
         x = img = None
         w_idx = 0
         for res in self.block_resolutions:
             block = getattr(self, f"b{res}")
             x, img = block(x, img, ws.narrow(1, w_idx, block.num_conv + 1),
-                           motion_v=motion_v if res == 4 else None, **block_kwargs)
+                           motion_v=motion_v if res == 4 else None, videos=n if per_video else None,
+                           channels_last=channels_last, **block_kwargs)
             w_idx += block.num_conv
+        img = img.contiguous()
+        if per_video:  # [T, N*C, H, W] -> [N, T, C, H, W]
+            return img.reshape(num_t, n, -1, *img.shape[2:]).transpose(0, 1)
         return img.reshape(n, num_t, *img.shape[1:])
-
 
 def _as_times(t, n: int, device) -> torch.Tensor:
     """Times as a float `[N, T]` tensor: accepts a number, a list / 1-D tensor shared by all videos, or [N, T].

@@ -31,6 +31,21 @@ def test_frame_does_not_depend_on_other_requested_times(tiny_G):
     torch.testing.assert_close(alone[0, 0], together[0, 1], atol=1e-5, rtol=0)
 
 
+@pytest.mark.parametrize("n,num_t", [(1, 1), (1, 4), (3, 2)])
+def test_modconv_layouts_give_the_same_frames(tiny_G, n, num_t):
+    """Grouped per frame, shared conv and per video (frame-major) are one function, gradients included."""
+    ws = tiny_G.mapping(torch.randn(n, tiny_G.z_dim)).detach().requires_grad_(True)
+    t = torch.tensor([[0.0, 2.5, 40.0, 41.25][:num_t]] * n, dtype=torch.float64)
+    seeds = list(range(10, 10 + n))
+    outs = [tiny_G.synthesis(ws, t, seeds, **kw) for kw in
+            (dict(fused_modconv=True), dict(fused_modconv=False), dict(per_video=True))]
+    grads = [torch.autograd.grad(o.square().sum(), ws)[0] for o in outs]
+    assert outs[2].shape == (n, num_t, 3, 16, 16)
+    for o, g in zip(outs[1:], grads[1:]):
+        torch.testing.assert_close(o, outs[0], atol=2e-5, rtol=0)
+        torch.testing.assert_close(g, grads[0], atol=1e-4, rtol=1e-4)
+
+
 def test_explicit_noise_and_truncation(tiny_G):
     m = tiny_G.cfg.motion
     noise = torch.randn(2, 40, m.z_dim)

@@ -264,6 +264,36 @@ def test_modconv_fast_path_matches_reference(fused, demodulate, up, down):
         torch.testing.assert_close(a, b, rtol=1e-9, atol=1e-9)
 
 
+@pytest.mark.parametrize("demodulate", [True, False])
+@pytest.mark.parametrize("up", [1, 2])
+@pytest.mark.parametrize("impl", ["auto", "ref"])
+def test_modconv_videos_equals_per_frame_modconv(demodulate, up, impl):
+    """Frame-major `[T, N*I]` with one style row per video == the per-sample op on each of the N*T frames."""
+    gen = torch.Generator().manual_seed(6)
+    n, num_t = 3, 2
+    x = torch.randn(n, num_t, 4, 8, 8, dtype=torch.float64, generator=gen, requires_grad=True)
+    weight = torch.randn(5, 4, 3, 3, dtype=torch.float64, generator=gen, requires_grad=True)
+    styles = torch.randn(n, 4, dtype=torch.float64, generator=gen, requires_grad=True)
+    kw = dict(up=up, padding=1, demodulate=demodulate, flip_weight=up == 1, impl=impl,
+              resample_filter=setup_filter(FILTER) if up > 1 else None)
+    per_frame = modconv.modulated_conv2d(x.flatten(0, 1), weight, styles.repeat_interleave(num_t, 0),
+                                         fused_modconv=True, **kw)  # [N*T, O, H', W']
+    y = modconv.modulated_conv2d_videos(x.transpose(0, 1).reshape(num_t, n * 4, 8, 8), weight, styles, **kw)
+    size = 8 * up
+    assert y.shape == (num_t, n * 5, size, size)
+    y = y.reshape(num_t, n, 5, size, size).transpose(0, 1).flatten(0, 1)
+    torch.testing.assert_close(y, per_frame, rtol=1e-9, atol=1e-9)
+    ga = torch.autograd.grad(y.sin().sum(), [x, weight, styles])
+    gb = torch.autograd.grad(per_frame.sin().sum(), [x, weight, styles])
+    for a, b in zip(ga, gb):
+        torch.testing.assert_close(a, b, rtol=1e-9, atol=1e-9)
+
+
+def test_modconv_videos_rejects_a_sample_major_input():
+    with pytest.raises(AssertionError, match=r"expected \[T, 2\*4"):
+        modconv.modulated_conv2d_videos(torch.randn(2, 4, 8, 8), torch.randn(5, 4, 3, 3), torch.randn(2, 4))
+
+
 def test_modconv_fast_path_switch(monkeypatch):
     calls = []
     monkeypatch.setattr(modconv, "_modconv_ref", lambda *a: calls.append("ref") or a[0])

@@ -6,10 +6,10 @@ first use on a GPU and never at import.
 
 from core.ops.bias_act import ACTIVATIONS, bias_act, bias_act_ref
 from core.ops.conv2d_resample import conv2d_resample
-from core.ops.modconv import modulated_conv2d
+from core.ops.modconv import modulated_conv2d, modulated_conv2d_videos
 from core.ops.upfirdn2d import downsample2d, setup_filter, upfirdn2d, upfirdn2d_ref, upsample2d
 
 __all__ = [
-    "ACTIVATIONS", "bias_act", "bias_act_ref", "conv2d_resample", "modulated_conv2d",
+    "ACTIVATIONS", "bias_act", "bias_act_ref", "conv2d_resample", "modulated_conv2d", "modulated_conv2d_videos",
     "downsample2d", "setup_filter", "upfirdn2d", "upfirdn2d_ref", "upsample2d",
 ]

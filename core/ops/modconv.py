@@ -37,15 +37,57 @@ def modulated_conv2d(x: torch.Tensor, weight: torch.Tensor, styles: torch.Tensor
     assert x.ndim == 4 and x.shape[1] == c_in, f"x {tuple(x.shape)} vs weight {tuple(weight.shape)}"
     assert styles.shape == (n, c_in), f"styles {tuple(styles.shape)}, expected {(n, c_in)}"
 
-    if x.dtype == torch.float16 and demodulate:  # pre-normalize so fp16 products cannot overflow
-        w_max = weight.norm(float("inf"), dim=[1, 2, 3], keepdim=True)
-        weight = weight * (1 / np.sqrt(c_in * kh * kw) / w_max)
-        styles = styles / styles.norm(float("inf"), dim=1, keepdim=True)
-
+    weight, styles = _prenormalize(x.dtype, weight, styles, demodulate)
     kwargs = dict(f=resample_filter, up=up, down=down, padding=padding, flip_weight=flip_weight, impl=impl)
     if FAST_PATH and impl != "ref":
         return _modconv_fast(x, weight, styles, noise, demodulate, fused_modconv, kwargs)
     return _modconv_ref(x, weight, styles, noise, demodulate, fused_modconv, kwargs)
+
+
+def modulated_conv2d_videos(x: torch.Tensor, weight: torch.Tensor, styles: torch.Tensor, up: int = 1,
+                            padding: int = 0, resample_filter=None, demodulate: bool = True,
+                            flip_weight: bool = True, impl: str = "auto") -> torch.Tensor:
+    """Modulated conv of T frames of N videos that share their styles, in the frame-major layout.
+
+    x `[T, N*I, H, W]` (the N videos' channels side by side), styles `[N, I]` -> `[T, N*O, H', W']`.
+    Each video's modulated, demodulated weight is built once (not once per frame) and applied to its
+    T frames by one grouped convolution (groups = N): for one video it is a plain convolution with no
+    per-sample scaling pass at all. Equal to `modulated_conv2d(..., fused_modconv=True)` applied to
+    the N*T frames one by one (tests/test_core_model.py).
+    """
+    n = styles.shape[0]
+    c_out, c_in, kh, kw = weight.shape
+    assert x.ndim == 4 and x.shape[1] == n * c_in, f"x {tuple(x.shape)}: expected [T, {n}*{c_in}, H, W]"
+    assert styles.shape == (n, c_in), f"styles {tuple(styles.shape)}, expected [N, {c_in}]"
+    weight, styles = _prenormalize(x.dtype, weight, styles, demodulate)
+    w = _folded_weight(weight, styles, demodulate, fast=FAST_PATH and impl != "ref")  # [N, O, I, kh, kw]
+    return conv2d_resample(x, w.reshape(-1, c_in, kh, kw).to(x.dtype), f=resample_filter, up=up,
+                           padding=padding, groups=n, flip_weight=flip_weight, impl=impl)
+
+
+def _prenormalize(dtype: torch.dtype, weight: torch.Tensor, styles: torch.Tensor, demodulate: bool):
+    """Scale weight and styles so that fp16 products cannot overflow (demodulation undoes the scale)."""
+    if dtype != torch.float16 or not demodulate:
+        return weight, styles
+    c_in, kh, kw = weight.shape[1:]
+    w_max = weight.norm(float("inf"), dim=[1, 2, 3], keepdim=True)
+    weight = weight * (1 / np.sqrt(c_in * kh * kw) / w_max)
+    styles = styles / styles.norm(float("inf"), dim=1, keepdim=True)
+    return weight, styles
+
+
+def _folded_weight(weight: torch.Tensor, styles: torch.Tensor, demodulate: bool, fast: bool) -> torch.Tensor:
+    """Per-sample weights `[N, O, I, kh, kw]` = weight * styles (eq. 1), demodulated (eq. 3)."""
+    n, c_in = styles.shape
+    if not fast:
+        w = weight.unsqueeze(0) * styles.reshape(n, 1, -1, 1, 1)
+        if demodulate:
+            w = w * (w.square().sum(dim=[2, 3, 4]) + 1e-8).rsqrt().reshape(n, -1, 1, 1, 1)
+        return w
+    scale = styles.reshape(n, 1, c_in)  # [N, 1, I]: one multiply of the big weight tensor, not two
+    if demodulate:
+        scale = scale * _demod_coefs(weight, styles).reshape(n, -1, 1)  # [N, O, I]
+    return weight.unsqueeze(0) * scale.unsqueeze(-1).unsqueeze(-1)
 
 
 def _modconv_ref(x, weight, styles, noise, demodulate, fused_modconv, kwargs):
@@ -86,9 +128,8 @@ def _demod_coefs(weight: torch.Tensor, styles: torch.Tensor) -> torch.Tensor:
 def _modconv_fast(x, weight, styles, noise, demodulate, fused_modconv, kwargs):
     n = x.shape[0]
     c_out, c_in, kh, kw = weight.shape
-    dcoefs = _demod_coefs(weight, styles) if demodulate else None  # [N, O]
-
     if not fused_modconv:
+        dcoefs = _demod_coefs(weight, styles) if demodulate else None  # [N, O]
         x = x * styles.to(x.dtype).reshape(n, -1, 1, 1)
         x = conv2d_resample(x, weight.to(x.dtype), **kwargs)
         if demodulate and noise is not None:
@@ -97,10 +138,7 @@ def _modconv_fast(x, weight, styles, noise, demodulate, fused_modconv, kwargs):
             return x * dcoefs.to(x.dtype).reshape(n, -1, 1, 1)
         return x + noise.to(x.dtype) if noise is not None else x
 
-    scale = styles.reshape(n, 1, c_in)  # [N, 1, I]: one multiply of the big weight tensor, not two
-    if demodulate:
-        scale = scale * dcoefs.reshape(n, c_out, 1)  # [N, O, I]
-    w = weight.unsqueeze(0) * scale.unsqueeze(-1).unsqueeze(-1)  # [N, O, I, kh, kw]
+    w = _folded_weight(weight, styles, demodulate, fast=True)  # [N, O, I, kh, kw]
     x = x.reshape(1, -1, *x.shape[2:])
     x = conv2d_resample(x, w.reshape(-1, c_in, kh, kw).to(x.dtype), groups=n, **kwargs)
     x = x.reshape(n, -1, *x.shape[2:])
