@@ -12,6 +12,8 @@
 #   $OUT/timeline.txt; `bash bench/device_session.sh rest SECONDS` in a follow-up call runs the torch.compile
 #   baselines and continues training (the run folder stays on a warm machine).
 #
+# Issue 3's remaining work (the bundled model is shipped): `bash bench/device_session.sh owed 540`, one call.
+#
 # The older two-call plan:
 # Call 1 (~6 min): GPU tests, CUDA-op parity and timings, generator throughput, trainer sec/kimg.
 #   run: bash bench/device_session.sh measure          (timeout_s 590)
@@ -100,6 +102,20 @@ e=load_extension(); print(e.name, 'built/loaded in %.1f s' % (time.time()-t))"
       --fvd-videos "$fvd_videos" "${sm[@]}"
     [[ -f "$LOG/train/default-model.safetensors" ]] && mv "$LOG/train/default-model.safetensors" "$OUT/"
     ;;
+  owed)  # issue 3's remaining GPU work, one call: bash bench/device_session.sh owed 540  (timeout_s 580; no carry)
+    budget="${2:-540}"
+    { nvidia-smi --query-gpu=name,memory.total,driver_version --format=csv; python --version
+      python -c "import torch; print('torch', torch.__version__, 'cuda', torch.version.cuda)"; } | tee "$LOG/gpu.txt"
+    [[ -z "${SMOKE:-}" ]] && run_for build 200 python -c "import time; from core.ops.cuda import load_extension; t=time.time(); \
+e=load_extension(); print(e.name, 'built/loaded in %.1f s' % (time.time()-t))"
+    run_for gpu_tests 120 python -m pytest -q -m gpu -p no:cacheprovider tests/test_core_gpu.py tests/test_ops_cuda.py
+    # generator variants (layouts, NHWC, CUDA graphs, torch.compile) with the share of the matmul bound,
+    # the kernel profile of the fastest, then the training iteration with the compile baseline
+    run_for ops_e2e_compile 330 python bench/ops_gpu.py --only e2e "${sm[@]}"
+    run_for layouts 60 python bench/generate.py --skip fps,far,stream --layout-preset "${LAYOUT_PRESET:-256}" \
+      --layout-shapes 1x1,32x1,1x32,4x8 --repeats 5
+    run_for ops_timings_compile 150 python bench/ops_gpu.py --only ops "${sm[@]}"
+    ;;
   measure)
     nvidia-smi --query-gpu=name,memory.total,driver_version --format=csv | tee "$OUT/gpu.txt"
     timeout 150 python -m pytest -q -m gpu tests/test_core_gpu.py tests/test_ops_cuda.py 2>&1 | tee "$OUT/gpu_tests.log"
@@ -113,7 +129,7 @@ e=load_extension(); print(e.name, 'built/loaded in %.1f s' % (time.time()-t))"
       --out "$OUT" --i3d data/i3d-fp16.safetensors --fvd-videos 256 2>&1 | tee "$OUT/train.log"
     ;;
   *)
-    echo "usage: $0 all [budget_s] [train_minutes] | rest [budget_s] | measure | train [minutes]" >&2
+    echo "usage: $0 all [budget_s] [train_minutes] | rest [budget_s] | owed [budget_s] | measure | train [minutes]" >&2
     exit 2
     ;;
 esac

@@ -73,7 +73,7 @@ LAYOUTS = {  # how the modulated convolutions run (core/synthesis.py)
 }
 
 
-def bench_layouts(device, name, repeats, shapes=((1, 1), (4, 1), (1, 8), (4, 8))):
+def bench_layouts(device, name, repeats, shapes):
     print(f"== modconv layouts, preset {name}: frames/s for N videos x T frames (ratio to grouped per frame)")
     G = Generator(preset(name)).eval().to(device)
     for n, num_t in shapes:
@@ -166,6 +166,7 @@ def main():
     p.add_argument("--repeats", type=int, default=5)
     p.add_argument("--far-preset", default="small")
     p.add_argument("--layout-preset", default="small")
+    p.add_argument("--layout-shapes", default="1x1,4x1,1x8,4x8", help="N videos x T frames, comma-separated")
     p.add_argument("--stream-preset", default="small")
     p.add_argument("--stream-minutes", type=float, default=1.0)
     p.add_argument("--stream-fps", type=float, default=25.0)
@@ -183,7 +184,8 @@ def main():
     if "fps" not in skip:
         bench_fps(device, args.presets.split(","), args.batch, args.repeats)
     if "layouts" not in skip:
-        bench_layouts(device, args.layout_preset, args.repeats)
+        shapes = [tuple(int(v) for v in item.split("x")) for item in args.layout_shapes.split(",")]
+        bench_layouts(device, args.layout_preset, args.repeats, shapes)
     if "far" not in skip:
         bench_far_time(device, args.far_preset, args.repeats)
         if args.reference_repo:

@@ -12,7 +12,10 @@ Sections (printed as they finish, so a run cut short still reports what it measu
 3. op-level timings (kernel vs reference vs torch.compile of the reference);
 4. the card's matmul rate and the generator's FLOPs per frame (counted by dtype), hence the frames/s
    bound the card allows;
-5. generator frames/s at batch 32 and one training iteration (G loss, D loss, R1; k = 3 frames) with
+5. generator frames/s at batch 32, as 32 videos x 1 frame and as 1 video x 32 frames, for every way
+   of running it (reference ops; kernels with the shared / grouped / per-video modconv, NHWC fp16
+   blocks, CUDA-graph replay; torch.compile of the reference), each as a share of the bound, and the
+   CUDA kernels of the fastest; then one training iteration (G loss, D loss, R1; k = 3 frames) with
    the kernels vs the reference vs torch.compile of the reference.
 Needs only torch, numpy and this repository's core package. Never prints a figure it did not measure.
 """
@@ -35,6 +38,7 @@ from torch.utils._python_dispatch import TorchDispatchMode
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
+from core.motion import Motion  # noqa: E402
 from core.ops import _dispatch, modconv  # noqa: E402
 from core.ops.bias_act import ACTIVATIONS, bias_act  # noqa: E402
 from core.ops.upfirdn2d import setup_filter, upfirdn2d  # noqa: E402
@@ -376,39 +380,96 @@ def generator_flops(G, device, rates: dict[str, float]) -> float | None:
 # 5. End to end
 
 
-def generator_fps(G, device, batch: int, use_compile: bool, small: bool, bound: float | None) -> None:
-    say(f"\n== 5a. generator frames/s, batch {batch} (N={batch} videos x 1 frame, eval, no grad) ==")
-    z = torch.randn(batch, G.z_dim, device=device)
-    t = torch.rand(batch, 1, device=device) * 100
-    seeds = list(range(batch))
-    iters = 2 if small else 10
-    results = {}
-    variants = [("ref", "ref", {}), ("cuda", "cuda", {}), ("cuda, fused_modconv=False", "cuda",
-                                                           {"fused_modconv": False})]
-    for label, mode, kw in variants:
-        if mode == "cuda" and device.type != "cuda":
-            continue
-        with torch.no_grad(), ops_mode(mode):
-            ms = time_ms(lambda kw=kw: G(z, t, seeds, **kw), device, iters=iters)
-        results[label] = batch / (ms * 1e-3)
+def _generator_variants(G, device, use_compile: bool) -> dict:
+    """label -> (ops mode, synthesis callable taking (ws, t, seeds)); every way this project can run G."""
+    syn = G.synthesis
+    variants = {"ref ops": ("ref", syn)}
+    if device.type != "cuda":
+        variants["shared conv"] = ("cuda", syn)
+        variants["per video"] = ("cuda", lambda ws, t, m: syn(ws, t, m, per_video=True))
+        return variants
+    from core.cuda_graph import GraphedSynthesis
+
+    variants.update({
+        "kernels, shared conv (default)": ("cuda", syn),
+        "kernels, grouped": ("cuda", lambda ws, t, m: syn(ws, t, m, fused_modconv=True)),
+        "kernels, per video": ("cuda", lambda ws, t, m: syn(ws, t, m, per_video=True)),
+        "kernels, shared, NHWC": ("cuda", lambda ws, t, m: syn(ws, t, m, channels_last=True)),
+        "kernels, per video, NHWC": ("cuda", lambda ws, t, m: syn(ws, t, m, per_video=True, channels_last=True)),
+        "kernels, shared, graph": ("cuda", GraphedSynthesis(syn)),
+        "kernels, per video, graph": ("cuda", GraphedSynthesis(syn, per_video=True)),
+        "kernels, per video, NHWC, graph": ("cuda", GraphedSynthesis(syn, per_video=True, channels_last=True)),
+        "kernels, shared, NHWC, graph": ("cuda", GraphedSynthesis(syn, channels_last=True)),
+    })
     if use_compile:
-        with torch.no_grad(), ops_mode("ref"):
+        for mode in ("default", "max-autotune-no-cudagraphs") if use_compile == "autotune" else ("default",):
+            frames = torch.compile(syn.frames, mode=mode, dynamic=False)
+
+            def run(ws, t, m, frames=frames):
+                motion_v = syn.motion_encoder(t if t.ndim == 2 else t.view(1, -1), Motion.coerce(m, len(ws)))
+                return frames(ws, motion_v)
+            variants[f"compile(ref ops, {mode})"] = ("ref", run)
+    return variants
+
+
+def generator_fps(G, device, shapes, use_compile: bool, small: bool, bound: float | None,
+                  budget_s: float = 420.0) -> None:
+    """Frames/s of every variant for each (N videos x T frames) shape; each with its share of the bound."""
+    iters = 2 if small else 10
+    start = time.perf_counter()
+    variants = _generator_variants(G, device, use_compile)
+    best = (0.0, None, None)
+    for n, num_t in shapes:
+        say(f"\n== 5a. generator frames/s, N={n} videos x T={num_t} frames (eval, no grad; mapping included) ==")
+        z = torch.randn(n, G.z_dim, device=device)
+        t = (torch.rand(n, 1, device=device) * 100 + torch.arange(num_t, device=device)).double()
+        seeds = list(range(n))
+        results = {}
+        for label, (mode, synth) in variants.items():
+            if time.perf_counter() - start > budget_s:
+                say(f"  {label}: skipped (time budget of {budget_s:.0f} s spent)")
+                continue
             try:
-                t0 = time.perf_counter()
-                Gc = torch.compile(G)
-                Gc(z, t, seeds)
+                with torch.no_grad(), ops_mode(mode):
+                    t0 = time.perf_counter()
+                    synth(G.mapping(z, None), t, seeds)  # first call: builds, captures or compiles
+                    sync(device)
+                    first = time.perf_counter() - t0
+                    ms = time_ms(lambda synth=synth: synth(G.mapping(z, None), t, seeds), device, iters=iters)
+            except Exception as exc:  # one failing variant must not cost the others
+                say(f"  {label}: failed: {type(exc).__name__}: {str(exc)[:300]}")
+                continue
+            results[label] = fps = n * num_t / (ms * 1e-3)
+            ref = results.get("ref ops")
+            extra = f"  {fps / ref:5.2f}x ref" if ref and label != "ref ops" else ""
+            if bound:
+                extra += f"  {100 * fps / bound:5.1f}% of the matmul bound"
+            say(f"  {label:<36} {fps:9.1f} frames/s{extra}  (first call {first:.1f} s)")
+            if fps > best[0]:
+                best = (fps, label, (n, num_t))
+    if best[1] and device.type == "cuda":
+        _profile_kernels(G, device, variants[best[1]], best[2], best[1])
+
+
+def _profile_kernels(G, device, variant, shape, label: str) -> None:
+    """Where the best variant's GPU time goes: the kernels by total CUDA time."""
+    mode, synth = variant
+    n, num_t = shape
+    z = torch.randn(n, G.z_dim, device=device)
+    t = torch.arange(num_t, device=device, dtype=torch.float64).expand(n, -1)
+    say(f"\n== 5a'. CUDA kernels of '{label}' at N={n} x T={num_t} (one call) ==")
+    try:
+        from torch.profiler import ProfilerActivity, profile
+
+        with torch.no_grad(), ops_mode(mode):
+            synth(G.mapping(z, None), t, list(range(n)))
+            sync(device)
+            with profile(activities=[ProfilerActivity.CUDA]) as prof:
+                synth(G.mapping(z, None), t, list(range(n)))
                 sync(device)
-                say(f"  (torch.compile of the reference G took {time.perf_counter() - t0:.0f} s)")
-                ms = time_ms(lambda: Gc(z, t, seeds), device, iters=iters)
-                results["compile(ref)"] = batch / (ms * 1e-3)
-            except Exception as exc:
-                say(f"  compile(ref) failed: {type(exc).__name__}: {str(exc)[:200]}")
-    ref = results.get("ref")
-    for label, fps in results.items():
-        extra = f"  {fps / ref:.2f}x ref" if ref and label != "ref" else ""
-        if bound:
-            extra += f"  {100 * fps / bound:.1f}% of the matmul bound"
-        say(f"  {label:<28} {fps:10.1f} frames/s{extra}")
+        say(prof.key_averages().table(sort_by="cuda_time_total", row_limit=15, max_name_column_width=60))
+    except Exception as exc:
+        say(f"  profiler failed: {type(exc).__name__}: {str(exc)[:200]}")
 
 
 def _set_requires_grad(module: torch.nn.Module, flag: bool) -> None:
@@ -516,6 +577,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--gen-batch", type=int, default=32)
     parser.add_argument("--train-batch", type=int, default=16)
     parser.add_argument("--skip-compile", action="store_true", help="leave out the torch.compile baselines")
+    parser.add_argument("--autotune", action="store_true", help="also torch.compile's max-autotune for G (slow)")
     parser.add_argument("--only", choices=["parity", "ops", "e2e"], help="run one section group")
     args = parser.parse_args(argv)
 
@@ -564,7 +626,8 @@ def main(argv: list[str] | None = None) -> int:
         D = Discriminator(cfg).to(device)
         rates = matmul_rates(device, small)
         bound = generator_flops(G, device, rates)
-        generator_fps(G, device, 4 if small else args.gen_batch, use_compile, small, bound)
+        shapes = [(2, 1), (1, 2)] if small else [(args.gen_batch, 1), (1, args.gen_batch)]
+        generator_fps(G, device, shapes, "autotune" if use_compile and args.autotune else use_compile, small, bound)
         train_iteration(G, D, device, 2 if small else args.train_batch, use_compile, small)
 
     say(f"\nPARITY: {'all within tolerance' if not FAILS else f'{len(FAILS)} FAILED: ' + '; '.join(FAILS[:10])}")
