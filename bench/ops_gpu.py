@@ -38,6 +38,7 @@ from torch.utils._python_dispatch import TorchDispatchMode
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
+import core.synthesis as synthesis_mod  # noqa: E402
 from core.motion import Motion  # noqa: E402
 from core.ops import _dispatch, modconv  # noqa: E402
 from core.ops.bias_act import ACTIVATIONS, bias_act  # noqa: E402
@@ -390,8 +391,16 @@ def _generator_variants(G, device, use_compile: bool) -> dict:
         return variants
     from core.cuda_graph import GraphedSynthesis
 
+    def separate_demod(ws, t, m):  # the demodulation as its own multiply, not inside bias_act's pass
+        synthesis_mod.FUSED_DEMOD = False
+        try:
+            return syn(ws, t, m)
+        finally:
+            synthesis_mod.FUSED_DEMOD = True
+
     variants.update({
         "kernels, shared conv (default)": ("cuda", syn),
+        "kernels, shared, demod not fused": ("cuda", separate_demod),
         "kernels, grouped": ("cuda", lambda ws, t, m: syn(ws, t, m, fused_modconv=True)),
         "kernels, per video": ("cuda", lambda ws, t, m: syn(ws, t, m, per_video=True)),
         "kernels, shared, NHWC": ("cuda", lambda ws, t, m: syn(ws, t, m, channels_last=True)),
@@ -435,7 +444,8 @@ def generator_fps(G, device, shapes, use_compile: bool, small: bool, bound: floa
                     synth(G.mapping(z, None), t, seeds)  # first call: builds, captures or compiles
                     sync(device)
                     first = time.perf_counter() - t0
-                    ms = time_ms(lambda synth=synth: synth(G.mapping(z, None), t, seeds), device, iters=iters)
+                    ms = time_ms(lambda synth=synth, z=z, t=t, seeds=seeds: synth(G.mapping(z, None), t, seeds),
+                                 device, iters=iters)
             except Exception as exc:  # one failing variant must not cost the others
                 say(f"  {label}: failed: {type(exc).__name__}: {str(exc)[:300]}")
                 continue

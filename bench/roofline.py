@@ -132,7 +132,8 @@ def main() -> int:
     conv_rows = [r for r in runs["kernels"].rows if r[0] == "conv"]
     flops = sum(r[1] for r in conv_rows)
     t_compute = sum(r[1] / rate(r[3]) for r in runs["kernels"].rows)
-    print(f"preset {args.preset}, {n} videos x {num_t} frames, {args.layout} layout, fp16 from {fp16_res}x{fp16_res}; rates: fp16 {args.fp16_tflops:g} TFLOP/s, "
+    print(f"preset {args.preset}, {n} videos x {num_t} frames, {args.layout} layout, "
+          f"fp16 from {fp16_res}x{fp16_res}; rates: fp16 {args.fp16_tflops:g} TFLOP/s, "
           f"fp32 layers at {args.tf32_tflops:g} (TF32), memory {args.tbps:g} TB/s")
     print(f"FLOPs per frame (convolutions): {flops / 1e9:.2f} GFLOP -> compute bound {1 / t_compute:,.0f} frames/s; "
           f"40% of it: {0.4 / t_compute:,.0f} frames/s")

@@ -22,6 +22,10 @@ from core.layers import FullyConnectedLayer
 from core.motion import Motion, MotionMappingNetwork
 from core.ops import ACTIVATIONS, bias_act, modulated_conv2d, modulated_conv2d_videos, setup_filter, upsample2d
 
+# The shared conv's demodulation is applied inside bias_act (the CUDA kernel fuses it at inference).
+# bench/ops_gpu.py turns this off to time the difference.
+FUSED_DEMOD = True
+
 
 class SynthesisLayer(nn.Module):
     """Modulated 3x3 conv (optionally 2x upsampling) + bias + leaky ReLU + clamp. No noise inputs."""
@@ -41,11 +45,16 @@ class SynthesisLayer(nn.Module):
         in_res = self.resolution // self.up
         assert x.shape[1:] == (self.weight.shape[1], in_res, in_res), f"bad input {tuple(x.shape)}"
         styles = self.affine(w)
-        x = modulated_conv2d(x, self.weight, styles, up=self.up, padding=self.padding,
-                             resample_filter=self.resample_filter, flip_weight=(self.up == 1),
-                             fused_modconv=fused_modconv)
         clamp = self.conv_clamp * gain if self.conv_clamp is not None else None
-        return bias_act(x, self.bias.to(x.dtype), act="lrelu", gain=self.act_gain * gain, clamp=clamp)
+        kw = dict(up=self.up, padding=self.padding, resample_filter=self.resample_filter, flip_weight=(self.up == 1))
+        scale = None
+        if fused_modconv:
+            x = modulated_conv2d(x, self.weight, styles, fused_modconv=True, **kw)
+        elif FUSED_DEMOD:  # the demodulation rides in bias_act's pass (one read + write of x fewer)
+            x, scale = modulated_conv2d(x, self.weight, styles, fused_modconv=False, defer_demod=True, **kw)
+        else:
+            x = modulated_conv2d(x, self.weight, styles, fused_modconv=False, **kw)
+        return bias_act(x, self.bias.to(x.dtype), act="lrelu", gain=self.act_gain * gain, clamp=clamp, scale=scale)
 
     def forward_videos(self, x: torch.Tensor, w: torch.Tensor) -> torch.Tensor:
         """Frame-major: x `[T, N*I, r, r]`, w `[N, w_dim]` (one per video) -> `[T, N*O, R, R]`."""

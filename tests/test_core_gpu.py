@@ -88,3 +88,17 @@ def test_cuda_graph_replay_matches_eager(kw):
         torch.testing.assert_close(first, kept)  # returned frames are not overwritten by replays
         torch.testing.assert_close(first, G.synthesis(ws, t1, [4, 5], **kw), atol=2e-3, rtol=0)
         torch.testing.assert_close(second, G.synthesis(ws.flip(0), t1 + 100, [6, 7], **kw), atol=2e-3, rtol=0)
+
+
+def test_fused_demodulation_matches_the_separate_multiply_on_gpu(monkeypatch):
+    import core.synthesis as synthesis
+
+    torch.manual_seed(0)
+    G = Generator(preset("small")).eval().cuda()
+    ws = G.mapping(torch.randn(4, G.z_dim, device="cuda"))
+    t = torch.tensor([[0.0, 3.5]] * 4, device="cuda", dtype=torch.float64)
+    with torch.no_grad():
+        fused = G.synthesis(ws, t, [1, 2, 3, 4], fused_modconv=False)
+        monkeypatch.setattr(synthesis, "FUSED_DEMOD", False)
+        separate = G.synthesis(ws, t, [1, 2, 3, 4], fused_modconv=False)
+    assert (fused - separate).abs().max() < 0.02

@@ -46,6 +46,20 @@ def test_modconv_layouts_give_the_same_frames(tiny_G, n, num_t):
         torch.testing.assert_close(g, grads[0], atol=1e-4, rtol=1e-4)
 
 
+def test_fused_demodulation_switch_changes_nothing_on_cpu(tiny_G, monkeypatch):
+    import core.synthesis as synthesis
+
+    ws = tiny_G.mapping(torch.randn(2, tiny_G.z_dim)).detach().requires_grad_(True)
+    t = torch.tensor([[0.0, 5.5]] * 2)
+    outs = []
+    for fused in (True, False):
+        monkeypatch.setattr(synthesis, "FUSED_DEMOD", fused)
+        frames = tiny_G.synthesis(ws, t, [3, 4], fused_modconv=False)
+        outs.append((frames, torch.autograd.grad(frames.square().sum(), ws)[0]))
+    for a, b in zip(*outs):
+        torch.testing.assert_close(a, b, atol=1e-6, rtol=1e-6)
+
+
 def test_explicit_noise_and_truncation(tiny_G):
     m = tiny_G.cfg.motion
     noise = torch.randn(2, 40, m.z_dim)

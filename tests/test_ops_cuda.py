@@ -333,7 +333,8 @@ def emu_lib(tmp_path_factory):
     assert res.returncode == 0, f"the CUDA sources do not compile as host C++:\n{res.stderr[-4000:]}"
     lib = ctypes.CDLL(str(out))
     lib.sgv_emu_bias_act.argtypes = [ctypes.c_int] + [ctypes.c_void_p] * 6 + [ctypes.c_int64] * 3 + \
-        [ctypes.c_int, ctypes.c_int, ctypes.c_double, ctypes.c_double, ctypes.c_double]
+        [ctypes.c_int, ctypes.c_int, ctypes.c_double, ctypes.c_double, ctypes.c_double, ctypes.c_void_p,
+         ctypes.c_int64]
     lib.sgv_emu_upfirdn2d.argtypes = [ctypes.c_int] + [ctypes.c_void_p] * 3 + \
         [ctypes.POINTER(ctypes.c_int64)] * 2 + [ctypes.POINTER(ctypes.c_int)] * 2 + [ctypes.c_double]
     return lib
@@ -349,16 +350,21 @@ class _EmuOps:
     def _ptr(t):
         return None if t is None else t.data_ptr()
 
-    def bias_act(self, x, b, xref, yref, dyref, mode, dim, act, alpha, gain, clamp):
+    def bias_act(self, x, b, xref, yref, dyref, mode, dim, act, alpha, gain, clamp, scale=None):
         assert x.is_contiguous() or x.is_contiguous(memory_format=torch.channels_last)
         for ref in (xref, yref, dyref):
             assert ref is None or (ref.shape == x.shape and ref.dtype == x.dtype and all(
                 s == 1 or ref.stride(i) == x.stride(i) for i, s in enumerate(x.shape))), "layout mismatch"
+        if scale is not None:  # the checks of ops.cpp
+            assert mode == 0 and dim > 0 and scale.shape == (x.shape[0], x.shape[dim]) and scale.is_contiguous()
+            assert x.shape[0] == 1 or x.stride(0) * x.shape[0] == x.numel()
         y = torch.empty_like(x)
-        step, size = (x.stride(dim) if x.shape[dim] > 1 else 1, x.shape[dim]) if b is not None else (1, 1)
+        has_channel = b is not None or scale is not None
+        step, size = (x.stride(dim) if x.shape[dim] > 1 else 1, x.shape[dim]) if has_channel else (1, 1)
+        step_n = x.stride(0) if x.shape[0] > 1 else x.numel()
         err = self.lib.sgv_emu_bias_act(_CODES[x.dtype], x.data_ptr(), self._ptr(b), self._ptr(xref),
                                         self._ptr(yref), self._ptr(dyref), y.data_ptr(), x.numel(), step, size,
-                                        act, mode, alpha, gain, clamp)
+                                        act, mode, alpha, gain, clamp, self._ptr(scale), step_n)
         assert err == 0
         return y
 
@@ -415,6 +421,46 @@ def test_emulated_bias_act_forward(emu, act, dtype):
         want = bias_act_ref(x.double(), bd.double(), dim % 4, act, 0.2, 1.7, -1.0)
         torch.testing.assert_close(emu.bias_act_cuda(x, bd, dim, act, 0.2, 1.7, -1.0).double(), want,
                                    rtol=tol, atol=tol)
+
+
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float16, torch.float64])
+def test_emulated_bias_act_fuses_a_per_sample_scale(emu, dtype):
+    """scale [N, C] (a modulated conv's demodulation) inside the kernel == multiplying first, any layout."""
+    gen = torch.Generator().manual_seed(8)
+    x = (torch.randn(3, 6, 5, 7, generator=gen) * 3).to(dtype)
+    b = torch.randn(6, generator=gen).to(dtype)
+    scale = (torch.rand(3, 6, generator=gen) + 0.5).to(dtype)
+    tol = 2e-3 if dtype == torch.float16 else 1e-6
+    want = bias_act_ref(x.double() * scale.double()[:, :, None, None], b.double(), 1, "lrelu", 0.2, 1.4, 2.0)
+    assert torch.allclose(bias_act_ref(x.double(), b.double(), 1, "lrelu", 0.2, 1.4, 2.0, scale=scale.double()), want)
+    for name, xl in _layouts(x):
+        for bias in (b, None):
+            expect = want if bias is not None else bias_act_ref(
+                x.double() * scale.double()[:, :, None, None], None, 1, "lrelu", 0.2, 1.4, 2.0)
+            with torch.no_grad():
+                got = emu.bias_act_cuda(xl, bias, 1, "lrelu", 0.2, 1.4, 2.0, scale=scale)
+            assert got.dtype == dtype and got.shape == x.shape, name
+            torch.testing.assert_close(got.double(), expect, rtol=tol, atol=tol, msg=f"{name} bias={bias is not None}")
+    one = x[:1].contiguous()  # a single sample: n never advances
+    with torch.no_grad():
+        got = emu.bias_act_cuda(one, b, 1, "lrelu", 0.2, 1.4, -1.0, scale=scale[:1])
+    torch.testing.assert_close(got.double(), bias_act_ref(one.double() * scale[:1].double()[:, :, None, None],
+                                                          b.double(), 1, "lrelu", 0.2, 1.4), rtol=tol, atol=tol)
+
+
+def test_emulated_bias_act_scale_keeps_gradients(emu):
+    """With a gradient wanted, the scale is a PyTorch multiply before the differentiable kernel."""
+    gen = torch.Generator().manual_seed(9)
+    x = torch.randn(2, 4, 3, 3, dtype=torch.float64, generator=gen, requires_grad=True)
+    scale = (torch.rand(2, 4, dtype=torch.float64, generator=gen) + 0.5).requires_grad_(True)
+    b = torch.randn(4, dtype=torch.float64, generator=gen)
+    got = emu.bias_act_cuda(x, b, 1, "lrelu", 0.2, 1.4, -1.0, scale=scale)
+    want = bias_act_ref(x, b, 1, "lrelu", 0.2, 1.4, scale=scale)
+    torch.testing.assert_close(got, want)
+    ga = torch.autograd.grad(got.sin().sum(), [x, scale])
+    gb = torch.autograd.grad(want.sin().sum(), [x, scale])
+    for a, c in zip(ga, gb):
+        torch.testing.assert_close(a, c)
 
 
 def _bias_act_derivatives(fn, x, b, r, v):
@@ -545,6 +591,24 @@ def test_gpu_bias_act_parity(act, dtype):
                 return bias_act(x_, b_, act=act, clamp=clamp, impl=impl)
             results.append(_bias_act_derivatives(fn, x.to(dt), b.to(dt), r.to(dt), v.to(dt)))
         _check_gpu_parity(f"bias_act {act} clamp={clamp}", ("y", "dx", "db", "d2x", "d2b"), *results, dtype)
+
+
+@pytest.mark.gpu
+@gpu
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float16])
+@pytest.mark.parametrize("channels_last", [False, True])
+def test_gpu_bias_act_fused_scale(dtype, channels_last):
+    gen = torch.Generator(device=GPU_DEVICE).manual_seed(30)
+    x = torch.randn(4, 32, 16, 16, device=GPU_DEVICE, generator=gen).to(dtype)
+    if channels_last:
+        x = x.contiguous(memory_format=torch.channels_last)
+    b = torch.randn(32, device=GPU_DEVICE, generator=gen).to(dtype)
+    scale = (torch.rand(4, 32, device=GPU_DEVICE, generator=gen) + 0.5).to(dtype)
+    with torch.no_grad():
+        got = bias_act(x, b, act="lrelu", clamp=1.0, scale=scale, impl="cuda")
+    want = bias_act(x.double() * scale.double()[:, :, None, None], b.double(), act="lrelu", clamp=1.0, impl="ref")
+    tol = 2e-3 if dtype == torch.float16 else 1e-5
+    torch.testing.assert_close(got.double(), want, rtol=tol, atol=tol)
 
 
 @pytest.mark.gpu

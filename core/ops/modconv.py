@@ -26,11 +26,13 @@ FAST_PATH = True
 def modulated_conv2d(x: torch.Tensor, weight: torch.Tensor, styles: torch.Tensor, noise=None, up: int = 1,
                      down: int = 1, padding: int = 0, resample_filter=None, demodulate: bool = True,
                      flip_weight: bool = True, fused_modconv: bool = True,
-                     impl: str = "auto") -> torch.Tensor:
+                     impl: str = "auto", defer_demod: bool = False):
     """x `[N, I, H, W]`, weight `[O, I, kh, kw]`, styles `[N, I]` -> `[N, O, H', W']` in x's dtype.
 
     fused_modconv=True folds the per-sample weights into one grouped convolution; False scales the
     activations before and after a shared convolution (cheaper for large batches in training).
+    `defer_demod` (shared conv, no noise): return `(y, dcoefs [N, O])` with the demodulation not yet
+    applied, for a consumer that does it in its own pass (bias_act's `scale`).
     """
     n = x.shape[0]
     c_out, c_in, kh, kw = weight.shape
@@ -39,6 +41,10 @@ def modulated_conv2d(x: torch.Tensor, weight: torch.Tensor, styles: torch.Tensor
 
     weight, styles = _prenormalize(x.dtype, weight, styles, demodulate)
     kwargs = dict(f=resample_filter, up=up, down=down, padding=padding, flip_weight=flip_weight, impl=impl)
+    if defer_demod:
+        assert demodulate and not fused_modconv and noise is None, "defer_demod is for the shared conv"
+        x = x * styles.to(x.dtype).reshape(n, -1, 1, 1)
+        return conv2d_resample(x, weight.to(x.dtype), **kwargs), _demod_coefs(weight, styles)
     if FAST_PATH and impl != "ref":
         return _modconv_fast(x, weight, styles, noise, demodulate, fused_modconv, kwargs)
     return _modconv_ref(x, weight, styles, noise, demodulate, fused_modconv, kwargs)

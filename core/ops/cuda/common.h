@@ -15,7 +15,9 @@ enum DType : int { kFloat32 = 0, kFloat16 = 1, kBFloat16 = 2, kFloat64 = 3 };
 //   mode 1: y = x * gain * act'(v) * mask                      (x holds dL/dy; first-order grad)
 //   mode 2: y = x * dyref * gain * act''(v) * mask             (x holds d/d(dx); second-order grad)
 // where v = xref + b when xref is given (else act' is read off yref = the forward output) and
-// mask zeroes the gradient where the forward output was clamped.
+// mask zeroes the gradient where the forward output was clamped. In mode 0 an optional `scale`
+// [N, size_b] multiplies x first: y = clamp(act(x * scale[n, c] + b) * gain), n the index along the
+// outermost dimension (memory stride step_n): a modulated conv's demodulation fused into this pass.
 struct BiasActParams {
   const void* x = nullptr;
   const void* b = nullptr;      // [size_b] or nullptr
@@ -26,6 +28,8 @@ struct BiasActParams {
   int64_t numel = 0;
   int64_t step_b = 1;  // memory stride of the bias dimension
   int64_t size_b = 1;  // length of the bias dimension
+  const void* scale = nullptr;  // [N, size_b] contiguous, mode 0 only, or nullptr
+  int64_t step_n = 1;           // memory stride of the outermost (sample) dimension
   int act = 1;         // index as in core/ops/bias_act.py ACTIVATIONS[...].cuda_idx
   int mode = 0;
   double alpha = 0.0, gain = 1.0, clamp = -1.0;  // clamp < 0: no clamping (double: exact for float64)

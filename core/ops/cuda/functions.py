@@ -89,8 +89,13 @@ class _BiasActGrad(torch.autograd.Function):
 
 
 def bias_act_cuda(x: torch.Tensor, b: torch.Tensor | None, dim: int = 1, act: str = "linear",
-                  alpha: float = 0.0, gain: float = 1.0, clamp: float = -1.0) -> torch.Tensor:
-    """Kernel version of `bias_act_ref` (same arguments, already resolved; clamp < 0 = none)."""
+                  alpha: float = 0.0, gain: float = 1.0, clamp: float = -1.0,
+                  scale: torch.Tensor | None = None) -> torch.Tensor:
+    """Kernel version of `bias_act_ref` (same arguments, already resolved; clamp < 0 = none).
+
+    `scale` `[N, C]` multiplies x first; the kernel fuses it when no gradient is needed (inference),
+    else it is one more PyTorch multiply (the autograd path is the unscaled kernel's).
+    """
     if act not in ACTIVATIONS:
         raise ValueError(f"unknown activation {act!r}; expected one of {sorted(ACTIVATIONS)}")
     if b is not None and b.dtype != x.dtype:  # the reference's x + b promotes; do the same
@@ -101,6 +106,16 @@ def bias_act_cuda(x: torch.Tensor, b: torch.Tensor | None, dim: int = 1, act: st
     dim = dim % x.ndim if x.ndim else 0
     if b is not None:
         b = b.contiguous()
+    if scale is not None:
+        scale = scale.to(x.dtype)
+        needs_grad = torch.is_grad_enabled() and any(
+            t is not None and t.requires_grad for t in (x, b, scale))
+        if needs_grad:
+            x = x * scale.reshape([x.shape[i] if i in (0, dim) else 1 for i in range(x.ndim)])
+        else:
+            x = x.contiguous(memory_format=_memory_format(x))
+            return _ops().bias_act(x, b, None, None, None, 0, dim, ACTIVATIONS[act].cuda_idx, float(alpha),
+                                   float(gain), float(clamp), scale.contiguous())
     cfg = (dim, act, float(alpha), float(gain), float(clamp))
     return _BiasAct.apply(x, b, cfg)
 
