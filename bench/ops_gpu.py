@@ -392,15 +392,15 @@ def _generator_variants(G, device, use_compile: bool) -> dict:
     from core.cuda_graph import GraphedSynthesis
 
     def separate_demod(ws, t, m):  # the demodulation as its own multiply, not inside bias_act's pass
-        synthesis_mod.FUSED_DEMOD = False
+        synthesis_mod.FUSE_INTO_BIAS_ACT = False
         try:
             return syn(ws, t, m)
         finally:
-            synthesis_mod.FUSED_DEMOD = True
+            synthesis_mod.FUSE_INTO_BIAS_ACT = True
 
     variants.update({
         "kernels, shared conv (default)": ("cuda", syn),
-        "kernels, shared, demod not fused": ("cuda", separate_demod),
+        "kernels, shared, modulation not fused into bias_act": ("cuda", separate_demod),
         "kernels, grouped": ("cuda", lambda ws, t, m: syn(ws, t, m, fused_modconv=True)),
         "kernels, per video": ("cuda", lambda ws, t, m: syn(ws, t, m, per_video=True)),
         "kernels, shared, NHWC": ("cuda", lambda ws, t, m: syn(ws, t, m, channels_last=True)),

@@ -21,10 +21,12 @@ from core.config import ModelConfig
 from core.layers import FullyConnectedLayer
 from core.motion import Motion, MotionMappingNetwork
 from core.ops import ACTIVATIONS, bias_act, modulated_conv2d, modulated_conv2d_videos, setup_filter, upsample2d
+from core.ops.modconv import input_styles
 
-# The shared conv's demodulation is applied inside bias_act (the CUDA kernel fuses it at inference).
-# bench/ops_gpu.py turns this off to time the difference.
-FUSED_DEMOD = True
+# With the shared conv, the demodulation and the next conv's input modulation are applied inside
+# bias_act (the CUDA kernel does them in its one pass at inference; bench/roofline.py counts the
+# traffic saved). bench/ops_gpu.py turns this off to time the difference.
+FUSE_INTO_BIAS_ACT = True
 
 
 class SynthesisLayer(nn.Module):
@@ -41,20 +43,32 @@ class SynthesisLayer(nn.Module):
         self.weight = nn.Parameter(torch.randn([out_channels, in_channels, 3, 3]))
         self.bias = nn.Parameter(torch.zeros([out_channels]))
 
-    def forward(self, x: torch.Tensor, w: torch.Tensor, fused_modconv: bool = True, gain: float = 1.0):
+    def forward(self, x: torch.Tensor, w: torch.Tensor, fused_modconv: bool = True, gain: float = 1.0,
+                styles: torch.Tensor | None = None, input_scaled: bool = False,
+                out_scale: torch.Tensor | None = None):
+        """x `[M, I, r, r]`, w `[M, w_dim]` -> `[M, O, R, R]`. Shared conv only: `styles` given if already
+        computed; `input_scaled`: x already carries `input_scale(styles)` (the previous layer's
+        `out_scale`); `out_scale` `[M, O]` multiplies the output (the next layer's input modulation)."""
         in_res = self.resolution // self.up
         assert x.shape[1:] == (self.weight.shape[1], in_res, in_res), f"bad input {tuple(x.shape)}"
-        styles = self.affine(w)
+        styles = self.affine(w) if styles is None else styles
         clamp = self.conv_clamp * gain if self.conv_clamp is not None else None
         kw = dict(up=self.up, padding=self.padding, resample_filter=self.resample_filter, flip_weight=(self.up == 1))
         scale = None
         if fused_modconv:
+            assert not input_scaled and out_scale is None, "the grouped conv modulates its weights"
             x = modulated_conv2d(x, self.weight, styles, fused_modconv=True, **kw)
-        elif FUSED_DEMOD:  # the demodulation rides in bias_act's pass (one read + write of x fewer)
-            x, scale = modulated_conv2d(x, self.weight, styles, fused_modconv=False, defer_demod=True, **kw)
+        elif FUSE_INTO_BIAS_ACT:  # the demodulation rides in bias_act's pass (one read + write of x fewer)
+            x, scale = modulated_conv2d(x, self.weight, styles, fused_modconv=False, defer_demod=True,
+                                        input_scaled=input_scaled, **kw)
         else:
-            x = modulated_conv2d(x, self.weight, styles, fused_modconv=False, **kw)
-        return bias_act(x, self.bias.to(x.dtype), act="lrelu", gain=self.act_gain * gain, clamp=clamp, scale=scale)
+            x = modulated_conv2d(x, self.weight, styles, fused_modconv=False, input_scaled=input_scaled, **kw)
+        return bias_act(x, self.bias.to(x.dtype), act="lrelu", gain=self.act_gain * gain, clamp=clamp,
+                        scale=scale, out_scale=out_scale)
+
+    def input_scale(self, styles: torch.Tensor, dtype: torch.dtype) -> torch.Tensor:
+        """`[M, I]`: what the shared conv multiplies its input by (for `out_scale` of the layer before)."""
+        return input_styles(dtype, self.weight, styles)
 
     def forward_videos(self, x: torch.Tensor, w: torch.Tensor) -> torch.Tensor:
         """Frame-major: x `[T, N*I, r, r]`, w `[N, w_dim]` (one per video) -> `[T, N*O, R, R]`."""
@@ -147,6 +161,11 @@ class SynthesisBlock(nn.Module):
         if self.in_channels == 0:
             x = self.input(motion_v).to(dtype=dtype, memory_format=fmt)
             x = self.conv1(x, next(w_iter), fused_modconv=fused_modconv)
+        elif not fused_modconv and FUSE_INTO_BIAS_ACT:  # conv1's input modulation rides in conv0's bias_act
+            w0, w1 = next(w_iter), next(w_iter)
+            styles1 = self.conv1.affine(w1)
+            x = self.conv0(x, w0, fused_modconv=False, out_scale=self.conv1.input_scale(styles1, dtype))
+            x = self.conv1(x, w1, fused_modconv=False, styles=styles1, input_scaled=True)
         else:
             x = self.conv0(x, next(w_iter), fused_modconv=fused_modconv)
             x = self.conv1(x, next(w_iter), fused_modconv=fused_modconv)

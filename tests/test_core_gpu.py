@@ -99,6 +99,6 @@ def test_fused_demodulation_matches_the_separate_multiply_on_gpu(monkeypatch):
     t = torch.tensor([[0.0, 3.5]] * 4, device="cuda", dtype=torch.float64)
     with torch.no_grad():
         fused = G.synthesis(ws, t, [1, 2, 3, 4], fused_modconv=False)
-        monkeypatch.setattr(synthesis, "FUSED_DEMOD", False)
+        monkeypatch.setattr(synthesis, "FUSE_INTO_BIAS_ACT", False)
         separate = G.synthesis(ws, t, [1, 2, 3, 4], fused_modconv=False)
     assert (fused - separate).abs().max() < 0.02

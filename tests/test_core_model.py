@@ -53,7 +53,7 @@ def test_fused_demodulation_switch_changes_nothing_on_cpu(tiny_G, monkeypatch):
     t = torch.tensor([[0.0, 5.5]] * 2)
     outs = []
     for fused in (True, False):
-        monkeypatch.setattr(synthesis, "FUSED_DEMOD", fused)
+        monkeypatch.setattr(synthesis, "FUSE_INTO_BIAS_ACT", fused)
         frames = tiny_G.synthesis(ws, t, [3, 4], fused_modconv=False)
         outs.append((frames, torch.autograd.grad(frames.square().sum(), ws)[0]))
     for a, b in zip(*outs):

@@ -334,7 +334,7 @@ def emu_lib(tmp_path_factory):
     lib = ctypes.CDLL(str(out))
     lib.sgv_emu_bias_act.argtypes = [ctypes.c_int] + [ctypes.c_void_p] * 6 + [ctypes.c_int64] * 3 + \
         [ctypes.c_int, ctypes.c_int, ctypes.c_double, ctypes.c_double, ctypes.c_double, ctypes.c_void_p,
-         ctypes.c_int64]
+         ctypes.c_void_p, ctypes.c_int64]
     lib.sgv_emu_upfirdn2d.argtypes = [ctypes.c_int] + [ctypes.c_void_p] * 3 + \
         [ctypes.POINTER(ctypes.c_int64)] * 2 + [ctypes.POINTER(ctypes.c_int)] * 2 + [ctypes.c_double]
     return lib
@@ -350,21 +350,23 @@ class _EmuOps:
     def _ptr(t):
         return None if t is None else t.data_ptr()
 
-    def bias_act(self, x, b, xref, yref, dyref, mode, dim, act, alpha, gain, clamp, scale=None):
+    def bias_act(self, x, b, xref, yref, dyref, mode, dim, act, alpha, gain, clamp, scale=None, out_scale=None):
         assert x.is_contiguous() or x.is_contiguous(memory_format=torch.channels_last)
         for ref in (xref, yref, dyref):
             assert ref is None or (ref.shape == x.shape and ref.dtype == x.dtype and all(
                 s == 1 or ref.stride(i) == x.stride(i) for i, s in enumerate(x.shape))), "layout mismatch"
-        if scale is not None:  # the checks of ops.cpp
-            assert mode == 0 and dim > 0 and scale.shape == (x.shape[0], x.shape[dim]) and scale.is_contiguous()
-            assert x.shape[0] == 1 or x.stride(0) * x.shape[0] == x.numel()
+        for sc in (scale, out_scale):  # the checks of ops.cpp
+            if sc is not None:
+                assert mode == 0 and dim > 0 and sc.shape == (x.shape[0], x.shape[dim]) and sc.is_contiguous()
+                assert x.shape[0] == 1 or x.stride(0) * x.shape[0] == x.numel()
         y = torch.empty_like(x)
-        has_channel = b is not None or scale is not None
+        has_channel = b is not None or scale is not None or out_scale is not None
         step, size = (x.stride(dim) if x.shape[dim] > 1 else 1, x.shape[dim]) if has_channel else (1, 1)
         step_n = x.stride(0) if x.shape[0] > 1 else x.numel()
         err = self.lib.sgv_emu_bias_act(_CODES[x.dtype], x.data_ptr(), self._ptr(b), self._ptr(xref),
                                         self._ptr(yref), self._ptr(dyref), y.data_ptr(), x.numel(), step, size,
-                                        act, mode, alpha, gain, clamp, self._ptr(scale), step_n)
+                                        act, mode, alpha, gain, clamp, self._ptr(scale), self._ptr(out_scale),
+                                        step_n)
         assert err == 0
         return y
 
@@ -424,41 +426,51 @@ def test_emulated_bias_act_forward(emu, act, dtype):
 
 
 @pytest.mark.parametrize("dtype", [torch.float32, torch.float16, torch.float64])
-def test_emulated_bias_act_fuses_a_per_sample_scale(emu, dtype):
-    """scale [N, C] (a modulated conv's demodulation) inside the kernel == multiplying first, any layout."""
+def test_emulated_bias_act_fuses_per_sample_scales(emu, dtype):
+    """scale / out_scale [N, C] (a modulated conv's demodulation, the next one's input modulation) inside
+    the kernel == multiplying before / after, in every layout, with and without bias."""
     gen = torch.Generator().manual_seed(8)
     x = (torch.randn(3, 6, 5, 7, generator=gen) * 3).to(dtype)
     b = torch.randn(6, generator=gen).to(dtype)
     scale = (torch.rand(3, 6, generator=gen) + 0.5).to(dtype)
+    out_scale = (torch.rand(3, 6, generator=gen) - 0.5).to(dtype)
     tol = 2e-3 if dtype == torch.float16 else 1e-6
-    want = bias_act_ref(x.double() * scale.double()[:, :, None, None], b.double(), 1, "lrelu", 0.2, 1.4, 2.0)
-    assert torch.allclose(bias_act_ref(x.double(), b.double(), 1, "lrelu", 0.2, 1.4, 2.0, scale=scale.double()), want)
+
+    def expect(bias, sc, osc, clamp=2.0, xx=x):
+        y = xx.double() * (sc.double()[:, :, None, None] if sc is not None else 1)
+        y = bias_act_ref(y, None if bias is None else bias.double(), 1, "lrelu", 0.2, 1.4, clamp)
+        return y * (osc.double()[:, :, None, None] if osc is not None else 1)
+
     for name, xl in _layouts(x):
-        for bias in (b, None):
-            expect = want if bias is not None else bias_act_ref(
-                x.double() * scale.double()[:, :, None, None], None, 1, "lrelu", 0.2, 1.4, 2.0)
+        for bias, sc, osc in ((b, scale, None), (None, scale, None), (b, None, out_scale), (b, scale, out_scale)):
+            want = expect(bias, sc, osc)
+            ref = bias_act_ref(x.double(), None if bias is None else bias.double(), 1, "lrelu", 0.2, 1.4, 2.0,
+                               scale=None if sc is None else sc.double(),
+                               out_scale=None if osc is None else osc.double())
+            torch.testing.assert_close(ref, want)
             with torch.no_grad():
-                got = emu.bias_act_cuda(xl, bias, 1, "lrelu", 0.2, 1.4, 2.0, scale=scale)
+                got = emu.bias_act_cuda(xl, bias, 1, "lrelu", 0.2, 1.4, 2.0, scale=sc, out_scale=osc)
             assert got.dtype == dtype and got.shape == x.shape, name
-            torch.testing.assert_close(got.double(), expect, rtol=tol, atol=tol, msg=f"{name} bias={bias is not None}")
+            what = f"{name} bias={bias is not None} scale={sc is not None} out={osc is not None}"
+            torch.testing.assert_close(got.double(), want, rtol=tol, atol=tol, msg=what)
     one = x[:1].contiguous()  # a single sample: n never advances
     with torch.no_grad():
-        got = emu.bias_act_cuda(one, b, 1, "lrelu", 0.2, 1.4, -1.0, scale=scale[:1])
-    torch.testing.assert_close(got.double(), bias_act_ref(one.double() * scale[:1].double()[:, :, None, None],
-                                                          b.double(), 1, "lrelu", 0.2, 1.4), rtol=tol, atol=tol)
+        got = emu.bias_act_cuda(one, b, 1, "lrelu", 0.2, 1.4, -1.0, scale=scale[:1], out_scale=out_scale[:1])
+    torch.testing.assert_close(got.double(), expect(b, scale[:1], out_scale[:1], -1.0, one), rtol=tol, atol=tol)
 
 
-def test_emulated_bias_act_scale_keeps_gradients(emu):
-    """With a gradient wanted, the scale is a PyTorch multiply before the differentiable kernel."""
+def test_emulated_bias_act_scales_keep_gradients(emu):
+    """With a gradient wanted, the scales are PyTorch multiplies around the differentiable kernel."""
     gen = torch.Generator().manual_seed(9)
     x = torch.randn(2, 4, 3, 3, dtype=torch.float64, generator=gen, requires_grad=True)
     scale = (torch.rand(2, 4, dtype=torch.float64, generator=gen) + 0.5).requires_grad_(True)
+    out_scale = torch.rand(2, 4, dtype=torch.float64, generator=gen).requires_grad_(True)
     b = torch.randn(4, dtype=torch.float64, generator=gen)
-    got = emu.bias_act_cuda(x, b, 1, "lrelu", 0.2, 1.4, -1.0, scale=scale)
-    want = bias_act_ref(x, b, 1, "lrelu", 0.2, 1.4, scale=scale)
+    got = emu.bias_act_cuda(x, b, 1, "lrelu", 0.2, 1.4, 1.0, scale=scale, out_scale=out_scale)
+    want = bias_act_ref(x, b, 1, "lrelu", 0.2, 1.4, 1.0, scale=scale, out_scale=out_scale)
     torch.testing.assert_close(got, want)
-    ga = torch.autograd.grad(got.sin().sum(), [x, scale])
-    gb = torch.autograd.grad(want.sin().sum(), [x, scale])
+    ga = torch.autograd.grad(got.sin().sum(), [x, scale, out_scale])
+    gb = torch.autograd.grad(want.sin().sum(), [x, scale, out_scale])
     for a, c in zip(ga, gb):
         torch.testing.assert_close(a, c)
 
@@ -604,9 +616,11 @@ def test_gpu_bias_act_fused_scale(dtype, channels_last):
         x = x.contiguous(memory_format=torch.channels_last)
     b = torch.randn(32, device=GPU_DEVICE, generator=gen).to(dtype)
     scale = (torch.rand(4, 32, device=GPU_DEVICE, generator=gen) + 0.5).to(dtype)
+    out_scale = torch.randn(4, 32, device=GPU_DEVICE, generator=gen).to(dtype)
     with torch.no_grad():
-        got = bias_act(x, b, act="lrelu", clamp=1.0, scale=scale, impl="cuda")
+        got = bias_act(x, b, act="lrelu", clamp=1.0, scale=scale, out_scale=out_scale, impl="cuda")
     want = bias_act(x.double() * scale.double()[:, :, None, None], b.double(), act="lrelu", clamp=1.0, impl="ref")
+    want = want * out_scale.double()[:, :, None, None]
     tol = 2e-3 if dtype == torch.float16 else 1e-5
     torch.testing.assert_close(got.double(), want, rtol=tol, atol=tol)
 

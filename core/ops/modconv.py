@@ -26,13 +26,14 @@ FAST_PATH = True
 def modulated_conv2d(x: torch.Tensor, weight: torch.Tensor, styles: torch.Tensor, noise=None, up: int = 1,
                      down: int = 1, padding: int = 0, resample_filter=None, demodulate: bool = True,
                      flip_weight: bool = True, fused_modconv: bool = True,
-                     impl: str = "auto", defer_demod: bool = False):
+                     impl: str = "auto", defer_demod: bool = False, input_scaled: bool = False):
     """x `[N, I, H, W]`, weight `[O, I, kh, kw]`, styles `[N, I]` -> `[N, O, H', W']` in x's dtype.
 
     fused_modconv=True folds the per-sample weights into one grouped convolution; False scales the
     activations before and after a shared convolution (cheaper for large batches in training).
     `defer_demod` (shared conv, no noise): return `(y, dcoefs [N, O])` with the demodulation not yet
-    applied, for a consumer that does it in its own pass (bias_act's `scale`).
+    applied, for a consumer that does it in its own pass (bias_act's `scale`). `input_scaled` (shared
+    conv): x already carries its modulation, `input_styles(...)` (the producer's bias_act `out_scale`).
     """
     n = x.shape[0]
     c_out, c_in, kh, kw = weight.shape
@@ -40,14 +41,26 @@ def modulated_conv2d(x: torch.Tensor, weight: torch.Tensor, styles: torch.Tensor
     assert styles.shape == (n, c_in), f"styles {tuple(styles.shape)}, expected {(n, c_in)}"
 
     weight, styles = _prenormalize(x.dtype, weight, styles, demodulate)
+    assert not (input_scaled and fused_modconv), "input_scaled is for the shared conv"
+    x_styles = None if input_scaled else styles
     kwargs = dict(f=resample_filter, up=up, down=down, padding=padding, flip_weight=flip_weight, impl=impl)
     if defer_demod:
         assert demodulate and not fused_modconv and noise is None, "defer_demod is for the shared conv"
-        x = x * styles.to(x.dtype).reshape(n, -1, 1, 1)
+        x = _scale_input(x, x_styles)
         return conv2d_resample(x, weight.to(x.dtype), **kwargs), _demod_coefs(weight, styles)
     if FAST_PATH and impl != "ref":
-        return _modconv_fast(x, weight, styles, noise, demodulate, fused_modconv, kwargs)
-    return _modconv_ref(x, weight, styles, noise, demodulate, fused_modconv, kwargs)
+        return _modconv_fast(x, weight, styles, x_styles, noise, demodulate, fused_modconv, kwargs)
+    return _modconv_ref(x, weight, styles, x_styles, noise, demodulate, fused_modconv, kwargs)
+
+
+def input_styles(dtype: torch.dtype, weight: torch.Tensor, styles: torch.Tensor) -> torch.Tensor:
+    """What the shared conv multiplies its input by (`[N, I]`, after the fp16 pre-normalization), for a
+    producer that applies it in its own pass (`input_scaled=True` then skips it here)."""
+    return _prenormalize(dtype, weight, styles, demodulate=True)[1]
+
+
+def _scale_input(x: torch.Tensor, x_styles: torch.Tensor | None) -> torch.Tensor:
+    return x if x_styles is None else x * x_styles.to(x.dtype).reshape(x.shape[0], -1, 1, 1)
 
 
 def modulated_conv2d_videos(x: torch.Tensor, weight: torch.Tensor, styles: torch.Tensor, up: int = 1,
@@ -96,7 +109,7 @@ def _folded_weight(weight: torch.Tensor, styles: torch.Tensor, demodulate: bool,
     return weight.unsqueeze(0) * scale.unsqueeze(-1).unsqueeze(-1)
 
 
-def _modconv_ref(x, weight, styles, noise, demodulate, fused_modconv, kwargs):
+def _modconv_ref(x, weight, styles, x_styles, noise, demodulate, fused_modconv, kwargs):
     n = x.shape[0]
     c_out, c_in, kh, kw = weight.shape
     w = dcoefs = None
@@ -108,7 +121,7 @@ def _modconv_ref(x, weight, styles, noise, demodulate, fused_modconv, kwargs):
         w = w * dcoefs.reshape(n, -1, 1, 1, 1)
 
     if not fused_modconv:
-        x = x * styles.to(x.dtype).reshape(n, -1, 1, 1)
+        x = _scale_input(x, x_styles)
         x = conv2d_resample(x, weight.to(x.dtype), **kwargs)
         if demodulate:
             x = x * dcoefs.to(x.dtype).reshape(n, -1, 1, 1)
@@ -131,12 +144,12 @@ def _demod_coefs(weight: torch.Tensor, styles: torch.Tensor) -> torch.Tensor:
     return (styles.square() @ wsq.t() + 1e-8).rsqrt()
 
 
-def _modconv_fast(x, weight, styles, noise, demodulate, fused_modconv, kwargs):
+def _modconv_fast(x, weight, styles, x_styles, noise, demodulate, fused_modconv, kwargs):
     n = x.shape[0]
     c_out, c_in, kh, kw = weight.shape
     if not fused_modconv:
         dcoefs = _demod_coefs(weight, styles) if demodulate else None  # [N, O]
-        x = x * styles.to(x.dtype).reshape(n, -1, 1, 1)
+        x = _scale_input(x, x_styles)
         x = conv2d_resample(x, weight.to(x.dtype), **kwargs)
         if demodulate and noise is not None:
             return torch.addcmul(noise.to(x.dtype), x, dcoefs.to(x.dtype).reshape(n, -1, 1, 1))

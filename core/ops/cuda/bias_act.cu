@@ -129,6 +129,7 @@ __global__ void bias_act_kernel(BiasActParams p) {
   const I step_b = static_cast<I>(p.step_b), size_b = static_cast<I>(p.size_b);
   const T* b = static_cast<const T*>(p.b);
   const T* scale = static_cast<const T*>(p.scale);
+  const T* out_scale = static_cast<const T*>(p.out_scale);
   const I step_n = static_cast<I>(p.step_n);
   const I nruns = (numel + VEC - 1) / VEC;
   const A alpha = A(p.alpha), gain = A(p.gain), clamp = A(p.clamp);
@@ -145,15 +146,17 @@ __global__ void bias_act_kernel(BiasActParams p) {
     const I q = i0 / step_b;
     I r = i0 - q * step_b;  // position inside the current bias channel's stretch
     I c = q % size_b;       // bias channel of element i0
-    I n = 0, rn = 0;        // sample of element i0 and the position inside it (scale only)
-    if (scale) { n = i0 / step_n; rn = i0 - n * step_n; }
+    const bool scaled = scale || out_scale;
+    I n = 0, rn = 0;        // sample of element i0 and the position inside it (scales only)
+    if (scaled) { n = i0 / step_n; rn = i0 - n * step_n; }
 #pragma unroll
     for (int k = 0; k < VEC; ++k) {
       const A bias = b ? to_acc(b[c]) : A(0);
       if (scale) x[k] *= to_acc(scale[n * size_b + c]);
       out[k] = element<A>(p, alpha, gain, clamp, x[k], bias, xr[k], yr[k], dr[k]);
+      if (out_scale) out[k] *= to_acc(out_scale[n * size_b + c]);
       if (++r == step_b) { r = 0; if (++c == size_b) c = 0; }
-      if (scale && ++rn == step_n) { rn = 0; ++n; }
+      if (scaled && ++rn == step_n) { rn = 0; ++n; }
     }
     T* y = static_cast<T*>(p.y);
     if (full) {

@@ -17,7 +17,9 @@ enum DType : int { kFloat32 = 0, kFloat16 = 1, kBFloat16 = 2, kFloat64 = 3 };
 // where v = xref + b when xref is given (else act' is read off yref = the forward output) and
 // mask zeroes the gradient where the forward output was clamped. In mode 0 an optional `scale`
 // [N, size_b] multiplies x first: y = clamp(act(x * scale[n, c] + b) * gain), n the index along the
-// outermost dimension (memory stride step_n): a modulated conv's demodulation fused into this pass.
+// outermost dimension (memory stride step_n): a modulated conv's demodulation fused into this pass;
+// an optional `out_scale` [N, size_b] multiplies the clamped output (the next modulated conv's
+// input modulation).
 struct BiasActParams {
   const void* x = nullptr;
   const void* b = nullptr;      // [size_b] or nullptr
@@ -28,7 +30,8 @@ struct BiasActParams {
   int64_t numel = 0;
   int64_t step_b = 1;  // memory stride of the bias dimension
   int64_t size_b = 1;  // length of the bias dimension
-  const void* scale = nullptr;  // [N, size_b] contiguous, mode 0 only, or nullptr
+  const void* scale = nullptr;      // [N, size_b] contiguous, mode 0 only, or nullptr
+  const void* out_scale = nullptr;  // [N, size_b] contiguous, mode 0 only, or nullptr
   int64_t step_n = 1;           // memory stride of the outermost (sample) dimension
   int act = 1;         // index as in core/ops/bias_act.py ACTIVATIONS[...].cuda_idx
   int mode = 0;

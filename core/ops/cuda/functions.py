@@ -90,11 +90,11 @@ class _BiasActGrad(torch.autograd.Function):
 
 def bias_act_cuda(x: torch.Tensor, b: torch.Tensor | None, dim: int = 1, act: str = "linear",
                   alpha: float = 0.0, gain: float = 1.0, clamp: float = -1.0,
-                  scale: torch.Tensor | None = None) -> torch.Tensor:
+                  scale: torch.Tensor | None = None, out_scale: torch.Tensor | None = None) -> torch.Tensor:
     """Kernel version of `bias_act_ref` (same arguments, already resolved; clamp < 0 = none).
 
-    `scale` `[N, C]` multiplies x first; the kernel fuses it when no gradient is needed (inference),
-    else it is one more PyTorch multiply (the autograd path is the unscaled kernel's).
+    `scale` / `out_scale` `[N, C]` multiply the input / the output; the kernel fuses them when no
+    gradient is needed (inference), else they are PyTorch multiplies around the differentiable kernel.
     """
     if act not in ACTIVATIONS:
         raise ValueError(f"unknown activation {act!r}; expected one of {sorted(ACTIVATIONS)}")
@@ -106,18 +106,19 @@ def bias_act_cuda(x: torch.Tensor, b: torch.Tensor | None, dim: int = 1, act: st
     dim = dim % x.ndim if x.ndim else 0
     if b is not None:
         b = b.contiguous()
-    if scale is not None:
-        scale = scale.to(x.dtype)
-        needs_grad = torch.is_grad_enabled() and any(
-            t is not None and t.requires_grad for t in (x, b, scale))
-        if needs_grad:
-            x = x * scale.reshape([x.shape[i] if i in (0, dim) else 1 for i in range(x.ndim)])
-        else:
-            x = x.contiguous(memory_format=_memory_format(x))
-            return _ops().bias_act(x, b, None, None, None, 0, dim, ACTIVATIONS[act].cuda_idx, float(alpha),
-                                   float(gain), float(clamp), scale.contiguous())
-    cfg = (dim, act, float(alpha), float(gain), float(clamp))
-    return _BiasAct.apply(x, b, cfg)
+    scales = [None if t is None else t.to(x.dtype) for t in (scale, out_scale)]
+    if scale is None and out_scale is None:
+        pass
+    elif not (torch.is_grad_enabled() and any(t is not None and t.requires_grad for t in (x, b, *scales))):
+        x = x.contiguous(memory_format=_memory_format(x))
+        scales = [None if t is None else t.contiguous() for t in scales]
+        return _ops().bias_act(x, b, None, None, None, 0, dim, ACTIVATIONS[act].cuda_idx, float(alpha),
+                               float(gain), float(clamp), *scales)
+    shape = [x.shape[i] if i in (0, dim) else 1 for i in range(x.ndim)]
+    if scales[0] is not None:
+        x = x * scales[0].reshape(shape)
+    y = _BiasAct.apply(x, b, (dim, act, float(alpha), float(gain), float(clamp)))
+    return y * scales[1].reshape(shape) if scales[1] is not None else y
 
 
 def _upfirdn2d_out_size(size: int, up: int, down: int, pad0: int, pad1: int, taps: int) -> int:

@@ -38,7 +38,7 @@ void check_like(const at::Tensor& t, const at::Tensor& x, const char* name) {
 at::Tensor bias_act(const at::Tensor& x, const std::optional<at::Tensor>& b, const std::optional<at::Tensor>& xref,
                     const std::optional<at::Tensor>& yref, const std::optional<at::Tensor>& dyref, int64_t mode,
                     int64_t dim, int64_t act, double alpha, double gain, double clamp,
-                    const std::optional<at::Tensor>& scale) {
+                    const std::optional<at::Tensor>& scale, const std::optional<at::Tensor>& out_scale) {
   TORCH_CHECK(x.is_cuda(), "bias_act: x must be a CUDA tensor");
   TORCH_CHECK(x.is_non_overlapping_and_dense(), "bias_act: x must be dense (contiguous in some memory format)");
   TORCH_CHECK(mode >= 0 && mode <= 2, "bias_act: mode must be 0, 1 or 2");
@@ -54,16 +54,18 @@ at::Tensor bias_act(const at::Tensor& x, const std::optional<at::Tensor>& b, con
     p.size_b = x.size(dim);
     p.step_b = x.size(dim) > 1 ? x.stride(dim) : 1;
   }
-  if (scale && scale->defined()) {
-    TORCH_CHECK(mode == 0, "bias_act: scale is for the forward pass (mode 0) only");
-    TORCH_CHECK(x.dim() >= 2 && dim > 0, "bias_act: scale needs a sample dimension 0 and dim > 0");
-    TORCH_CHECK(scale->is_cuda() && scale->device() == x.device() && scale->scalar_type() == x.scalar_type(),
-                "bias_act: scale must be on x's device with x's dtype");
-    TORCH_CHECK(scale->dim() == 2 && scale->size(0) == x.size(0) && scale->size(1) == x.size(dim) &&
-                    scale->is_contiguous(), "bias_act: scale must be contiguous [x.shape[0], x.shape[dim]]");
+  for (const auto* sc : {&scale, &out_scale}) {
+    if (!*sc || !(*sc)->defined()) continue;
+    const at::Tensor& t = **sc;
+    TORCH_CHECK(mode == 0, "bias_act: scale and out_scale are for the forward pass (mode 0) only");
+    TORCH_CHECK(x.dim() >= 2 && dim > 0, "bias_act: scales need a sample dimension 0 and dim > 0");
+    TORCH_CHECK(t.is_cuda() && t.device() == x.device() && t.scalar_type() == x.scalar_type(),
+                "bias_act: scales must be on x's device with x's dtype");
+    TORCH_CHECK(t.dim() == 2 && t.size(0) == x.size(0) && t.size(1) == x.size(dim) && t.is_contiguous(),
+                "bias_act: scales must be contiguous [x.shape[0], x.shape[dim]]");
     TORCH_CHECK(x.size(0) == 1 || x.stride(0) * x.size(0) == x.numel(),
-                "bias_act: with scale, dimension 0 of x must be outermost in memory");
-    p.scale = scale->data_ptr();
+                "bias_act: with scales, dimension 0 of x must be outermost in memory");
+    (sc == &scale ? p.scale : p.out_scale) = t.data_ptr();
     p.step_n = x.size(0) > 1 ? x.stride(0) : x.numel();
     p.size_b = x.size(dim);
     p.step_b = x.size(dim) > 1 ? x.stride(dim) : 1;
@@ -145,7 +147,7 @@ at::Tensor upfirdn2d(const at::Tensor& x, const at::Tensor& f, int64_t up_x, int
 // which keeps this file's compile time (and so the CI compile check) short.
 TORCH_LIBRARY(TORCH_EXTENSION_NAME, m) {
   m.def("bias_act(Tensor x, Tensor? b, Tensor? xref, Tensor? yref, Tensor? dyref, int mode, int dim, int act, "
-        "float alpha, float gain, float clamp, Tensor? scale=None) -> Tensor");
+        "float alpha, float gain, float clamp, Tensor? scale=None, Tensor? out_scale=None) -> Tensor");
   m.def("upfirdn2d(Tensor x, Tensor f, int up_x, int up_y, int down_x, int down_y, int pad_x0, int pad_x1, "
         "int pad_y0, int pad_y1, bool flip, float gain) -> Tensor");
 }
