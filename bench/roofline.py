@@ -9,7 +9,8 @@ would run it: fp16 for tensors of the fp16 blocks (>= the fp16 resolution), fp32
 traffic figures:
 - "reference ops": every PyTorch op of the reference path reads its inputs and writes its output;
 - "kernels": the same, with bias_act and upfirdn2d as our fused CUDA kernels (one read, one write);
-- "convolutions only": the floor for an implementation that fuses everything into the convolutions.
+- "convolutions only": the floor for an implementation that fuses everything into the convolutions
+  (and toRGB's batched matmul).
 The defaults are the H200's rates measured by bench/ops_gpu.py (bench/RESULTS.md) and its nominal
 4.8 TB/s; the ceiling is the roofline time max(FLOPs / rate, bytes / bandwidth) summed over ops.
 """
@@ -129,7 +130,7 @@ def main() -> int:
             "kernels": count(G, True, fp16_res, n, num_t, args.layout)}
     for mode in runs.values():  # per frame
         mode.rows = [(k, f / frames, b / frames, h) for k, f, b, h in mode.rows]
-    conv_rows = [r for r in runs["kernels"].rows if r[0] == "conv"]
+    conv_rows = [r for r in runs["kernels"].rows if r[0] in ("conv", "bmm")]  # toRGB is a bmm at inference
     flops = sum(r[1] for r in conv_rows)
     t_compute = sum(r[1] / rate(r[3]) for r in runs["kernels"].rows)
     print(f"preset {args.preset}, {n} videos x {num_t} frames, {args.layout} layout, "

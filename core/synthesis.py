@@ -21,7 +21,7 @@ from core.config import ModelConfig
 from core.layers import FullyConnectedLayer
 from core.motion import Motion, MotionMappingNetwork
 from core.ops import ACTIVATIONS, bias_act, modulated_conv2d, modulated_conv2d_videos, setup_filter, upsample2d
-from core.ops.modconv import input_styles
+from core.ops.modconv import input_styles, modulated_conv1x1
 
 # With the shared conv, the demodulation and the next conv's input modulation are applied inside
 # bias_act (the CUDA kernel does them in its one pass at inference; bench/roofline.py counts the
@@ -90,7 +90,10 @@ class ToRGBLayer(nn.Module):
 
     def forward(self, x: torch.Tensor, w: torch.Tensor, fused_modconv: bool = True) -> torch.Tensor:
         styles = self.affine(w) * self.weight_gain
-        x = modulated_conv2d(x, self.weight, styles, demodulate=False, fused_modconv=fused_modconv)
+        if not fused_modconv and FUSE_INTO_BIAS_ACT:  # one read of x, no scaling pass (3 outputs only)
+            x = modulated_conv1x1(x, self.weight, styles)
+        else:
+            x = modulated_conv2d(x, self.weight, styles, demodulate=False, fused_modconv=fused_modconv)
         return bias_act(x, self.bias.to(x.dtype), clamp=self.conv_clamp)
 
     def forward_videos(self, x: torch.Tensor, w: torch.Tensor) -> torch.Tensor:

@@ -289,6 +289,22 @@ def test_modconv_videos_equals_per_frame_modconv(demodulate, up, impl):
         torch.testing.assert_close(a, b, rtol=1e-9, atol=1e-9)
 
 
+@pytest.mark.parametrize("channels_last", [False, True])
+def test_modulated_conv1x1_equals_modconv_without_demodulation(channels_last):
+    gen = torch.Generator().manual_seed(7)
+    x = torch.randn(3, 6, 5, 4, dtype=torch.float64, generator=gen, requires_grad=True)
+    weight = torch.randn(3, 6, 1, 1, dtype=torch.float64, generator=gen, requires_grad=True)
+    styles = torch.randn(3, 6, dtype=torch.float64, generator=gen, requires_grad=True)
+    xin = x.contiguous(memory_format=torch.channels_last) if channels_last else x
+    y = modconv.modulated_conv1x1(xin, weight, styles)
+    want = modconv.modulated_conv2d(x, weight, styles, demodulate=False, fused_modconv=False, impl="ref")
+    assert y.shape == (3, 3, 5, 4)
+    torch.testing.assert_close(y, want, rtol=1e-10, atol=1e-10)
+    for a, b in zip(torch.autograd.grad(y.sin().sum(), [x, weight, styles], create_graph=True),
+                    torch.autograd.grad(want.sin().sum(), [x, weight, styles], create_graph=True)):
+        torch.testing.assert_close(a, b, rtol=1e-10, atol=1e-10)
+
+
 def test_modconv_videos_rejects_a_sample_major_input():
     with pytest.raises(AssertionError, match=r"expected \[T, 2\*4"):
         modconv.modulated_conv2d_videos(torch.randn(2, 4, 8, 8), torch.randn(5, 4, 3, 3), torch.randn(2, 4))

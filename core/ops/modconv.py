@@ -53,6 +53,24 @@ def modulated_conv2d(x: torch.Tensor, weight: torch.Tensor, styles: torch.Tensor
     return _modconv_ref(x, weight, styles, x_styles, noise, demodulate, fused_modconv, kwargs)
 
 
+def modulated_conv1x1(x: torch.Tensor, weight: torch.Tensor, styles: torch.Tensor) -> torch.Tensor:
+    """A 1x1 modulated conv without demodulation (toRGB) as one batched matmul with per-sample weights.
+
+    x `[N, I, H, W]` (NCHW or channels-last), weight `[O, I, 1, 1]`, styles `[N, I]` -> `[N, O, H, W]`.
+    Equal to `modulated_conv2d(x, weight, styles, demodulate=False)`; x is read once (O is small:
+    the per-sample weights cost nothing), where the shared conv scales x in a pass of its own first.
+    """
+    n, c_in = x.shape[:2]
+    c_out = weight.shape[0]
+    assert weight.shape == (c_out, c_in, 1, 1) and styles.shape == (n, c_in), (weight.shape, styles.shape)
+    w = (weight.reshape(1, c_out, c_in) * styles.reshape(n, 1, c_in)).to(x.dtype)  # [N, O, I]
+    h, wd = x.shape[2:]
+    if x.is_contiguous(memory_format=torch.channels_last) and not x.is_contiguous():
+        y = torch.bmm(x.permute(0, 2, 3, 1).reshape(n, h * wd, c_in), w.transpose(1, 2))  # [N, HW, O]
+        return y.reshape(n, h, wd, c_out).permute(0, 3, 1, 2)
+    return torch.bmm(w, x.reshape(n, c_in, h * wd)).reshape(n, c_out, h, wd)
+
+
 def input_styles(dtype: torch.dtype, weight: torch.Tensor, styles: torch.Tensor) -> torch.Tensor:
     """What the shared conv multiplies its input by (`[N, I]`, after the fp16 pre-normalization), for a
     producer that applies it in its own pass (`input_scaled=True` then skips it here)."""
