@@ -10,6 +10,7 @@ from __future__ import annotations
 import torch
 
 from core.motion import Motion
+from core.ops import weight_cache
 from core.synthesis import SynthesisNetwork, _as_times
 
 
@@ -18,7 +19,8 @@ class GraphedSynthesis:
 
     Keyword arguments (`per_video`, `channels_last`, `fused_modconv`, ...) go to
     `SynthesisNetwork.frames` and are fixed for the captured graphs. Keeps up to `max_graphs` shapes.
-    The module's weights must not be replaced while graphs exist (in-place updates are seen).
+    In-place weight updates are seen by later replays; replacing a parameter's storage is not (build a
+    new GraphedSynthesis then).
     """
 
     def __init__(self, synthesis: SynthesisNetwork, max_graphs: int = 4, **frames_kwargs):
@@ -52,11 +54,13 @@ class GraphedSynthesis:
         v_in = motion_v.detach().clone()
         stream = torch.cuda.Stream(ws.device)
         stream.wait_stream(torch.cuda.current_stream(ws.device))
-        with torch.cuda.stream(stream):  # warm-up off the default stream: cuDNN picks its algorithms here
+        # Weight-derived tensors are recomputed inside the graph (weight_cache.disabled): replays then
+        # see in-place weight updates and never read a cached tensor that was freed since.
+        with torch.cuda.stream(stream), weight_cache.disabled():  # warm-up: cuDNN picks its algorithms
             for _ in range(2):
                 self.synthesis.frames(ws_in, v_in, **self.kwargs)
         torch.cuda.current_stream(ws.device).wait_stream(stream)
         graph = torch.cuda.CUDAGraph()
-        with torch.cuda.graph(graph):
+        with torch.cuda.graph(graph), weight_cache.disabled():
             out = self.synthesis.frames(ws_in, v_in, **self.kwargs)
         return graph, ws_in, v_in, out

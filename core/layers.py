@@ -9,10 +9,18 @@ import torch.nn.functional as F
 from torch import nn
 
 from core.ops import ACTIVATIONS, bias_act, conv2d_resample, setup_filter
+from core.ops.weight_cache import derived
 
 
 def normalize_2nd_moment(x: torch.Tensor, dim: int = 1, eps: float = 1e-8) -> torch.Tensor:
     return x * (x.square().mean(dim=dim, keepdim=True) + eps).rsqrt()
+
+
+def _scaled(param: torch.Tensor, gain: float, dtype: torch.dtype) -> torch.Tensor:
+    """param in `dtype` times its equalized-lr gain (cached at inference, core/ops/weight_cache.py)."""
+    if gain == 1:
+        return derived(param, ("as", dtype), lambda t: t.to(dtype))
+    return derived(param, ("gain", gain, dtype), lambda t: t.to(dtype) * gain)
 
 
 class FullyConnectedLayer(nn.Module):
@@ -26,12 +34,8 @@ class FullyConnectedLayer(nn.Module):
         self.bias_gain = lr_multiplier
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        w = self.weight.to(x.dtype) * self.weight_gain
-        b = self.bias
-        if b is not None:
-            b = b.to(x.dtype)
-            if self.bias_gain != 1:
-                b = b * self.bias_gain
+        w = _scaled(self.weight, self.weight_gain, x.dtype)
+        b = _scaled(self.bias, self.bias_gain, x.dtype) if self.bias is not None else None
         if self.activation == "linear" and b is not None:
             return torch.addmm(b.unsqueeze(0), x, w.t())
         return bias_act(x.matmul(w.t()), b, act=self.activation)
@@ -58,8 +62,8 @@ class EqLRConv1d(nn.Module):
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         assert x.ndim == 3, f"expected [N, C, L], got {tuple(x.shape)}"
-        w = self.weight.to(x.dtype) * self.weight_gain
-        b = self.bias.to(x.dtype) * self.bias_gain
+        w = _scaled(self.weight, self.weight_gain, x.dtype)
+        b = _scaled(self.bias, self.bias_gain, x.dtype)
         y = F.conv1d(x, w, b)
         return F.leaky_relu(y, 0.2) if self.activation == "lrelu" else y
 
@@ -88,8 +92,8 @@ class Conv2dLayer(nn.Module):
             self.register_buffer("bias", bias_t)
 
     def forward(self, x: torch.Tensor, gain: float = 1.0) -> torch.Tensor:
-        w = (self.weight * self.weight_gain).to(x.dtype)
-        b = self.bias.to(x.dtype) if self.bias is not None else None
+        w = derived(self.weight, ("gain", self.weight_gain, x.dtype), lambda t: (t * self.weight_gain).to(x.dtype))
+        b = derived(self.bias, ("as", x.dtype), lambda t: t.to(x.dtype)) if self.bias is not None else None
         x = conv2d_resample(x, w, f=self.resample_filter, up=self.up, down=self.down, padding=self.padding,
                             flip_weight=(self.up == 1))
         clamp = self.conv_clamp * gain if self.conv_clamp is not None else None

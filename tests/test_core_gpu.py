@@ -88,6 +88,9 @@ def test_cuda_graph_replay_matches_eager(kw):
         torch.testing.assert_close(first, kept)  # returned frames are not overwritten by replays
         torch.testing.assert_close(first, G.synthesis(ws, t1, [4, 5], **kw), atol=2e-3, rtol=0)
         torch.testing.assert_close(second, G.synthesis(ws.flip(0), t1 + 100, [6, 7], **kw), atol=2e-3, rtol=0)
+        for param in G.synthesis.parameters():  # an in-place update (EMA, optimizer) is seen by replays
+            param.mul_(1.05)
+        torch.testing.assert_close(graphed(ws, t1, [4, 5]), G.synthesis(ws, t1, [4, 5], **kw), atol=2e-3, rtol=0)
 
 
 def test_fused_demodulation_matches_the_separate_multiply_on_gpu(monkeypatch):

@@ -15,6 +15,8 @@ from dataclasses import dataclass
 import torch
 import torch.distributed as dist
 
+from core.ops import weight_cache
+
 log = logging.getLogger(__name__)
 
 
@@ -83,6 +85,7 @@ def broadcast_module(module: torch.nn.Module, src: int = 0) -> None:
     if world_size() > 1:
         for t in list(module.parameters()) + list(module.buffers()):
             dist.broadcast(t.data, src=src)
+        weight_cache.clear(module)  # the collective wrote behind the version counters
 
 
 def average_buffers(module: torch.nn.Module) -> None:

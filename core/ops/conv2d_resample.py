@@ -6,11 +6,12 @@ import torch
 import torch.nn.functional as F
 
 from core.ops.upfirdn2d import filter_size, parse_padding, upfirdn2d
+from core.ops.weight_cache import derived
 
 
 def _conv(x, w, stride=1, padding=0, groups=1, transpose=False, flip_weight=True):
     if not flip_weight:  # F.conv2d is a correlation; flip_weight=False asks for a true convolution
-        w = w.flip([2, 3])
+        w = derived(w, "flipped", lambda t: t.flip([2, 3]))
     if transpose:
         return F.conv_transpose2d(x, w, stride=stride, padding=padding, groups=groups)
     return F.conv2d(x, w, stride=stride, padding=padding, groups=groups)
@@ -51,8 +52,8 @@ def conv2d_resample(x: torch.Tensor, w: torch.Tensor, f: torch.Tensor | None = N
         x = upfirdn2d(x, f, padding=pad, **ops)
         return _conv(x, w, stride=down, groups=groups, flip_weight=flip_weight)
     if up > 1:  # transposed strided conv, then filter
-        if groups == 1:
-            w = w.transpose(0, 1)
+        if groups == 1:  # contiguous, so the transposed conv does not copy it at every call
+            w = derived(w, "transposed", lambda t: t.transpose(0, 1).contiguous())
         else:
             w = w.reshape(groups, c_out // groups, c_in_g, kh, kw).transpose(1, 2)
             w = w.reshape(groups * c_in_g, c_out // groups, kh, kw)

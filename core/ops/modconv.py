@@ -18,6 +18,7 @@ import numpy as np
 import torch
 
 from core.ops.conv2d_resample import conv2d_resample
+from core.ops.weight_cache import derived
 
 # Benchmarks set this to False to time the reference formulation under impl="auto".
 FAST_PATH = True
@@ -47,7 +48,7 @@ def modulated_conv2d(x: torch.Tensor, weight: torch.Tensor, styles: torch.Tensor
     if defer_demod:
         assert demodulate and not fused_modconv and noise is None, "defer_demod is for the shared conv"
         x = _scale_input(x, x_styles)
-        return conv2d_resample(x, weight.to(x.dtype), **kwargs), _demod_coefs(weight, styles)
+        return conv2d_resample(x, _as(weight, x.dtype), **kwargs), _demod_coefs(weight, styles)
     if FAST_PATH and impl != "ref":
         return _modconv_fast(x, weight, styles, x_styles, noise, demodulate, fused_modconv, kwargs)
     return _modconv_ref(x, weight, styles, x_styles, noise, demodulate, fused_modconv, kwargs)
@@ -75,6 +76,10 @@ def input_styles(dtype: torch.dtype, weight: torch.Tensor, styles: torch.Tensor)
     """What the shared conv multiplies its input by (`[N, I]`, after the fp16 pre-normalization), for a
     producer that applies it in its own pass (`input_scaled=True` then skips it here)."""
     return _prenormalize(dtype, weight, styles, demodulate=True)[1]
+
+
+def _as(weight: torch.Tensor, dtype: torch.dtype) -> torch.Tensor:
+    return derived(weight, ("as", dtype), lambda w: w.to(dtype))
 
 
 def _scale_input(x: torch.Tensor, x_styles: torch.Tensor | None) -> torch.Tensor:
@@ -107,8 +112,10 @@ def _prenormalize(dtype: torch.dtype, weight: torch.Tensor, styles: torch.Tensor
     if dtype != torch.float16 or not demodulate:
         return weight, styles
     c_in, kh, kw = weight.shape[1:]
-    w_max = weight.norm(float("inf"), dim=[1, 2, 3], keepdim=True)
-    weight = weight * (1 / np.sqrt(c_in * kh * kw) / w_max)
+
+    def prenormalized(w):
+        return w * (1 / np.sqrt(c_in * kh * kw) / w.norm(float("inf"), dim=[1, 2, 3], keepdim=True))
+    weight = derived(weight, "prenormalized", prenormalized)
     styles = styles / styles.norm(float("inf"), dim=1, keepdim=True)
     return weight, styles
 
@@ -140,7 +147,7 @@ def _modconv_ref(x, weight, styles, x_styles, noise, demodulate, fused_modconv, 
 
     if not fused_modconv:
         x = _scale_input(x, x_styles)
-        x = conv2d_resample(x, weight.to(x.dtype), **kwargs)
+        x = conv2d_resample(x, _as(weight, x.dtype), **kwargs)
         if demodulate:
             x = x * dcoefs.to(x.dtype).reshape(n, -1, 1, 1)
         if noise is not None:
@@ -158,7 +165,7 @@ def _modconv_ref(x, weight, styles, x_styles, noise, demodulate, fused_modconv, 
 
 def _demod_coefs(weight: torch.Tensor, styles: torch.Tensor) -> torch.Tensor:
     """Eq. 3 as a matmul: `[N, O]` = rsqrt(styles^2 @ (sum_k weight^2)^T + eps)."""
-    wsq = weight.square().sum(dim=[2, 3])  # [O, I]
+    wsq = derived(weight, "sum_k_squares", lambda w: w.square().sum(dim=[2, 3]))  # [O, I]
     return (styles.square() @ wsq.t() + 1e-8).rsqrt()
 
 
@@ -168,7 +175,7 @@ def _modconv_fast(x, weight, styles, x_styles, noise, demodulate, fused_modconv,
     if not fused_modconv:
         dcoefs = _demod_coefs(weight, styles) if demodulate else None  # [N, O]
         x = _scale_input(x, x_styles)
-        x = conv2d_resample(x, weight.to(x.dtype), **kwargs)
+        x = conv2d_resample(x, _as(weight, x.dtype), **kwargs)
         if demodulate and noise is not None:
             return torch.addcmul(noise.to(x.dtype), x, dcoefs.to(x.dtype).reshape(n, -1, 1, 1))
         if demodulate:
