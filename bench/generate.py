@@ -9,6 +9,7 @@ Prints figures; record them with the machine and date in bench/RESULTS.md.
 from __future__ import annotations
 
 import argparse
+import contextlib
 import os
 import platform
 import sys
@@ -23,6 +24,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 from core.config import preset  # noqa: E402
 from core.generator import Generator, z_from_seed  # noqa: E402
 from core.motion import Motion  # noqa: E402
+from core.ops import weight_cache  # noqa: E402
 from core.render import Timeline, render_video  # noqa: E402
 
 
@@ -69,6 +71,7 @@ def bench_fps(device, presets, batch, repeats):
 LAYOUTS = {  # how the modulated convolutions run (core/synthesis.py)
     "grouped per frame": dict(fused_modconv=True),  # the reference's inference rule for fp32
     "shared conv": dict(fused_modconv=False),  # the default
+    "shared, no weight cache": dict(fused_modconv=False),  # core/ops/weight_cache.py disabled
     "per video": dict(per_video=True),  # frame-major: one folded weight per video
 }
 
@@ -81,7 +84,8 @@ def bench_layouts(device, name, repeats, shapes):
         best = dict.fromkeys(LAYOUTS, float("inf"))
         for _ in range(3):  # interleaved, so drifting background load hits all alike
             for label, kw in LAYOUTS.items():
-                best[label] = min(best[label], time_frames(G, device, t_values, n, repeats, **kw))
+                with weight_cache.disabled() if "no weight cache" in label else contextlib.nullcontext():
+                    best[label] = min(best[label], time_frames(G, device, t_values, n, repeats, **kw))
         base = best["grouped per frame"]
         cells = ", ".join(f"{label} {n * num_t / sec:7.1f} ({base / sec:.2f}x)" for label, sec in best.items())
         print(f"  N={n} T={num_t}: {cells}")
