@@ -57,21 +57,22 @@ def say(*args) -> None:
 
 @contextlib.contextmanager
 def ops_mode(mode: str):
-    """"ref": the PyTorch reference everywhere (modconv's reference formulation too);
-    "cuda": the kernels on CUDA tensors (raising if they do not build) and modconv's fast path."""
-    orig_resolve, orig_fast = _dispatch.resolve, modconv.FAST_PATH
+    """"ref": the PyTorch reference everywhere (modconv's reference formulation, no fusions into
+    bias_act, i.e. the reference implementation's structure); "cuda": the kernels on CUDA tensors
+    (raising if they do not build), modconv's fast path and the fusions into bias_act."""
+    orig = _dispatch.resolve, modconv.FAST_PATH, synthesis_mod.FUSE_INTO_BIAS_ACT
     if mode == "ref":
         _dispatch.resolve = lambda name, impl, x: "ref"
-        modconv.FAST_PATH = False
+        modconv.FAST_PATH = synthesis_mod.FUSE_INTO_BIAS_ACT = False
     elif mode == "cuda":
-        _dispatch.resolve = lambda name, impl, x: orig_resolve(name, "cuda" if x.is_cuda else "ref", x)
-        modconv.FAST_PATH = True
+        _dispatch.resolve = lambda name, impl, x: orig[0](name, "cuda" if x.is_cuda else "ref", x)
+        modconv.FAST_PATH = synthesis_mod.FUSE_INTO_BIAS_ACT = True
     else:
         raise ValueError(mode)
     try:
         yield
     finally:
-        _dispatch.resolve, modconv.FAST_PATH = orig_resolve, orig_fast
+        _dispatch.resolve, modconv.FAST_PATH, synthesis_mod.FUSE_INTO_BIAS_ACT = orig
 
 
 def sync(device) -> None:

@@ -7,8 +7,10 @@ the device) with the given modconv layout (shared conv / grouped / per video), d
 operation's FLOPs (torch.utils.flop_counter's formulas) and the bytes it reads and writes, as the GPU
 would run it: fp16 for tensors of the fp16 blocks (>= the fp16 resolution), fp32 elsewhere. Three
 traffic figures:
-- "reference ops": every PyTorch op of the reference path reads its inputs and writes its output;
-- "kernels": the same, with bias_act and upfirdn2d as our fused CUDA kernels (one read, one write);
+- "reference ops": the reference implementation's structure (modconv's reference formulation, the
+  modulation as separate multiplies), every PyTorch op reading its inputs and writing its output;
+- "kernels": this project's CUDA path: bias_act and upfirdn2d as our kernels (one read, one write),
+  the modulation fused into bias_act's pass, toRGB as one batched matmul;
 - "convolutions only": the floor for an implementation that fuses everything into the convolutions
   (and toRGB's batched matmul).
 The defaults are the H200's rates measured by bench/ops_gpu.py (bench/RESULTS.md) and its nominal
@@ -34,6 +36,7 @@ from core.generator import Generator  # noqa: E402
 
 # the module, not the function of the same name that core.ops exports
 conv2d_resample_mod = sys.modules["core.ops.conv2d_resample"]
+modconv_mod = sys.modules["core.ops.modconv"]
 
 _FREE = {"view", "_unsafe_view", "reshape", "expand", "permute", "transpose", "t", "unsqueeze", "squeeze",
          "select", "slice", "narrow", "unbind", "split", "alias", "detach", "as_strided", "_to_copy_noop",
@@ -87,6 +90,8 @@ LAYOUTS = {"shared": dict(fused_modconv=False), "grouped": dict(fused_modconv=Tr
 
 
 def count(G: Generator, kernels: bool, fp16_res: int, n: int, num_t: int, layout: str) -> Traffic:
+    """kernels=False: the reference implementation's structure (modconv's reference formulation, no
+    fusions into bias_act) in PyTorch ops; True: this project's CUDA path (kernels, fast path, fusions)."""
     mode = Traffic(fp16_res)
     patches = []
     if kernels:
@@ -94,6 +99,9 @@ def count(G: Generator, kernels: bool, fp16_res: int, n: int, num_t: int, layout
     saved = [(mod, name, getattr(mod, name)) for mod, name in patches]
     for mod, name, fn in saved:
         setattr(mod, name, mode.fused(name, fn))
+    saved += [(modconv_mod, "FAST_PATH", modconv_mod.FAST_PATH),
+              (synthesis_mod, "FUSE_INTO_BIAS_ACT", synthesis_mod.FUSE_INTO_BIAS_ACT)]
+    modconv_mod.FAST_PATH = synthesis_mod.FUSE_INTO_BIAS_ACT = kernels
     try:
         ws = G.mapping(torch.randn(n, G.z_dim), None)
         t = torch.arange(num_t, dtype=torch.float64).expand(n, -1)
