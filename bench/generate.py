@@ -70,7 +70,8 @@ def bench_fps(device, presets, batch, repeats):
 
 LAYOUTS = {  # how the modulated convolutions run (core/synthesis.py)
     "grouped per frame": dict(fused_modconv=True),  # the reference's inference rule for fp32
-    "shared conv": dict(fused_modconv=False),  # the default
+    "shared conv": dict(fused_modconv=False),  # the default (NHWC on the CPU from 4 frames)
+    "shared, NCHW": dict(fused_modconv=False, channels_last=False),
     "shared, no weight cache": dict(fused_modconv=False),  # core/ops/weight_cache.py disabled
     "per video": dict(per_video=True),  # frame-major: one folded weight per video
 }

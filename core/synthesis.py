@@ -150,7 +150,8 @@ class SynthesisBlock(nn.Module):
         """
         fp16 = self.use_fp16 and ws.is_cuda and not force_fp32
         dtype = torch.float16 if fp16 else torch.float32
-        fmt = torch.channels_last if channels_last and fp16 else torch.contiguous_format
+        # NHWC: for the fp16 blocks on CUDA (tensor-core convolutions read it natively), every block on the CPU
+        fmt = torch.channels_last if channels_last and (fp16 or not ws.is_cuda) else torch.contiguous_format
         if x is not None:
             x = x.to(dtype=dtype, memory_format=fmt)
         if videos is not None:
@@ -227,15 +228,18 @@ class SynthesisNetwork(nn.Module):
         return self.frames(ws, motion_v, per_video=per_video, **block_kwargs)
 
     def frames(self, ws: torch.Tensor, motion_v: torch.Tensor, per_video: bool = False,
-               channels_last: bool = False, **block_kwargs) -> torch.Tensor:
+               channels_last: bool | None = None, **block_kwargs) -> torch.Tensor:
         """ws `[N, num_ws, w_dim]` + motion codes `[N*T, v_dim]` (video-major) -> frames `[N, T, C, H, W]`.
 
         The part of the forward pass with fixed shapes and no host work (core/cuda_graph.py captures it).
-        `channels_last` runs the fp16 blocks in NHWC (what tensor-core convolutions read natively).
+        `channels_last` runs the fp16 blocks (CUDA) or all blocks (CPU) in NHWC; None: on the CPU at
+        inference for 4 frames or more (1.04-1.1x there, slower for one frame: bench/RESULTS.md).
         """
         n = ws.shape[0]
         assert motion_v.ndim == 2 and motion_v.shape[0] % n == 0, f"motion_v {tuple(motion_v.shape)} for {n} videos"
         num_t = motion_v.shape[0] // n
+        if channels_last is None:
+            channels_last = not self.training and ws.device.type == "cpu" and n * num_t >= 4
         ws = ws.to(torch.float32)
         if not per_video:
             ws = ws.repeat_interleave(num_t, dim=0)  # [N*T, num_ws, w_dim]: one style copy per frame

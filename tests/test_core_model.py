@@ -46,6 +46,15 @@ def test_modconv_layouts_give_the_same_frames(tiny_G, n, num_t):
         torch.testing.assert_close(g, grads[0], atol=1e-4, rtol=1e-4)
 
 
+def test_channels_last_changes_nothing_but_the_speed(tiny_G):
+    ws = tiny_G.mapping(torch.randn(2, tiny_G.z_dim))
+    t = torch.tensor([[0.0, 1.5, 3.0]] * 2)
+    nchw = tiny_G.synthesis(ws, t, [1, 2], channels_last=False)
+    nhwc = tiny_G.synthesis(ws, t, [1, 2], channels_last=True)
+    assert nhwc.is_contiguous()
+    torch.testing.assert_close(nhwc, nchw, atol=1e-5, rtol=1e-5)
+
+
 def test_fused_demodulation_switch_changes_nothing_on_cpu(tiny_G, monkeypatch):
     import core.synthesis as synthesis
 
