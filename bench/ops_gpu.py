@@ -142,6 +142,31 @@ def _parity_row(label: str, names, kernel_fn, ref_fn, inputs, dtype, seed: int) 
     say(f"  {label:<34} {str(dtype).replace('torch.', ''):<8} " + "  ".join(cells))
 
 
+def _scales_parity(device, shape, gen) -> None:
+    """bias_act's inference-only scale / out_scale (fused demodulation and input modulation), forward."""
+    n, c = shape[:2]
+    x = torch.randn(shape, device=device, generator=gen) * 2
+    b = torch.randn(c, device=device, generator=gen)
+    sc = torch.rand(n, c, device=device, generator=gen) + 0.5
+    osc = torch.randn(n, c, device=device, generator=gen)
+    for dtype in (torch.float32, torch.float16):
+        for layout in (torch.contiguous_format, torch.channels_last):
+            xs = x.to(dtype).contiguous(memory_format=layout)
+            with torch.no_grad():
+                got = bias_act(xs, b.to(dtype), act="lrelu", clamp=1.5, scale=sc.to(dtype), out_scale=osc.to(dtype),
+                               impl="cuda")
+                want = bias_act(xs, b.to(dtype), act="lrelu", clamp=1.5, scale=sc.to(dtype), out_scale=osc.to(dtype),
+                                impl="ref")
+                want64 = bias_act(x.double(), b.double(), act="lrelu", clamp=1.5, scale=sc.double(),
+                                  out_scale=osc.double(), impl="ref")
+            err, yard = rel(got, want), rel(want, want64)
+            ok = err <= max(1e-5 if dtype == torch.float32 else 2e-2, 3 * yard)
+            label = f"bias_act scales {'NHWC' if layout == torch.channels_last else 'NCHW'}"
+            if not ok:
+                FAILS.append(f"{label} {dtype}: {err:.2e}")
+            say(f"  {label:<34} {str(dtype)[6:]:<8} y {err:.1e}/{yard:.1e}{'' if ok else ' FAIL'}")
+
+
 def parity(device, small: bool) -> None:
     say("\n== 2. parity: rel. error kernel vs reference (same dtype) / reference vs float64 reference ==")
     say("   (y = forward, dx/db = gradient, d2x/d2b = second-order gradient)")
@@ -160,6 +185,7 @@ def parity(device, small: bool) -> None:
 
                 _parity_row(f"bias_act {act} clamp={clamp}", ("y", "dx", "db", "d2x", "d2b"),
                             kern, ref, [x, b], dtype, seed=1)
+    _scales_parity(device, shape, gen)
     f4 = setup_filter([1, 3, 3, 1]).to(device)
     f8 = setup_filter([1, 2, 4, 6, 6, 4, 2, 1]).to(device)
     frand = (torch.rand(3, 5, device=device, generator=gen) + 0.1)
