@@ -418,7 +418,7 @@ def _generator_variants(G, device, use_compile: bool) -> dict:
         return variants
     from core.cuda_graph import GraphedSynthesis
 
-    def separate_demod(ws, t, m):  # the demodulation as its own multiply, not inside bias_act's pass
+    def unfused(ws, t, m):  # modulation as separate multiplies, toRGB as a conv: not fused into bias_act
         synthesis_mod.FUSE_INTO_BIAS_ACT = False
         try:
             return syn(ws, t, m)
@@ -427,7 +427,7 @@ def _generator_variants(G, device, use_compile: bool) -> dict:
 
     variants.update({
         "kernels, shared conv (default)": ("cuda", syn),
-        "kernels, shared, modulation not fused into bias_act": ("cuda", separate_demod),
+        "kernels, shared, modulation not fused into bias_act": ("cuda", unfused),
         "kernels, grouped": ("cuda", lambda ws, t, m: syn(ws, t, m, fused_modconv=True)),
         "kernels, per video": ("cuda", lambda ws, t, m: syn(ws, t, m, per_video=True)),
         "kernels, shared, NHWC": ("cuda", lambda ws, t, m: syn(ws, t, m, channels_last=True)),

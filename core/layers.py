@@ -92,8 +92,10 @@ class Conv2dLayer(nn.Module):
             self.register_buffer("bias", bias_t)
 
     def forward(self, x: torch.Tensor, gain: float = 1.0) -> torch.Tensor:
-        w = derived(self.weight, ("gain", self.weight_gain, x.dtype), lambda t: (t * self.weight_gain).to(x.dtype))
-        b = derived(self.bias, ("as", x.dtype), lambda t: t.to(x.dtype)) if self.bias is not None else None
+        # scaled before the cast (unlike _scaled), as the reference's discriminator does
+        w = derived(self.weight, ("gain_then_cast", self.weight_gain, x.dtype),
+                    lambda t: (t * self.weight_gain).to(x.dtype))
+        b = _scaled(self.bias, 1, x.dtype) if self.bias is not None else None
         x = conv2d_resample(x, w, f=self.resample_filter, up=self.up, down=self.down, padding=self.padding,
                             flip_weight=(self.up == 1))
         clamp = self.conv_clamp * gain if self.conv_clamp is not None else None

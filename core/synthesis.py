@@ -256,6 +256,7 @@ class SynthesisNetwork(nn.Module):
             return img.reshape(num_t, n, -1, *img.shape[2:]).transpose(0, 1)
         return img.reshape(n, num_t, *img.shape[1:])
 
+
 def _as_times(t, n: int, device) -> torch.Tensor:
     """Times as a float `[N, T]` tensor: accepts a number, a list / 1-D tensor shared by all videos, or [N, T].
 

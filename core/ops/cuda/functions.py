@@ -106,19 +106,17 @@ def bias_act_cuda(x: torch.Tensor, b: torch.Tensor | None, dim: int = 1, act: st
     dim = dim % x.ndim if x.ndim else 0
     if b is not None:
         b = b.contiguous()
-    scales = [None if t is None else t.to(x.dtype) for t in (scale, out_scale)]
+    scale, out_scale = (None if t is None else t.to(x.dtype).contiguous() for t in (scale, out_scale))
+    cfg = (dim, act, float(alpha), float(gain), float(clamp))
     if scale is None and out_scale is None:
-        pass
-    elif not (torch.is_grad_enabled() and any(t is not None and t.requires_grad for t in (x, b, *scales))):
-        x = x.contiguous(memory_format=_memory_format(x))
-        scales = [None if t is None else t.contiguous() for t in scales]
-        return _ops().bias_act(x, b, None, None, None, 0, dim, ACTIVATIONS[act].cuda_idx, float(alpha),
-                               float(gain), float(clamp), *scales)
+        return _BiasAct.apply(x, b, cfg)
+    if not (torch.is_grad_enabled() and any(t is not None and t.requires_grad for t in (x, b, scale, out_scale))):
+        x = x.contiguous(memory_format=_memory_format(x))  # inference: both scales inside the kernel's pass
+        return _ops().bias_act(x, b, None, None, None, 0, dim, ACTIVATIONS[act].cuda_idx, *cfg[2:], scale,
+                               out_scale)
     shape = [x.shape[i] if i in (0, dim) else 1 for i in range(x.ndim)]
-    if scales[0] is not None:
-        x = x * scales[0].reshape(shape)
-    y = _BiasAct.apply(x, b, (dim, act, float(alpha), float(gain), float(clamp)))
-    return y * scales[1].reshape(shape) if scales[1] is not None else y
+    y = _BiasAct.apply(x * scale.reshape(shape) if scale is not None else x, b, cfg)
+    return y * out_scale.reshape(shape) if out_scale is not None else y
 
 
 def _upfirdn2d_out_size(size: int, up: int, down: int, pad0: int, pad1: int, taps: int) -> int:
