@@ -10,6 +10,7 @@ kernels and skip without CUDA.
 from __future__ import annotations
 
 import ctypes
+import itertools
 import logging
 import math
 import shutil
@@ -558,6 +559,31 @@ def test_emulated_upfirdn2d_tiles_large_images_and_many_planes(emu):
         want = upfirdn2d_ref(x, f, up, down, pad)
         got = emu.upfirdn2d_cuda(x, f, (up, up), (down, down), pad, False, 1.0)
         torch.testing.assert_close(got, want, rtol=1e-5, atol=1e-5)
+
+
+@pytest.mark.parametrize("kernel", ["direct", "tiled"])
+def test_emulated_4x4_filter_kernels(emu, monkeypatch, kernel):
+    # The 4x4 filter at up = down = 1 has its own direct kernel (8 rows per thread, channels-last
+    # aware); SGV_UPFIRDN2D_TILED=1 sends it to the tiled kernel. Both must agree with the
+    # reference for asymmetric and separable taps, either flip, cropping and padding, heights that
+    # are not a multiple of 8, and every memory layout.
+    if kernel == "tiled":
+        monkeypatch.setenv("SGV_UPFIRDN2D_TILED", "1")
+    gen = torch.Generator().manual_seed(29)
+    filters = {"asym": torch.rand(4, 4, generator=gen) + 0.1,
+               "sep4": setup_filter(torch.rand(4, generator=gen).tolist(), separable=True)}
+    assert filters["sep4"].shape == (4,)
+    for shape, pad in (((2, 5, 13, 11), (2, 1, 2, 1)), ((1, 3, 8, 9), (0, 0, 0, 0)), ((2, 2, 17, 6), (-1, 3, 4, -2)),
+                       ((1, 1, 3, 2), (3, 3, 3, 3))):
+        x = torch.randn(*shape, generator=gen)
+        for (fname, f), flip in itertools.product(filters.items(), (False, True)):
+            want = upfirdn2d_ref(x.double(), f, 1, 1, pad, flip, 1.3)
+            for dtype in (torch.float32, torch.float16):
+                tol = 4e-3 if dtype == torch.float16 else 1e-5
+                for name, xl in _layouts(x.to(dtype)):
+                    got = emu.upfirdn2d_cuda(xl, f, (1, 1), (1, 1), pad, flip, 1.3)
+                    torch.testing.assert_close(got.double(), want, rtol=tol, atol=tol,
+                                               msg=f"{kernel} {shape} {pad} {fname} flip={flip} {dtype} {name}")
 
 
 @pytest.mark.parametrize("case", UPFIRDN_CASES, ids=lambda c: f"{c[0]}-{c[1]}-{c[2]}-{c[4]}")

@@ -8,6 +8,7 @@
 // loop bounds; everything else runs the same code with run-time bounds.
 
 #include <algorithm>
+#include <cstdlib>
 
 #include "common.h"
 #include "types.cuh"
@@ -134,9 +135,109 @@ bool choose_tile(const Upfirdn2dParams& p, int elem_bytes, Tile& t, int& smem) {
   return true;
 }
 
+// The 4x4 filter at up = down = 1 (the FIR pass after every upsampling transposed conv and before
+// every downsampling conv: the largest tensors of both networks) gets a direct kernel instead: no
+// shared memory, the 16 taps in registers, and each thread computes kRows consecutive output rows
+// of one column, sliding down kRows + 3 input rows (44 loads for 128 multiply-adds instead of 16
+// loads and index divisions per output). Consecutive threads take consecutive elements of the
+// innermost memory dimension (x for NCHW, c for channels-last), so loads and stores coalesce and
+// the horizontally overlapping reads of neighbouring threads hit L1. The tiled kernel above
+// measured ~0.7 TB/s on these shapes on an H200 (bench/RESULTS.md).
+constexpr int kRows = 8;
+
+template <typename T, bool CL>
+__global__ void __launch_bounds__(kThreads) fir4_kernel(Upfirdn2dParams p, int row_groups) {
+  using A = typename Acc<T>::type;
+  A F[4][4];
+  const A gain = A(p.gain);
+#pragma unroll
+  for (int ky = 0; ky < 4; ++ky)
+#pragma unroll
+    for (int kx = 0; kx < 4; ++kx) {
+      const int iy = p.flip ? ky : 3 - ky, ix = p.flip ? kx : 3 - kx;
+      F[ky][kx] = A(p.separable ? p.f[iy] * p.f[ix] : p.f[iy * 4 + ix]) * gain;
+    }
+  const T* x = static_cast<const T*>(p.x);
+  T* y = static_cast<T*>(p.y);
+  // 32-bit offsets: fir4_applies checked that every element of x and y lies below 2^31
+  const int sx0 = int(p.sx[0]), sx1 = int(p.sx[1]), sx2 = int(p.sx[2]), sx3 = int(p.sx[3]);
+  const int sy0 = int(p.sy[0]), sy1 = int(p.sy[1]), sy2 = int(p.sy[2]), sy3 = int(p.sy[3]);
+  const unsigned total = unsigned(p.n) * unsigned(p.c) * unsigned(row_groups) * unsigned(p.out_w);
+  for (unsigned i = blockIdx.x * blockDim.x + threadIdx.x; i < total; i += blockDim.x * gridDim.x) {
+    unsigned rest = i;
+    int n, c, g, ox;
+    if constexpr (CL) {  // i = ((n * G + g) * W + ox) * C + c
+      c = rest % unsigned(p.c), rest /= unsigned(p.c);
+      ox = rest % unsigned(p.out_w), rest /= unsigned(p.out_w);
+      g = rest % unsigned(row_groups), n = rest / unsigned(row_groups);
+    } else {  // i = ((n * C + c) * G + g) * W + ox
+      ox = rest % unsigned(p.out_w), rest /= unsigned(p.out_w);
+      g = rest % unsigned(row_groups), rest /= unsigned(row_groups);
+      c = rest % unsigned(p.c), n = rest / unsigned(p.c);
+    }
+    const int oy0 = g * kRows;
+    const int iy0 = oy0 - p.pad_y0, ix0 = ox - p.pad_x0;  // output (oy, ox) reads x[oy-pad+ky][ox-pad+kx]
+    const T* xp = x + (n * sx0 + c * sx1);
+    A acc[kRows];
+#pragma unroll
+    for (int r = 0; r < kRows; ++r) acc[r] = A(0);
+#pragma unroll
+    for (int r = 0; r < kRows + 3; ++r) {
+      const int iy = iy0 + r;
+      A v[4];
+#pragma unroll
+      for (int kx = 0; kx < 4; ++kx) {
+        const int ix = ix0 + kx;
+        const bool in = iy >= 0 && iy < p.in_h && ix >= 0 && ix < p.in_w;
+        v[kx] = in ? to_acc(xp[iy * sx2 + ix * sx3]) : A(0);
+      }
+#pragma unroll
+      for (int ky = 0; ky < 4; ++ky) {
+        const int o = r - ky;  // this input row is tap ky of output row o
+        if (o >= 0 && o < kRows) {
+#pragma unroll
+          for (int kx = 0; kx < 4; ++kx) acc[o] += F[ky][kx] * v[kx];
+        }
+      }
+    }
+    T* yp = y + (n * sy0 + c * sy1 + ox * sy3);
+#pragma unroll
+    for (int r = 0; r < kRows; ++r)
+      if (oy0 + r < p.out_h) yp[(oy0 + r) * sy2] = from_acc<T>(acc[r]);
+  }
+}
+
+template <typename T>
+cudaError_t launch_fir4(const Upfirdn2dParams& p, cudaStream_t stream) {
+  const int row_groups = (p.out_h + kRows - 1) / kRows;
+  const int64_t total = int64_t(p.n) * p.c * row_groups * p.out_w;
+  const int64_t blocks = std::min<int64_t>((total + kThreads - 1) / kThreads, int64_t(1) << 20);
+  // channels-last when C is the innermost dimension of both tensors (and there is more than one)
+  const bool cl = p.c > 1 && p.sx[1] == 1 && p.sy[1] == 1;
+  void (*kernel)(Upfirdn2dParams, int) = cl ? fir4_kernel<T, true> : fir4_kernel<T, false>;
+  SGV_LAUNCH(kernel, static_cast<unsigned>(blocks), kThreads, 0, stream, p, row_groups);
+  return cudaGetLastError();
+}
+
+int64_t max_offset(const int64_t* s, int n, int c, int h, int w) {
+  return (n - 1) * std::abs(s[0]) + (c - 1) * std::abs(s[1]) + (h - 1) * std::abs(s[2]) + (w - 1) * std::abs(s[3]);
+}
+
+// Whether the direct kernel takes these parameters (else the tiled kernel does). The environment
+// variable SGV_UPFIRDN2D_TILED=1 sends everything to the tiled kernel (bench/ops_gpu.py times both).
+bool fir4_applies(const Upfirdn2dParams& p) {
+  constexpr int64_t kMax = int64_t(1) << 31;
+  const int64_t total = int64_t(p.n) * p.c * ((p.out_h + kRows - 1) / kRows) * p.out_w;
+  const char* tiled = std::getenv("SGV_UPFIRDN2D_TILED");
+  return p.up_x == 1 && p.up_y == 1 && p.down_x == 1 && p.down_y == 1 && p.f_h == 4 && p.f_w == 4 &&
+         total < kMax && max_offset(p.sx, p.n, p.c, p.in_h, p.in_w) < kMax &&
+         max_offset(p.sy, p.n, p.c, p.out_h, p.out_w) < kMax && !(tiled && tiled[0] == '1');
+}
+
 template <typename T>
 cudaError_t launch_typed(const Upfirdn2dParams& p, cudaStream_t stream) {
   using A = typename Acc<T>::type;
+  if (fir4_applies(p)) return launch_fir4<T>(p, stream);
   Tile t;
   int smem = 0;
   if (!choose_tile(p, sizeof(A), t, smem)) return cudaErrorInvalidConfiguration;
