@@ -54,17 +54,16 @@ class SynthesisLayer(nn.Module):
         styles = self.affine(w) if styles is None else styles
         clamp = self.conv_clamp * gain if self.conv_clamp is not None else None
         kw = dict(up=self.up, padding=self.padding, resample_filter=self.resample_filter, flip_weight=(self.up == 1))
-        scale = None
+        act_args = dict(b=self.bias.to(x.dtype), act="lrelu", gain=self.act_gain * gain, clamp=clamp)
         if fused_modconv:
             assert not input_scaled and out_scale is None, "the grouped conv modulates its weights"
             x = modulated_conv2d(x, self.weight, styles, fused_modconv=True, **kw)
-        elif FUSE_INTO_BIAS_ACT:  # the demodulation rides in bias_act's pass (one read + write of x fewer)
-            x, scale = modulated_conv2d(x, self.weight, styles, fused_modconv=False, defer_demod=True,
-                                        input_scaled=input_scaled, **kw)
+        elif FUSE_INTO_BIAS_ACT:  # demodulation and bias_act in one pass (the upsampling filter's, for up=2)
+            return modulated_conv2d(x, self.weight, styles, fused_modconv=False, input_scaled=input_scaled,
+                                    bias_act_args=dict(act_args, out_scale=out_scale), **kw)
         else:
             x = modulated_conv2d(x, self.weight, styles, fused_modconv=False, input_scaled=input_scaled, **kw)
-        return bias_act(x, self.bias.to(x.dtype), act="lrelu", gain=self.act_gain * gain, clamp=clamp,
-                        scale=scale, out_scale=out_scale)
+        return bias_act(x, out_scale=out_scale, **act_args)
 
     def input_scale(self, styles: torch.Tensor, dtype: torch.dtype) -> torch.Tensor:
         """`[M, I]`: what the shared conv multiplies its input by (for `out_scale` of the layer before)."""
@@ -73,10 +72,10 @@ class SynthesisLayer(nn.Module):
     def forward_videos(self, x: torch.Tensor, w: torch.Tensor) -> torch.Tensor:
         """Frame-major: x `[T, N*I, r, r]`, w `[N, w_dim]` (one per video) -> `[T, N*O, R, R]`."""
         assert x.shape[2:] == (self.resolution // self.up,) * 2, f"bad input {tuple(x.shape)}"
-        x = modulated_conv2d_videos(x, self.weight, self.affine(w), up=self.up, padding=self.padding,
-                                    resample_filter=self.resample_filter, flip_weight=(self.up == 1))
-        return bias_act(x, self.bias.repeat(len(w)).to(x.dtype), act="lrelu", gain=self.act_gain,
-                        clamp=self.conv_clamp)
+        act_args = dict(b=self.bias.repeat(len(w)).to(x.dtype), act="lrelu", gain=self.act_gain, clamp=self.conv_clamp)
+        return modulated_conv2d_videos(x, self.weight, self.affine(w), up=self.up, padding=self.padding,
+                                       resample_filter=self.resample_filter, flip_weight=(self.up == 1),
+                                       bias_act_args=act_args)
 
 
 class ToRGBLayer(nn.Module):

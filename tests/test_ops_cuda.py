@@ -353,7 +353,8 @@ def emu_lib(tmp_path_factory):
         [ctypes.c_int, ctypes.c_int, ctypes.c_double, ctypes.c_double, ctypes.c_double, ctypes.c_void_p,
          ctypes.c_void_p, ctypes.c_int64]
     lib.sgv_emu_upfirdn2d.argtypes = [ctypes.c_int] + [ctypes.c_void_p] * 3 + \
-        [ctypes.POINTER(ctypes.c_int64)] * 2 + [ctypes.POINTER(ctypes.c_int)] * 2 + [ctypes.c_double]
+        [ctypes.POINTER(ctypes.c_int64)] * 2 + [ctypes.POINTER(ctypes.c_int)] * 2 + [ctypes.c_double, ctypes.c_int] + \
+        [ctypes.c_void_p] * 3 + [ctypes.c_double] * 3
     return lib
 
 
@@ -387,7 +388,10 @@ class _EmuOps:
         assert err == 0
         return y
 
-    def upfirdn2d(self, x, f, upx, upy, downx, downy, px0, px1, py0, py1, flip, gain):
+    def upfirdn2d(self, x, f, upx, upy, downx, downy, px0, px1, py0, py1, flip, gain, b=None, scale=None,
+                  out_scale=None, act=0, alpha=0.0, act_gain=1.0, clamp=-1.0):
+        for t, shape in ((b, (x.shape[1],)), (scale, x.shape[:2]), (out_scale, x.shape[:2])):  # ops.cpp's checks
+            assert t is None or (act > 0 and t.shape == shape and t.dtype == x.dtype and t.is_contiguous())
         fh, fw = f.shape[0], f.shape[-1]
         oh = (x.shape[2] * upy + py0 + py1 - fh + downy) // downy
         ow = (x.shape[3] * upx + px0 + px1 - fw + downx) // downx
@@ -398,7 +402,8 @@ class _EmuOps:
         dims = (ctypes.c_int * 6)(*x.shape, oh, ow)
         cfg = (ctypes.c_int * 10)(upx, upy, downx, downy, px0, py0, fh, fw, int(f.ndim == 1), int(flip))
         err = self.lib.sgv_emu_upfirdn2d(_CODES[x.dtype], x.data_ptr(), f.data_ptr(), y.data_ptr(), sx, sy,
-                                         dims, cfg, gain)
+                                         dims, cfg, gain, act, self._ptr(b), self._ptr(scale),
+                                         self._ptr(out_scale), alpha, act_gain, clamp)
         assert err == 0
         return y
 
@@ -584,6 +589,56 @@ def test_emulated_4x4_filter_kernels(emu, monkeypatch, kernel):
                     got = emu.upfirdn2d_cuda(xl, f, (1, 1), (1, 1), pad, flip, 1.3)
                     torch.testing.assert_close(got.double(), want, rtol=tol, atol=tol,
                                                msg=f"{kernel} {shape} {pad} {fname} flip={flip} {dtype} {name}")
+
+
+@pytest.mark.parametrize("kernel", ["direct", "tiled"])
+def test_emulated_filter_with_bias_act_epilogue(emu, monkeypatch, kernel):
+    # upfirdn2d_bias_act_cuda == bias_act(upfirdn2d(x)): in the direct kernel's registers, or (tiled)
+    # by bias_act in place on the filtered output; every optional operand, NCHW and channels-last.
+    if kernel == "tiled":
+        monkeypatch.setenv("SGV_UPFIRDN2D_TILED", "1")
+    gen = torch.Generator().manual_seed(31)
+    f, pad = setup_filter(FILTER), (2, 1, 2, 1)
+    x = torch.randn(3, 4, 10, 9, generator=gen)
+    b, scale, out_scale = torch.randn(4, generator=gen), torch.rand(3, 4, generator=gen) + 0.5, \
+        torch.rand(3, 4, generator=gen) + 0.5
+    uses = ((1, 1, 1), (0, 1, 0), (1, 0, 1))  # which of b, scale, out_scale are given
+    for act, clamp, use in itertools.product(("lrelu", "tanh", "linear"), (-1.0, 0.4), uses):
+        operands = [t if u else None for t, u in zip((b, scale, out_scale), use)]
+        want = bias_act_ref(upfirdn2d_ref(x.double(), f, 1, 1, pad, False, 4.0),
+                            *[None if t is None else t.double() for t in operands[:1]], act=act, alpha=0.2,
+                            gain=1.4, clamp=clamp, scale=operands[1], out_scale=operands[2])
+        for dtype in (torch.float32, torch.float16):
+            tol = 5e-3 if dtype == torch.float16 else 1e-5
+            for name, xl in list(_layouts(x.to(dtype)))[:2]:
+                cast = [None if t is None else t.to(dtype) for t in operands]
+                got = emu.upfirdn2d_bias_act_cuda(xl, f, pad, False, 4.0, cast[0], act, 0.2, 1.4, clamp, *cast[1:])
+                assert got.dtype == dtype
+                torch.testing.assert_close(got.double(), want, rtol=tol, atol=tol,
+                                           msg=f"{kernel} {act} clamp={clamp} {use} {dtype} {name}")
+    with pytest.raises(AssertionError, match="forward-only"):
+        emu.upfirdn2d_bias_act_cuda(x.requires_grad_(True), f, pad, False, 4.0, b, "lrelu", 0.2, 1.4, -1.0)
+
+
+@pytest.mark.parametrize("layout", ["shared", "per_video", "grouped"])
+def test_emulated_kernels_render_the_reference_frames(tiny_G, emu, monkeypatch, layout):
+    # The whole synthesis network on the host-compiled kernels, as a GPU runs it at inference (the
+    # direct 4x4 filter with its bias_act epilogue, bias_act's fused scales), against the reference ops.
+    import core.ops.cuda as cuda_pkg
+
+    kw = dict(shared=dict(fused_modconv=False), per_video=dict(per_video=True), grouped=dict(fused_modconv=True))
+    ws = tiny_G.mapping(torch.randn(2, tiny_G.z_dim, generator=torch.Generator().manual_seed(37)))
+    t = torch.tensor([[0.0, 2.5, 9.0]] * 2)
+    fused_calls = []
+    real = cuda_pkg.upfirdn2d_bias_act_cuda
+    monkeypatch.setattr(cuda_pkg, "upfirdn2d_bias_act_cuda", lambda *a, **k: fused_calls.append(1) or real(*a, **k))
+    with torch.no_grad():
+        want = tiny_G.synthesis(ws, t, [3, 4], **kw[layout])
+        monkeypatch.setattr(_dispatch, "resolve", lambda name, impl, x: "ref" if impl == "ref" else "cuda")
+        got = tiny_G.synthesis(ws, t, [3, 4], **kw[layout])
+    torch.testing.assert_close(got, want, atol=2e-5, rtol=1e-5)
+    ups = sum(1 for res in tiny_G.synthesis.block_resolutions if res > 4)
+    assert len(fused_calls) == (0 if layout == "grouped" else ups), "the upsampling layers take the fused kernel"
 
 
 @pytest.mark.parametrize("case", UPFIRDN_CASES, ids=lambda c: f"{c[0]}-{c[1]}-{c[2]}-{c[4]}")

@@ -5,6 +5,8 @@ from __future__ import annotations
 import torch
 import torch.nn.functional as F
 
+from core.ops.bias_act import bias_act
+from core.ops.fused import upfirdn2d_bias_act
 from core.ops.upfirdn2d import filter_size, parse_padding, upfirdn2d
 from core.ops.weight_cache import derived
 
@@ -19,12 +21,17 @@ def _conv(x, w, stride=1, padding=0, groups=1, transpose=False, flip_weight=True
 
 def conv2d_resample(x: torch.Tensor, w: torch.Tensor, f: torch.Tensor | None = None, up: int = 1,
                     down: int = 1, padding=0, groups: int = 1, flip_weight: bool = True,
-                    flip_filter: bool = False, impl: str = "auto") -> torch.Tensor:
+                    flip_filter: bool = False, impl: str = "auto", bias_act_args: dict | None = None) -> torch.Tensor:
     """Conv of x `[N, C_in, H, W]` with w `[C_out, C_in/groups, kh, kw]`, up/down-sampling by `f`.
 
     `padding` refers to the upsampled image. The paths are chosen as StyleGAN2 does (transposed
     conv for up=2, strided conv for down=2), so outputs match its checkpoints' behaviour exactly.
+    `bias_act_args`: the result goes through `bias_act(y, **bias_act_args)`, inside the upsampling
+    filter's pass where the kernel can (core/ops/fused.py).
     """
+    if bias_act_args is not None and not (up > 1 and down == 1):
+        y = conv2d_resample(x, w, f, up, down, padding, groups, flip_weight, flip_filter, impl)
+        return bias_act(y, impl=impl, **bias_act_args)
     assert x.ndim == 4 and w.ndim == 4 and w.dtype == x.dtype, f"x {x.shape} {x.dtype}, w {w.shape} {w.dtype}"
     c_out, c_in_g, kh, kw = (int(s) for s in w.shape)
     fw, fh = filter_size(f)
@@ -64,7 +71,11 @@ def conv2d_resample(x: torch.Tensor, w: torch.Tensor, f: torch.Tensor | None = N
         pxt = max(min(-px0, -px1), 0)
         pyt = max(min(-py0, -py1), 0)
         x = _conv(x, w, stride=up, padding=[pyt, pxt], groups=groups, transpose=True, flip_weight=not flip_weight)
-        x = upfirdn2d(x, f, padding=[px0 + pxt, px1 + pxt, py0 + pyt, py1 + pyt], gain=up**2, **ops)
+        pad = [px0 + pxt, px1 + pxt, py0 + pyt, py1 + pyt]
+        if bias_act_args is not None:  # down == 1
+            args = dict(bias_act_args)
+            return upfirdn2d_bias_act(x, f, padding=pad, gain=up**2, act_gain=args.pop("gain", None), **args, **ops)
+        x = upfirdn2d(x, f, padding=pad, gain=up**2, **ops)
         if down > 1:
             x = upfirdn2d(x, f, down=down, **ops)
         return x

@@ -27,13 +27,14 @@ FAST_PATH = True
 def modulated_conv2d(x: torch.Tensor, weight: torch.Tensor, styles: torch.Tensor, noise=None, up: int = 1,
                      down: int = 1, padding: int = 0, resample_filter=None, demodulate: bool = True,
                      flip_weight: bool = True, fused_modconv: bool = True,
-                     impl: str = "auto", defer_demod: bool = False, input_scaled: bool = False):
+                     impl: str = "auto", bias_act_args: dict | None = None, input_scaled: bool = False):
     """x `[N, I, H, W]`, weight `[O, I, kh, kw]`, styles `[N, I]` -> `[N, O, H', W']` in x's dtype.
 
     fused_modconv=True folds the per-sample weights into one grouped convolution; False scales the
     activations before and after a shared convolution (cheaper for large batches in training).
-    `defer_demod` (shared conv, no noise): return `(y, dcoefs [N, O])` with the demodulation not yet
-    applied, for a consumer that does it in its own pass (bias_act's `scale`). `input_scaled` (shared
+    `bias_act_args` (shared conv, no noise): return `bias_act(y, **bias_act_args)` with the
+    demodulation as bias_act's `scale`, so it costs no pass of its own: it rides in bias_act's pass,
+    or with bias_act in the upsampling filter's pass (core/ops/fused.py). `input_scaled` (shared
     conv): x already carries its modulation, `input_styles(...)` (the producer's bias_act `out_scale`).
     """
     n = x.shape[0]
@@ -45,10 +46,12 @@ def modulated_conv2d(x: torch.Tensor, weight: torch.Tensor, styles: torch.Tensor
     assert not (input_scaled and fused_modconv), "input_scaled is for the shared conv"
     x_styles = None if input_scaled else styles
     kwargs = dict(f=resample_filter, up=up, down=down, padding=padding, flip_weight=flip_weight, impl=impl)
-    if defer_demod:
-        assert demodulate and not fused_modconv and noise is None, "defer_demod is for the shared conv"
+    if bias_act_args is not None:
+        assert demodulate and not fused_modconv and noise is None, "bias_act_args is for the shared conv"
+        assert "scale" not in bias_act_args, "the demodulation is bias_act's scale"
         x = _scale_input(x, x_styles)
-        return conv2d_resample(x, _as(weight, x.dtype), **kwargs), _demod_coefs(weight, styles)
+        args = dict(bias_act_args, scale=_demod_coefs(weight, styles))
+        return conv2d_resample(x, _as(weight, x.dtype), bias_act_args=args, **kwargs)
     if FAST_PATH and impl != "ref":
         return _modconv_fast(x, weight, styles, x_styles, noise, demodulate, fused_modconv, kwargs)
     return _modconv_ref(x, weight, styles, x_styles, noise, demodulate, fused_modconv, kwargs)
@@ -88,14 +91,15 @@ def _scale_input(x: torch.Tensor, x_styles: torch.Tensor | None) -> torch.Tensor
 
 def modulated_conv2d_videos(x: torch.Tensor, weight: torch.Tensor, styles: torch.Tensor, up: int = 1,
                             padding: int = 0, resample_filter=None, demodulate: bool = True,
-                            flip_weight: bool = True, impl: str = "auto") -> torch.Tensor:
+                            flip_weight: bool = True, impl: str = "auto",
+                            bias_act_args: dict | None = None) -> torch.Tensor:
     """Modulated conv of T frames of N videos that share their styles, in the frame-major layout.
 
     x `[T, N*I, H, W]` (the N videos' channels side by side), styles `[N, I]` -> `[T, N*O, H', W']`.
     Each video's modulated, demodulated weight is built once (not once per frame) and applied to its
     T frames by one grouped convolution (groups = N): for one video it is a plain convolution with no
     per-sample scaling pass at all. Equal to `modulated_conv2d(..., fused_modconv=True)` applied to
-    the N*T frames one by one (tests/test_core_model.py).
+    the N*T frames one by one (tests/test_core_model.py). `bias_act_args`: as conv2d_resample's.
     """
     n = styles.shape[0]
     c_out, c_in, kh, kw = weight.shape
@@ -104,7 +108,8 @@ def modulated_conv2d_videos(x: torch.Tensor, weight: torch.Tensor, styles: torch
     weight, styles = _prenormalize(x.dtype, weight, styles, demodulate)
     w = _folded_weight(weight, styles, demodulate, fast=FAST_PATH and impl != "ref")  # [N, O, I, kh, kw]
     return conv2d_resample(x, w.reshape(-1, c_in, kh, kw).to(x.dtype), f=resample_filter, up=up,
-                           padding=padding, groups=n, flip_weight=flip_weight, impl=impl)
+                           padding=padding, groups=n, flip_weight=flip_weight, impl=impl,
+                           bias_act_args=bias_act_args)
 
 
 def _prenormalize(dtype: torch.dtype, weight: torch.Tensor, styles: torch.Tensor, demodulate: bool):

@@ -7,7 +7,7 @@ with impl="auto" or "cuda". Build from the command line: `python -m core.ops.cud
 
 from core.ops import _dispatch
 from core.ops.cuda.build import BuildError, load_extension
-from core.ops.cuda.functions import bias_act_cuda, upfirdn2d_cuda
+from core.ops.cuda.functions import bias_act_cuda, upfirdn2d_bias_act_cuda, upfirdn2d_cuda
 
 
 def _load():
@@ -17,4 +17,4 @@ def _load():
 for _name in ("bias_act", "upfirdn2d"):
     _dispatch.register_loader(_name, _load)
 
-__all__ = ["BuildError", "bias_act_cuda", "load_extension", "upfirdn2d_cuda"]
+__all__ = ["BuildError", "bias_act_cuda", "load_extension", "upfirdn2d_bias_act_cuda", "upfirdn2d_cuda"]

@@ -52,6 +52,14 @@ struct Upfirdn2dParams {
   int f_h = 1, f_w = 1;
   bool separable = false, flip = false;
   double gain = 1.0;
+  // Optional epilogue, bias_act's forward (mode 0) in the same pass, when act > 0: the filtered value v
+  // becomes clamp(act(v * scale[n, c] + b[c]) * act_gain) * out_scale[n, c]. b, scale and out_scale
+  // have x's dtype and are contiguous ([C], [N, C], [N, C]) or nullptr (then 0, 1, 1).
+  int act = 0;  // 0: no epilogue; else as BiasActParams::act
+  const void* b = nullptr;
+  const void* scale = nullptr;
+  const void* out_scale = nullptr;
+  double alpha = 0.0, act_gain = 1.0, clamp = -1.0;  // clamp < 0: no clamping
 };
 
 cudaError_t bias_act_launch(const BiasActParams& p, int dtype, cudaStream_t stream);

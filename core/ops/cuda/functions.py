@@ -173,3 +173,23 @@ def upfirdn2d_cuda(x: torch.Tensor, f: torch.Tensor, up: tuple[int, int] = (1, 1
     cfg = (int(upx), int(upy), int(downx), int(downy), int(px0), int(px1), int(py0), int(py1),
            bool(flip_filter), float(gain))
     return _Upfirdn2d.apply(x, f, cfg)
+
+
+def upfirdn2d_bias_act_cuda(x: torch.Tensor, f: torch.Tensor, padding: tuple[int, int, int, int], flip_filter: bool,
+                            gain: float, b: torch.Tensor | None, act: str, alpha: float, act_gain: float,
+                            clamp: float, scale: torch.Tensor | None = None,
+                            out_scale: torch.Tensor | None = None) -> torch.Tensor:
+    """`bias_act_cuda(upfirdn2d_cuda(x, f, padding=...), b, ...)` at up = down = 1 in one pass, forward only.
+
+    For inference: the filter kernel applies bias_act's forward to its registers, so the filtered
+    tensor is never written and read back. Arguments resolved as by bias_act (clamp < 0 = none).
+    """
+    assert not (torch.is_grad_enabled() and any(t is not None and t.requires_grad for t in (x, b, scale, out_scale))), \
+        "upfirdn2d_bias_act_cuda is forward-only; compose upfirdn2d and bias_act when a gradient is needed"
+    if x.dtype not in _DTYPES:
+        raise TypeError(f"upfirdn2d_bias_act_cuda supports {_DTYPES}, got {x.dtype}")
+    f = f.to(device=x.device, dtype=torch.float32).contiguous()
+    px0, px1, py0, py1 = (int(v) for v in padding)
+    b, scale, out_scale = (None if t is None else t.to(x.dtype).contiguous() for t in (b, scale, out_scale))
+    return _ops().upfirdn2d(x, f, 1, 1, 1, 1, px0, px1, py0, py1, bool(flip_filter), float(gain), b, scale,
+                            out_scale, ACTIVATIONS[act].cuda_idx, float(alpha), float(act_gain), float(clamp))

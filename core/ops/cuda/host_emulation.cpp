@@ -58,7 +58,8 @@ int sgv_emu_bias_act(int dtype, const void* x, const void* b, const void* xref, 
 }
 
 int sgv_emu_upfirdn2d(int dtype, const void* x, const float* f, void* y, const int64_t* sx, const int64_t* sy,
-                      const int* dims, const int* cfg, double gain) {
+                      const int* dims, const int* cfg, double gain, int act, const void* b, const void* scale,
+                      const void* out_scale, double alpha, double act_gain, double clamp) {
   // dims: n, c, in_h, in_w, out_h, out_w; cfg: up_x, up_y, down_x, down_y, pad_x0, pad_y0, f_h, f_w, separable, flip
   sgv::Upfirdn2dParams p;
   p.x = x; p.f = f; p.y = y;
@@ -66,6 +67,8 @@ int sgv_emu_upfirdn2d(int dtype, const void* x, const float* f, void* y, const i
   p.n = dims[0]; p.c = dims[1]; p.in_h = dims[2]; p.in_w = dims[3]; p.out_h = dims[4]; p.out_w = dims[5];
   p.up_x = cfg[0]; p.up_y = cfg[1]; p.down_x = cfg[2]; p.down_y = cfg[3]; p.pad_x0 = cfg[4]; p.pad_y0 = cfg[5];
   p.f_h = cfg[6]; p.f_w = cfg[7]; p.separable = cfg[8] != 0; p.flip = cfg[9] != 0; p.gain = gain;
+  p.act = act; p.b = b; p.scale = scale; p.out_scale = out_scale;
+  p.alpha = alpha; p.act_gain = act_gain; p.clamp = clamp;
   return static_cast<int>(sgv::upfirdn2d_launch(p, dtype, nullptr));
 }
 

@@ -98,7 +98,9 @@ at::Tensor bias_act(const at::Tensor& x, const std::optional<at::Tensor>& b, con
 // f: float32 [taps] (separable) or [fh, fw], correlation taps are taken flipped unless flip.
 at::Tensor upfirdn2d(const at::Tensor& x, const at::Tensor& f, int64_t up_x, int64_t up_y, int64_t down_x,
                      int64_t down_y, int64_t pad_x0, int64_t pad_x1, int64_t pad_y0, int64_t pad_y1, bool flip,
-                     double gain) {
+                     double gain, const std::optional<at::Tensor>& b, const std::optional<at::Tensor>& scale,
+                     const std::optional<at::Tensor>& out_scale, int64_t act, double alpha, double act_gain,
+                     double clamp) {
   TORCH_CHECK(x.is_cuda() && x.dim() == 4, "upfirdn2d: x must be a CUDA tensor [N, C, H, W]");
   TORCH_CHECK(f.is_cuda() && f.device() == x.device(), "upfirdn2d: f must be on x's device");
   TORCH_CHECK(f.scalar_type() == at::kFloat && (f.dim() == 1 || f.dim() == 2) && f.is_contiguous(),
@@ -135,6 +137,25 @@ at::Tensor upfirdn2d(const at::Tensor& x, const at::Tensor& f, int64_t up_x, int
   p.x = x.data_ptr();
   p.f = f.data_ptr<float>();
   p.y = y.data_ptr();
+  // Optional bias_act epilogue (act > 0): b [C], scale / out_scale [N, C], x's dtype, contiguous.
+  p.act = static_cast<int>(act);
+  p.alpha = alpha;
+  p.act_gain = act_gain;
+  p.clamp = clamp;
+  const std::optional<at::Tensor>* extras[] = {&b, &scale, &out_scale};
+  const void** slots[] = {&p.b, &p.scale, &p.out_scale};
+  for (int i = 0; i < 3; ++i) {
+    const auto& t = *extras[i];
+    if (!t || !t->defined()) continue;
+    TORCH_CHECK(act > 0, "upfirdn2d: b, scale and out_scale need an activation (act > 0)");
+    TORCH_CHECK(t->device() == x.device() && t->scalar_type() == x.scalar_type() && t->is_contiguous(),
+                "upfirdn2d: b, scale and out_scale must be contiguous, on x's device, with x's dtype");
+    const bool shape_ok = i == 0 ? (t->dim() == 1 && t->size(0) == x.size(1))
+                                 : (t->dim() == 2 && t->size(0) == x.size(0) && t->size(1) == x.size(1));
+    TORCH_CHECK(shape_ok, "upfirdn2d: b must be [C] and scale / out_scale [N, C]");
+    *slots[i] = t->data_ptr();
+  }
+  TORCH_CHECK(act == 0 || y.is_non_overlapping_and_dense(), "upfirdn2d: the epilogue needs a dense output");
   const c10::cuda::CUDAGuard guard(x.device());
   const cudaError_t err = sgv::upfirdn2d_launch(p, code, c10::cuda::getCurrentCUDAStream());
   TORCH_CHECK(err == cudaSuccess, "upfirdn2d kernel failed: ", cudaGetErrorString(err));
@@ -149,7 +170,8 @@ TORCH_LIBRARY(TORCH_EXTENSION_NAME, m) {
   m.def("bias_act(Tensor x, Tensor? b, Tensor? xref, Tensor? yref, Tensor? dyref, int mode, int dim, int act, "
         "float alpha, float gain, float clamp, Tensor? scale=None, Tensor? out_scale=None) -> Tensor");
   m.def("upfirdn2d(Tensor x, Tensor f, int up_x, int up_y, int down_x, int down_y, int pad_x0, int pad_x1, "
-        "int pad_y0, int pad_y1, bool flip, float gain) -> Tensor");
+        "int pad_y0, int pad_y1, bool flip, float gain, Tensor? b=None, Tensor? scale=None, "
+        "Tensor? out_scale=None, int act=0, float alpha=0., float act_gain=1., float clamp=-1.) -> Tensor");
 }
 
 TORCH_LIBRARY_IMPL(TORCH_EXTENSION_NAME, CUDA, m) {

@@ -10,6 +10,7 @@
 #include <algorithm>
 #include <cstdlib>
 
+#include "act.cuh"
 #include "common.h"
 #include "types.cuh"
 
@@ -200,6 +201,20 @@ __global__ void __launch_bounds__(kThreads) fir4_kernel(Upfirdn2dParams p, int r
         }
       }
     }
+    if (p.act > 0) {  // bias_act's forward on the registers: the filtered tensor is never stored
+      const T* b = static_cast<const T*>(p.b);
+      const T* scale = static_cast<const T*>(p.scale);
+      const T* out_scale = static_cast<const T*>(p.out_scale);
+      const A sc = scale ? to_acc(scale[n * p.c + c]) : A(1), bias = b ? to_acc(b[c]) : A(0);
+      const A osc = out_scale ? to_acc(out_scale[n * p.c + c]) : A(1);
+      const A alpha = A(p.alpha), act_gain = A(p.act_gain), clamp = A(p.clamp);
+#pragma unroll
+      for (int r = 0; r < kRows; ++r) {
+        A v = act_fwd(p.act, acc[r] * sc + bias, alpha) * act_gain;
+        if (clamp >= A(0)) v = v > clamp ? clamp : (v < -clamp ? -clamp : v);
+        acc[r] = v * osc;
+      }
+    }
     T* yp = y + (n * sy0 + c * sy1 + ox * sy3);
 #pragma unroll
     for (int r = 0; r < kRows; ++r)
@@ -255,8 +270,9 @@ cudaError_t launch_typed(const Upfirdn2dParams& p, cudaStream_t stream) {
 
 }  // namespace
 
-cudaError_t upfirdn2d_launch(const Upfirdn2dParams& p, int dtype, cudaStream_t stream) {
-  if (int64_t(p.n) * p.c * p.out_h * p.out_w == 0) return cudaSuccess;
+namespace {
+
+cudaError_t launch_dtype(const Upfirdn2dParams& p, int dtype, cudaStream_t stream) {
   switch (dtype) {
     case kFloat32: return launch_typed<float>(p, stream);
     case kFloat16: return launch_typed<__half>(p, stream);
@@ -264,6 +280,33 @@ cudaError_t upfirdn2d_launch(const Upfirdn2dParams& p, int dtype, cudaStream_t s
     case kFloat64: return launch_typed<double>(p, stream);
     default: return cudaErrorInvalidValue;
   }
+}
+
+}  // namespace
+
+cudaError_t upfirdn2d_launch(const Upfirdn2dParams& p, int dtype, cudaStream_t stream) {
+  if (int64_t(p.n) * p.c * p.out_h * p.out_w == 0) return cudaSuccess;
+  if (p.act <= 0 || fir4_applies(p)) return launch_dtype(p, dtype, stream);
+  // The tiled kernel has no epilogue: filter, then bias_act in place on the output (y is dense).
+  Upfirdn2dParams plain = p;
+  plain.act = 0;
+  const cudaError_t err = launch_dtype(plain, dtype, stream);
+  if (err != cudaSuccess) return err;
+  BiasActParams q;
+  q.x = p.y;
+  q.y = p.y;
+  q.b = p.b;
+  q.numel = int64_t(p.n) * p.c * p.out_h * p.out_w;
+  q.size_b = p.c;
+  q.step_b = p.c > 1 ? p.sy[1] : 1;
+  q.step_n = p.sy[0];
+  q.scale = p.scale;
+  q.out_scale = p.out_scale;
+  q.act = p.act;
+  q.alpha = p.alpha;
+  q.gain = p.act_gain;
+  q.clamp = p.clamp;
+  return bias_act_launch(q, dtype, stream);
 }
 
 }  // namespace sgv
