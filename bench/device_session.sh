@@ -12,7 +12,8 @@
 #   $OUT/timeline.txt; `bash bench/device_session.sh rest SECONDS` in a follow-up call runs the torch.compile
 #   baselines and continues training (the run folder stays on a warm machine).
 #
-# Issue 3's remaining work (the bundled model is shipped): `bash bench/device_session.sh owed 540`, one call.
+# Issue 3's remaining work (the bundled model is shipped): `bash bench/device_session.sh owed 540`, one call
+# (COMPILE=0 skips the torch.compile baselines, measured on 2026-11-27).
 #
 # The older two-call plan:
 # Call 1 (~6 min): GPU tests, CUDA-op parity and timings, generator throughput, trainer sec/kimg.
@@ -109,12 +110,17 @@ e=load_extension(); print(e.name, 'built/loaded in %.1f s' % (time.time()-t))"
     [[ -z "${SMOKE:-}" ]] && run_for build 200 python -c "import time; from core.ops.cuda import load_extension; t=time.time(); \
 e=load_extension(); print(e.name, 'built/loaded in %.1f s' % (time.time()-t))"
     run_for gpu_tests 120 python -m pytest -q -m gpu -p no:cacheprovider tests/test_core_gpu.py tests/test_ops_cuda.py
-    # generator variants (layouts, NHWC, CUDA graphs, torch.compile) with the share of the matmul bound,
-    # the kernel profile of the fastest, then the training iteration with the compile baseline
-    run_for ops_e2e_compile 330 python bench/ops_gpu.py --only e2e "${sm[@]}"
+    run_for ops_parity 90 python bench/ops_gpu.py --only parity --skip-compile "${sm[@]}"
+    # generator variants (layouts, NHWC, CUDA graphs, the filter kernels; torch.compile unless COMPILE=0:
+    # its baselines were measured on 2026-11-27) with the share of the matmul bound, the kernel profile
+    # of the fastest, then the training iteration
+    comp=()
+    [[ "${COMPILE:-1}" == 0 ]] && comp=(--skip-compile)
+    run_for ops_e2e 330 python bench/ops_gpu.py --only e2e "${comp[@]}" "${sm[@]}"
     run_for layouts 60 python bench/generate.py --skip fps,far,stream --layout-preset "${LAYOUT_PRESET:-256}" \
       --layout-shapes 1x1,32x1,1x32,4x8 --repeats 5
-    run_for ops_timings_compile 150 python bench/ops_gpu.py --only ops "${sm[@]}"
+    run_for ops_timings 150 python bench/ops_gpu.py --only ops "${comp[@]}" "${sm[@]}"
+    run_for train_speed 160 python bench/train_speed.py --ticks 3 "${sm[@]}"
     ;;
   measure)
     nvidia-smi --query-gpu=name,memory.total,driver_version --format=csv | tee "$OUT/gpu.txt"

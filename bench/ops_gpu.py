@@ -25,7 +25,9 @@ from __future__ import annotations
 import argparse
 import contextlib
 import datetime
+import itertools
 import math
+import os
 import sys
 import time
 from collections import defaultdict
@@ -41,7 +43,9 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 import core.synthesis as synthesis_mod  # noqa: E402
 from core.motion import Motion  # noqa: E402
 from core.ops import _dispatch, modconv  # noqa: E402
+from core.ops import fused as fused_mod  # noqa: E402
 from core.ops.bias_act import ACTIVATIONS, bias_act  # noqa: E402
+from core.ops.fused import upfirdn2d_bias_act  # noqa: E402
 from core.ops.upfirdn2d import setup_filter, upfirdn2d  # noqa: E402
 
 FAILS: list[str] = []
@@ -73,6 +77,23 @@ def ops_mode(mode: str):
         yield
     finally:
         _dispatch.resolve, modconv.FAST_PATH, synthesis_mod.FUSE_INTO_BIAS_ACT = orig
+
+
+@contextlib.contextmanager
+def filter_kernel(tiled: bool = False, epilogue: bool = True):
+    """The previous (tiled) kernel for the 4x4 filter instead of the direct one, and/or bias_act as a
+    pass of its own instead of the filter's epilogue: to time what each change gained."""
+    old = os.environ.get("SGV_UPFIRDN2D_TILED"), fused_mod.EPILOGUE
+    os.environ["SGV_UPFIRDN2D_TILED"] = "1" if tiled else "0"
+    fused_mod.EPILOGUE = epilogue
+    try:
+        yield
+    finally:
+        if old[0] is None:
+            os.environ.pop("SGV_UPFIRDN2D_TILED", None)
+        else:
+            os.environ["SGV_UPFIRDN2D_TILED"] = old[0]
+        fused_mod.EPILOGUE = old[1]
 
 
 def sync(device) -> None:
@@ -167,6 +188,35 @@ def _scales_parity(device, shape, gen) -> None:
             say(f"  {label:<34} {str(dtype)[6:]:<8} y {err:.1e}/{yard:.1e}{'' if ok else ' FAIL'}")
 
 
+def _filter_epilogue_parity(device, small: bool, gen) -> None:
+    """The 4x4 filter (direct and tiled kernels) and filter + bias_act in one pass, NCHW and NHWC, forward."""
+    n, c, h, w = (2, 4, 9, 7) if small else (8, 64, 64, 64)
+    f, pad = setup_filter([1, 3, 3, 1]).to(device), (2, 1, 2, 1)
+    x = torch.randn(n, c, h, w, device=device, generator=gen)
+    b = torch.randn(c, device=device, generator=gen)
+    sc, osc = (torch.rand(n, c, device=device, generator=gen) + 0.5 for _ in range(2))
+    args = dict(b=b, act="lrelu", act_gain=math.sqrt(2), clamp=1.5, scale=sc, out_scale=osc)
+    want64 = upfirdn2d_bias_act(x.double(), f, pad, gain=4.0, impl="ref",
+                                **{k: v.double() if torch.is_tensor(v) else v for k, v in args.items()})
+    for dtype, layout, tiled in itertools.product((torch.float32, torch.float16),
+                                                  (torch.contiguous_format, torch.channels_last), (False, True)):
+        xs = x.to(dtype).contiguous(memory_format=layout)
+        cast = {k: v.to(dtype) if torch.is_tensor(v) else v for k, v in args.items()}
+        with torch.no_grad(), filter_kernel(tiled=tiled):
+            errs = (rel(upfirdn2d(xs, f, padding=pad, gain=4.0, impl="cuda"),
+                        upfirdn2d(xs, f, padding=pad, gain=4.0, impl="ref")),
+                    rel(upfirdn2d_bias_act(xs, f, pad, gain=4.0, impl="cuda", **cast),
+                        upfirdn2d_bias_act(xs, f, pad, gain=4.0, impl="ref", **cast)))
+            yard = rel(upfirdn2d_bias_act(xs, f, pad, gain=4.0, impl="ref", **cast), want64)
+        limit = max(1e-5 if dtype == torch.float32 else 2e-2, 3 * yard)
+        label = f"filter 4x4 {'tiled' if tiled else 'direct'} {'NHWC' if layout == torch.channels_last else 'NCHW'}"
+        ok = all(e <= limit for e in errs)
+        if not ok:
+            FAILS.append(f"{label} {dtype}: {errs}")
+        say(f"  {label:<34} {str(dtype)[6:]:<8} y {errs[0]:.1e}  +bias_act y {errs[1]:.1e}/{yard:.1e}"
+            f"{'' if ok else ' FAIL'}")
+
+
 def parity(device, small: bool) -> None:
     say("\n== 2. parity: rel. error kernel vs reference (same dtype) / reference vs float64 reference ==")
     say("   (y = forward, dx/db = gradient, d2x/d2b = second-order gradient)")
@@ -205,6 +255,7 @@ def parity(device, small: bool) -> None:
                 return upfirdn2d(x_, f, up, down, pad, flip, 1.5, impl="ref")
 
             _parity_row(f"upfirdn2d {label}", ("y", "dx", "d2x"), kern, ref, [x], dtype, seed=2)
+    _filter_epilogue_parity(device, small, gen)
     # modconv: fast formulation vs reference (both through the selected op implementations)
     for fused in (True, False):
         n, ci, co, res = (2, 8, 8, 8) if small else (8, 128, 128, 32)
@@ -294,9 +345,13 @@ def op_timings(device, small: bool, use_compile: bool) -> None:
             for backward in (False, True):
                 x = x0.clone().requires_grad_(backward)
                 fns = {}
-                for impl in ("ref", "cuda"):
+                for impl in ("ref", "cuda", "tiled"):
+                    if impl == "tiled" and (up, down) != (1, 1):
+                        continue
+
                     def run(impl=impl, x=x, backward=backward, up=up, down=down, pad=pad):
-                        y = upfirdn2d(x, f4, up, down, pad, gain=up * up, impl=impl)
+                        with filter_kernel(tiled=impl == "tiled"):
+                            y = upfirdn2d(x, f4, up, down, pad, gain=up * up, impl="ref" if impl == "ref" else "cuda")
                         if backward:
                             y.backward(y)
                     fns[impl] = run
@@ -309,6 +364,21 @@ def op_timings(device, small: bool, use_compile: bool) -> None:
                             y.backward(y)
                     fns["compile"] = run_c
                 _time_variants(f"{label} {tuple(shape)}", device, fns, backward, iters)
+    # the filter after the up-convs of the two top blocks with bias_act (demodulation, next modulation):
+    # two passes (separate) or one (fused: bias_act as the filter kernel's epilogue)
+    for shape in ([(2, 8, 16, 16)] if small else [(32, 128, 129, 129), (32, 64, 257, 257)]):
+        n, c = shape[:2]
+        x = torch.randn(shape, device=device, dtype=dt)
+        act = dict(b=torch.randn(c, device=device, dtype=dt), act="lrelu", act_gain=math.sqrt(2), clamp=256.0,
+                   scale=torch.rand(n, c, device=device, dtype=dt), out_scale=torch.rand(n, c, device=device, dtype=dt))
+        fns = {}
+        for name, impl, epilogue, tiled in (("ref", "ref", False, False), ("separate", "cuda", False, False),
+                                            ("fused", "cuda", True, False), ("tiled+separate", "cuda", False, True)):
+            def run(impl=impl, epilogue=epilogue, tiled=tiled, x=x, act=act):
+                with torch.no_grad(), filter_kernel(tiled=tiled, epilogue=epilogue):
+                    return upfirdn2d_bias_act(x, f4, (1, 1, 1, 1), gain=4.0, impl=impl, **act)
+            fns[name] = run
+        _time_variants(f"filter 4x4 + bias_act {tuple(shape)}", device, fns, False, iters)
     # modulated conv layers of the 256 preset (fp32 at low resolution, fp16 at the top four)
     layers = [(2, 8, 8, 8, 1, torch.float32)] if small else [
         (32, 512, 512, 16, 1, torch.float32), (32, 512, 512, 32, 2, dt), (32, 256, 128, 128, 2, dt),
@@ -437,6 +507,15 @@ def _generator_variants(G, device, use_compile: bool) -> dict:
         "kernels, per video, NHWC, graph": ("cuda", GraphedSynthesis(syn, per_video=True, channels_last=True)),
         "kernels, shared, NHWC, graph": ("cuda", GraphedSynthesis(syn, channels_last=True)),
     })
+    for layout, kw in (("shared", {}), ("per video", {"per_video": True})):  # what the filter changes gained
+        for what, ctx in (("previous filter kernel", dict(tiled=True, epilogue=False)),
+                          ("no filter epilogue", dict(epilogue=False))):
+            graphed = GraphedSynthesis(syn, **kw)
+
+            def run(ws, t, m, graphed=graphed, ctx=ctx):  # captured inside the context, so it replays that way
+                with filter_kernel(**ctx):
+                    return graphed(ws, t, m)
+            variants[f"kernels, {layout}, graph, {what}"] = ("cuda", run)
     if use_compile:
         for mode in ("default", "max-autotune-no-cudagraphs") if use_compile == "autotune" else ("default",):
             frames = torch.compile(syn.frames, mode=mode, dynamic=False)

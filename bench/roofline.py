@@ -10,7 +10,8 @@ traffic figures:
 - "reference ops": the reference implementation's structure (modconv's reference formulation, the
   modulation as separate multiplies), every PyTorch op reading its inputs and writing its output;
 - "kernels": this project's CUDA path: bias_act and upfirdn2d as our kernels (one read, one write),
-  the modulation fused into bias_act's pass, toRGB as one batched matmul;
+  the modulation fused into bias_act's pass, bias_act fused into the upsampling filter's pass, toRGB
+  as one batched matmul;
 - "convolutions only": the floor for an implementation that fuses everything into the convolutions
   (and toRGB's batched matmul).
 The defaults are the H200's rates measured by bench/ops_gpu.py (bench/RESULTS.md) and its nominal
@@ -95,7 +96,8 @@ def count(G: Generator, kernels: bool, fp16_res: int, n: int, num_t: int, layout
     mode = Traffic(fp16_res)
     patches = []
     if kernels:
-        patches = [(synthesis_mod, "bias_act"), (synthesis_mod, "upsample2d"), (conv2d_resample_mod, "upfirdn2d")]
+        patches = [(synthesis_mod, "bias_act"), (synthesis_mod, "upsample2d"), (conv2d_resample_mod, "upfirdn2d"),
+                   (conv2d_resample_mod, "bias_act"), (conv2d_resample_mod, "upfirdn2d_bias_act")]
     saved = [(mod, name, getattr(mod, name)) for mod, name in patches]
     for mod, name, fn in saved:
         setattr(mod, name, mode.fused(name, fn))

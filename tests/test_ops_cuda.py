@@ -25,6 +25,7 @@ import torch
 import core.ops.cuda  # noqa: F401  (registers the loaders; must not build anything)
 from core.ops import _dispatch, modconv
 from core.ops.bias_act import ACTIVATIONS, bias_act, bias_act_ref
+from core.ops.fused import upfirdn2d_bias_act
 from core.ops.upfirdn2d import downsample2d, setup_filter, upfirdn2d, upfirdn2d_ref, upsample2d
 
 CUDA_DIR = Path(__file__).resolve().parents[1] / "core" / "ops" / "cuda"
@@ -738,6 +739,33 @@ def test_gpu_upfirdn2d_parity(case, dtype):
         (h,) = torch.autograd.grad((g.float() * g.detach().float().sin()).sum(), [x])
         outs.append((y, g, h))
     _check_gpu_parity(f"upfirdn2d {case}", ("y", "dx", "d2x"), *outs, dtype)
+
+
+@pytest.mark.gpu
+@gpu
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float16])
+@pytest.mark.parametrize("kernel", ["direct", "tiled"])
+def test_gpu_4x4_filter_and_its_bias_act_epilogue(dtype, kernel, monkeypatch):
+    if kernel == "tiled":
+        monkeypatch.setenv("SGV_UPFIRDN2D_TILED", "1")
+    gen = torch.Generator(device=GPU_DEVICE).manual_seed(32)
+    f, pad = setup_filter(FILTER).to(GPU_DEVICE), (2, 1, 2, 1)
+    x0 = torch.randn(4, 24, 37, 21, device=GPU_DEVICE, generator=gen)
+    b = torch.randn(24, device=GPU_DEVICE, generator=gen)
+    scale, out_scale = (torch.rand(4, 24, device=GPU_DEVICE, generator=gen) + 0.5 for _ in range(2))
+    tol = 4e-3 if dtype == torch.float16 else 1e-5
+    for layout in (torch.contiguous_format, torch.channels_last):
+        x = x0.to(dtype).contiguous(memory_format=layout)
+        filtered = upfirdn2d_ref(x0.double(), f, 1, 1, pad, False, 4.0)
+        torch.testing.assert_close(upfirdn2d(x, f, 1, 1, pad, False, 4.0, impl="cuda").double(), filtered,
+                                   rtol=tol, atol=tol)
+        want = bias_act_ref(filtered, b.double(), act="lrelu", alpha=0.2, gain=1.4, clamp=0.8,
+                            scale=scale.double(), out_scale=out_scale.double())
+        with torch.no_grad():
+            got = upfirdn2d_bias_act(x, f, pad, gain=4.0, b=b.to(dtype), act="lrelu", act_gain=1.4, clamp=0.8,
+                                     scale=scale.to(dtype), out_scale=out_scale.to(dtype), impl="cuda")
+        assert got.dtype == dtype and got.is_contiguous(memory_format=layout)
+        torch.testing.assert_close(got.double(), want, rtol=tol, atol=tol)
 
 
 @pytest.mark.slow

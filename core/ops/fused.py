@@ -15,6 +15,9 @@ from core.ops import _dispatch
 from core.ops.bias_act import ACTIVATIONS, bias_act
 from core.ops.upfirdn2d import filter_size, upfirdn2d
 
+# bench/ops_gpu.py turns this off to time the two ops one after the other.
+EPILOGUE = True
+
 
 def upfirdn2d_bias_act(x: torch.Tensor, f: torch.Tensor, padding=0, flip_filter: bool = False, gain: float = 1.0,
                        b: torch.Tensor | None = None, act: str = "linear", alpha: float | None = None,
@@ -41,7 +44,7 @@ def upfirdn2d_bias_act(x: torch.Tensor, f: torch.Tensor, padding=0, flip_filter:
 
 
 def _fusable(x: torch.Tensor, f: torch.Tensor, impl: str, tensors) -> bool:
-    if x.ndim != 4 or filter_size(f) != (4, 4):  # the kernel's epilogue is in its 4x4 path
+    if not EPILOGUE or x.ndim != 4 or filter_size(f) != (4, 4):  # the kernel's epilogue is in its 4x4 path
         return False
     if torch.is_grad_enabled() and any(t is not None and t.requires_grad for t in tensors):
         return False  # forward-only kernel: training composes the two differentiable ops
