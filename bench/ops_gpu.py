@@ -516,6 +516,19 @@ def _generator_variants(G, device, use_compile: bool) -> dict:
                 with filter_kernel(**ctx):
                     return graphed(ws, t, m)
             variants[f"kernels, {layout}, graph, {what}"] = ("cuda", run)
+    # cuDNN's autotuner (off at inference so far; the trainer turns it on): the shapes are fixed per call
+    for layout, kw in (("shared", {}), ("per video", {"per_video": True}), ("shared, NHWC", {"channels_last": True}),
+                       ("per video, NHWC", {"per_video": True, "channels_last": True})):
+        graphed = GraphedSynthesis(syn, **kw)
+
+        def run_b(ws, t, m, graphed=graphed):
+            old = torch.backends.cudnn.benchmark
+            torch.backends.cudnn.benchmark = True
+            try:
+                return graphed(ws, t, m)
+            finally:
+                torch.backends.cudnn.benchmark = old
+        variants[f"kernels, {layout}, graph, cudnn.benchmark"] = ("cuda", run_b)
     if use_compile:
         for mode in ("default", "max-autotune-no-cudagraphs") if use_compile == "autotune" else ("default",):
             frames = torch.compile(syn.frames, mode=mode, dynamic=False)
