@@ -122,6 +122,17 @@ e=load_extension(); print(e.name, 'built/loaded in %.1f s' % (time.time()-t))"
     run_for ops_timings 150 python bench/ops_gpu.py --only ops "${comp[@]}" "${sm[@]}"
     run_for train_speed 160 python bench/train_speed.py --ticks 3 "${sm[@]}"
     ;;
+  check)  # after a kernel change, one short call: bash bench/device_session.sh check 230 (timeout_s 260)
+    budget="${2:-230}"
+    nvidia-smi --query-gpu=name,memory.total,driver_version --format=csv | tee "$LOG/gpu.txt"
+    run_for build 120 python -c "import time; from core.ops.cuda import load_extension; t=time.time(); \
+e=load_extension(); print(e.name, 'built/loaded in %.1f s' % (time.time()-t))"
+    run_for gpu_tests 60 python -m pytest -q -m gpu -p no:cacheprovider tests/test_ops_cuda.py tests/test_core_gpu.py
+    run_for ops_parity 60 python bench/ops_gpu.py --only parity --skip-compile
+    run_for ops_e2e 100 python bench/ops_gpu.py --only e2e --skip-compile --no-train \
+      --variants "${VARIANTS:-shared conv (default),shared, graph,NHWC, graph,per video, graph}"
+    run_for ops_timings 60 python bench/ops_gpu.py --only ops --skip-compile
+    ;;
   measure)
     nvidia-smi --query-gpu=name,memory.total,driver_version --format=csv | tee "$OUT/gpu.txt"
     timeout 150 python -m pytest -q -m gpu tests/test_core_gpu.py tests/test_ops_cuda.py 2>&1 | tee "$OUT/gpu_tests.log"

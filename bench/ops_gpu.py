@@ -366,19 +366,27 @@ def op_timings(device, small: bool, use_compile: bool) -> None:
                 _time_variants(f"{label} {tuple(shape)}", device, fns, backward, iters)
     # the filter after the up-convs of the two top blocks with bias_act (demodulation, next modulation):
     # two passes (separate) or one (fused: bias_act as the filter kernel's epilogue)
-    for shape in ([(2, 8, 16, 16)] if small else [(32, 128, 129, 129), (32, 64, 257, 257)]):
+    for shape, layout in itertools.product([(2, 8, 16, 16)] if small else [(32, 128, 129, 129), (32, 64, 257, 257)],
+                                           (torch.contiguous_format, torch.channels_last)):
         n, c = shape[:2]
-        x = torch.randn(shape, device=device, dtype=dt)
+        x = torch.randn(shape, device=device, dtype=dt).contiguous(memory_format=layout)
         act = dict(b=torch.randn(c, device=device, dtype=dt), act="lrelu", act_gain=math.sqrt(2), clamp=256.0,
                    scale=torch.rand(n, c, device=device, dtype=dt), out_scale=torch.rand(n, c, device=device, dtype=dt))
         fns = {}
         for name, impl, epilogue, tiled in (("ref", "ref", False, False), ("separate", "cuda", False, False),
-                                            ("fused", "cuda", True, False), ("tiled+separate", "cuda", False, True)):
-            def run(impl=impl, epilogue=epilogue, tiled=tiled, x=x, act=act):
+                                            ("fused", "cuda", True, False), ("tiled+separate", "cuda", False, True),
+                                            ("fused scalar", "cuda", True, False)):
+            if name == "fused scalar" and layout != torch.channels_last:
+                continue
+
+            def run(impl=impl, epilogue=epilogue, tiled=tiled, x=x, act=act, scalar=name == "fused scalar"):
+                os.environ["SGV_UPFIRDN2D_SCALAR"] = "1" if scalar else "0"
                 with torch.no_grad(), filter_kernel(tiled=tiled, epilogue=epilogue):
                     return upfirdn2d_bias_act(x, f4, (1, 1, 1, 1), gain=4.0, impl=impl, **act)
             fns[name] = run
-        _time_variants(f"filter 4x4 + bias_act {tuple(shape)}", device, fns, False, iters)
+        nhwc = " NHWC" if layout == torch.channels_last else ""
+        _time_variants(f"filter 4x4 + bias_act {tuple(shape)}{nhwc}", device, fns, False, iters)
+        os.environ.pop("SGV_UPFIRDN2D_SCALAR", None)
     # modulated conv layers of the 256 preset (fp32 at low resolution, fp16 at the top four)
     layers = [(2, 8, 8, 8, 1, torch.float32)] if small else [
         (32, 512, 512, 16, 1, torch.float32), (32, 512, 512, 32, 2, dt), (32, 256, 128, 128, 2, dt),
@@ -516,6 +524,17 @@ def _generator_variants(G, device, use_compile: bool) -> dict:
                 with filter_kernel(**ctx):
                     return graphed(ws, t, m)
             variants[f"kernels, {layout}, graph, {what}"] = ("cuda", run)
+    for layout, kw in (("shared, NHWC", {"channels_last": True}),
+                       ("per video, NHWC", {"per_video": True, "channels_last": True})):
+        graphed = GraphedSynthesis(syn, **kw)
+
+        def run_s(ws, t, m, graphed=graphed):  # the scalar channels-last filter kernel instead of the vector one
+            os.environ["SGV_UPFIRDN2D_SCALAR"] = "1"
+            try:
+                return graphed(ws, t, m)
+            finally:
+                os.environ.pop("SGV_UPFIRDN2D_SCALAR", None)
+        variants[f"kernels, {layout}, graph, scalar filter kernel"] = ("cuda", run_s)
     # cuDNN's autotuner (off at inference so far; the trainer turns it on): the shapes are fixed per call
     for layout, kw in (("shared", {}), ("per video", {"per_video": True}), ("shared, NHWC", {"channels_last": True}),
                        ("per video, NHWC", {"per_video": True, "channels_last": True})):
@@ -541,12 +560,14 @@ def _generator_variants(G, device, use_compile: bool) -> dict:
 
 
 def generator_fps(G, device, shapes, use_compile: bool, small: bool, bound: float | None,
-                  budget_s: float = 240.0) -> None:
+                  budget_s: float = 240.0, only: list[str] | None = None) -> None:
     """Frames/s of every variant for each (N videos x T frames) shape, each with its share of the bound;
     the eager variants of every shape first, the torch.compile ones (slow to build) last."""
     iters = 2 if small else 10
     start = time.perf_counter()
     variants = _generator_variants(G, device, use_compile)
+    if only:
+        variants = {k: v for k, v in variants.items() if k == "ref ops" or any(o in k for o in only)}
     rounds = [[k for k in variants if not k.startswith("compile")], [k for k in variants if k.startswith("compile")]]
     best, ref_fps = (0.0, None, None), {}
     for labels in rounds:
@@ -719,6 +740,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--skip-compile", action="store_true", help="leave out the torch.compile baselines")
     parser.add_argument("--autotune", action="store_true", help="also torch.compile's max-autotune for G (slow)")
     parser.add_argument("--only", choices=["parity", "ops", "e2e"], help="run one section group")
+    parser.add_argument("--variants", default="", help="e2e: only the generator variants whose label contains "
+                        "one of these comma-separated strings (and 'ref ops')")
+    parser.add_argument("--no-train", action="store_true", help="e2e: leave out the training iteration")
     args = parser.parse_args(argv)
 
     small = args.cpu_smoke
@@ -767,8 +791,10 @@ def main(argv: list[str] | None = None) -> int:
         rates = matmul_rates(device, small)
         bound = generator_flops(G, device, rates)
         shapes = [(2, 1), (1, 2)] if small else [(args.gen_batch, 1), (1, args.gen_batch)]
-        generator_fps(G, device, shapes, "autotune" if use_compile and args.autotune else use_compile, small, bound)
-        train_iteration(G, D, device, 2 if small else args.train_batch, use_compile, small)
+        generator_fps(G, device, shapes, "autotune" if use_compile and args.autotune else use_compile, small, bound,
+                      only=[v for v in args.variants.split(",") if v])
+        if not args.no_train:
+            train_iteration(G, D, device, 2 if small else args.train_batch, use_compile, small)
 
     say(f"\nPARITY: {'all within tolerance' if not FAILS else f'{len(FAILS)} FAILED: ' + '; '.join(FAILS[:10])}")
     return 1 if FAILS else 0

@@ -231,14 +231,15 @@ class SynthesisNetwork(nn.Module):
         """ws `[N, num_ws, w_dim]` + motion codes `[N*T, v_dim]` (video-major) -> frames `[N, T, C, H, W]`.
 
         The part of the forward pass with fixed shapes and no host work (core/cuda_graph.py captures it).
-        `channels_last` runs the fp16 blocks (CUDA) or all blocks (CPU) in NHWC; None: on the CPU at
-        inference for 4 frames or more (1.04-1.1x there, slower for one frame: bench/RESULTS.md).
+        `channels_last` runs the fp16 blocks (CUDA) or all blocks (CPU) in NHWC; None: at inference for
+        4 frames or more (CPU 1.04-1.14x, slower for one frame; H200 at 32 frames 1.08-1.14x, no
+        slower anywhere measured: bench/RESULTS.md).
         """
         n = ws.shape[0]
         assert motion_v.ndim == 2 and motion_v.shape[0] % n == 0, f"motion_v {tuple(motion_v.shape)} for {n} videos"
         num_t = motion_v.shape[0] // n
         if channels_last is None:
-            channels_last = not self.training and ws.device.type == "cpu" and n * num_t >= 4
+            channels_last = not self.training and n * num_t >= 4
         ws = ws.to(torch.float32)
         if not per_video:
             ws = ws.repeat_interleave(num_t, dim=0)  # [N*T, num_ws, w_dim]: one style copy per frame
