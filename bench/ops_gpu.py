@@ -374,19 +374,13 @@ def op_timings(device, small: bool, use_compile: bool) -> None:
                    scale=torch.rand(n, c, device=device, dtype=dt), out_scale=torch.rand(n, c, device=device, dtype=dt))
         fns = {}
         for name, impl, epilogue, tiled in (("ref", "ref", False, False), ("separate", "cuda", False, False),
-                                            ("fused", "cuda", True, False), ("tiled+separate", "cuda", False, True),
-                                            ("fused scalar", "cuda", True, False)):
-            if name == "fused scalar" and layout != torch.channels_last:
-                continue
-
-            def run(impl=impl, epilogue=epilogue, tiled=tiled, x=x, act=act, scalar=name == "fused scalar"):
-                os.environ["SGV_UPFIRDN2D_SCALAR"] = "1" if scalar else "0"
+                                            ("fused", "cuda", True, False), ("tiled+separate", "cuda", False, True)):
+            def run(impl=impl, epilogue=epilogue, tiled=tiled, x=x, act=act):
                 with torch.no_grad(), filter_kernel(tiled=tiled, epilogue=epilogue):
                     return upfirdn2d_bias_act(x, f4, (1, 1, 1, 1), gain=4.0, impl=impl, **act)
             fns[name] = run
         nhwc = " NHWC" if layout == torch.channels_last else ""
         _time_variants(f"filter 4x4 + bias_act {tuple(shape)}{nhwc}", device, fns, False, iters)
-        os.environ.pop("SGV_UPFIRDN2D_SCALAR", None)
     # modulated conv layers of the 256 preset (fp32 at low resolution, fp16 at the top four)
     layers = [(2, 8, 8, 8, 1, torch.float32)] if small else [
         (32, 512, 512, 16, 1, torch.float32), (32, 512, 512, 32, 2, dt), (32, 256, 128, 128, 2, dt),
@@ -524,17 +518,6 @@ def _generator_variants(G, device, use_compile: bool) -> dict:
                 with filter_kernel(**ctx):
                     return graphed(ws, t, m)
             variants[f"kernels, {layout}, graph, {what}"] = ("cuda", run)
-    for layout, kw in (("shared, NHWC", {"channels_last": True}),
-                       ("per video, NHWC", {"per_video": True, "channels_last": True})):
-        graphed = GraphedSynthesis(syn, **kw)
-
-        def run_s(ws, t, m, graphed=graphed):  # the scalar channels-last filter kernel instead of the vector one
-            os.environ["SGV_UPFIRDN2D_SCALAR"] = "1"
-            try:
-                return graphed(ws, t, m)
-            finally:
-                os.environ.pop("SGV_UPFIRDN2D_SCALAR", None)
-        variants[f"kernels, {layout}, graph, scalar filter kernel"] = ("cuda", run_s)
     # cuDNN's autotuner (off at inference so far; the trainer turns it on): the shapes are fixed per call
     for layout, kw in (("shared", {}), ("per video", {"per_video": True}), ("shared, NHWC", {"channels_last": True}),
                        ("per video, NHWC", {"per_video": True, "channels_last": True})):

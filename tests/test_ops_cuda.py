@@ -592,33 +592,6 @@ def test_emulated_4x4_filter_kernels(emu, monkeypatch, kernel):
                                                msg=f"{kernel} {shape} {pad} {fname} flip={flip} {dtype} {name}")
 
 
-@pytest.mark.parametrize("kernel", ["vector", "scalar"])
-def test_emulated_channels_last_4x4_filter_vector_kernel(emu, monkeypatch, kernel):
-    # Channels-last with C a multiple of 16 bytes / element takes the vectorized kernel (16-byte
-    # accesses, no bounds tests inside the image); SGV_UPFIRDN2D_SCALAR=1 keeps the scalar one. Border
-    # windows, crops and pads, heights not a multiple of 8, with and without the bias_act epilogue.
-    if kernel == "scalar":
-        monkeypatch.setenv("SGV_UPFIRDN2D_SCALAR", "1")
-    gen = torch.Generator().manual_seed(41)
-    f = torch.rand(4, 4, generator=gen) + 0.1
-    for shape, pad in (((2, 16, 21, 13), (2, 1, 2, 1)), ((1, 8, 30, 9), (-1, 2, 3, -2)), ((3, 24, 5, 4), (3, 3, 3, 3))):
-        x = torch.randn(*shape, generator=gen)
-        n, c = shape[:2]
-        b, scale, out_scale = torch.randn(c, generator=gen), *(torch.rand(n, c, generator=gen) + 0.5 for _ in range(2))
-        for flip, dtype in itertools.product((False, True), (torch.float32, torch.float16, torch.float64)):
-            xl = x.to(dtype).contiguous(memory_format=torch.channels_last)
-            b, scale, out_scale = (t.to(dtype).double() for t in (b, scale, out_scale))  # as the kernel sees them
-            tol = 5e-3 if dtype == torch.float16 else 1e-5
-            want = upfirdn2d_ref(xl.double(), f, 1, 1, pad, flip, 2.0)
-            got = emu.upfirdn2d_cuda(xl, f, (1, 1), (1, 1), pad, flip, 2.0)
-            assert got.is_contiguous(memory_format=torch.channels_last)
-            torch.testing.assert_close(got.double(), want, rtol=tol, atol=tol, msg=f"{shape} {pad} {flip} {dtype}")
-            want = bias_act_ref(want, b, act="lrelu", alpha=0.2, gain=1.4, clamp=0.9, scale=scale, out_scale=out_scale)
-            got = emu.upfirdn2d_bias_act_cuda(xl, f, pad, flip, 2.0, b.to(dtype), "lrelu", 0.2, 1.4, 0.9,
-                                              scale.to(dtype), out_scale.to(dtype))
-            torch.testing.assert_close(got.double(), want, rtol=tol, atol=tol, msg=f"epilogue {shape} {pad} {dtype}")
-
-
 @pytest.mark.parametrize("kernel", ["direct", "tiled"])
 def test_emulated_filter_with_bias_act_epilogue(emu, monkeypatch, kernel):
     # upfirdn2d_bias_act_cuda == bias_act(upfirdn2d(x)): in the direct kernel's registers, or (tiled)

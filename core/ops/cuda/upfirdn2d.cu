@@ -8,7 +8,6 @@
 // loop bounds; everything else runs the same code with run-time bounds.
 
 #include <algorithm>
-#include <cstdint>
 #include <cstdlib>
 
 #include "act.cuh"
@@ -143,8 +142,9 @@ bool choose_tile(const Upfirdn2dParams& p, int elem_bytes, Tile& t, int& smem) {
 // of one column, sliding down kRows + 3 input rows (44 loads for 128 multiply-adds instead of 16
 // loads and index divisions per output). Consecutive threads take consecutive elements of the
 // innermost memory dimension (x for NCHW, c for channels-last), so loads and stores coalesce and
-// the horizontally overlapping reads of neighbouring threads hit L1. The tiled kernel above
-// measured ~0.7 TB/s on these shapes on an H200 (bench/RESULTS.md).
+// the horizontally overlapping reads of neighbouring threads hit L1. On an H200 (bench/RESULTS.md)
+// it is 2.0-2.1x the tiled kernel above on the generator's shapes; a channels-last variant with
+// 16-byte accesses and 8 channels per thread measured 1.9x slower than this one and was dropped.
 constexpr int kRows = 8;
 
 // bias_act's forward on one accumulated value (the epilogue; see Upfirdn2dParams).
@@ -227,106 +227,6 @@ __global__ void __launch_bounds__(kThreads) fir4_kernel(Upfirdn2dParams p, int r
   }
 }
 
-template <typename T, int VEC> struct alignas(16) Vec16 { T v[VEC]; };
-
-// Channels-last with C a multiple of VEC = 16 bytes / element: each thread takes VEC consecutive
-// channels of kRows output rows of one column, with one 16-byte load per input pixel and one 16-byte
-// store per output pixel (the scalar kernel above spends most of its time on instructions per
-// element: address arithmetic, bounds tests and 2-byte accesses). Windows that lie inside the image
-// (all but the border ones) load without bounds tests.
-template <typename T>
-__global__ void __launch_bounds__(kThreads) fir4_vec_kernel(Upfirdn2dParams p, int row_groups) {
-  using A = typename Acc<T>::type;
-  constexpr int VEC = 16 / int(sizeof(T));
-  using V = Vec16<T, VEC>;
-  A F[4][4];
-#pragma unroll
-  for (int ky = 0; ky < 4; ++ky)
-#pragma unroll
-    for (int kx = 0; kx < 4; ++kx) {
-      const int iy = p.flip ? ky : 3 - ky, ix = p.flip ? kx : 3 - kx;
-      F[ky][kx] = A(p.separable ? p.f[iy] * p.f[ix] : p.f[iy * 4 + ix]) * A(p.gain);
-    }
-  const T* x = static_cast<const T*>(p.x);
-  T* y = static_cast<T*>(p.y);
-  const int sx0 = int(p.sx[0]), sx2 = int(p.sx[2]), sx3 = int(p.sx[3]);  // sx[1] == sy[1] == 1
-  const int sy0 = int(p.sy[0]), sy2 = int(p.sy[2]), sy3 = int(p.sy[3]);
-  const unsigned groups = unsigned(p.c / VEC);
-  const unsigned total = unsigned(p.n) * unsigned(row_groups) * unsigned(p.out_w) * groups;
-  for (unsigned i = blockIdx.x * blockDim.x + threadIdx.x; i < total; i += blockDim.x * gridDim.x) {
-    unsigned rest = i;  // i = ((n * G + g) * W + ox) * (C / VEC) + channel group
-    const int c0 = int(rest % groups) * VEC;
-    rest /= groups;
-    const int ox = int(rest % unsigned(p.out_w));
-    rest /= unsigned(p.out_w);
-    const int g = int(rest % unsigned(row_groups)), n = int(rest / unsigned(row_groups));
-    const int oy0 = g * kRows, iy0 = oy0 - p.pad_y0, ix0 = ox - p.pad_x0;
-    const bool interior = iy0 >= 0 && iy0 + kRows + 3 <= p.in_h && ix0 >= 0 && ix0 + 4 <= p.in_w;
-    const T* xp = x + (n * sx0 + c0);
-    A acc[kRows][VEC];
-#pragma unroll
-    for (int r = 0; r < kRows; ++r)
-#pragma unroll
-      for (int j = 0; j < VEC; ++j) acc[r][j] = A(0);
-#pragma unroll
-    for (int r = 0; r < kRows + 3; ++r) {
-      const int iy = iy0 + r;
-#pragma unroll
-      for (int kx = 0; kx < 4; ++kx) {
-        const int ix = ix0 + kx;
-        V v;
-        if (interior || (iy >= 0 && iy < p.in_h && ix >= 0 && ix < p.in_w)) {
-          v = *reinterpret_cast<const V*>(xp + (iy * sx2 + ix * sx3));
-        } else {
-#pragma unroll
-          for (int j = 0; j < VEC; ++j) v.v[j] = from_acc<T>(A(0));
-        }
-#pragma unroll
-        for (int ky = 0; ky < 4; ++ky) {
-          const int o = r - ky;
-          if (o >= 0 && o < kRows) {
-#pragma unroll
-            for (int j = 0; j < VEC; ++j) acc[o][j] += F[ky][kx] * to_acc(v.v[j]);
-          }
-        }
-      }
-    }
-    if (p.act > 0) {
-      const T* b = static_cast<const T*>(p.b);
-      const T* scale = static_cast<const T*>(p.scale);
-      const T* out_scale = static_cast<const T*>(p.out_scale);
-#pragma unroll
-      for (int j = 0; j < VEC; ++j) {
-        const int c = c0 + j;
-        const A sc = scale ? to_acc(scale[n * p.c + c]) : A(1), bias = b ? to_acc(b[c]) : A(0);
-        const A osc = out_scale ? to_acc(out_scale[n * p.c + c]) : A(1);
-#pragma unroll
-        for (int r = 0; r < kRows; ++r) acc[r][j] = epilogue(p, acc[r][j], sc, bias, osc);
-      }
-    }
-    T* yp = y + (n * sy0 + c0 + ox * sy3);
-#pragma unroll
-    for (int r = 0; r < kRows; ++r) {
-      if (oy0 + r >= p.out_h) break;
-      V out;
-#pragma unroll
-      for (int j = 0; j < VEC; ++j) out.v[j] = from_acc<T>(acc[r][j]);
-      *reinterpret_cast<V*>(yp + (oy0 + r) * sy2) = out;
-    }
-  }
-}
-
-// Whether the vectorized kernel can take these tensors: channels-last, C and every stride a multiple
-// of VEC, both base pointers 16-byte aligned.
-template <typename T>
-bool fir4_vec_applies(const Upfirdn2dParams& p) {
-  constexpr int VEC = 16 / int(sizeof(T));
-  if (VEC < 2 || p.sx[1] != 1 || p.sy[1] != 1 || p.c % VEC != 0) return false;
-  for (int i : {0, 2, 3})
-    if (p.sx[i] % VEC != 0 || p.sy[i] % VEC != 0) return false;
-  return reinterpret_cast<uintptr_t>(p.x) % 16 == 0 && reinterpret_cast<uintptr_t>(p.y) % 16 == 0;
-}
-
 template <typename T>
 cudaError_t launch_fir4(const Upfirdn2dParams& p, cudaStream_t stream) {
   const int row_groups = (p.out_h + kRows - 1) / kRows;
@@ -334,12 +234,6 @@ cudaError_t launch_fir4(const Upfirdn2dParams& p, cudaStream_t stream) {
   const int64_t blocks = std::min<int64_t>((total + kThreads - 1) / kThreads, int64_t(1) << 20);
   // channels-last when C is the innermost dimension of both tensors (and there is more than one)
   const bool cl = p.c > 1 && p.sx[1] == 1 && p.sy[1] == 1;
-  const char* scalar = std::getenv("SGV_UPFIRDN2D_SCALAR");  // bench/ops_gpu.py times both
-  if (cl && fir4_vec_applies<T>(p) && !(scalar && scalar[0] == '1')) {
-    const int64_t vec_blocks = std::max<int64_t>(1, blocks / (16 / int64_t(sizeof(T))));
-    SGV_LAUNCH(fir4_vec_kernel<T>, static_cast<unsigned>(vec_blocks), kThreads, 0, stream, p, row_groups);
-    return cudaGetLastError();
-  }
   void (*kernel)(Upfirdn2dParams, int) = cl ? fir4_kernel<T, true> : fir4_kernel<T, false>;
   SGV_LAUNCH(kernel, static_cast<unsigned>(blocks), kThreads, 0, stream, p, row_groups);
   return cudaGetLastError();
