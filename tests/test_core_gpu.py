@@ -65,9 +65,11 @@ def test_channels_last_fp16_blocks_match_on_gpu():
     ws = G.mapping(torch.randn(3, G.z_dim, device="cuda"))
     t = torch.tensor([[0.0, 2.5]] * 3, device="cuda", dtype=torch.float64)
     with torch.no_grad():
-        nchw = G.synthesis(ws, t, [1, 2, 3])
+        nchw = G.synthesis(ws, t, [1, 2, 3], channels_last=False)
         nhwc = G.synthesis(ws, t, [1, 2, 3], channels_last=True)
+        auto = G.synthesis(ws, t, [1, 2, 3])  # 6 frames: NHWC by default at inference
         nhwc_pv = G.synthesis(ws, t, [1, 2, 3], channels_last=True, per_video=True)
+    torch.testing.assert_close(auto, nhwc)
     assert nhwc.is_contiguous() and (nhwc - nchw).abs().max() < 0.02 and (nhwc_pv - nchw).abs().max() < 0.02
 
 
