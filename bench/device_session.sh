@@ -130,7 +130,7 @@ e=load_extension(); print(e.name, 'built/loaded in %.1f s' % (time.time()-t))"
     run_for gpu_tests 60 python -m pytest -q -m gpu -p no:cacheprovider tests/test_ops_cuda.py tests/test_core_gpu.py
     run_for ops_parity 60 python bench/ops_gpu.py --only parity --skip-compile
     run_for ops_e2e 100 python bench/ops_gpu.py --only e2e --skip-compile --no-train \
-      --variants "${VARIANTS:-shared conv (default),shared, graph,NHWC, graph,per video, graph}"
+      --variants "${VARIANTS:-shared conv (default),shared, graph,NHWC, graph}"
     run_for ops_timings 60 python bench/ops_gpu.py --only ops --skip-compile
     ;;
   measure)

@@ -96,6 +96,20 @@ def filter_kernel(tiled: bool = False, epilogue: bool = True):
         fused_mod.EPILOGUE = old[1]
 
 
+@contextlib.contextmanager
+def lean_bias_act(enabled: bool = True):
+    """bias_act's forward-only kernel (SGV_BIAS_ACT_LEAN=1) instead of the general one, to time both."""
+    old = os.environ.get("SGV_BIAS_ACT_LEAN")
+    os.environ["SGV_BIAS_ACT_LEAN"] = "1" if enabled else "0"
+    try:
+        yield
+    finally:
+        if old is None:
+            os.environ.pop("SGV_BIAS_ACT_LEAN", None)
+        else:
+            os.environ["SGV_BIAS_ACT_LEAN"] = old
+
+
 def sync(device) -> None:
     if device.type == "cuda":
         torch.cuda.synchronize(device)
@@ -163,7 +177,7 @@ def _parity_row(label: str, names, kernel_fn, ref_fn, inputs, dtype, seed: int) 
     say(f"  {label:<34} {str(dtype).replace('torch.', ''):<8} " + "  ".join(cells))
 
 
-def _scales_parity(device, shape, gen) -> None:
+def _scales_parity(device, shape, gen, label: str = "bias_act scales") -> None:
     """bias_act's inference-only scale / out_scale (fused demodulation and input modulation), forward."""
     n, c = shape[:2]
     x = torch.randn(shape, device=device, generator=gen) * 2
@@ -182,10 +196,10 @@ def _scales_parity(device, shape, gen) -> None:
                                   out_scale=osc.double(), impl="ref")
             err, yard = rel(got, want), rel(want, want64)
             ok = err <= max(1e-5 if dtype == torch.float32 else 2e-2, 3 * yard)
-            label = f"bias_act scales {'NHWC' if layout == torch.channels_last else 'NCHW'}"
+            row = f"{label} {'NHWC' if layout == torch.channels_last else 'NCHW'}"
             if not ok:
-                FAILS.append(f"{label} {dtype}: {err:.2e}")
-            say(f"  {label:<34} {str(dtype)[6:]:<8} y {err:.1e}/{yard:.1e}{'' if ok else ' FAIL'}")
+                FAILS.append(f"{row} {dtype}: {err:.2e}")
+            say(f"  {row:<34} {str(dtype)[6:]:<8} y {err:.1e}/{yard:.1e}{'' if ok else ' FAIL'}")
 
 
 def _filter_epilogue_parity(device, small: bool, gen) -> None:
@@ -236,6 +250,8 @@ def parity(device, small: bool) -> None:
                 _parity_row(f"bias_act {act} clamp={clamp}", ("y", "dx", "db", "d2x", "d2b"),
                             kern, ref, [x, b], dtype, seed=1)
     _scales_parity(device, shape, gen)
+    with lean_bias_act():
+        _scales_parity(device, shape, gen, label="bias_act lean")
     f4 = setup_filter([1, 3, 3, 1]).to(device)
     f8 = setup_filter([1, 2, 4, 6, 6, 4, 2, 1]).to(device)
     frand = (torch.rand(3, 5, device=device, generator=gen) + 0.1)
@@ -321,9 +337,10 @@ def op_timings(device, small: bool, use_compile: bool) -> None:
         for backward in (False, True):
             x = x0.clone().requires_grad_(backward)
             fns = {}
-            for impl in ("ref", "cuda"):
+            for impl in ("ref", "cuda", "lean"):
                 def run(impl=impl, x=x, b=b, backward=backward):
-                    y = bias_act(x, b, act="lrelu", clamp=256.0, impl=impl)
+                    with lean_bias_act(impl == "lean"):
+                        y = bias_act(x, b, act="lrelu", clamp=256.0, impl="ref" if impl == "ref" else "cuda")
                     if backward:
                         y.backward(y)
                     return y
@@ -518,6 +535,14 @@ def _generator_variants(G, device, use_compile: bool) -> dict:
                 with filter_kernel(**ctx):
                     return graphed(ws, t, m)
             variants[f"kernels, {layout}, graph, {what}"] = ("cuda", run)
+    for layout, kw in (("shared, NHWC", {"channels_last": True}),
+                       ("per video, NHWC", {"per_video": True, "channels_last": True})):
+        graphed = GraphedSynthesis(syn, **kw)
+
+        def run_l(ws, t, m, graphed=graphed):  # captured with the lean kernel, so it replays with it
+            with lean_bias_act():
+                return graphed(ws, t, m)
+        variants[f"kernels, {layout}, graph, lean bias_act"] = ("cuda", run_l)
     # cuDNN's autotuner (off at inference so far; the trainer turns it on): the shapes are fixed per call
     for layout, kw in (("shared", {}), ("per video", {"per_video": True}), ("shared, NHWC", {"channels_last": True}),
                        ("per video, NHWC", {"per_video": True, "channels_last": True})):

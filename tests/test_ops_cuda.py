@@ -482,6 +482,31 @@ def test_emulated_bias_act_fuses_per_sample_scales(emu, dtype):
     torch.testing.assert_close(got.double(), expect(b, scale[:1], out_scale[:1], -1.0, one), rtol=tol, atol=tol)
 
 
+@pytest.mark.parametrize("act", ["lrelu", "linear"])
+def test_emulated_lean_forward_kernel(emu, monkeypatch, act):
+    # SGV_BIAS_ACT_LEAN=1: the forward-only kernel (activation as a template parameter, 2 runs per thread)
+    # must give what the general kernel gives: NCHW and channels-last, odd sizes (tails), every scale.
+    gen = torch.Generator().manual_seed(43)
+    cases = [(3, 5, 7, 9), (2, 16, 4, 4), (1, 3, 1, 1)]
+    for shape, dtype in itertools.product(cases, (torch.float32, torch.float16, torch.float64)):
+        x = (torch.randn(*shape, generator=gen) * 2).to(dtype)
+        n, c = shape[:2]
+        b = torch.randn(c, generator=gen).to(dtype)
+        sc, osc = ((torch.rand(n, c, generator=gen) + 0.5).to(dtype) for _ in range(2))
+        for layout, (s, o), clamp in itertools.product((torch.contiguous_format, torch.channels_last),
+                                                       ((None, None), (sc, osc), (sc, None)), (-1.0, 1.1)):
+            xl = x.contiguous(memory_format=layout)
+            monkeypatch.delenv("SGV_BIAS_ACT_LEAN", raising=False)
+            want = emu.bias_act_cuda(xl, b, 1, act, 0.2, 1.4, clamp, scale=s, out_scale=o)
+            monkeypatch.setenv("SGV_BIAS_ACT_LEAN", "1")
+            got = emu.bias_act_cuda(xl, b, 1, act, 0.2, 1.4, clamp, scale=s, out_scale=o)
+            torch.testing.assert_close(got, want, rtol=0, atol=0, msg=f"{shape} {dtype} {layout} {clamp}")
+            ref = bias_act_ref(xl.double(), b.double(), act=act, alpha=0.2, gain=1.4, clamp=clamp,
+                               scale=None if s is None else s.double(), out_scale=None if o is None else o.double())
+            tol = 4e-3 if dtype == torch.float16 else 1e-6
+            torch.testing.assert_close(got.double(), ref, rtol=tol, atol=tol)
+
+
 def test_emulated_bias_act_scales_keep_gradients(emu):
     """With a gradient wanted, the scales are PyTorch multiplies around the differentiable kernel."""
     gen = torch.Generator().manual_seed(9)
@@ -739,6 +764,26 @@ def test_gpu_upfirdn2d_parity(case, dtype):
         (h,) = torch.autograd.grad((g.float() * g.detach().float().sin()).sum(), [x])
         outs.append((y, g, h))
     _check_gpu_parity(f"upfirdn2d {case}", ("y", "dx", "d2x"), *outs, dtype)
+
+
+@pytest.mark.gpu
+@gpu
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float16])
+@pytest.mark.parametrize("channels_last", [False, True])
+def test_gpu_lean_bias_act_forward_matches_the_general_kernel(dtype, channels_last, monkeypatch):
+    gen = torch.Generator(device=GPU_DEVICE).manual_seed(33)
+    x = torch.randn(4, 32, 17, 15, device=GPU_DEVICE, generator=gen).to(dtype)
+    x = x.contiguous(memory_format=torch.channels_last) if channels_last else x
+    b = torch.randn(32, device=GPU_DEVICE, generator=gen).to(dtype)
+    scale, out_scale = ((torch.rand(4, 32, device=GPU_DEVICE, generator=gen) + 0.5).to(dtype) for _ in range(2))
+    tol = 2e-3 if dtype == torch.float16 else 1e-6
+    with torch.no_grad():
+        for act, kw in itertools.product(("lrelu", "linear"), ({}, dict(scale=scale, out_scale=out_scale))):
+            monkeypatch.setenv("SGV_BIAS_ACT_LEAN", "0")
+            want = bias_act(x, b, act=act, clamp=1.0, impl="cuda", **kw)
+            monkeypatch.setenv("SGV_BIAS_ACT_LEAN", "1")
+            got = bias_act(x, b, act=act, clamp=1.0, impl="cuda", **kw)
+            torch.testing.assert_close(got, want, rtol=tol, atol=tol)
 
 
 @pytest.mark.gpu
