@@ -25,6 +25,12 @@ class MotionError(ValueError):
     """Motion noise cannot serve the requested times."""
 
 
+def _on(x: torch.Tensor, device: torch.device) -> torch.Tensor:
+    """x on `device`; a small host tensor goes without waiting for the device's queue (non_blocking: a
+    pageable source is staged before the call returns, so it may be freed right after)."""
+    return x if x.device == device else x.to(device, non_blocking=True)
+
+
 class Motion:
     """Motion noise for a batch of N videos: seeded (addressable) or an explicit tensor.
 
@@ -81,7 +87,7 @@ class Motion:
         """Tokens start[m] .. start[m] + length - 1 of video sample[m] -> `[M, length, z_dim]`."""
         k = start.unsqueeze(1) + torch.arange(length, device=start.device)  # [M, length]
         if self.seeds is not None:
-            seeds = self.seeds.to(start.device)[sample].unsqueeze(1)
+            seeds = _on(self.seeds, start.device)[sample].unsqueeze(1)
             return token_noise(seeds, k, z_dim)
         noise = self.noise.to(start.device)
         if noise.shape[2] < z_dim:
@@ -160,9 +166,15 @@ class MotionMappingNetwork(nn.Module):
 
     def forward(self, t: torch.Tensor, motion: Motion, c: torch.Tensor | None = None,
                 exact_time: bool = True) -> torch.Tensor:
-        """t `[N, T]` (frames, >= 0) -> motion codes v `[N * T, v_dim]`."""
+        """t `[N, T]` (frames, >= 0) -> motion codes v `[N * T, v_dim]` on the model's device.
+
+        The checks and the token-index arithmetic run where t is: times given on the host (the
+        renderer's timelines, the studio) cost the GPU no synchronisation; times on the GPU work too,
+        at the price of three waits for its queue (the checks and the token span).
+        """
         n, num_t = t.shape
         dz = self.cfg.delta_z
+        dev = self.time_encoder.freqs.device
         if (t < 0).any() or not torch.isfinite(t).all():
             raise MotionError("times must be finite and >= 0")
         i = torch.div(t, dz, rounding_mode="floor").long()  # [N, T] index of the left code
@@ -170,11 +182,11 @@ class MotionMappingNetwork(nn.Module):
         span = int((i.max(dim=1).values - lo).max()) + 2
         sample = torch.arange(n, device=t.device)
         if span <= MAX_SPAN_CODES:  # one token range per video covers all its frames
-            u = self.codes(motion, sample, lo, span, c)  # [N, span, z_dim]
-            rel = (i - lo.unsqueeze(1)).reshape(-1)
-            rows = sample.repeat_interleave(num_t)
+            u = self.codes(motion, _on(sample, dev), _on(lo, dev), span, c)  # [N, span, z_dim]
+            rel = _on((i - lo.unsqueeze(1)).reshape(-1), dev)
+            rows = _on(sample.repeat_interleave(num_t), dev)
             u_left, u_right = u[rows, rel], u[rows, rel + 1]
         else:  # frames far apart: a 2-code window per frame
-            u = self.codes(motion, sample.repeat_interleave(num_t), i.reshape(-1), 2, c)  # [N*T, 2, z_dim]
-            u_left, u_right = u[:, 0], u[:, 1]
-        return self.time_encoder(t.reshape(-1), u_left, u_right, dz, exact=exact_time)
+            u = self.codes(motion, _on(sample.repeat_interleave(num_t), dev), _on(i.reshape(-1), dev), 2, c)
+            u_left, u_right = u[:, 0], u[:, 1]  # [N*T, z_dim] each
+        return self.time_encoder(_on(t.reshape(-1), dev), u_left, u_right, dz, exact=exact_time)

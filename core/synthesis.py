@@ -260,11 +260,14 @@ class SynthesisNetwork(nn.Module):
 def _as_times(t, n: int, device) -> torch.Tensor:
     """Times as a float `[N, T]` tensor: accepts a number, a list / 1-D tensor shared by all videos, or [N, T].
 
-    Python numbers become float64 so that far times keep their fractions.
+    Python numbers become float64 so that far times keep their fractions. Times given on the host stay
+    there (the motion encoder does its index arithmetic on them without waiting for the GPU); times on
+    another device than `device` move to it.
     """
     if not isinstance(t, torch.Tensor):
         t = torch.as_tensor(t, dtype=torch.float64)
-    t = t.to(device)
+    if t.device.type != "cpu":
+        t = t.to(device)
     if not t.is_floating_point():
         t = t.to(torch.float64)
     if t.ndim == 0:

@@ -6,6 +6,7 @@ import torch
 from core.config import preset
 from core.discriminator import Discriminator
 from core.generator import Generator, z_from_seed
+from core.motion import Motion
 
 pytestmark = pytest.mark.gpu
 
@@ -107,3 +108,19 @@ def test_fused_demodulation_matches_the_separate_multiply_on_gpu(monkeypatch):
         monkeypatch.setattr(synthesis, "FUSE_INTO_BIAS_ACT", False)
         separate = G.synthesis(ws, t, [1, 2, 3, 4], fused_modconv=False)
     assert (fused - separate).abs().max() < 0.02
+
+
+def test_motion_codes_from_host_times_never_wait_for_the_gpu():
+    torch.manual_seed(0)
+    G = Generator(preset("small")).eval().cuda()
+    t_host = torch.tensor([[0.0, 2.5, 7.25, 40.0]] * 2, dtype=torch.float64)
+    with torch.no_grad():
+        want = G.synthesis.motion_encoder(t_host.cuda(), Motion.from_seeds([3, 4]))
+        torch.cuda.set_sync_debug_mode("error")  # any synchronising CUDA call raises
+        try:
+            got = G.synthesis.motion_encoder(t_host, Motion.from_seeds([3, 4]))
+            far = G.synthesis.motion_encoder(t_host * 1000, Motion.from_seeds([3, 4]))  # a window per frame
+        finally:
+            torch.cuda.set_sync_debug_mode("default")
+    assert got.is_cuda and far.is_cuda
+    torch.testing.assert_close(got, want)
