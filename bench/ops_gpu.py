@@ -97,17 +97,27 @@ def filter_kernel(tiled: bool = False, epilogue: bool = True):
 
 
 @contextlib.contextmanager
-def lean_bias_act(enabled: bool = True):
-    """bias_act's forward-only kernel (SGV_BIAS_ACT_LEAN=1) instead of the general one, to time both."""
-    old = os.environ.get("SGV_BIAS_ACT_LEAN")
-    os.environ["SGV_BIAS_ACT_LEAN"] = "1" if enabled else "0"
+def env_flag(name: str, enabled: bool = True):
+    """A kernel switch read at launch (SGV_BIAS_ACT_LEAN, SGV_FIR4_LEAN: the opt-in kernels), to time both."""
+    old = os.environ.get(name)
+    os.environ[name] = "1" if enabled else "0"
     try:
         yield
     finally:
         if old is None:
-            os.environ.pop("SGV_BIAS_ACT_LEAN", None)
+            os.environ.pop(name, None)
         else:
-            os.environ["SGV_BIAS_ACT_LEAN"] = old
+            os.environ[name] = old
+
+
+def lean_bias_act(enabled: bool = True):
+    """bias_act's forward-only kernel instead of the general one."""
+    return env_flag("SGV_BIAS_ACT_LEAN", enabled)
+
+
+def lean_filter(enabled: bool = True):
+    """The direct filter kernel with its epilogue fixed at compile time and unchecked interior loads."""
+    return env_flag("SGV_FIR4_LEAN", enabled)
 
 
 def sync(device) -> None:
@@ -362,12 +372,12 @@ def op_timings(device, small: bool, use_compile: bool) -> None:
             for backward in (False, True):
                 x = x0.clone().requires_grad_(backward)
                 fns = {}
-                for impl in ("ref", "cuda", "tiled"):
-                    if impl == "tiled" and (up, down) != (1, 1):
+                for impl in ("ref", "cuda", "tiled", "lean"):
+                    if impl in ("tiled", "lean") and (up, down) != (1, 1):
                         continue
 
                     def run(impl=impl, x=x, backward=backward, up=up, down=down, pad=pad):
-                        with filter_kernel(tiled=impl == "tiled"):
+                        with filter_kernel(tiled=impl == "tiled"), lean_filter(impl == "lean"):
                             y = upfirdn2d(x, f4, up, down, pad, gain=up * up, impl="ref" if impl == "ref" else "cuda")
                         if backward:
                             y.backward(y)
@@ -391,9 +401,10 @@ def op_timings(device, small: bool, use_compile: bool) -> None:
                    scale=torch.rand(n, c, device=device, dtype=dt), out_scale=torch.rand(n, c, device=device, dtype=dt))
         fns = {}
         for name, impl, epilogue, tiled in (("ref", "ref", False, False), ("separate", "cuda", False, False),
-                                            ("fused", "cuda", True, False), ("tiled+separate", "cuda", False, True)):
-            def run(impl=impl, epilogue=epilogue, tiled=tiled, x=x, act=act):
-                with torch.no_grad(), filter_kernel(tiled=tiled, epilogue=epilogue):
+                                            ("fused", "cuda", True, False), ("tiled+separate", "cuda", False, True),
+                                            ("fused lean", "cuda", True, False)):
+            def run(impl=impl, epilogue=epilogue, tiled=tiled, x=x, act=act, lean=name == "fused lean"):
+                with torch.no_grad(), filter_kernel(tiled=tiled, epilogue=epilogue), lean_filter(lean):
                     return upfirdn2d_bias_act(x, f4, (1, 1, 1, 1), gain=4.0, impl=impl, **act)
             fns[name] = run
         nhwc = " NHWC" if layout == torch.channels_last else ""
@@ -537,12 +548,16 @@ def _generator_variants(G, device, use_compile: bool) -> dict:
             variants[f"kernels, {layout}, graph, {what}"] = ("cuda", run)
     for layout, kw in (("shared, NHWC", {"channels_last": True}),
                        ("per video, NHWC", {"per_video": True, "channels_last": True})):
-        graphed = GraphedSynthesis(syn, **kw)
+        for what, flags in (("lean bias_act", ("SGV_BIAS_ACT_LEAN",)), ("lean filter", ("SGV_FIR4_LEAN",)),
+                            ("lean bias_act + filter", ("SGV_BIAS_ACT_LEAN", "SGV_FIR4_LEAN"))):
+            graphed_l = GraphedSynthesis(syn, **kw)
 
-        def run_l(ws, t, m, graphed=graphed):  # captured with the lean kernel, so it replays with it
-            with lean_bias_act():
-                return graphed(ws, t, m)
-        variants[f"kernels, {layout}, graph, lean bias_act"] = ("cuda", run_l)
+            def run_l(ws, t, m, graphed=graphed_l, flags=flags):  # captured with the lean kernels: replays them
+                with contextlib.ExitStack() as stack:
+                    for flag in flags:
+                        stack.enter_context(env_flag(flag))
+                    return graphed(ws, t, m)
+            variants[f"kernels, {layout}, graph, {what}"] = ("cuda", run_l)
     graphed_pv = GraphedSynthesis(syn, per_video=True, channels_last=True)
     variants["kernels, per video, NHWC, graph, times on the GPU"] = (  # the motion encoder then waits for the GPU
         "cuda", lambda ws, t, m: graphed_pv(ws, t.to(device), m))

@@ -592,7 +592,7 @@ def test_emulated_upfirdn2d_tiles_large_images_and_many_planes(emu):
         torch.testing.assert_close(got, want, rtol=1e-5, atol=1e-5)
 
 
-@pytest.mark.parametrize("kernel", ["direct", "tiled"])
+@pytest.mark.parametrize("kernel", ["direct", "lean", "tiled"])
 def test_emulated_4x4_filter_kernels(emu, monkeypatch, kernel):
     # The 4x4 filter at up = down = 1 has its own direct kernel (8 rows per thread, channels-last
     # aware); SGV_UPFIRDN2D_TILED=1 sends it to the tiled kernel. Both must agree with the
@@ -600,12 +600,15 @@ def test_emulated_4x4_filter_kernels(emu, monkeypatch, kernel):
     # are not a multiple of 8, and every memory layout.
     if kernel == "tiled":
         monkeypatch.setenv("SGV_UPFIRDN2D_TILED", "1")
+    if kernel == "lean":  # compile-time epilogue, no bounds tests inside the image (opt-in)
+        monkeypatch.setenv("SGV_FIR4_LEAN", "1")
     gen = torch.Generator().manual_seed(29)
     filters = {"asym": torch.rand(4, 4, generator=gen) + 0.1,
                "sep4": setup_filter(torch.rand(4, generator=gen).tolist(), separable=True)}
     assert filters["sep4"].shape == (4,)
     for shape, pad in (((2, 5, 13, 11), (2, 1, 2, 1)), ((1, 3, 8, 9), (0, 0, 0, 0)), ((2, 2, 17, 6), (-1, 3, 4, -2)),
-                       ((1, 1, 3, 2), (3, 3, 3, 3))):
+                       ((1, 1, 3, 2), (3, 3, 3, 3)),
+                       ((2, 3, 24, 20), (2, 1, 2, 1))):  # windows that end exactly at the last row / column
         x = torch.randn(*shape, generator=gen)
         for (fname, f), flip in itertools.product(filters.items(), (False, True)):
             want = upfirdn2d_ref(x.double(), f, 1, 1, pad, flip, 1.3)
@@ -617,12 +620,14 @@ def test_emulated_4x4_filter_kernels(emu, monkeypatch, kernel):
                                                msg=f"{kernel} {shape} {pad} {fname} flip={flip} {dtype} {name}")
 
 
-@pytest.mark.parametrize("kernel", ["direct", "tiled"])
+@pytest.mark.parametrize("kernel", ["direct", "lean", "tiled"])
 def test_emulated_filter_with_bias_act_epilogue(emu, monkeypatch, kernel):
     # upfirdn2d_bias_act_cuda == bias_act(upfirdn2d(x)): in the direct kernel's registers, or (tiled)
     # by bias_act in place on the filtered output; every optional operand, NCHW and channels-last.
     if kernel == "tiled":
         monkeypatch.setenv("SGV_UPFIRDN2D_TILED", "1")
+    if kernel == "lean":
+        monkeypatch.setenv("SGV_FIR4_LEAN", "1")
     gen = torch.Generator().manual_seed(31)
     f, pad = setup_filter(FILTER), (2, 1, 2, 1)
     x = torch.randn(3, 4, 10, 9, generator=gen)
@@ -789,10 +794,12 @@ def test_gpu_lean_bias_act_forward_matches_the_general_kernel(dtype, channels_la
 @pytest.mark.gpu
 @gpu
 @pytest.mark.parametrize("dtype", [torch.float32, torch.float16])
-@pytest.mark.parametrize("kernel", ["direct", "tiled"])
+@pytest.mark.parametrize("kernel", ["direct", "lean", "tiled"])
 def test_gpu_4x4_filter_and_its_bias_act_epilogue(dtype, kernel, monkeypatch):
     if kernel == "tiled":
         monkeypatch.setenv("SGV_UPFIRDN2D_TILED", "1")
+    if kernel == "lean":
+        monkeypatch.setenv("SGV_FIR4_LEAN", "1")
     gen = torch.Generator(device=GPU_DEVICE).manual_seed(32)
     f, pad = setup_filter(FILTER).to(GPU_DEVICE), (2, 1, 2, 1)
     x0 = torch.randn(4, 24, 37, 21, device=GPU_DEVICE, generator=gen)
