@@ -13,7 +13,7 @@ import torch
 
 from core.ops import _dispatch
 from core.ops.bias_act import ACTIVATIONS, bias_act
-from core.ops.upfirdn2d import filter_size, upfirdn2d
+from core.ops.upfirdn2d import filter_size, parse_padding, upfirdn2d
 
 # bench/ops_gpu.py turns this off to time the two ops one after the other.
 EPILOGUE = True
@@ -27,8 +27,7 @@ def upfirdn2d_bias_act(x: torch.Tensor, f: torch.Tensor, padding=0, flip_filter:
     """`bias_act(upfirdn2d(x, f, padding=padding, flip_filter=..., gain=gain), b, act=act, alpha=alpha,
     gain=act_gain, clamp=clamp, scale=scale, out_scale=out_scale)` (x `[N, C, H, W]`, no resampling)."""
     if _fusable(x, f, impl, (x, b, scale, out_scale)):
-        from core.ops.cuda import upfirdn2d_bias_act_cuda
-        from core.ops.upfirdn2d import parse_padding
+        from core.ops.cuda import upfirdn2d_bias_act_cuda  # lazily, as bias_act and upfirdn2d do
 
         spec = ACTIVATIONS[act]
         assert b is None or b.shape == (x.shape[1],), f"bias {tuple(b.shape)} vs x {tuple(x.shape)}"
