@@ -592,16 +592,23 @@ def test_emulated_upfirdn2d_tiles_large_images_and_many_planes(emu):
         torch.testing.assert_close(got, want, rtol=1e-5, atol=1e-5)
 
 
+# The 4x4 filter's kernels: "direct" (the default), "lean" (opt-in: compile-time epilogue, no bounds
+# tests inside the image) and "tiled" (the general upfirdn2d kernel), chosen at launch by these variables.
+_FILTER_KERNEL_ENV = {"lean": "SGV_FIR4_LEAN", "tiled": "SGV_UPFIRDN2D_TILED"}
+
+
+def _select_filter_kernel(monkeypatch, kernel: str) -> None:
+    if kernel in _FILTER_KERNEL_ENV:
+        monkeypatch.setenv(_FILTER_KERNEL_ENV[kernel], "1")
+
+
 @pytest.mark.parametrize("kernel", ["direct", "lean", "tiled"])
 def test_emulated_4x4_filter_kernels(emu, monkeypatch, kernel):
     # The 4x4 filter at up = down = 1 has its own direct kernel (8 rows per thread, channels-last
     # aware); SGV_UPFIRDN2D_TILED=1 sends it to the tiled kernel. Both must agree with the
     # reference for asymmetric and separable taps, either flip, cropping and padding, heights that
     # are not a multiple of 8, and every memory layout.
-    if kernel == "tiled":
-        monkeypatch.setenv("SGV_UPFIRDN2D_TILED", "1")
-    if kernel == "lean":  # compile-time epilogue, no bounds tests inside the image (opt-in)
-        monkeypatch.setenv("SGV_FIR4_LEAN", "1")
+    _select_filter_kernel(monkeypatch, kernel)
     gen = torch.Generator().manual_seed(29)
     filters = {"asym": torch.rand(4, 4, generator=gen) + 0.1,
                "sep4": setup_filter(torch.rand(4, generator=gen).tolist(), separable=True)}
@@ -624,10 +631,7 @@ def test_emulated_4x4_filter_kernels(emu, monkeypatch, kernel):
 def test_emulated_filter_with_bias_act_epilogue(emu, monkeypatch, kernel):
     # upfirdn2d_bias_act_cuda == bias_act(upfirdn2d(x)): in the direct kernel's registers, or (tiled)
     # by bias_act in place on the filtered output; every optional operand, NCHW and channels-last.
-    if kernel == "tiled":
-        monkeypatch.setenv("SGV_UPFIRDN2D_TILED", "1")
-    if kernel == "lean":
-        monkeypatch.setenv("SGV_FIR4_LEAN", "1")
+    _select_filter_kernel(monkeypatch, kernel)
     gen = torch.Generator().manual_seed(31)
     f, pad = setup_filter(FILTER), (2, 1, 2, 1)
     x = torch.randn(3, 4, 10, 9, generator=gen)
@@ -796,10 +800,7 @@ def test_gpu_lean_bias_act_forward_matches_the_general_kernel(dtype, channels_la
 @pytest.mark.parametrize("dtype", [torch.float32, torch.float16])
 @pytest.mark.parametrize("kernel", ["direct", "lean", "tiled"])
 def test_gpu_4x4_filter_and_its_bias_act_epilogue(dtype, kernel, monkeypatch):
-    if kernel == "tiled":
-        monkeypatch.setenv("SGV_UPFIRDN2D_TILED", "1")
-    if kernel == "lean":
-        monkeypatch.setenv("SGV_FIR4_LEAN", "1")
+    _select_filter_kernel(monkeypatch, kernel)
     gen = torch.Generator(device=GPU_DEVICE).manual_seed(32)
     f, pad = setup_filter(FILTER).to(GPU_DEVICE), (2, 1, 2, 1)
     x0 = torch.randn(4, 24, 37, 21, device=GPU_DEVICE, generator=gen)
