@@ -80,25 +80,9 @@ def ops_mode(mode: str):
 
 
 @contextlib.contextmanager
-def filter_kernel(tiled: bool = False, epilogue: bool = True):
-    """The previous (tiled) kernel for the 4x4 filter instead of the direct one, and/or bias_act as a
-    pass of its own instead of the filter's epilogue: to time what each change gained."""
-    old = os.environ.get("SGV_UPFIRDN2D_TILED"), fused_mod.EPILOGUE
-    os.environ["SGV_UPFIRDN2D_TILED"] = "1" if tiled else "0"
-    fused_mod.EPILOGUE = epilogue
-    try:
-        yield
-    finally:
-        if old[0] is None:
-            os.environ.pop("SGV_UPFIRDN2D_TILED", None)
-        else:
-            os.environ["SGV_UPFIRDN2D_TILED"] = old[0]
-        fused_mod.EPILOGUE = old[1]
-
-
-@contextlib.contextmanager
 def env_flag(name: str, enabled: bool = True):
-    """A kernel switch read at launch (SGV_BIAS_ACT_LEAN, SGV_FIR4_LEAN: the opt-in kernels), to time both."""
+    """A kernel switch the extension reads at launch (SGV_UPFIRDN2D_TILED, SGV_BIAS_ACT_LEAN,
+    SGV_FIR4_LEAN), set for the block: to time both sides of it in one process."""
     old = os.environ.get(name)
     os.environ[name] = "1" if enabled else "0"
     try:
@@ -110,6 +94,19 @@ def env_flag(name: str, enabled: bool = True):
             os.environ[name] = old
 
 
+@contextlib.contextmanager
+def filter_kernel(tiled: bool = False, epilogue: bool = True):
+    """The previous (tiled) kernel for the 4x4 filter instead of the direct one, and/or bias_act as a
+    pass of its own instead of the filter's epilogue: to time what each change gained."""
+    old = fused_mod.EPILOGUE
+    fused_mod.EPILOGUE = epilogue
+    try:
+        with env_flag("SGV_UPFIRDN2D_TILED", tiled):
+            yield
+    finally:
+        fused_mod.EPILOGUE = old
+
+
 def lean_bias_act(enabled: bool = True):
     """bias_act's forward-only kernel instead of the general one."""
     return env_flag("SGV_BIAS_ACT_LEAN", enabled)
@@ -118,6 +115,23 @@ def lean_bias_act(enabled: bool = True):
 def lean_filter(enabled: bool = True):
     """The direct filter kernel with its epilogue fixed at compile time and unchecked interior loads."""
     return env_flag("SGV_FIR4_LEAN", enabled)
+
+
+@contextlib.contextmanager
+def lean_kernels():
+    with lean_bias_act(), lean_filter():
+        yield
+
+
+@contextlib.contextmanager
+def cudnn_benchmark():
+    """cuDNN's autotuner (off at inference; the trainer turns it on)."""
+    old = torch.backends.cudnn.benchmark
+    torch.backends.cudnn.benchmark = True
+    try:
+        yield
+    finally:
+        torch.backends.cudnn.benchmark = old
 
 
 def sync(device) -> None:
@@ -537,43 +551,30 @@ def _generator_variants(G, device, use_compile: bool) -> dict:
         "kernels, per video, NHWC, graph": ("cuda", GraphedSynthesis(syn, per_video=True, channels_last=True)),
         "kernels, shared, NHWC, graph": ("cuda", GraphedSynthesis(syn, channels_last=True)),
     })
-    for layout, kw in (("shared", {}), ("per video", {"per_video": True})):  # what the filter changes gained
-        for what, ctx in (("previous filter kernel", dict(tiled=True, epilogue=False)),
-                          ("no filter epilogue", dict(epilogue=False))):
-            graphed = GraphedSynthesis(syn, **kw)
-
-            def run(ws, t, m, graphed=graphed, ctx=ctx):  # captured inside the context, so it replays that way
-                with filter_kernel(**ctx):
-                    return graphed(ws, t, m)
-            variants[f"kernels, {layout}, graph, {what}"] = ("cuda", run)
-    for layout, kw in (("shared, NHWC", {"channels_last": True}),
-                       ("per video, NHWC", {"per_video": True, "channels_last": True})):
-        for what, flags in (("lean bias_act", ("SGV_BIAS_ACT_LEAN",)), ("lean filter", ("SGV_FIR4_LEAN",)),
-                            ("lean bias_act + filter", ("SGV_BIAS_ACT_LEAN", "SGV_FIR4_LEAN"))):
-            graphed_l = GraphedSynthesis(syn, **kw)
-
-            def run_l(ws, t, m, graphed=graphed_l, flags=flags):  # captured with the lean kernels: replays them
-                with contextlib.ExitStack() as stack:
-                    for flag in flags:
-                        stack.enter_context(env_flag(flag))
-                    return graphed(ws, t, m)
-            variants[f"kernels, {layout}, graph, {what}"] = ("cuda", run_l)
-    graphed_pv = GraphedSynthesis(syn, per_video=True, channels_last=True)
-    variants["kernels, per video, NHWC, graph, times on the GPU"] = (  # the motion encoder then waits for the GPU
-        "cuda", lambda ws, t, m: graphed_pv(ws, t.to(device), m))
-    # cuDNN's autotuner (off at inference so far; the trainer turns it on): the shapes are fixed per call
-    for layout, kw in (("shared", {}), ("per video", {"per_video": True}), ("shared, NHWC", {"channels_last": True}),
-                       ("per video, NHWC", {"per_video": True, "channels_last": True})):
+    def graphed_in(context, **kw):
+        """G replayed from a graph captured inside `context()`: it records the kernels chosen there."""
         graphed = GraphedSynthesis(syn, **kw)
 
-        def run_b(ws, t, m, graphed=graphed):
-            old = torch.backends.cudnn.benchmark
-            torch.backends.cudnn.benchmark = True
-            try:
+        def run(ws, t, m):
+            with context():
                 return graphed(ws, t, m)
-            finally:
-                torch.backends.cudnn.benchmark = old
-        variants[f"kernels, {layout}, graph, cudnn.benchmark"] = ("cuda", run_b)
+        return run
+
+    layouts = {"shared": {}, "per video": {"per_video": True}, "shared, NHWC": {"channels_last": True},
+               "per video, NHWC": {"per_video": True, "channels_last": True}}
+    for layout in ("shared", "per video"):  # what the filter changes gained
+        for what, context in (("previous filter kernel", lambda: filter_kernel(tiled=True, epilogue=False)),
+                              ("no filter epilogue", lambda: filter_kernel(epilogue=False))):
+            variants[f"kernels, {layout}, graph, {what}"] = ("cuda", graphed_in(context, **layouts[layout]))
+    for layout in ("shared, NHWC", "per video, NHWC"):  # the opt-in kernels
+        for what, context in (("lean bias_act", lean_bias_act), ("lean filter", lean_filter),
+                              ("lean bias_act + filter", lean_kernels)):
+            variants[f"kernels, {layout}, graph, {what}"] = ("cuda", graphed_in(context, **layouts[layout]))
+    graphed_pv = GraphedSynthesis(syn, **layouts["per video, NHWC"])
+    variants["kernels, per video, NHWC, graph, times on the GPU"] = (  # the motion encoder then waits for the GPU
+        "cuda", lambda ws, t, m: graphed_pv(ws, t.to(device), m))
+    for layout, kw in layouts.items():  # the shapes are fixed per call: cuDNN may pick faster algorithms
+        variants[f"kernels, {layout}, graph, cudnn.benchmark"] = ("cuda", graphed_in(cudnn_benchmark, **kw))
     if use_compile:
         for mode in ("default", "max-autotune-no-cudagraphs") if use_compile == "autotune" else ("default",):
             frames = torch.compile(syn.frames, mode=mode, dynamic=False)

@@ -147,19 +147,12 @@ bool choose_tile(const Upfirdn2dParams& p, int elem_bytes, Tile& t, int& smem) {
 // 16-byte accesses and 8 channels per thread measured 1.9x slower than this one and was dropped.
 constexpr int kRows = 8;
 
-// bias_act's forward on one accumulated value (the epilogue; see Upfirdn2dParams).
-template <typename A>
-__device__ __forceinline__ A epilogue(const Upfirdn2dParams& p, A v, A sc, A bias, A osc) {
-  v = act_fwd(p.act, v * sc + bias, A(p.alpha)) * A(p.act_gain);
-  const A clamp = A(p.clamp);
-  if (clamp >= A(0)) v = v > clamp ? clamp : (v < -clamp ? -clamp : v);
-  return v * osc;
-}
-
-// The epilogue with the activation fixed at compile time (EPI: 0 none, kLinear, kLrelu).
+// bias_act's forward on one accumulated value (the epilogue; see Upfirdn2dParams). EPI < 0: the
+// activation p.act read at run time; else fixed at compile time (kLinear, kLrelu).
 template <int EPI, typename A>
-__device__ __forceinline__ A epilogue_fixed(const Upfirdn2dParams& p, A v, A sc, A bias, A osc) {
+__device__ __forceinline__ A epilogue(const Upfirdn2dParams& p, A v, A sc, A bias, A osc) {
   v = v * sc + bias;
+  if (EPI < 0) v = act_fwd(p.act, v, A(p.alpha));
   if (EPI == kLrelu) v = v > A(0) ? v : v * A(p.alpha);
   v *= A(p.act_gain);
   const A clamp = A(p.clamp);
@@ -235,7 +228,7 @@ __global__ void __launch_bounds__(kThreads) fir4_kernel(Upfirdn2dParams p, int r
       const A osc = out_scale ? to_acc(out_scale[n * p.c + c]) : A(1);
 #pragma unroll
       for (int r = 0; r < kRows; ++r)
-        acc[r] = EPI < 0 ? epilogue(p, acc[r], sc, bias, osc) : epilogue_fixed<EPI>(p, acc[r], sc, bias, osc);
+        acc[r] = epilogue<EPI>(p, acc[r], sc, bias, osc);
     }
     T* yp = y + (n * sy0 + c * sy1 + ox * sy3);
 #pragma unroll
