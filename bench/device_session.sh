@@ -12,8 +12,10 @@
 #   $OUT/timeline.txt; `bash bench/device_session.sh rest SECONDS` in a follow-up call runs the torch.compile
 #   baselines and continues training (the run folder stays on a warm machine).
 #
-# Issue 3's remaining work (the bundled model is shipped): `bash bench/device_session.sh owed 540`, one call
-# (COMPILE=0 skips the torch.compile baselines, measured on 2026-11-27).
+# Issue 3: `bash bench/device_session.sh owed 540` (everything: GPU tests, parity, every generator variant, the
+# training iteration, op timings, sec/kimg; COMPILE=0 skips the torch.compile baselines) ran on 2026-11-27.
+# After a kernel change, the short call is `bash bench/device_session.sh check 225` (timeout_s 250): build,
+# GPU tests, parity, the fast generator variants (opt-in kernels included) and the op timings.
 #
 # The older two-call plan:
 # Call 1 (~6 min): GPU tests, CUDA-op parity and timings, generator throughput, trainer sec/kimg.
