@@ -485,9 +485,11 @@ def test_emulated_bias_act_fuses_per_sample_scales(emu, dtype):
 @pytest.mark.parametrize("act", ["lrelu", "linear"])
 def test_emulated_lean_forward_kernel(emu, monkeypatch, act):
     # SGV_BIAS_ACT_LEAN=1: the forward-only kernel (activation as a template parameter, 2 runs per thread)
-    # must give what the general kernel gives: NCHW and channels-last, odd sizes (tails), every scale.
+    # must give what the general kernel gives: NCHW and channels-last, odd sizes (tails), every scale, and
+    # each way of loading the per-channel operands: per element (odd sizes), once per run (NCHW with H*W a
+    # multiple of the vector), as vectors (channels-last with C a multiple of it: 8 / 16 / 24 channels).
     gen = torch.Generator().manual_seed(43)
-    cases = [(3, 5, 7, 9), (2, 16, 4, 4), (1, 3, 1, 1)]
+    cases = [(3, 5, 7, 9), (2, 16, 4, 4), (1, 3, 1, 1), (2, 8, 3, 5), (3, 24, 2, 3), (2, 3, 4, 8)]
     for shape, dtype in itertools.product(cases, (torch.float32, torch.float16, torch.float64)):
         x = (torch.randn(*shape, generator=gen) * 2).to(dtype)
         n, c = shape[:2]
@@ -779,9 +781,10 @@ def test_gpu_upfirdn2d_parity(case, dtype):
 @gpu
 @pytest.mark.parametrize("dtype", [torch.float32, torch.float16])
 @pytest.mark.parametrize("channels_last", [False, True])
-def test_gpu_lean_bias_act_forward_matches_the_general_kernel(dtype, channels_last, monkeypatch):
+@pytest.mark.parametrize("size", [(17, 15), (16, 16)])  # per-element / per-run (NCHW) operand loads
+def test_gpu_lean_bias_act_forward_matches_the_general_kernel(dtype, channels_last, size, monkeypatch):
     gen = torch.Generator(device=GPU_DEVICE).manual_seed(33)
-    x = torch.randn(4, 32, 17, 15, device=GPU_DEVICE, generator=gen).to(dtype)
+    x = torch.randn(4, 32, *size, device=GPU_DEVICE, generator=gen).to(dtype)
     x = x.contiguous(memory_format=torch.channels_last) if channels_last else x
     b = torch.randn(32, device=GPU_DEVICE, generator=gen).to(dtype)
     scale, out_scale = ((torch.rand(4, 32, device=GPU_DEVICE, generator=gen) + 0.5).to(dtype) for _ in range(2))

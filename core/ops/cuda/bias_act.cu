@@ -153,8 +153,38 @@ __global__ void bias_act_kernel(BiasActParams p) {
 // activation switch in one body (54 registers for fp16: half occupancy, one 16-byte load in flight per
 // thread), which torch.compile's fused kernel beat 2.4x at the op level on an H200 (bench/RESULTS.md).
 // This one has the activation as a template parameter, no reference tensors, and RUNS runs per thread
-// whose loads are all issued before any maths. Opt-in (SGV_BIAS_ACT_LEAN=1) until a GPU has timed it.
-template <typename T, int VEC, int RUNS, int ACT>
+// whose loads are all issued before any maths. The per-channel operands (bias, scale, out_scale) are
+// loaded as the layout allows (LAYOUT, chosen on the host):
+//   kPerElement: one load per element and operand (any layout; the general kernel's walk);
+//   kPlanar:     the bias dimension's stride is a multiple of VEC (NCHW, H*W % VEC == 0): the VEC
+//                elements of a run share their channel and sample, one load per run and operand;
+//   kChannelsInner: the bias dimension is the innermost (channels-last) and size_b % VEC == 0: the run's
+//                channels are c0 .. c0 + VEC - 1, one 16-byte load per run and operand.
+// Opt-in (SGV_BIAS_ACT_LEAN=1) until a GPU has timed it.
+enum Layout : int { kPerElement = 0, kPlanar = 1, kChannelsInner = 2 };
+
+// The VEC values of a per-channel operand t for one run whose first element reads t[at] (dflt if no t).
+template <typename T, int VEC, int LAYOUT>
+__device__ __forceinline__ void channel_operand(const T* t, uint32_t at, typename Acc<T>::type (&out)[VEC],
+                                                typename Acc<T>::type dflt) {
+  using A = typename Acc<T>::type;
+  if (!t) {
+#pragma unroll
+    for (int j = 0; j < VEC; ++j) out[j] = dflt;
+    return;
+  }
+  if (LAYOUT == kChannelsInner) {
+    const Pack<T, VEC> pk = *reinterpret_cast<const Pack<T, VEC>*>(t + at);
+#pragma unroll
+    for (int j = 0; j < VEC; ++j) out[j] = to_acc(pk.v[j]);
+  } else if (LAYOUT == kPlanar) {
+    const A v = to_acc(t[at]);
+#pragma unroll
+    for (int j = 0; j < VEC; ++j) out[j] = v;
+  }
+}
+
+template <typename T, int VEC, int RUNS, int ACT, int LAYOUT>
 __global__ void __launch_bounds__(256) bias_act_fwd_kernel(BiasActParams p) {
   using A = typename Acc<T>::type;
   const uint32_t numel = static_cast<uint32_t>(p.numel), nruns = (numel + VEC - 1) / VEC;
@@ -180,19 +210,33 @@ __global__ void __launch_bounds__(256) bias_act_fwd_kernel(BiasActParams p) {
       const uint32_t q = i0 / step_b;
       uint32_t r = i0 - q * step_b, c = q % size_b, n = 0, rn = 0;
       if (scale || out_scale) { n = i0 / step_n; rn = i0 - n * step_n; }
+      A bv[VEC], sv[VEC], ov[VEC];
+      if (LAYOUT != kPerElement) {
+        channel_operand<T, VEC, LAYOUT>(b, c, bv, A(0));
+        channel_operand<T, VEC, LAYOUT>(scale, n * size_b + c, sv, A(1));
+        channel_operand<T, VEC, LAYOUT>(out_scale, n * size_b + c, ov, A(1));
+      }
       Pack<T, VEC> pk;
 #pragma unroll
       for (int j = 0; j < VEC; ++j) {
         A v = x[k][j];
-        if (scale) v *= to_acc(scale[n * size_b + c]);
-        if (b) v += to_acc(b[c]);
+        if (LAYOUT == kPerElement) {
+          if (scale) v *= to_acc(scale[n * size_b + c]);
+          if (b) v += to_acc(b[c]);
+        } else {
+          v = v * sv[j] + bv[j];
+        }
         if (ACT == kLrelu) v = v > A(0) ? v : v * alpha;
         v *= gain;
         if (clamp >= A(0)) v = v > clamp ? clamp : (v < -clamp ? -clamp : v);
-        if (out_scale) v *= to_acc(out_scale[n * size_b + c]);
+        if (LAYOUT == kPerElement) {
+          if (out_scale) v *= to_acc(out_scale[n * size_b + c]);
+          if (++r == step_b) { r = 0; if (++c == size_b) c = 0; }
+          if (++rn == step_n) { rn = 0; ++n; }
+        } else {
+          v *= ov[j];
+        }
         pk.v[j] = from_acc<T>(v);
-        if (++r == step_b) { r = 0; if (++c == size_b) c = 0; }
-        if (++rn == step_n) { rn = 0; ++n; }
       }
       if (i0 + VEC <= numel) {
         *reinterpret_cast<Pack<T, VEC>*>(y + i0) = pk;
@@ -204,6 +248,18 @@ __global__ void __launch_bounds__(256) bias_act_fwd_kernel(BiasActParams p) {
 }
 
 bool aligned16(const void* ptr) { return ptr == nullptr || reinterpret_cast<uintptr_t>(ptr) % 16 == 0; }
+
+// How the forward kernel may load the per-channel operands of a run of vec elements (see Layout):
+// the run must not cross a channel (nor, with scales, a sample), and 16-byte operand loads need
+// aligned operands whose rows are whole vectors.
+int operand_layout(const BiasActParams& p, int vec) {
+  const bool scaled = p.scale || p.out_scale;
+  if (scaled && p.step_n % vec != 0 && p.step_n < p.numel) return kPerElement;
+  if (p.step_b % vec == 0) return kPlanar;
+  if (p.step_b == 1 && p.size_b % vec == 0 && aligned16(p.b) && aligned16(p.scale) && aligned16(p.out_scale))
+    return kChannelsInner;
+  return kPerElement;
+}
 
 template <typename T>
 cudaError_t launch_typed(const BiasActParams& p, cudaStream_t stream) {
@@ -220,8 +276,17 @@ cudaError_t launch_typed(const BiasActParams& p, cudaStream_t stream) {
     constexpr int kRuns = 2;
     const int lean_blocks = std::max(1, static_cast<int>(std::min<int64_t>(
         (runs + kThreads * kRuns - 1) / (kThreads * kRuns), 65536)));
-    void (*fwd)(BiasActParams) = p.act == kLrelu ? bias_act_fwd_kernel<T, kVec, kRuns, kLrelu>
-                                                 : bias_act_fwd_kernel<T, kVec, kRuns, kLinear>;
+    const int layout = operand_layout(p, kVec);
+    void (*fwd)(BiasActParams) = nullptr;
+    if (p.act == kLrelu) {
+      fwd = layout == kChannelsInner ? bias_act_fwd_kernel<T, kVec, kRuns, kLrelu, kChannelsInner>
+          : layout == kPlanar        ? bias_act_fwd_kernel<T, kVec, kRuns, kLrelu, kPlanar>
+                                     : bias_act_fwd_kernel<T, kVec, kRuns, kLrelu, kPerElement>;
+    } else {
+      fwd = layout == kChannelsInner ? bias_act_fwd_kernel<T, kVec, kRuns, kLinear, kChannelsInner>
+          : layout == kPlanar        ? bias_act_fwd_kernel<T, kVec, kRuns, kLinear, kPlanar>
+                                     : bias_act_fwd_kernel<T, kVec, kRuns, kLinear, kPerElement>;
+    }
     SGV_LAUNCH(fwd, lean_blocks, kThreads, 0, stream, p);
     return cudaGetLastError();
   }
