@@ -14,8 +14,9 @@
 #
 # Issue 3: `bash bench/device_session.sh owed 540` (everything: GPU tests, parity, every generator variant, the
 # training iteration, op timings, sec/kimg; COMPILE=0 skips the torch.compile baselines) ran on 2026-11-27.
-# After a kernel change, the short call is `bash bench/device_session.sh check 225` (timeout_s 250): build,
-# GPU tests, parity, the fast generator variants (opt-in kernels included) and the op timings.
+# After a kernel change, the short call is `bash bench/device_session.sh check 420` (timeout_s 450): build,
+# GPU tests, parity, the NHWC graph variants of the generator (every opt-in kernel, the graph with and
+# without cached weight-derived tensors) with the profile of the fastest, and the op timings.
 #
 # The older two-call plan:
 # Call 1 (~6 min): GPU tests, CUDA-op parity and timings, generator throughput, trainer sec/kimg.
@@ -124,16 +125,16 @@ e=load_extension(); print(e.name, 'built/loaded in %.1f s' % (time.time()-t))"
     run_for ops_timings 150 python bench/ops_gpu.py --only ops "${comp[@]}" "${sm[@]}"
     run_for train_speed 160 python bench/train_speed.py --ticks 3 "${sm[@]}"
     ;;
-  check)  # after a kernel change, one short call: bash bench/device_session.sh check 230 (timeout_s 260)
-    budget="${2:-230}"
+  check)  # after a kernel change, one short call: bash bench/device_session.sh check 420 (timeout_s 450)
+    budget="${2:-420}"
     nvidia-smi --query-gpu=name,memory.total,driver_version --format=csv | tee "$LOG/gpu.txt"
     run_for build 120 python -c "import time; from core.ops.cuda import load_extension; t=time.time(); \
 e=load_extension(); print(e.name, 'built/loaded in %.1f s' % (time.time()-t))"
-    run_for gpu_tests 60 python -m pytest -q -m gpu -p no:cacheprovider tests/test_ops_cuda.py tests/test_core_gpu.py
+    run_for gpu_tests 70 python -m pytest -q -m gpu -p no:cacheprovider tests/test_ops_cuda.py tests/test_core_gpu.py
     run_for ops_parity 60 python bench/ops_gpu.py --only parity --skip-compile
-    run_for ops_e2e 100 python bench/ops_gpu.py --only e2e --skip-compile --no-train \
-      --variants "${VARIANTS:-shared conv (default),shared, graph,NHWC, graph}"
-    run_for ops_timings 60 python bench/ops_gpu.py --only ops --skip-compile
+    run_for ops_e2e 150 python bench/ops_gpu.py --only e2e --skip-compile --no-train --gen-budget 110 \
+      --gen-shapes 1x32,32x1 --variants "${VARIANTS:-shared conv (default),shared, NHWC, graph,per video, NHWC, graph}"
+    run_for ops_timings 90 python bench/ops_gpu.py --only ops --skip-compile
     ;;
   measure)
     nvidia-smi --query-gpu=name,memory.total,driver_version --format=csv | tee "$OUT/gpu.txt"

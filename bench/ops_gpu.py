@@ -82,7 +82,7 @@ def ops_mode(mode: str):
 @contextlib.contextmanager
 def env_flag(name: str, enabled: bool = True):
     """A kernel switch the extension reads at launch (SGV_UPFIRDN2D_TILED, SGV_BIAS_ACT_LEAN,
-    SGV_FIR4_LEAN), set for the block: to time both sides of it in one process."""
+    SGV_FIR4_LEAN, SGV_FIR4_VEC2), set for the block: to time both sides of it in one process."""
     old = os.environ.get(name)
     os.environ[name] = "1" if enabled else "0"
     try:
@@ -117,9 +117,26 @@ def lean_filter(enabled: bool = True):
     return env_flag("SGV_FIR4_LEAN", enabled)
 
 
+def vec2_filter(enabled: bool = True):
+    """The direct filter kernel with two channels per thread (16-bit channels-last tensors, even C)."""
+    return env_flag("SGV_FIR4_VEC2", enabled)
+
+
 @contextlib.contextmanager
 def lean_kernels():
     with lean_bias_act(), lean_filter():
+        yield
+
+
+@contextlib.contextmanager
+def lean_bias_act_vec2_filter():
+    with lean_bias_act(), vec2_filter():
+        yield
+
+
+@contextlib.contextmanager
+def all_opt_in_kernels():
+    with lean_bias_act(), lean_filter(), vec2_filter():
         yield
 
 
@@ -378,6 +395,10 @@ def op_timings(device, small: bool, use_compile: bool) -> None:
                         y.backward(y)
                 fns["compile"] = run_c
             _time_variants(f"bias_act lrelu clamp {tuple(shape)} {str(dt)[6:]}", device, fns, backward, iters)
+        if device.type == "cuda":  # channels-last (the fp16 blocks' layout at inference): vector bias loads
+            x = x0.contiguous(memory_format=torch.channels_last)
+            fns = {impl: (lambda impl=impl, x=x, b=b: _bias_act_lean_or_not(x, b, impl)) for impl in ("cuda", "lean")}
+            _time_variants(f"bias_act lrelu clamp {tuple(shape)} {str(dt)[6:]} NHWC", device, fns, False, iters)
     for shape in ([(2, 8, 16, 16)] if small else [(32, 512, 32, 32), (32, 128, 128, 128)]):
         for label, up, down in (("upsample2d (up2, 4x4)", 2, 1), ("downsample2d (down2, 4x4)", 1, 2),
                                 ("filter 4x4 (after transposed conv)", 1, 1)):
@@ -416,9 +437,14 @@ def op_timings(device, small: bool, use_compile: bool) -> None:
         fns = {}
         for name, impl, epilogue, tiled in (("ref", "ref", False, False), ("separate", "cuda", False, False),
                                             ("fused", "cuda", True, False), ("tiled+separate", "cuda", False, True),
-                                            ("fused lean", "cuda", True, False)):
-            def run(impl=impl, epilogue=epilogue, tiled=tiled, x=x, act=act, lean=name == "fused lean"):
-                with torch.no_grad(), filter_kernel(tiled=tiled, epilogue=epilogue), lean_filter(lean):
+                                            ("fused lean", "cuda", True, False), ("fused vec2", "cuda", True, False),
+                                            ("fused lean+vec2", "cuda", True, False)):
+            if "vec2" in name and layout != torch.channels_last:
+                continue
+
+            def run(impl=impl, epilogue=epilogue, tiled=tiled, x=x, act=act, name=name):
+                with torch.no_grad(), filter_kernel(tiled=tiled, epilogue=epilogue), \
+                        lean_filter("lean" in name), vec2_filter("vec2" in name):
                     return upfirdn2d_bias_act(x, f4, (1, 1, 1, 1), gain=4.0, impl=impl, **act)
             fns[name] = run
         nhwc = " NHWC" if layout == torch.channels_last else ""
@@ -522,6 +548,11 @@ def generator_flops(G, device, rates: dict[str, float]) -> float | None:
 # 5. End to end
 
 
+def _bias_act_lean_or_not(x, b, impl: str):
+    with torch.no_grad(), lean_bias_act(impl == "lean"):
+        return bias_act(x, b, act="lrelu", clamp=256.0, impl="cuda")
+
+
 def _generator_variants(G, device, use_compile: bool) -> dict:
     """label -> (ops mode, synthesis callable taking (ws, t, seeds)); every way this project can run G."""
     syn = G.synthesis
@@ -568,8 +599,13 @@ def _generator_variants(G, device, use_compile: bool) -> dict:
             variants[f"kernels, {layout}, graph, {what}"] = ("cuda", graphed_in(context, **layouts[layout]))
     for layout in ("shared, NHWC", "per video, NHWC"):  # the opt-in kernels
         for what, context in (("lean bias_act", lean_bias_act), ("lean filter", lean_filter),
-                              ("lean bias_act + filter", lean_kernels)):
+                              ("lean bias_act + filter", lean_kernels), ("vec2 filter", vec2_filter),
+                              ("lean bias_act + vec2 filter", lean_bias_act_vec2_filter),
+                              ("all opt-in kernels", all_opt_in_kernels)):
             variants[f"kernels, {layout}, graph, {what}"] = ("cuda", graphed_in(context, **layouts[layout]))
+        # the graph recomputing the weight-derived tensors at every replay (before the fifth session)
+        variants[f"kernels, {layout}, graph, weights recomputed"] = (
+            "cuda", GraphedSynthesis(syn, cache_weights=False, **layouts[layout]))
     graphed_pv = GraphedSynthesis(syn, **layouts["per video, NHWC"])
     variants["kernels, per video, NHWC, graph, times on the GPU"] = (  # the motion encoder then waits for the GPU
         "cuda", lambda ws, t, m: graphed_pv(ws, t.to(device), m))
@@ -771,6 +807,10 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--variants", default="", help="e2e: only the generator variants whose label contains "
                         "one of these comma-separated strings (and 'ref ops')")
     parser.add_argument("--no-train", action="store_true", help="e2e: leave out the training iteration")
+    parser.add_argument("--gen-shapes", default="", help="e2e: N videos x T frames per generator call, e.g. "
+                        "'1x32,32x1' (default: batch x 1, then 1 x batch)")
+    parser.add_argument("--gen-budget", type=float, default=240.0,
+                        help="e2e: seconds for the generator variants; the rest are reported as skipped")
     args = parser.parse_args(argv)
 
     small = args.cpu_smoke
@@ -819,8 +859,10 @@ def main(argv: list[str] | None = None) -> int:
         rates = matmul_rates(device, small)
         bound = generator_flops(G, device, rates)
         shapes = [(2, 1), (1, 2)] if small else [(args.gen_batch, 1), (1, args.gen_batch)]
+        if args.gen_shapes:
+            shapes = [tuple(int(v) for v in shape.split("x")) for shape in args.gen_shapes.split(",")]
         generator_fps(G, device, shapes, "autotune" if use_compile and args.autotune else use_compile, small, bound,
-                      only=[v for v in args.variants.split(",") if v])
+                      budget_s=args.gen_budget, only=[v for v in args.variants.split(",") if v])
         if not args.no_train:
             train_iteration(G, D, device, 2 if small else args.train_batch, use_compile, small)
 

@@ -595,16 +595,20 @@ def test_emulated_upfirdn2d_tiles_large_images_and_many_planes(emu):
 
 
 # The 4x4 filter's kernels: "direct" (the default), "lean" (opt-in: compile-time epilogue, no bounds
-# tests inside the image) and "tiled" (the general upfirdn2d kernel), chosen at launch by these variables.
-_FILTER_KERNEL_ENV = {"lean": "SGV_FIR4_LEAN", "tiled": "SGV_UPFIRDN2D_TILED"}
+# tests inside the image), "vec2" (opt-in: two channels per thread for 16-bit channels-last tensors with
+# even C; others keep the direct kernel) and "tiled" (the general upfirdn2d kernel), chosen at launch by
+# these variables; "lean+vec2" sets both.
+_FILTER_KERNEL_ENV = {"lean": "SGV_FIR4_LEAN", "tiled": "SGV_UPFIRDN2D_TILED", "vec2": "SGV_FIR4_VEC2"}
+FILTER_KERNELS = ["direct", "lean", "vec2", "lean+vec2", "tiled"]
 
 
 def _select_filter_kernel(monkeypatch, kernel: str) -> None:
-    if kernel in _FILTER_KERNEL_ENV:
-        monkeypatch.setenv(_FILTER_KERNEL_ENV[kernel], "1")
+    for part in kernel.split("+"):
+        if part in _FILTER_KERNEL_ENV:
+            monkeypatch.setenv(_FILTER_KERNEL_ENV[part], "1")
 
 
-@pytest.mark.parametrize("kernel", ["direct", "lean", "tiled"])
+@pytest.mark.parametrize("kernel", FILTER_KERNELS)
 def test_emulated_4x4_filter_kernels(emu, monkeypatch, kernel):
     # The 4x4 filter at up = down = 1 has its own direct kernel (8 rows per thread, channels-last
     # aware); SGV_UPFIRDN2D_TILED=1 sends it to the tiled kernel. Both must agree with the
@@ -617,7 +621,8 @@ def test_emulated_4x4_filter_kernels(emu, monkeypatch, kernel):
     assert filters["sep4"].shape == (4,)
     for shape, pad in (((2, 5, 13, 11), (2, 1, 2, 1)), ((1, 3, 8, 9), (0, 0, 0, 0)), ((2, 2, 17, 6), (-1, 3, 4, -2)),
                        ((1, 1, 3, 2), (3, 3, 3, 3)),
-                       ((2, 3, 24, 20), (2, 1, 2, 1))):  # windows that end exactly at the last row / column
+                       ((2, 3, 24, 20), (2, 1, 2, 1)),  # windows that end exactly at the last row / column
+                       ((2, 6, 13, 11), (2, 1, 2, 1))):  # even C: channel pairs in channels-last
         x = torch.randn(*shape, generator=gen)
         for (fname, f), flip in itertools.product(filters.items(), (False, True)):
             want = upfirdn2d_ref(x.double(), f, 1, 1, pad, flip, 1.3)
@@ -629,7 +634,7 @@ def test_emulated_4x4_filter_kernels(emu, monkeypatch, kernel):
                                                msg=f"{kernel} {shape} {pad} {fname} flip={flip} {dtype} {name}")
 
 
-@pytest.mark.parametrize("kernel", ["direct", "lean", "tiled"])
+@pytest.mark.parametrize("kernel", FILTER_KERNELS)
 def test_emulated_filter_with_bias_act_epilogue(emu, monkeypatch, kernel):
     # upfirdn2d_bias_act_cuda == bias_act(upfirdn2d(x)): in the direct kernel's registers, or (tiled)
     # by bias_act in place on the filtered output; every optional operand, NCHW and channels-last.
@@ -801,7 +806,7 @@ def test_gpu_lean_bias_act_forward_matches_the_general_kernel(dtype, channels_la
 @pytest.mark.gpu
 @gpu
 @pytest.mark.parametrize("dtype", [torch.float32, torch.float16])
-@pytest.mark.parametrize("kernel", ["direct", "lean", "tiled"])
+@pytest.mark.parametrize("kernel", FILTER_KERNELS)
 def test_gpu_4x4_filter_and_its_bias_act_epilogue(dtype, kernel, monkeypatch):
     _select_filter_kernel(monkeypatch, kernel)
     gen = torch.Generator(device=GPU_DEVICE).manual_seed(32)

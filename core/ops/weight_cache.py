@@ -12,12 +12,13 @@ from __future__ import annotations
 
 import contextlib
 import threading
-from collections.abc import Callable, Hashable
+from collections.abc import Callable, Hashable, Iterator
 
 import torch
 
 _ATTR = "_sgv_derived"
 _disabled = threading.local()
+_recording = threading.local()
 
 
 @contextlib.contextmanager
@@ -32,6 +33,23 @@ def disabled():
         _disabled.on = before
 
 
+@contextlib.contextmanager
+def recording() -> Iterator[list[torch.Tensor]]:
+    """Collect every cached tensor `derived` hands out inside the block. A CUDA graph captured there
+    reads them by address: its owner keeps the list, so the tensors outlive any cache eviction."""
+    before = getattr(_recording, "into", None)
+    _recording.into = into = []
+    try:
+        yield into
+    finally:
+        _recording.into = before
+
+
+def version_state(tensors: list[torch.Tensor]) -> tuple:
+    """What changes when any of `tensors` is updated in place (version counter) or re-allocated."""
+    return tuple((t._version, t.data_ptr()) for t in tensors)
+
+
 def derived(t: torch.Tensor, tag: Hashable, fn: Callable[[torch.Tensor], torch.Tensor]) -> torch.Tensor:
     """fn(t), cached on t under `tag` (which must name everything else fn depends on)."""
     if (torch.is_grad_enabled() and t.requires_grad) or torch.compiler.is_compiling() or \
@@ -41,10 +59,14 @@ def derived(t: torch.Tensor, tag: Hashable, fn: Callable[[torch.Tensor], torch.T
     cache = t.__dict__.setdefault(_ATTR, {})
     hit = cache.get(tag)
     if hit is not None and hit[0] == state:
-        return hit[1]
-    with torch.inference_mode(False), torch.no_grad():  # a normal tensor, usable by autograd later
-        value = fn(t)
-    cache[tag] = (state, value)
+        value = hit[1]
+    else:
+        with torch.inference_mode(False), torch.no_grad():  # a normal tensor, usable by autograd later
+            value = fn(t)
+        cache[tag] = (state, value)
+    into = getattr(_recording, "into", None)
+    if into is not None:
+        into.append(value)
     return value
 
 

@@ -83,8 +83,6 @@ __device__ __forceinline__ A element(const BiasActParams& p, A alpha, A gain, A 
   return x * dr * gain * act_d2(p.act, xr + bias);
 }
 
-template <typename T, int VEC> struct alignas(sizeof(T) * VEC) Pack { T v[VEC]; };
-
 // Load VEC elements starting at i (all of them when full, else only those below numel).
 template <typename T, int VEC, typename I>
 __device__ __forceinline__ void load(const void* ptr, I i, bool full, I numel,

@@ -10,6 +10,9 @@
 namespace sgv {
 
 template <typename T> struct Acc { using type = float; };
+
+// VEC consecutive elements moved with one aligned access (16 bytes: one LDG.128 / STG.128).
+template <typename T, int VEC> struct alignas(sizeof(T) * VEC) Pack { T v[VEC]; };
 template <> struct Acc<double> { using type = double; };
 
 __device__ __forceinline__ float to_acc(float v) { return v; }

@@ -8,6 +8,7 @@
 // loop bounds; everything else runs the same code with run-time bounds.
 
 #include <algorithm>
+#include <cstdint>
 #include <cstdlib>
 
 #include "act.cuh"
@@ -164,8 +165,12 @@ __device__ __forceinline__ A epilogue(const Upfirdn2dParams& p, A v, A sc, A bia
 // SGV_FIR4_LEAN=1, until a GPU has timed it): the activation fixed at compile time (0: no epilogue)
 // and windows inside the image loaded without bounds tests: fewer instructions for a kernel that the
 // H200 profile shows instruction-bound (~0.65 TB/s).
-template <typename T, bool CL, int EPI>
+// CPT channels per thread (channels-last only; opt-in SGV_FIR4_VEC2=1 for CPT = 2 with 16-bit types):
+// a warp then moves 128 bytes per load instead of 64, with half the load instructions and index work
+// per output, at 2 x kRows accumulators (the 8-channel variant's 64 cost it occupancy: see above).
+template <typename T, bool CL, int EPI, int CPT = 1>
 __global__ void __launch_bounds__(kThreads) fir4_kernel(Upfirdn2dParams p, int row_groups) {
+  static_assert(CPT == 1 || CL, "several channels per thread need channels-last");
   using A = typename Acc<T>::type;
   A F[4][4];
   const A gain = A(p.gain);
@@ -181,12 +186,13 @@ __global__ void __launch_bounds__(kThreads) fir4_kernel(Upfirdn2dParams p, int r
   // 32-bit offsets: fir4_applies checked that every element of x and y lies below 2^31
   const int sx0 = int(p.sx[0]), sx1 = int(p.sx[1]), sx2 = int(p.sx[2]), sx3 = int(p.sx[3]);
   const int sy0 = int(p.sy[0]), sy1 = int(p.sy[1]), sy2 = int(p.sy[2]), sy3 = int(p.sy[3]);
-  const unsigned total = unsigned(p.n) * unsigned(p.c) * unsigned(row_groups) * unsigned(p.out_w);
+  const unsigned groups = unsigned(p.c) / CPT;  // channel groups (the launch checked C % CPT == 0)
+  const unsigned total = unsigned(p.n) * groups * unsigned(row_groups) * unsigned(p.out_w);
   for (unsigned i = blockIdx.x * blockDim.x + threadIdx.x; i < total; i += blockDim.x * gridDim.x) {
     unsigned rest = i;
     int n, c, g, ox;
-    if constexpr (CL) {  // i = ((n * G + g) * W + ox) * C + c
-      c = rest % unsigned(p.c), rest /= unsigned(p.c);
+    if constexpr (CL) {  // i = ((n * G + g) * W + ox) * (C / CPT) + c / CPT
+      c = int(rest % groups) * CPT, rest /= groups;
       ox = rest % unsigned(p.out_w), rest /= unsigned(p.out_w);
       g = rest % unsigned(row_groups), n = rest / unsigned(row_groups);
     } else {  // i = ((n * C + c) * G + g) * W + ox
@@ -198,25 +204,32 @@ __global__ void __launch_bounds__(kThreads) fir4_kernel(Upfirdn2dParams p, int r
     const int iy0 = oy0 - p.pad_y0, ix0 = ox - p.pad_x0;  // output (oy, ox) reads x[oy-pad+ky][ox-pad+kx]
     const T* xp = x + (n * sx0 + c * sx1);
     const bool interior = EPI >= 0 && iy0 >= 0 && iy0 + kRows + 3 <= p.in_h && ix0 >= 0 && ix0 + 4 <= p.in_w;
-    A acc[kRows];
+    A acc[kRows][CPT];
 #pragma unroll
-    for (int r = 0; r < kRows; ++r) acc[r] = A(0);
+    for (int r = 0; r < kRows; ++r)
+#pragma unroll
+      for (int j = 0; j < CPT; ++j) acc[r][j] = A(0);
 #pragma unroll
     for (int r = 0; r < kRows + 3; ++r) {
       const int iy = iy0 + r;
-      A v[4];
+      A v[4][CPT];
 #pragma unroll
       for (int kx = 0; kx < 4; ++kx) {
         const int ix = ix0 + kx;
         const bool in = interior || (iy >= 0 && iy < p.in_h && ix >= 0 && ix < p.in_w);
-        v[kx] = in ? to_acc(xp[iy * sx2 + ix * sx3]) : A(0);
+        Pack<T, CPT> pk;
+        if (in) pk = *reinterpret_cast<const Pack<T, CPT>*>(xp + iy * sx2 + ix * sx3);
+#pragma unroll
+        for (int j = 0; j < CPT; ++j) v[kx][j] = in ? to_acc(pk.v[j]) : A(0);
       }
 #pragma unroll
       for (int ky = 0; ky < 4; ++ky) {
         const int o = r - ky;  // this input row is tap ky of output row o
         if (o >= 0 && o < kRows) {
 #pragma unroll
-          for (int kx = 0; kx < 4; ++kx) acc[o] += F[ky][kx] * v[kx];
+          for (int kx = 0; kx < 4; ++kx)
+#pragma unroll
+            for (int j = 0; j < CPT; ++j) acc[o][j] += F[ky][kx] * v[kx][j];
         }
       }
     }
@@ -224,29 +237,58 @@ __global__ void __launch_bounds__(kThreads) fir4_kernel(Upfirdn2dParams p, int r
       const T* b = static_cast<const T*>(p.b);
       const T* scale = static_cast<const T*>(p.scale);
       const T* out_scale = static_cast<const T*>(p.out_scale);
-      const A sc = scale ? to_acc(scale[n * p.c + c]) : A(1), bias = b ? to_acc(b[c]) : A(0);
-      const A osc = out_scale ? to_acc(out_scale[n * p.c + c]) : A(1);
 #pragma unroll
-      for (int r = 0; r < kRows; ++r)
-        acc[r] = epilogue<EPI>(p, acc[r], sc, bias, osc);
+      for (int j = 0; j < CPT; ++j) {
+        const A sc = scale ? to_acc(scale[n * p.c + c + j]) : A(1), bias = b ? to_acc(b[c + j]) : A(0);
+        const A osc = out_scale ? to_acc(out_scale[n * p.c + c + j]) : A(1);
+#pragma unroll
+        for (int r = 0; r < kRows; ++r) acc[r][j] = epilogue<EPI>(p, acc[r][j], sc, bias, osc);
+      }
     }
     T* yp = y + (n * sy0 + c * sy1 + ox * sy3);
 #pragma unroll
-    for (int r = 0; r < kRows; ++r)
-      if (oy0 + r < p.out_h) yp[(oy0 + r) * sy2] = from_acc<T>(acc[r]);
+    for (int r = 0; r < kRows; ++r) {
+      if (oy0 + r >= p.out_h) break;
+      Pack<T, CPT> pk;
+#pragma unroll
+      for (int j = 0; j < CPT; ++j) pk.v[j] = from_acc<T>(acc[r][j]);
+      *reinterpret_cast<Pack<T, CPT>*>(yp + (oy0 + r) * sy2) = pk;
+    }
   }
+}
+
+bool even(int64_t v) { return v % 2 == 0; }
+
+// Whether the channel-pair kernel may run: channels-last 16-bit tensors whose every pixel starts on a
+// 4-byte boundary (even C, even strides, aligned base pointers), so each pair is one aligned access.
+template <typename T>
+bool pairs_apply(const Upfirdn2dParams& p, bool cl) {
+  const char* on = std::getenv("SGV_FIR4_VEC2");
+  return on && on[0] == '1' && cl && sizeof(T) == 2 && even(p.c) && even(p.sx[0]) && even(p.sx[2]) &&
+         even(p.sx[3]) && even(p.sy[0]) && even(p.sy[2]) && even(p.sy[3]) &&
+         reinterpret_cast<uintptr_t>(p.x) % 4 == 0 && reinterpret_cast<uintptr_t>(p.y) % 4 == 0;
 }
 
 template <typename T>
 cudaError_t launch_fir4(const Upfirdn2dParams& p, cudaStream_t stream) {
   const int row_groups = (p.out_h + kRows - 1) / kRows;
-  const int64_t total = int64_t(p.n) * p.c * row_groups * p.out_w;
-  const int64_t blocks = std::min<int64_t>((total + kThreads - 1) / kThreads, int64_t(1) << 20);
   // channels-last when C is the innermost dimension of both tensors (and there is more than one)
   const bool cl = p.c > 1 && p.sx[1] == 1 && p.sy[1] == 1;
+  const bool pairs = pairs_apply<T>(p, cl);
+  const int64_t total = int64_t(p.n) * (pairs ? p.c / 2 : p.c) * row_groups * p.out_w;
+  const int64_t blocks = std::min<int64_t>((total + kThreads - 1) / kThreads, int64_t(1) << 20);
+  const char* lean_env = std::getenv("SGV_FIR4_LEAN");
+  const bool lean = lean_env && lean_env[0] == '1' && (p.act == 0 || p.act == kLinear || p.act == kLrelu);
   void (*kernel)(Upfirdn2dParams, int) = cl ? fir4_kernel<T, true, -1> : fir4_kernel<T, false, -1>;
-  const char* lean = std::getenv("SGV_FIR4_LEAN");
-  if (lean && lean[0] == '1') {
+  if constexpr (sizeof(T) == 2) {  // channel pairs: 16-bit types only (not instantiated for the others)
+    if (pairs) {
+      kernel = fir4_kernel<T, true, -1, 2>;
+      if (lean && p.act == 0) kernel = fir4_kernel<T, true, 0, 2>;
+      if (lean && p.act == kLinear) kernel = fir4_kernel<T, true, kLinear, 2>;
+      if (lean && p.act == kLrelu) kernel = fir4_kernel<T, true, kLrelu, 2>;
+    }
+  }
+  if (lean && !pairs) {
     if (p.act == 0) kernel = cl ? fir4_kernel<T, true, 0> : fir4_kernel<T, false, 0>;
     if (p.act == kLinear) kernel = cl ? fir4_kernel<T, true, kLinear> : fir4_kernel<T, false, kLinear>;
     if (p.act == kLrelu) kernel = cl ? fir4_kernel<T, true, kLrelu> : fir4_kernel<T, false, kLrelu>;
