@@ -14,9 +14,10 @@ Sections (printed as they finish, so a run cut short still reports what it measu
    bound the card allows;
 5. generator frames/s at batch 32, as 32 videos x 1 frame and as 1 video x 32 frames, for every way
    of running it (reference ops; kernels with the shared / grouped / per-video modconv, NHWC fp16
-   blocks, CUDA-graph replay; torch.compile of the reference), each as a share of the bound, and the
-   CUDA kernels of the fastest; then one training iteration (G loss, D loss, R1; k = 3 frames) with
-   the kernels vs the reference vs torch.compile of the reference.
+   blocks, CUDA-graph replay; torch.compile of the reference), each as a share of the bound: calls
+   streamed back to back (throughput: the host prepares a call while the GPU runs the one before) and
+   each call waited for (latency); the CUDA kernels of the fastest; then one training iteration
+   (G loss, D loss, R1; k = 3 frames) with the kernels vs the reference vs torch.compile of it.
 Needs only torch, numpy and this repository's core package. Never prints a figure it did not measure.
 """
 
@@ -156,11 +157,23 @@ def sync(device) -> None:
         torch.cuda.synchronize(device)
 
 
-def time_ms(fn, device, warmup: int = 2, iters: int = 10) -> float:
-    """Median wall time of fn() in ms (CUDA events on a GPU)."""
+def time_ms(fn, device, warmup: int = 2, iters: int = 10, pipelined: bool = False) -> float:
+    """Median wall time of fn() in ms (CUDA events on a GPU), each call waited for: its latency.
+
+    pipelined=True: the mean of `iters` calls issued back to back and waited for once, as a stream of
+    calls runs (the host prepares call i+1 while the GPU runs call i): the throughput's figure.
+    """
     for _ in range(warmup):
         fn()
     sync(device)
+    if pipelined and device.type == "cuda":
+        start, end = torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True)
+        start.record()
+        for _ in range(iters):
+            fn()
+        end.record()
+        end.synchronize()
+        return start.elapsed_time(end) / iters
     times = []
     for _ in range(iters):
         if device.type == "cuda":
@@ -643,7 +656,7 @@ def generator_fps(G, device, shapes, use_compile: bool, small: bool, bound: floa
                 if time.perf_counter() - start > budget_s:
                     say(f"  {label}: skipped (time budget of {budget_s:.0f} s spent)")
                     continue
-                fps, first = _time_variant(G, device, label, variants[label], z, t, iters)
+                fps, fps_waited, first = _time_variant(G, device, label, variants[label], z, t, iters)
                 if fps is None:
                     continue
                 if label == "ref ops":
@@ -652,7 +665,9 @@ def generator_fps(G, device, shapes, use_compile: bool, small: bool, bound: floa
                 extra = f"  {fps / ref:5.2f}x ref" if ref and label != "ref ops" else ""
                 if bound:
                     extra += f"  {100 * fps / bound:5.1f}% of the matmul bound"
-                say(f"  {label:<36} {fps:9.1f} frames/s{extra}  (first call {first:.1f} s)")
+                # frames/s: calls streamed back to back (throughput); "each call waited for": latency-bound
+                say(f"  {label:<36} {fps:9.1f} frames/s{extra}  (each call waited for: {fps_waited:.1f} frames/s;"
+                    f" first call {first:.1f} s)")
                 if fps > best[0]:
                     best = (fps, label, (n, num_t))
     if best[1] and device.type == "cuda":
@@ -660,7 +675,8 @@ def generator_fps(G, device, shapes, use_compile: bool, small: bool, bound: floa
 
 
 def _time_variant(G, device, label: str, variant, z, t, iters: int):
-    """(frames/s, seconds of the first call) of one variant, or (None, None) if it fails."""
+    """(frames/s with the calls streamed, frames/s with each call waited for, seconds of the first call) of
+    one variant, or Nones if it fails."""
     mode, synth = variant
     seeds = list(range(len(z)))
     try:
@@ -669,11 +685,13 @@ def _time_variant(G, device, label: str, variant, z, t, iters: int):
             synth(G.mapping(z, None), t, seeds)  # first call: builds, captures or compiles
             sync(device)
             first = time.perf_counter() - t0
-            ms = time_ms(lambda: synth(G.mapping(z, None), t, seeds), device, iters=iters)
+            call = lambda: synth(G.mapping(z, None), t, seeds)  # noqa: E731
+            ms = time_ms(call, device, iters=iters)
+            ms_stream = time_ms(call, device, iters=iters, pipelined=True) if device.type == "cuda" else ms
     except Exception as exc:  # one failing variant must not cost the others
         say(f"  {label}: failed: {type(exc).__name__}: {str(exc)[:300]}")
-        return None, None
-    return t.numel() / (ms * 1e-3), first
+        return None, None, None
+    return t.numel() / (ms_stream * 1e-3), t.numel() / (ms * 1e-3), first
 
 
 def _profile_kernels(G, device, variant, shape, label: str) -> None:
