@@ -616,9 +616,14 @@ def _generator_variants(G, device, use_compile: bool) -> dict:
                               ("lean bias_act + vec2 filter", lean_bias_act_vec2_filter),
                               ("all opt-in kernels", all_opt_in_kernels)):
             variants[f"kernels, {layout}, graph, {what}"] = ("cuda", graphed_in(context, **layouts[layout]))
-        # the graph recomputing the weight-derived tensors at every replay (before the fifth session)
+        # as the graphs were before the fifth session: weight-derived tensors recomputed at every replay,
+        # and/or the motion encoder run eagerly around the graph
         variants[f"kernels, {layout}, graph, weights recomputed"] = (
             "cuda", GraphedSynthesis(syn, cache_weights=False, **layouts[layout]))
+        variants[f"kernels, {layout}, graph, motion eager"] = (
+            "cuda", GraphedSynthesis(syn, graph_motion=False, **layouts[layout]))
+        variants[f"kernels, {layout}, graph, motion eager, weights recomputed"] = (
+            "cuda", GraphedSynthesis(syn, graph_motion=False, cache_weights=False, **layouts[layout]))
     graphed_pv = GraphedSynthesis(syn, **layouts["per video, NHWC"])
     variants["kernels, per video, NHWC, graph, times on the GPU"] = (  # the motion encoder then waits for the GPU
         "cuda", lambda ws, t, m: graphed_pv(ws, t.to(device), m))

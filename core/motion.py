@@ -9,6 +9,7 @@ on tokens i .. i + 2(K-1) + 1: constant work and memory for any t.
 from __future__ import annotations
 
 from collections.abc import Sequence
+from dataclasses import dataclass
 
 import numpy as np
 import torch
@@ -73,6 +74,14 @@ class Motion:
             motion = motion.repeat(n)
         if len(motion) != n:
             raise MotionError(f"motion has {len(motion)} videos, the batch has {n}")
+        return motion
+
+    @classmethod
+    def unchecked(cls, seeds: torch.Tensor) -> Motion:
+        """Seeded motion from an int64 tensor used as is, on any device, without the >= 0 check (which
+        would wait for a GPU): for seeds already checked, e.g. copied into a CUDA graph's input buffer."""
+        motion = cls.__new__(cls)
+        motion.seeds, motion.noise = seeds, None
         return motion
 
     def __len__(self) -> int:
@@ -168,13 +177,21 @@ class MotionMappingNetwork(nn.Module):
                 exact_time: bool = True) -> torch.Tensor:
         """t `[N, T]` (frames, >= 0) -> motion codes v `[N * T, v_dim]` on the model's device.
 
-        The checks and the token-index arithmetic run where t is: times given on the host (the
+        The checks and the token-index arithmetic (`plan`) run where t is: times given on the host (the
         renderer's timelines, the studio) cost the GPU no synchronisation; times on the GPU work too,
         at the price of three waits for its queue (the checks and the token span).
         """
+        return self.encode(self.plan(t), motion, c=c, exact_time=exact_time)
+
+    def plan(self, t: torch.Tensor, round_to: int = 1) -> MotionPlan:
+        """Which codes the frames at times t `[N, T]` need, as index tensors where t is (module docstring).
+
+        One token window per video when its frames span at most MAX_SPAN_CODES codes, else a 2-code
+        window per frame. `round_to` pads the windows to a multiple of it (a CUDA graph captured for one
+        window length then serves more time spans).
+        """
         n, num_t = t.shape
         dz = self.cfg.delta_z
-        dev = self.time_encoder.freqs.device
         if (t < 0).any() or not torch.isfinite(t).all():
             raise MotionError("times must be finite and >= 0")
         i = torch.div(t, dz, rounding_mode="floor").long()  # [N, T] index of the left code
@@ -182,11 +199,36 @@ class MotionMappingNetwork(nn.Module):
         span = int((i.max(dim=1).values - lo).max()) + 2
         sample = torch.arange(n, device=t.device)
         if span <= MAX_SPAN_CODES:  # one token range per video covers all its frames
-            u = self.codes(motion, _on(sample, dev), _on(lo, dev), span, c)  # [N, span, z_dim]
-            rel = _on((i - lo.unsqueeze(1)).reshape(-1), dev)
-            rows = _on(sample.repeat_interleave(num_t), dev)
-            u_left, u_right = u[rows, rel], u[rows, rel + 1]
-        else:  # frames far apart: a 2-code window per frame
-            u = self.codes(motion, _on(sample.repeat_interleave(num_t), dev), _on(i.reshape(-1), dev), 2, c)
-            u_left, u_right = u[:, 0], u[:, 1]  # [N*T, z_dim] each
-        return self.time_encoder(_on(t.reshape(-1), dev), u_left, u_right, dz, exact=exact_time)
+            return MotionPlan(sample, lo, -(-span // round_to) * round_to, sample.repeat_interleave(num_t),
+                              (i - lo.unsqueeze(1)).reshape(-1), t.reshape(-1))
+        frames = torch.arange(n * num_t, device=t.device)  # frames far apart: a 2-code window per frame
+        return MotionPlan(sample.repeat_interleave(num_t), i.reshape(-1), 2, frames,
+                          torch.zeros_like(frames), t.reshape(-1))
+
+    def encode(self, plan: MotionPlan, motion: Motion, c: torch.Tensor | None = None,
+               exact_time: bool = True) -> torch.Tensor:
+        """The motion codes v `[N * T, v_dim]` of a plan: device work only, fixed shapes for a given plan
+        shape (so a CUDA graph can capture it for seeded motion already on the device)."""
+        dev = self.time_encoder.freqs.device
+        p = plan.to(dev)
+        u = self.codes(motion, p.sample, p.first, p.count, c)  # [M, count, z_dim]
+        u_left, u_right = u[p.rows, p.rel], u[p.rows, p.rel + 1]  # [N*T, z_dim] each
+        return self.time_encoder(p.t, u_left, u_right, self.cfg.delta_z, exact=exact_time)
+
+
+@dataclass(frozen=True)
+class MotionPlan:
+    """The codes frames need: window m holds codes first[m] .. first[m] + count - 1 of video sample[m];
+    frame f interpolates codes rel[f] and rel[f] + 1 of window rows[f] at time t[f]."""
+
+    sample: torch.Tensor  # [M] int64
+    first: torch.Tensor  # [M] int64
+    count: int
+    rows: torch.Tensor  # [N*T] int64
+    rel: torch.Tensor  # [N*T] int64
+    t: torch.Tensor  # [N*T] float
+
+    def to(self, device: torch.device) -> MotionPlan:
+        """The plan on `device`; host tensors go without waiting for the device's queue (`_on`)."""
+        return MotionPlan(_on(self.sample, device), _on(self.first, device), self.count, _on(self.rows, device),
+                          _on(self.rel, device), _on(self.t, device))

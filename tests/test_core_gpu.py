@@ -75,7 +75,7 @@ def test_channels_last_fp16_blocks_match_on_gpu():
 
 
 @pytest.mark.parametrize("kw", [{}, {"per_video": True}, {"per_video": True, "channels_last": True},
-                                {"per_video": True, "cache_weights": False}])
+                                {"per_video": True, "cache_weights": False}, {"graph_motion": False}])
 def test_cuda_graph_replay_matches_eager(kw):
     from core.cuda_graph import GraphedSynthesis
     from core.ops import weight_cache
@@ -83,7 +83,7 @@ def test_cuda_graph_replay_matches_eager(kw):
     torch.manual_seed(0)
     G = Generator(preset("small")).eval().cuda()
     graphed = GraphedSynthesis(G.synthesis, **kw)
-    frames_kw = {k: v for k, v in kw.items() if k != "cache_weights"}
+    frames_kw = {k: v for k, v in kw.items() if k not in ("cache_weights", "graph_motion")}
     ws = G.mapping(torch.randn(2, G.z_dim, device="cuda"))
     t1 = torch.tensor([[0.0, 1.5, 9.0]] * 2, device="cuda", dtype=torch.float64)
     with torch.no_grad():
@@ -96,10 +96,17 @@ def test_cuda_graph_replay_matches_eager(kw):
         torch.testing.assert_close(second, G.synthesis(ws.flip(0), t1 + 100, [6, 7], **frames_kw), atol=2e-3, rtol=0)
         weight_cache.clear(G.synthesis)  # evicted cache entries: the graph keeps the tensors it reads
         torch.testing.assert_close(graphed(ws, t1, [4, 5]), first)
+        torch.testing.assert_close(graphed(ws, t1.cpu(), [4, 5]), first)  # times on the host: the same graph
+        assert len(graphed._graphs) == 1
+        t_far = torch.tensor([[3.0, 60.5, 700.0]] * 2, dtype=torch.float64)  # other token windows: a new graph
+        torch.testing.assert_close(graphed(ws, t_far, [4, 5]), G.synthesis(ws, t_far, [4, 5], **frames_kw),
+                                   atol=2e-3, rtol=0)
+        noise = Motion.from_noise(torch.randn(2, 64, G.cfg.motion.z_dim, device="cuda"))  # eager motion encoder
+        torch.testing.assert_close(graphed(ws, t1, noise), G.synthesis(ws, t1, noise, **frames_kw), atol=2e-3, rtol=0)
         for param in G.synthesis.parameters():  # an in-place update (EMA, optimizer) is seen by replays
             param.mul_(1.05)
         torch.testing.assert_close(graphed(ws, t1, [4, 5]), G.synthesis(ws, t1, [4, 5], **frames_kw), atol=2e-3, rtol=0)
-        assert len(graphed._graphs) == 1
+        assert len(graphed._graphs) == 1  # the update dropped the 3 graphs captured before
 
 
 def test_fused_demodulation_matches_the_separate_multiply_on_gpu(monkeypatch):

@@ -112,6 +112,24 @@ def test_far_frame_equals_frame_from_local_tokens_only(tiny_G):
     assert torch.isfinite(normal).all()
 
 
+def test_motion_plan_windows_padded_or_per_frame_give_the_same_codes(tiny_G):
+    # The graphed synthesis pads token windows (fewer shapes to capture); frames far apart take a 2-code
+    # window each. Either way every frame's codes are the same.
+    enc = tiny_G.synthesis.motion_encoder
+    motion = Motion.from_seeds([3, 9])
+    t = torch.tensor([[0.5, 7.25, 20.0], [100.0, 101.5, 131.0]], dtype=torch.float64)
+    plan = enc.plan(t)
+    padded = enc.plan(t, round_to=32)
+    assert padded.count == 32 > plan.count and plan.rows.tolist() == [0, 0, 0, 1, 1, 1]
+    with torch.no_grad():
+        want = enc(t, motion)
+        torch.testing.assert_close(enc.encode(padded, motion), want, rtol=0, atol=0)
+        far = torch.cat([t, t + 64 * tiny_G.cfg.motion.delta_z], dim=1)  # spans more than MAX_SPAN_CODES
+        far_plan = enc.plan(far)
+        assert far_plan.count == 2 and len(far_plan.sample) == far.numel()
+        torch.testing.assert_close(enc.encode(far_plan, motion)[[0, 1, 2, 6, 7, 8]], want, rtol=0, atol=1e-6)
+
+
 def test_far_times_cost_the_same_tokens():
     from core.noise import token_noise
 
