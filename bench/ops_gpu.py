@@ -83,7 +83,7 @@ def ops_mode(mode: str):
 @contextlib.contextmanager
 def env_flag(name: str, enabled: bool = True):
     """A kernel switch the extension reads at launch (SGV_UPFIRDN2D_TILED, SGV_BIAS_ACT_LEAN,
-    SGV_FIR4_LEAN, SGV_FIR4_VEC2), set for the block: to time both sides of it in one process."""
+    SGV_FIR4_ROWWISE, SGV_FIR4_VEC2), set for the block: to time both sides of it in one process."""
     old = os.environ.get(name)
     os.environ[name] = "1" if enabled else "0"
     try:
@@ -109,13 +109,15 @@ def filter_kernel(tiled: bool = False, epilogue: bool = True):
 
 
 def lean_bias_act(enabled: bool = True):
-    """bias_act's forward-only kernel instead of the general one."""
+    """bias_act's forward-only kernel (the default since the fifth session) or, enabled=False, the general
+    one (the default before)."""
     return env_flag("SGV_BIAS_ACT_LEAN", enabled)
 
 
-def lean_filter(enabled: bool = True):
-    """The direct filter kernel with its epilogue fixed at compile time and unchecked interior loads."""
-    return env_flag("SGV_FIR4_LEAN", enabled)
+def rowwise_filter(enabled: bool = True):
+    """The direct filter kernel as the fourth session measured it (loads next to their use, the epilogue's
+    activation read at run time) instead of the window-first one."""
+    return env_flag("SGV_FIR4_ROWWISE", enabled)
 
 
 def vec2_filter(enabled: bool = True):
@@ -124,20 +126,9 @@ def vec2_filter(enabled: bool = True):
 
 
 @contextlib.contextmanager
-def lean_kernels():
-    with lean_bias_act(), lean_filter():
-        yield
-
-
-@contextlib.contextmanager
-def lean_bias_act_vec2_filter():
-    with lean_bias_act(), vec2_filter():
-        yield
-
-
-@contextlib.contextmanager
-def all_opt_in_kernels():
-    with lean_bias_act(), lean_filter(), vec2_filter():
+def fourth_session_kernels():
+    """The kernels the fourth session measured: the row-wise filter and the general bias_act."""
+    with lean_bias_act(False), rowwise_filter():
         yield
 
 
@@ -304,8 +295,8 @@ def parity(device, small: bool) -> None:
                 _parity_row(f"bias_act {act} clamp={clamp}", ("y", "dx", "db", "d2x", "d2b"),
                             kern, ref, [x, b], dtype, seed=1)
     _scales_parity(device, shape, gen)
-    with lean_bias_act():
-        _scales_parity(device, shape, gen, label="bias_act lean")
+    with lean_bias_act(False):
+        _scales_parity(device, shape, gen, label="bias_act general kernel")
     f4 = setup_filter([1, 3, 3, 1]).to(device)
     f8 = setup_filter([1, 2, 4, 6, 6, 4, 2, 1]).to(device)
     frand = (torch.rand(3, 5, device=device, generator=gen) + 0.1)
@@ -391,7 +382,7 @@ def op_timings(device, small: bool, use_compile: bool) -> None:
         for backward in (False, True):
             x = x0.clone().requires_grad_(backward)
             fns = {}
-            for impl in ("ref", "cuda", "lean"):
+            for impl in ("ref", "general", "lean"):  # lean: the forward-only kernel (the default)
                 def run(impl=impl, x=x, b=b, backward=backward):
                     with lean_bias_act(impl == "lean"):
                         y = bias_act(x, b, act="lrelu", clamp=256.0, impl="ref" if impl == "ref" else "cuda")
@@ -410,7 +401,8 @@ def op_timings(device, small: bool, use_compile: bool) -> None:
             _time_variants(f"bias_act lrelu clamp {tuple(shape)} {str(dt)[6:]}", device, fns, backward, iters)
         if device.type == "cuda":  # channels-last (the fp16 blocks' layout at inference): vector bias loads
             x = x0.contiguous(memory_format=torch.channels_last)
-            fns = {impl: (lambda impl=impl, x=x, b=b: _bias_act_lean_or_not(x, b, impl)) for impl in ("cuda", "lean")}
+            fns = {impl: (lambda impl=impl, x=x, b=b: _bias_act_lean_or_not(x, b, impl))
+                   for impl in ("general", "lean")}
             _time_variants(f"bias_act lrelu clamp {tuple(shape)} {str(dt)[6:]} NHWC", device, fns, False, iters)
     for shape in ([(2, 8, 16, 16)] if small else [(32, 512, 32, 32), (32, 128, 128, 128)]):
         for label, up, down in (("upsample2d (up2, 4x4)", 2, 1), ("downsample2d (down2, 4x4)", 1, 2),
@@ -420,12 +412,12 @@ def op_timings(device, small: bool, use_compile: bool) -> None:
             for backward in (False, True):
                 x = x0.clone().requires_grad_(backward)
                 fns = {}
-                for impl in ("ref", "cuda", "tiled", "lean"):
-                    if impl in ("tiled", "lean") and (up, down) != (1, 1):
+                for impl in ("ref", "cuda", "tiled", "rowwise"):
+                    if impl in ("tiled", "rowwise") and (up, down) != (1, 1):
                         continue
 
                     def run(impl=impl, x=x, backward=backward, up=up, down=down, pad=pad):
-                        with filter_kernel(tiled=impl == "tiled"), lean_filter(impl == "lean"):
+                        with filter_kernel(tiled=impl == "tiled"), rowwise_filter(impl == "rowwise"):
                             y = upfirdn2d(x, f4, up, down, pad, gain=up * up, impl="ref" if impl == "ref" else "cuda")
                         if backward:
                             y.backward(y)
@@ -450,14 +442,14 @@ def op_timings(device, small: bool, use_compile: bool) -> None:
         fns = {}
         for name, impl, epilogue, tiled in (("ref", "ref", False, False), ("separate", "cuda", False, False),
                                             ("fused", "cuda", True, False), ("tiled+separate", "cuda", False, True),
-                                            ("fused lean", "cuda", True, False), ("fused vec2", "cuda", True, False),
-                                            ("fused lean+vec2", "cuda", True, False)):
+                                            ("fused rowwise", "cuda", True, False),
+                                            ("fused vec2", "cuda", True, False)):
             if "vec2" in name and layout != torch.channels_last:
                 continue
 
             def run(impl=impl, epilogue=epilogue, tiled=tiled, x=x, act=act, name=name):
                 with torch.no_grad(), filter_kernel(tiled=tiled, epilogue=epilogue), \
-                        lean_filter("lean" in name), vec2_filter("vec2" in name):
+                        rowwise_filter("rowwise" in name), vec2_filter("vec2" in name):
                     return upfirdn2d_bias_act(x, f4, (1, 1, 1, 1), gain=4.0, impl=impl, **act)
             fns[name] = run
         nhwc = " NHWC" if layout == torch.channels_last else ""
@@ -607,14 +599,12 @@ def _generator_variants(G, device, use_compile: bool) -> dict:
     layouts = {"shared": {}, "per video": {"per_video": True}, "shared, NHWC": {"channels_last": True},
                "per video, NHWC": {"per_video": True, "channels_last": True}}
     for layout in ("shared", "per video"):  # what the filter changes gained
-        for what, context in (("previous filter kernel", lambda: filter_kernel(tiled=True, epilogue=False)),
+        for what, context in (("tiled filter kernel", lambda: filter_kernel(tiled=True, epilogue=False)),
                               ("no filter epilogue", lambda: filter_kernel(epilogue=False))):
             variants[f"kernels, {layout}, graph, {what}"] = ("cuda", graphed_in(context, **layouts[layout]))
-    for layout in ("shared, NHWC", "per video, NHWC"):  # the opt-in kernels
-        for what, context in (("lean bias_act", lean_bias_act), ("lean filter", lean_filter),
-                              ("lean bias_act + filter", lean_kernels), ("vec2 filter", vec2_filter),
-                              ("lean bias_act + vec2 filter", lean_bias_act_vec2_filter),
-                              ("all opt-in kernels", all_opt_in_kernels)):
+    for layout in ("shared, NHWC", "per video, NHWC"):  # each kernel change of the fifth session undone, vec2 done
+        for what, context in (("general bias_act", lambda: lean_bias_act(False)), ("rowwise filter", rowwise_filter),
+                              ("vec2 filter", vec2_filter)):
             variants[f"kernels, {layout}, graph, {what}"] = ("cuda", graphed_in(context, **layouts[layout]))
         # as the graphs were before the fifth session: weight-derived tensors recomputed at every replay,
         # and/or the motion encoder run eagerly around the graph
@@ -624,6 +614,9 @@ def _generator_variants(G, device, use_compile: bool) -> dict:
             "cuda", GraphedSynthesis(syn, graph_motion=False, **layouts[layout]))
         variants[f"kernels, {layout}, graph, motion eager, weights recomputed"] = (
             "cuda", GraphedSynthesis(syn, graph_motion=False, cache_weights=False, **layouts[layout]))
+        # the fourth session's best way of running G, in this process: the baseline of this session's changes
+        variants[f"kernels, {layout}, graph, as in the fourth session"] = (
+            "cuda", graphed_in(fourth_session_kernels, graph_motion=False, cache_weights=False, **layouts[layout]))
     graphed_pv = GraphedSynthesis(syn, **layouts["per video, NHWC"])
     variants["kernels, per video, NHWC, graph, times on the GPU"] = (  # the motion encoder then waits for the GPU
         "cuda", lambda ws, t, m: graphed_pv(ws, t.to(device), m))

@@ -148,17 +148,21 @@ __global__ void bias_act_kernel(BiasActParams p) {
 
 // Forward only (mode 0) with a leaky ReLU or linear activation: the pass inference and every training
 // forward run. The general kernel above keeps the reference tensors, the gradient modes and a run-time
-// activation switch in one body (54 registers for fp16: half occupancy, one 16-byte load in flight per
-// thread), which torch.compile's fused kernel beat 2.4x at the op level on an H200 (bench/RESULTS.md).
-// This one has the activation as a template parameter, no reference tensors, and RUNS runs per thread
-// whose loads are all issued before any maths. The per-channel operands (bias, scale, out_scale) are
-// loaded as the layout allows (LAYOUT, chosen on the host):
+// activation switch in one body; torch.compile's fused kernel beat it 2.4x at the op level on an H200
+// (bench/RESULTS.md), and its SASS shows one 16-byte load in flight per thread, the others waiting
+// behind branches (bench/kernel_sass.py). This one has the activation as a template parameter, no
+// reference tensors, and RUNS whole runs per thread loaded unconditionally before any maths (the
+// index clamped to the last whole run, so no branch sits between the loads); the partial run at the
+// end, if any, is one thread's work. The per-channel operands (bias, scale, out_scale) are loaded as
+// the layout allows (LAYOUT, chosen on the host):
 //   kPerElement: one load per element and operand (any layout; the general kernel's walk);
 //   kPlanar:     the bias dimension's stride is a multiple of VEC (NCHW, H*W % VEC == 0): the VEC
 //                elements of a run share their channel and sample, one load per run and operand;
 //   kChannelsInner: the bias dimension is the innermost (channels-last) and size_b % VEC == 0: the run's
 //                channels are c0 .. c0 + VEC - 1, one 16-byte load per run and operand.
-// Opt-in (SGV_BIAS_ACT_LEAN=1) until a GPU has timed it.
+// The default forward for these activations since the fifth session, on that static evidence (64-112
+// bytes in flight per thread against 16: bench/kernel_sass.py); SGV_BIAS_ACT_LEAN=0 selects the general
+// kernel, to time against on a GPU.
 enum Layout : int { kPerElement = 0, kPlanar = 1, kChannelsInner = 2 };
 
 // The VEC values of a per-channel operand t for one run whose first element reads t[at] (dflt if no t).
@@ -182,66 +186,85 @@ __device__ __forceinline__ void channel_operand(const T* t, uint32_t at, typenam
   }
 }
 
-template <typename T, int VEC, int RUNS, int ACT, int LAYOUT>
-__global__ void __launch_bounds__(256) bias_act_fwd_kernel(BiasActParams p) {
+// y[i0 .. i0 + count) from the values v (elements i0 ...); LAYOUT != kPerElement needs a whole run.
+template <typename T, int VEC, int ACT, int LAYOUT>
+__device__ __forceinline__ void forward_run(const BiasActParams& p, const typename Acc<T>::type (&v)[VEC],
+                                            uint32_t i0, int count) {
   using A = typename Acc<T>::type;
-  const uint32_t numel = static_cast<uint32_t>(p.numel), nruns = (numel + VEC - 1) / VEC;
   const uint32_t step_b = static_cast<uint32_t>(p.step_b), size_b = static_cast<uint32_t>(p.size_b);
   const uint32_t step_n = static_cast<uint32_t>(p.step_n);
   const T* b = static_cast<const T*>(p.b);
   const T* scale = static_cast<const T*>(p.scale);
   const T* out_scale = static_cast<const T*>(p.out_scale);
-  T* y = static_cast<T*>(p.y);
   const A alpha = A(p.alpha), gain = A(p.gain), clamp = A(p.clamp);
-  const uint32_t stride = gridDim.x * blockDim.x;
-  for (uint32_t run0 = blockIdx.x * blockDim.x + threadIdx.x; run0 < nruns; run0 += stride * RUNS) {
-    A x[RUNS][VEC];
+  const uint32_t q = i0 / step_b;
+  uint32_t r = i0 - q * step_b, c = q % size_b, n = 0, rn = 0;
+  if (scale || out_scale) { n = i0 / step_n; rn = i0 - n * step_n; }
+  A bv[VEC], sv[VEC], ov[VEC];
+  if (LAYOUT != kPerElement) {
+    channel_operand<T, VEC, LAYOUT>(b, c, bv, A(0));
+    channel_operand<T, VEC, LAYOUT>(scale, n * size_b + c, sv, A(1));
+    channel_operand<T, VEC, LAYOUT>(out_scale, n * size_b + c, ov, A(1));
+  }
+  Pack<T, VEC> pk;
 #pragma unroll
-    for (int k = 0; k < RUNS; ++k) {  // all loads first: RUNS 16-byte loads in flight per thread
-      const uint32_t run = run0 + k * stride;
-      if (run < nruns) load<T, VEC, uint32_t>(p.x, run * VEC, run * VEC + VEC <= numel, numel, x[k]);
+  for (int j = 0; j < VEC; ++j) {
+    A u = v[j];
+    if (LAYOUT == kPerElement) {
+      if (scale) u *= to_acc(scale[n * size_b + c]);
+      if (b) u += to_acc(b[c]);
+    } else {
+      u = u * sv[j] + bv[j];
+    }
+    if (ACT == kLrelu) u = u > A(0) ? u : u * alpha;
+    u *= gain;
+    if (clamp >= A(0)) u = u > clamp ? clamp : (u < -clamp ? -clamp : u);
+    if (LAYOUT == kPerElement) {
+      if (out_scale) u *= to_acc(out_scale[n * size_b + c]);
+      if (++r == step_b) { r = 0; if (++c == size_b) c = 0; }
+      if (++rn == step_n) { rn = 0; ++n; }
+    } else {
+      u *= ov[j];
+    }
+    pk.v[j] = from_acc<T>(u);
+  }
+  T* y = static_cast<T*>(p.y);
+  if (count == VEC) {
+    *reinterpret_cast<Pack<T, VEC>*>(y + i0) = pk;
+  } else {
+    for (int j = 0; j < count; ++j) y[i0 + j] = pk.v[j];
+  }
+}
+
+template <typename T, int VEC, int RUNS, int ACT, int LAYOUT>
+__global__ void __launch_bounds__(256) bias_act_fwd_kernel(BiasActParams p) {
+  using A = typename Acc<T>::type;
+  const T* x = static_cast<const T*>(p.x);
+  const uint32_t numel = static_cast<uint32_t>(p.numel), whole = numel / VEC;  // runs inside the tensor
+  const uint32_t stride = gridDim.x * blockDim.x;
+  for (uint32_t run0 = blockIdx.x * blockDim.x + threadIdx.x; run0 < whole; run0 += stride * RUNS) {
+    Pack<T, VEC> xs[RUNS];
+#pragma unroll
+    for (int k = 0; k < RUNS; ++k) {  // RUNS 16-byte loads in flight: past the end, the last run again
+      const uint32_t last = whole - 1, run = run0 + k * stride < last ? run0 + k * stride : last;
+      xs[k] = *reinterpret_cast<const Pack<T, VEC>*>(x + run * VEC);
     }
 #pragma unroll
     for (int k = 0; k < RUNS; ++k) {
-      const uint32_t run = run0 + k * stride, i0 = run * VEC;
-      if (run >= nruns) break;
-      const uint32_t q = i0 / step_b;
-      uint32_t r = i0 - q * step_b, c = q % size_b, n = 0, rn = 0;
-      if (scale || out_scale) { n = i0 / step_n; rn = i0 - n * step_n; }
-      A bv[VEC], sv[VEC], ov[VEC];
-      if (LAYOUT != kPerElement) {
-        channel_operand<T, VEC, LAYOUT>(b, c, bv, A(0));
-        channel_operand<T, VEC, LAYOUT>(scale, n * size_b + c, sv, A(1));
-        channel_operand<T, VEC, LAYOUT>(out_scale, n * size_b + c, ov, A(1));
-      }
-      Pack<T, VEC> pk;
+      const uint32_t run = run0 + k * stride;
+      if (run >= whole) break;
+      A v[VEC];
 #pragma unroll
-      for (int j = 0; j < VEC; ++j) {
-        A v = x[k][j];
-        if (LAYOUT == kPerElement) {
-          if (scale) v *= to_acc(scale[n * size_b + c]);
-          if (b) v += to_acc(b[c]);
-        } else {
-          v = v * sv[j] + bv[j];
-        }
-        if (ACT == kLrelu) v = v > A(0) ? v : v * alpha;
-        v *= gain;
-        if (clamp >= A(0)) v = v > clamp ? clamp : (v < -clamp ? -clamp : v);
-        if (LAYOUT == kPerElement) {
-          if (out_scale) v *= to_acc(out_scale[n * size_b + c]);
-          if (++r == step_b) { r = 0; if (++c == size_b) c = 0; }
-          if (++rn == step_n) { rn = 0; ++n; }
-        } else {
-          v *= ov[j];
-        }
-        pk.v[j] = from_acc<T>(v);
-      }
-      if (i0 + VEC <= numel) {
-        *reinterpret_cast<Pack<T, VEC>*>(y + i0) = pk;
-      } else {
-        for (int j = 0; j < VEC && i0 + j < numel; ++j) y[i0 + j] = pk.v[j];
-      }
+      for (int j = 0; j < VEC; ++j) v[j] = to_acc(xs[k].v[j]);
+      forward_run<T, VEC, ACT, LAYOUT>(p, v, run * VEC, VEC);
     }
+  }
+  const int tail = static_cast<int>(numel - whole * VEC);
+  if (tail > 0 && blockIdx.x == 0 && threadIdx.x == 0) {  // the partial run: per element, any layout
+    A v[VEC];
+#pragma unroll
+    for (int j = 0; j < VEC; ++j) v[j] = j < tail ? to_acc(x[whole * VEC + j]) : A(0);
+    forward_run<T, VEC, ACT, kPerElement>(p, v, whole * VEC, tail);
   }
 }
 
@@ -268,10 +291,10 @@ cudaError_t launch_typed(const BiasActParams& p, cudaStream_t stream) {
   const bool small = p.numel + kVec < (int64_t(1) << 31);
   const int64_t runs = vec ? (p.numel + kVec - 1) / kVec : p.numel;
   const int blocks = static_cast<int>(std::min<int64_t>((runs + kThreads - 1) / kThreads, 65536));
-  const char* lean = std::getenv("SGV_BIAS_ACT_LEAN");
-  if (lean && lean[0] == '1' && vec && small && p.mode == 0 && !p.xref && !p.yref && !p.dyref &&
+  const char* general = std::getenv("SGV_BIAS_ACT_LEAN");  // "0": the general kernel, to time against
+  if (!(general && general[0] == '0') && vec && small && p.mode == 0 && !p.xref && !p.yref && !p.dyref &&
       (p.act == kLrelu || p.act == kLinear)) {
-    constexpr int kRuns = 2;
+    constexpr int kRuns = 4;
     const int lean_blocks = std::max(1, static_cast<int>(std::min<int64_t>(
         (runs + kThreads * kRuns - 1) / (kThreads * kRuns), 65536)));
     const int layout = operand_layout(p, kVec);

@@ -140,12 +140,12 @@ bool choose_tile(const Upfirdn2dParams& p, int elem_bytes, Tile& t, int& smem) {
 // The 4x4 filter at up = down = 1 (the FIR pass after every upsampling transposed conv and before
 // every downsampling conv: the largest tensors of both networks) gets a direct kernel instead: no
 // shared memory, the 16 taps in registers, and each thread computes kRows consecutive output rows
-// of one column, sliding down kRows + 3 input rows (44 loads for 128 multiply-adds instead of 16
-// loads and index divisions per output). Consecutive threads take consecutive elements of the
-// innermost memory dimension (x for NCHW, c for channels-last), so loads and stores coalesce and
-// the horizontally overlapping reads of neighbouring threads hit L1. On an H200 (bench/RESULTS.md)
-// it is 2.0-2.1x the tiled kernel above on the generator's shapes; a channels-last variant with
-// 16-byte accesses and 8 channels per thread measured 1.9x slower than this one and was dropped.
+// of one column from a window of kRows + 3 input rows x 4 columns (44 loads for 128 multiply-adds
+// instead of 16 loads and index divisions per output). Consecutive threads take consecutive elements
+// of the innermost memory dimension (x for NCHW, c for channels-last), so loads and stores coalesce
+// and the horizontally overlapping reads of neighbouring threads hit L1. On an H200 (bench/RESULTS.md)
+// it was 2.0-2.1x the tiled kernel above on the generator's shapes; a channels-last variant with
+// 16-byte accesses and 8 channels per thread measured 1.9x slower than it and was dropped.
 constexpr int kRows = 8;
 
 // bias_act's forward on one accumulated value (the epilogue; see Upfirdn2dParams). EPI < 0: the
@@ -161,16 +161,46 @@ __device__ __forceinline__ A epilogue(const Upfirdn2dParams& p, A v, A sc, A bia
   return v * osc;
 }
 
-// EPI < 0: the epilogue's activation is read at run time (p.act; the default build). EPI >= 0 (opt-in,
-// SGV_FIR4_LEAN=1, until a GPU has timed it): the activation fixed at compile time (0: no epilogue)
-// and windows inside the image loaded without bounds tests: fewer instructions for a kernel that the
-// H200 profile shows instruction-bound (~0.65 TB/s).
-// CPT channels per thread (channels-last only; opt-in SGV_FIR4_VEC2=1 for CPT = 2 with 16-bit types):
+// How the window is read. The H200 profile of the fourth session found this kernel at ~0.65 TB/s,
+// and its SASS shows why: kRowwise (loads next to their use, bounds-tested with branches; the kernel
+// measured then, kept as SGV_FIR4_ROWWISE=1 to time against) has at most 6 loads in flight per thread
+// (1-3 with the activation fixed at compile time). kWindow loads the whole window first, outside the
+// image from the always-valid pixel (0, 0) and zeroed afterwards, so there is no branch between the
+// loads: ptxas issues 21-22 before the first use (80-95 registers instead of 40).
+enum Loads : int { kRowwise = 0, kWindow = 1 };
+
+// The window's kRows + 3 rows x 4 columns of CPT channels, inside / outside the image as bits.
+template <typename T, int CPT>
+struct Window {
+  Pack<T, CPT> v[kRows + 3][4];
+  unsigned row_in = 0, col_in = 0;  // bit r: input row iy0 + r inside the image; bit kx: column ix0 + kx
+
+  __device__ __forceinline__ Window(const Upfirdn2dParams& p, const T* xp, int iy0, int ix0, int sx2, int sx3) {
+#pragma unroll
+    for (int r = 0; r < kRows + 3; ++r) row_in |= unsigned(iy0 + r >= 0 && iy0 + r < p.in_h) << r;
+#pragma unroll
+    for (int kx = 0; kx < 4; ++kx) col_in |= unsigned(ix0 + kx >= 0 && ix0 + kx < p.in_w) << kx;
+#pragma unroll
+    for (int r = 0; r < kRows + 3; ++r)
+#pragma unroll
+      for (int kx = 0; kx < 4; ++kx)
+        v[r][kx] = *reinterpret_cast<const Pack<T, CPT>*>(xp + (in(r, kx) ? (iy0 + r) * sx2 + (ix0 + kx) * sx3 : 0));
+  }
+  __device__ __forceinline__ bool in(int r, int kx) const { return (row_in >> r) & (col_in >> kx) & 1u; }
+  __device__ __forceinline__ typename Acc<T>::type at(int r, int kx, int j) const {
+    return in(r, kx) ? to_acc(v[r][kx].v[j]) : typename Acc<T>::type(0);
+  }
+};
+
+// EPI < 0: the epilogue's activation read at run time (any activation); EPI >= 0: fixed at compile time
+// (0: no epilogue; kLinear, kLrelu: every call the networks make). CPT channels per thread
+// (channels-last only; opt-in SGV_FIR4_VEC2=1 for CPT = 2 with 16-bit types, until a GPU has timed it):
 // a warp then moves 128 bytes per load instead of 64, with half the load instructions and index work
-// per output, at 2 x kRows accumulators (the 8-channel variant's 64 cost it occupancy: see above).
-template <typename T, bool CL, int EPI, int CPT = 1>
-__global__ void __launch_bounds__(kThreads) fir4_kernel(Upfirdn2dParams p, int row_groups) {
+// per output, at 2 x kRows accumulators (ptxas keeps 7 of its loads in flight, 48 registers).
+template <typename T, bool CL, int EPI, int CPT, int LOADS>
+__global__ void __launch_bounds__(kThreads, LOADS == kWindow ? 3 : 0) fir4_kernel(Upfirdn2dParams p, int row_groups) {
   static_assert(CPT == 1 || CL, "several channels per thread need channels-last");
+  static_assert(LOADS == kWindow || CPT == 1, "the row-wise loads read one channel");
   using A = typename Acc<T>::type;
   A F[4][4];
   const A gain = A(p.gain);
@@ -203,33 +233,43 @@ __global__ void __launch_bounds__(kThreads) fir4_kernel(Upfirdn2dParams p, int r
     const int oy0 = g * kRows;
     const int iy0 = oy0 - p.pad_y0, ix0 = ox - p.pad_x0;  // output (oy, ox) reads x[oy-pad+ky][ox-pad+kx]
     const T* xp = x + (n * sx0 + c * sx1);
-    const bool interior = EPI >= 0 && iy0 >= 0 && iy0 + kRows + 3 <= p.in_h && ix0 >= 0 && ix0 + 4 <= p.in_w;
     A acc[kRows][CPT];
 #pragma unroll
     for (int r = 0; r < kRows; ++r)
 #pragma unroll
       for (int j = 0; j < CPT; ++j) acc[r][j] = A(0);
+    if constexpr (LOADS == kWindow) {
+      const Window<T, CPT> win(p, xp, iy0, ix0, sx2, sx3);
 #pragma unroll
-    for (int r = 0; r < kRows + 3; ++r) {
-      const int iy = iy0 + r;
-      A v[4][CPT];
+      for (int r = 0; r < kRows + 3; ++r)
 #pragma unroll
-      for (int kx = 0; kx < 4; ++kx) {
-        const int ix = ix0 + kx;
-        const bool in = interior || (iy >= 0 && iy < p.in_h && ix >= 0 && ix < p.in_w);
-        Pack<T, CPT> pk;
-        if (in) pk = *reinterpret_cast<const Pack<T, CPT>*>(xp + iy * sx2 + ix * sx3);
+        for (int kx = 0; kx < 4; ++kx)
 #pragma unroll
-        for (int j = 0; j < CPT; ++j) v[kx][j] = in ? to_acc(pk.v[j]) : A(0);
-      }
+          for (int j = 0; j < CPT; ++j) {
+            const A v = win.at(r, kx, j);
 #pragma unroll
-      for (int ky = 0; ky < 4; ++ky) {
-        const int o = r - ky;  // this input row is tap ky of output row o
-        if (o >= 0 && o < kRows) {
+            for (int ky = 0; ky < 4; ++ky) {
+              const int o = r - ky;  // this input row is tap ky of output row o
+              if (o >= 0 && o < kRows) acc[o][j] += F[ky][kx] * v;
+            }
+          }
+    } else {
 #pragma unroll
-          for (int kx = 0; kx < 4; ++kx)
+      for (int r = 0; r < kRows + 3; ++r) {
+        const int iy = iy0 + r;
+        A v[4];
 #pragma unroll
-            for (int j = 0; j < CPT; ++j) acc[o][j] += F[ky][kx] * v[kx][j];
+        for (int kx = 0; kx < 4; ++kx) {
+          const int ix = ix0 + kx;
+          v[kx] = (iy >= 0 && iy < p.in_h && ix >= 0 && ix < p.in_w) ? to_acc(xp[iy * sx2 + ix * sx3]) : A(0);
+        }
+#pragma unroll
+        for (int ky = 0; ky < 4; ++ky) {
+          const int o = r - ky;
+          if (o >= 0 && o < kRows) {
+#pragma unroll
+            for (int kx = 0; kx < 4; ++kx) acc[o][0] += F[ky][kx] * v[kx];
+          }
         }
       }
     }
@@ -257,16 +297,30 @@ __global__ void __launch_bounds__(kThreads) fir4_kernel(Upfirdn2dParams p, int r
   }
 }
 
+bool env_on(const char* name) {
+  const char* v = std::getenv(name);
+  return v && v[0] == '1';
+}
+
 bool even(int64_t v) { return v % 2 == 0; }
 
 // Whether the channel-pair kernel may run: channels-last 16-bit tensors whose every pixel starts on a
 // 4-byte boundary (even C, even strides, aligned base pointers), so each pair is one aligned access.
 template <typename T>
 bool pairs_apply(const Upfirdn2dParams& p, bool cl) {
-  const char* on = std::getenv("SGV_FIR4_VEC2");
-  return on && on[0] == '1' && cl && sizeof(T) == 2 && even(p.c) && even(p.sx[0]) && even(p.sx[2]) &&
+  return env_on("SGV_FIR4_VEC2") && cl && sizeof(T) == 2 && even(p.c) && even(p.sx[0]) && even(p.sx[2]) &&
          even(p.sx[3]) && even(p.sy[0]) && even(p.sy[2]) && even(p.sy[3]) &&
          reinterpret_cast<uintptr_t>(p.x) % 4 == 0 && reinterpret_cast<uintptr_t>(p.y) % 4 == 0;
+}
+
+// The window kernel for this layout, with the epilogue's activation fixed at compile time where it is
+// one the networks use.
+template <typename T, bool CL, int CPT>
+void (*window_kernel(int act))(Upfirdn2dParams, int) {
+  if (act == 0) return fir4_kernel<T, CL, 0, CPT, kWindow>;
+  if (act == kLinear) return fir4_kernel<T, CL, kLinear, CPT, kWindow>;
+  if (act == kLrelu) return fir4_kernel<T, CL, kLrelu, CPT, kWindow>;
+  return fir4_kernel<T, CL, -1, CPT, kWindow>;
 }
 
 template <typename T>
@@ -277,22 +331,12 @@ cudaError_t launch_fir4(const Upfirdn2dParams& p, cudaStream_t stream) {
   const bool pairs = pairs_apply<T>(p, cl);
   const int64_t total = int64_t(p.n) * (pairs ? p.c / 2 : p.c) * row_groups * p.out_w;
   const int64_t blocks = std::min<int64_t>((total + kThreads - 1) / kThreads, int64_t(1) << 20);
-  const char* lean_env = std::getenv("SGV_FIR4_LEAN");
-  const bool lean = lean_env && lean_env[0] == '1' && (p.act == 0 || p.act == kLinear || p.act == kLrelu);
-  void (*kernel)(Upfirdn2dParams, int) = cl ? fir4_kernel<T, true, -1> : fir4_kernel<T, false, -1>;
+  void (*kernel)(Upfirdn2dParams, int) = cl ? window_kernel<T, true, 1>(p.act) : window_kernel<T, false, 1>(p.act);
   if constexpr (sizeof(T) == 2) {  // channel pairs: 16-bit types only (not instantiated for the others)
-    if (pairs) {
-      kernel = fir4_kernel<T, true, -1, 2>;
-      if (lean && p.act == 0) kernel = fir4_kernel<T, true, 0, 2>;
-      if (lean && p.act == kLinear) kernel = fir4_kernel<T, true, kLinear, 2>;
-      if (lean && p.act == kLrelu) kernel = fir4_kernel<T, true, kLrelu, 2>;
-    }
+    if (pairs) kernel = window_kernel<T, true, 2>(p.act);
   }
-  if (lean && !pairs) {
-    if (p.act == 0) kernel = cl ? fir4_kernel<T, true, 0> : fir4_kernel<T, false, 0>;
-    if (p.act == kLinear) kernel = cl ? fir4_kernel<T, true, kLinear> : fir4_kernel<T, false, kLinear>;
-    if (p.act == kLrelu) kernel = cl ? fir4_kernel<T, true, kLrelu> : fir4_kernel<T, false, kLrelu>;
-  }
+  if (env_on("SGV_FIR4_ROWWISE"))  // the kernel the fourth session measured, to time against
+    kernel = cl ? fir4_kernel<T, true, -1, 1, kRowwise> : fir4_kernel<T, false, -1, 1, kRowwise>;
   SGV_LAUNCH(kernel, static_cast<unsigned>(blocks), kThreads, 0, stream, p, row_groups);
   return cudaGetLastError();
 }
@@ -306,10 +350,9 @@ int64_t max_offset(const int64_t* s, int n, int c, int h, int w) {
 bool fir4_applies(const Upfirdn2dParams& p) {
   constexpr int64_t kMax = int64_t(1) << 31;
   const int64_t total = int64_t(p.n) * p.c * ((p.out_h + kRows - 1) / kRows) * p.out_w;
-  const char* tiled = std::getenv("SGV_UPFIRDN2D_TILED");
   return p.up_x == 1 && p.up_y == 1 && p.down_x == 1 && p.down_y == 1 && p.f_h == 4 && p.f_w == 4 &&
          total < kMax && max_offset(p.sx, p.n, p.c, p.in_h, p.in_w) < kMax &&
-         max_offset(p.sy, p.n, p.c, p.out_h, p.out_w) < kMax && !(tiled && tiled[0] == '1');
+         max_offset(p.sy, p.n, p.c, p.out_h, p.out_w) < kMax && !env_on("SGV_UPFIRDN2D_TILED");
 }
 
 template <typename T>
