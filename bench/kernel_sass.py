@@ -120,7 +120,7 @@ def loads_in_flight(sass: str) -> tuple[int, int]:
 
 def demangle_short(name: str) -> str:
     """`fir4_kernel<half,CL,3,1,1>` from the mangled name (template arguments in order)."""
-    m = re.search(r"\d+(\w+?_kernel)I(.*?)EEvN", name)
+    m = re.search(r"\d+((?:bias_act_fwd|bias_act|upfirdn2d|fir4)_kernel)I(.*?)EEvN", name)
     if not m:
         return name
     words = {"6__half": "half", "13__nv_bfloat16": "bf16", "f": "float", "d": "double", "j": "u32", "l": "i64"}

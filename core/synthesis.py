@@ -22,11 +22,18 @@ from core.layers import FullyConnectedLayer
 from core.motion import Motion, MotionMappingNetwork
 from core.ops import ACTIVATIONS, bias_act, modulated_conv2d, modulated_conv2d_videos, setup_filter, upsample2d
 from core.ops.modconv import input_styles, modulated_conv1x1
+from core.ops.weight_cache import derived
 
 # With the shared conv, the demodulation and the next conv's input modulation are applied inside
 # bias_act (the CUDA kernel does them in its one pass at inference; bench/roofline.py counts the
 # traffic saved). bench/ops_gpu.py turns this off to time the difference.
 FUSE_INTO_BIAS_ACT = True
+
+
+def _bias(bias: torch.Tensor, dtype: torch.dtype, videos: int = 1) -> torch.Tensor:
+    """The bias in the activations' dtype, once per video side by side (the frame-major layout): kept
+    between inference calls (two small kernels per layer and call otherwise, a CUDA graph's too)."""
+    return derived(bias, ("bias", dtype, videos), lambda b: b.repeat(videos).to(dtype))
 
 
 class SynthesisLayer(nn.Module):
@@ -54,7 +61,7 @@ class SynthesisLayer(nn.Module):
         styles = self.affine(w) if styles is None else styles
         clamp = self.conv_clamp * gain if self.conv_clamp is not None else None
         kw = dict(up=self.up, padding=self.padding, resample_filter=self.resample_filter, flip_weight=(self.up == 1))
-        act_args = dict(b=self.bias.to(x.dtype), act="lrelu", gain=self.act_gain * gain, clamp=clamp)
+        act_args = dict(b=_bias(self.bias, x.dtype), act="lrelu", gain=self.act_gain * gain, clamp=clamp)
         if fused_modconv:
             assert not input_scaled and out_scale is None, "the grouped conv modulates its weights"
             x = modulated_conv2d(x, self.weight, styles, fused_modconv=True, **kw)
@@ -72,7 +79,7 @@ class SynthesisLayer(nn.Module):
     def forward_videos(self, x: torch.Tensor, w: torch.Tensor) -> torch.Tensor:
         """Frame-major: x `[T, N*I, r, r]`, w `[N, w_dim]` (one per video) -> `[T, N*O, R, R]`."""
         assert x.shape[2:] == (self.resolution // self.up,) * 2, f"bad input {tuple(x.shape)}"
-        act_args = dict(b=self.bias.repeat(len(w)).to(x.dtype), act="lrelu", gain=self.act_gain, clamp=self.conv_clamp)
+        act_args = dict(b=_bias(self.bias, x.dtype, len(w)), act="lrelu", gain=self.act_gain, clamp=self.conv_clamp)
         return modulated_conv2d_videos(x, self.weight, self.affine(w), up=self.up, padding=self.padding,
                                        resample_filter=self.resample_filter, flip_weight=(self.up == 1),
                                        bias_act_args=act_args)
@@ -93,12 +100,12 @@ class ToRGBLayer(nn.Module):
             x = modulated_conv1x1(x, self.weight, styles)
         else:
             x = modulated_conv2d(x, self.weight, styles, demodulate=False, fused_modconv=fused_modconv)
-        return bias_act(x, self.bias.to(x.dtype), clamp=self.conv_clamp)
+        return bias_act(x, _bias(self.bias, x.dtype), clamp=self.conv_clamp)
 
     def forward_videos(self, x: torch.Tensor, w: torch.Tensor) -> torch.Tensor:
         """Frame-major: x `[T, N*I, R, R]`, w `[N, w_dim]` -> `[T, N*img_channels, R, R]`."""
         x = modulated_conv2d_videos(x, self.weight, self.affine(w) * self.weight_gain, demodulate=False)
-        return bias_act(x, self.bias.repeat(len(w)).to(x.dtype), clamp=self.conv_clamp)
+        return bias_act(x, _bias(self.bias, x.dtype, len(w)), clamp=self.conv_clamp)
 
 
 class TemporalInput(nn.Module):
