@@ -1,7 +1,7 @@
 // Fused bias + activation + gain + clamp, and its first- and second-order gradients.
 //
 // One elementwise kernel walks the tensor in memory order (any dense layout: NCHW or channels-last),
-// each thread a run of VEC consecutive elements loaded with one 16-byte access. The bias channel is
+// each thread a run of VEC consecutive elements loaded with one 16-byte access per tensor. The bias channel is
 // found with one division per run and then advanced incrementally, so the integer work stays well
 // below the memory traffic. Maths is done in float (double for float64) and rounded once.
 
@@ -83,66 +83,85 @@ __device__ __forceinline__ A element(const BiasActParams& p, A alpha, A gain, A 
   return x * dr * gain * act_d2(p.act, xr + bias);
 }
 
-// Load VEC elements starting at i (all of them when full, else only those below numel).
+// y[i0 .. i0 + count) of the general kernel from the loaded runs (x and the reference tensors).
 template <typename T, int VEC, typename I>
-__device__ __forceinline__ void load(const void* ptr, I i, bool full, I numel,
-                                     typename Acc<T>::type (&out)[VEC]) {
-  const T* p = static_cast<const T*>(ptr);
-  if (full) {
-    Pack<T, VEC> pk = *reinterpret_cast<const Pack<T, VEC>*>(p + i);
-#pragma unroll
-    for (int k = 0; k < VEC; ++k) out[k] = to_acc(pk.v[k]);
-  } else {
-#pragma unroll
-    for (int k = 0; k < VEC; ++k) out[k] = (i + k < numel) ? to_acc(p[i + k]) : 0;
-  }
-}
-
-template <typename T, int VEC, typename I>
-__global__ void bias_act_kernel(BiasActParams p) {
+__device__ __forceinline__ void general_run(const BiasActParams& p, I i0, int count,
+                                            typename Acc<T>::type (&x)[VEC], const typename Acc<T>::type (&xr)[VEC],
+                                            const typename Acc<T>::type (&yr)[VEC],
+                                            const typename Acc<T>::type (&dr)[VEC]) {
   using A = typename Acc<T>::type;
-  const I numel = static_cast<I>(p.numel);
-  const I step_b = static_cast<I>(p.step_b), size_b = static_cast<I>(p.size_b);
+  const I step_b = static_cast<I>(p.step_b), size_b = static_cast<I>(p.size_b), step_n = static_cast<I>(p.step_n);
   const T* b = static_cast<const T*>(p.b);
   const T* scale = static_cast<const T*>(p.scale);
   const T* out_scale = static_cast<const T*>(p.out_scale);
-  const I step_n = static_cast<I>(p.step_n);
-  const I nruns = (numel + VEC - 1) / VEC;
   const A alpha = A(p.alpha), gain = A(p.gain), clamp = A(p.clamp);
-  for (I run = I(blockIdx.x) * blockDim.x + threadIdx.x; run < nruns; run += I(gridDim.x) * blockDim.x) {
-    const I i0 = run * VEC;
-    const bool full = i0 + VEC <= numel;
-    A x[VEC], xr[VEC], yr[VEC], dr[VEC], out[VEC];
-    load<T, VEC, I>(p.x, i0, full, numel, x);
+  const I q = i0 / step_b;
+  I r = i0 - q * step_b;  // position inside the current bias channel's stretch
+  I c = q % size_b;       // bias channel of element i0
+  const bool scaled = scale || out_scale;
+  I n = 0, rn = 0;        // sample of element i0 and the position inside it (scales only)
+  if (scaled) { n = i0 / step_n; rn = i0 - n * step_n; }
+  Pack<T, VEC> pk;
 #pragma unroll
-    for (int k = 0; k < VEC; ++k) xr[k] = yr[k] = dr[k] = A(0);
-    if (p.xref) load<T, VEC, I>(p.xref, i0, full, numel, xr);
-    if (p.yref) load<T, VEC, I>(p.yref, i0, full, numel, yr);
-    if (p.dyref) load<T, VEC, I>(p.dyref, i0, full, numel, dr);
-    const I q = i0 / step_b;
-    I r = i0 - q * step_b;  // position inside the current bias channel's stretch
-    I c = q % size_b;       // bias channel of element i0
-    const bool scaled = scale || out_scale;
-    I n = 0, rn = 0;        // sample of element i0 and the position inside it (scales only)
-    if (scaled) { n = i0 / step_n; rn = i0 - n * step_n; }
+  for (int k = 0; k < VEC; ++k) {
+    const A bias = b ? to_acc(b[c]) : A(0);
+    if (scale) x[k] *= to_acc(scale[n * size_b + c]);
+    A out = element<A>(p, alpha, gain, clamp, x[k], bias, xr[k], yr[k], dr[k]);
+    if (out_scale) out *= to_acc(out_scale[n * size_b + c]);
+    pk.v[k] = from_acc<T>(out);
+    if (++r == step_b) { r = 0; if (++c == size_b) c = 0; }
+    if (scaled && ++rn == step_n) { rn = 0; ++n; }
+  }
+  T* y = static_cast<T*>(p.y);
+  if (count == VEC) {
+    *reinterpret_cast<Pack<T, VEC>*>(y + i0) = pk;
+  } else {
+    for (int k = 0; k < count; ++k) y[i0 + k] = pk.v[k];
+  }
+}
+
+// The count (<= VEC) elements at i of tensor t, converted (absent tensor or past count: zeros).
+template <typename T, int VEC, typename I>
+__device__ __forceinline__ void load_run(const T* t, const T* stand_in, I i, int count,
+                                         typename Acc<T>::type (&out)[VEC]) {
+  using A = typename Acc<T>::type;
+  if (count == VEC) {  // unconditional (an absent tensor reads x's run instead): no branch between the loads
+    const Pack<T, VEC> pk = *reinterpret_cast<const Pack<T, VEC>*>((t ? t : stand_in) + i);
 #pragma unroll
-    for (int k = 0; k < VEC; ++k) {
-      const A bias = b ? to_acc(b[c]) : A(0);
-      if (scale) x[k] *= to_acc(scale[n * size_b + c]);
-      out[k] = element<A>(p, alpha, gain, clamp, x[k], bias, xr[k], yr[k], dr[k]);
-      if (out_scale) out[k] *= to_acc(out_scale[n * size_b + c]);
-      if (++r == step_b) { r = 0; if (++c == size_b) c = 0; }
-      if (scaled && ++rn == step_n) { rn = 0; ++n; }
-    }
-    T* y = static_cast<T*>(p.y);
-    if (full) {
-      Pack<T, VEC> pk;
+    for (int k = 0; k < VEC; ++k) out[k] = t ? to_acc(pk.v[k]) : A(0);
+  } else {
 #pragma unroll
-      for (int k = 0; k < VEC; ++k) pk.v[k] = from_acc<T>(out[k]);
-      *reinterpret_cast<Pack<T, VEC>*>(y + i0) = pk;
-    } else {
-      for (int k = 0; k < VEC && i0 + k < numel; ++k) y[i0 + k] = from_acc<T>(out[k]);
-    }
+    for (int k = 0; k < VEC; ++k) out[k] = (t && k < count) ? to_acc(t[i + k]) : A(0);
+  }
+}
+
+// Every mode and activation. Each thread takes whole runs of VEC elements, whose loads (x and the
+// reference tensors) are unconditional, so they are all in flight at once; the partial run at the end,
+// if any, is one thread's work.
+template <typename T, int VEC, typename I>
+__global__ void bias_act_kernel(BiasActParams p) {
+  using A = typename Acc<T>::type;
+  const I numel = static_cast<I>(p.numel), whole = numel / VEC;
+  const T* x = static_cast<const T*>(p.x);
+  const T* xref = static_cast<const T*>(p.xref);
+  const T* yref = static_cast<const T*>(p.yref);
+  const T* dyref = static_cast<const T*>(p.dyref);
+  for (I run = I(blockIdx.x) * blockDim.x + threadIdx.x; run < whole; run += I(gridDim.x) * blockDim.x) {
+    A xv[VEC], xr[VEC], yr[VEC], dr[VEC];
+    load_run<T, VEC, I>(x, x, run * VEC, VEC, xv);
+    load_run<T, VEC, I>(xref, x, run * VEC, VEC, xr);
+    load_run<T, VEC, I>(yref, x, run * VEC, VEC, yr);
+    load_run<T, VEC, I>(dyref, x, run * VEC, VEC, dr);
+    general_run<T, VEC, I>(p, run * VEC, VEC, xv, xr, yr, dr);
+  }
+  const int tail = static_cast<int>(numel - whole * VEC);
+  if (tail > 0 && blockIdx.x == 0 && threadIdx.x == 0) {
+    A xv[VEC], xr[VEC], yr[VEC], dr[VEC];
+    load_run<T, VEC, I>(x, x, whole * VEC, tail, xv);
+    load_run<T, VEC, I>(xref, x, whole * VEC, tail, xr);
+    load_run<T, VEC, I>(yref, x, whole * VEC, tail, yr);
+    load_run<T, VEC, I>(dyref, x, whole * VEC, tail, dr);
+    general_run<T, VEC, I>(p, whole * VEC, tail, xv, xr, yr, dr);
   }
 }
 
