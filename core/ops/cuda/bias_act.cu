@@ -1,9 +1,9 @@
 // Fused bias + activation + gain + clamp, and its first- and second-order gradients.
 //
 // One elementwise kernel walks the tensor in memory order (any dense layout: NCHW or channels-last),
-// each thread a run of VEC consecutive elements loaded with one 16-byte access per tensor. The bias channel is
-// found with one division per run and then advanced incrementally, so the integer work stays well
-// below the memory traffic. Maths is done in float (double for float64) and rounded once.
+// each thread a run of VEC consecutive elements loaded with one 16-byte access per tensor. The bias
+// channel is found with one division per run and then advanced incrementally, so the integer work stays
+// well below the memory traffic. Maths is done in float (double for float64) and rounded once.
 
 #include <algorithm>
 #include <cstdint>
