@@ -594,6 +594,7 @@ def _generator_variants(G, device, use_compile: bool) -> dict:
         def run(ws, t, m):
             with context():
                 return graphed(ws, t, m)
+        run.graphed = graphed  # released after timing (each graph holds a memory pool)
         return run
 
     layouts = {"shared": {}, "per video": {"per_video": True}, "shared, NHWC": {"channels_last": True},
@@ -617,9 +618,10 @@ def _generator_variants(G, device, use_compile: bool) -> dict:
         # the fourth session's best way of running G, in this process: the baseline of this session's changes
         variants[f"kernels, {layout}, graph, as in the fourth session"] = (
             "cuda", graphed_in(fourth_session_kernels, graph_motion=False, cache_weights=False, **layouts[layout]))
-    graphed_pv = GraphedSynthesis(syn, **layouts["per video, NHWC"])
+    times_on_gpu = graphed_in(contextlib.nullcontext, **layouts["per video, NHWC"])
     variants["kernels, per video, NHWC, graph, times on the GPU"] = (  # the motion encoder then waits for the GPU
-        "cuda", lambda ws, t, m: graphed_pv(ws, t.to(device), m))
+        "cuda", lambda ws, t, m: times_on_gpu(ws, t.to(device), m))
+    variants["kernels, per video, NHWC, graph, times on the GPU"][1].graphed = times_on_gpu.graphed
     for layout, kw in layouts.items():  # the shapes are fixed per call: cuDNN may pick faster algorithms
         variants[f"kernels, {layout}, graph, cudnn.benchmark"] = ("cuda", graphed_in(cudnn_benchmark, **kw))
     if use_compile:
@@ -655,6 +657,7 @@ def generator_fps(G, device, shapes, use_compile: bool, small: bool, bound: floa
                     say(f"  {label}: skipped (time budget of {budget_s:.0f} s spent)")
                     continue
                 fps, fps_waited, first = _time_variant(G, device, label, variants[label], z, t, iters)
+                _release(variants[label][1])
                 if fps is None:
                     continue
                 if label == "ref ops":
@@ -670,6 +673,17 @@ def generator_fps(G, device, shapes, use_compile: bool, small: bool, bound: floa
                     best = (fps, label, (n, num_t))
     if best[1] and device.type == "cuda":
         _profile_kernels(G, device, variants[best[1]], best[2], best[1])
+
+
+def _release(synth) -> None:
+    """Free a graphed variant's graphs after timing it: dozens of captured graphs, each with the memory
+    pool of a whole batch's activations, would not fit an 80 GB card together."""
+    from core.cuda_graph import GraphedSynthesis
+
+    graphed = synth if isinstance(synth, GraphedSynthesis) else getattr(synth, "graphed", None)
+    if graphed is not None:
+        graphed.release()
+        torch.cuda.empty_cache()
 
 
 def _time_variant(G, device, label: str, variant, z, t, iters: int):

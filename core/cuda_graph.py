@@ -47,6 +47,10 @@ class GraphedSynthesis:
         self._tensors = list(synthesis.parameters()) + list(synthesis.buffers())  # listing them costs ~0.3 ms
         self._state = None  # the tensors' versions when the graphs were captured
 
+    def release(self) -> None:
+        """Drop the captured graphs, and with them their memory pools (the next call captures again)."""
+        self._graphs.clear()
+
     @torch.no_grad()
     def __call__(self, ws: torch.Tensor, t, motion, c: torch.Tensor | None = None) -> torch.Tensor:
         """ws `[N, num_ws, w_dim]`, t `[N, T]` (best on the host: no GPU wait) -> frames `[N, T, C, H, W]`."""

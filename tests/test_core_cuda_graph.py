@@ -70,3 +70,8 @@ def test_a_weight_update_is_seen_by_a_new_capture(graphed):
         assert len(captures) == 2 and len(g._graphs) == 1
         torch.testing.assert_close(after, G.synthesis(ws, t, [1], per_video=True), rtol=0, atol=1e-5)
     assert not torch.allclose(before, after)
+    g.release()  # the graphs and their memory go; the next call captures again
+    assert not g._graphs
+    with torch.no_grad():
+        torch.testing.assert_close(g(ws, t, [1]), after, rtol=0, atol=0)
+    assert len(captures) == 3
