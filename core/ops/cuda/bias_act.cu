@@ -135,34 +135,29 @@ __device__ __forceinline__ void load_run(const T* t, const T* stand_in, I i, int
   }
 }
 
+// Elements i0 .. i0 + count (count <= VEC) of the general kernel: x and the reference tensors loaded first.
+template <typename T, int VEC, typename I>
+__device__ __forceinline__ void general_step(const BiasActParams& p, I i0, int count) {
+  using A = typename Acc<T>::type;
+  const T* x = static_cast<const T*>(p.x);
+  A xv[VEC], xr[VEC], yr[VEC], dr[VEC];
+  load_run<T, VEC, I>(x, x, i0, count, xv);
+  load_run<T, VEC, I>(static_cast<const T*>(p.xref), x, i0, count, xr);
+  load_run<T, VEC, I>(static_cast<const T*>(p.yref), x, i0, count, yr);
+  load_run<T, VEC, I>(static_cast<const T*>(p.dyref), x, i0, count, dr);
+  general_run<T, VEC, I>(p, i0, count, xv, xr, yr, dr);
+}
+
 // Every mode and activation. Each thread takes whole runs of VEC elements, whose loads (x and the
 // reference tensors) are unconditional, so they are all in flight at once; the partial run at the end,
 // if any, is one thread's work.
 template <typename T, int VEC, typename I>
 __global__ void bias_act_kernel(BiasActParams p) {
-  using A = typename Acc<T>::type;
   const I numel = static_cast<I>(p.numel), whole = numel / VEC;
-  const T* x = static_cast<const T*>(p.x);
-  const T* xref = static_cast<const T*>(p.xref);
-  const T* yref = static_cast<const T*>(p.yref);
-  const T* dyref = static_cast<const T*>(p.dyref);
-  for (I run = I(blockIdx.x) * blockDim.x + threadIdx.x; run < whole; run += I(gridDim.x) * blockDim.x) {
-    A xv[VEC], xr[VEC], yr[VEC], dr[VEC];
-    load_run<T, VEC, I>(x, x, run * VEC, VEC, xv);
-    load_run<T, VEC, I>(xref, x, run * VEC, VEC, xr);
-    load_run<T, VEC, I>(yref, x, run * VEC, VEC, yr);
-    load_run<T, VEC, I>(dyref, x, run * VEC, VEC, dr);
-    general_run<T, VEC, I>(p, run * VEC, VEC, xv, xr, yr, dr);
-  }
+  for (I run = I(blockIdx.x) * blockDim.x + threadIdx.x; run < whole; run += I(gridDim.x) * blockDim.x)
+    general_step<T, VEC, I>(p, run * VEC, VEC);
   const int tail = static_cast<int>(numel - whole * VEC);
-  if (tail > 0 && blockIdx.x == 0 && threadIdx.x == 0) {
-    A xv[VEC], xr[VEC], yr[VEC], dr[VEC];
-    load_run<T, VEC, I>(x, x, whole * VEC, tail, xv);
-    load_run<T, VEC, I>(xref, x, whole * VEC, tail, xr);
-    load_run<T, VEC, I>(yref, x, whole * VEC, tail, yr);
-    load_run<T, VEC, I>(dyref, x, whole * VEC, tail, dr);
-    general_run<T, VEC, I>(p, whole * VEC, tail, xv, xr, yr, dr);
-  }
+  if (tail > 0 && blockIdx.x == 0 && threadIdx.x == 0) general_step<T, VEC, I>(p, whole * VEC, tail);
 }
 
 // Forward only (mode 0) with a leaky ReLU or linear activation: the pass inference and every training
