@@ -166,7 +166,8 @@ __device__ __forceinline__ A epilogue(const Upfirdn2dParams& p, A v, A sc, A bia
 // measured then, kept as SGV_FIR4_ROWWISE=1 to time against) has at most 6 loads in flight per thread
 // (1-3 with the activation fixed at compile time). kWindow loads the whole window first, outside the
 // image from the always-valid pixel (0, 0) and zeroed afterwards, so there is no branch between the
-// loads: ptxas issues 21-22 before the first use (80-95 registers instead of 40).
+// loads: ptxas issues 21 (42 bytes) before the first use; __launch_bounds__(256, 3) holds it at 80
+// registers (3 blocks per SM, a few bytes spilled) where the row-wise kernel has 39 (6 blocks).
 enum Loads : int { kRowwise = 0, kWindow = 1 };
 
 // The window's kRows + 3 rows x 4 columns of CPT channels, inside / outside the image as bits.
@@ -184,7 +185,8 @@ struct Window {
     for (int r = 0; r < kRows + 3; ++r)
 #pragma unroll
       for (int kx = 0; kx < 4; ++kx)
-        v[r][kx] = *reinterpret_cast<const Pack<T, CPT>*>(xp + (in(r, kx) ? (iy0 + r) * sx2 + (ix0 + kx) * sx3 : 0));
+        v[r][kx] = *reinterpret_cast<const Pack<T, CPT>*>(
+            xp + (in(r, kx) ? (iy0 + r) * sx2 + (ix0 + kx) * sx3 : 0));
   }
   __device__ __forceinline__ bool in(int r, int kx) const { return (row_in >> r) & (col_in >> kx) & 1u; }
   __device__ __forceinline__ typename Acc<T>::type at(int r, int kx, int j) const {
@@ -196,9 +198,10 @@ struct Window {
 // (0: no epilogue; kLinear, kLrelu: every call the networks make). CPT channels per thread
 // (channels-last only; opt-in SGV_FIR4_VEC2=1 for CPT = 2 with 16-bit types, until a GPU has timed it):
 // a warp then moves 128 bytes per load instead of 64, with half the load instructions and index work
-// per output, at 2 x kRows accumulators (ptxas keeps 7 of its loads in flight, 48 registers).
+// per output, at 2 x kRows accumulators (15 loads, 60 bytes in flight per thread; 80 registers).
 template <typename T, bool CL, int EPI, int CPT, int LOADS>
-__global__ void __launch_bounds__(kThreads, LOADS == kWindow ? 3 : 0) fir4_kernel(Upfirdn2dParams p, int row_groups) {
+__global__ void __launch_bounds__(kThreads, LOADS == kWindow ? 3 : 0)
+    fir4_kernel(Upfirdn2dParams p, int row_groups) {
   static_assert(CPT == 1 || CL, "several channels per thread need channels-last");
   static_assert(LOADS == kWindow || CPT == 1, "the row-wise loads read one channel");
   using A = typename Acc<T>::type;
