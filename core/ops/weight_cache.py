@@ -23,8 +23,8 @@ _recording = threading.local()
 
 @contextlib.contextmanager
 def disabled():
-    """Compute every derived tensor afresh inside this block (CUDA-graph capture: the graph must
-    recompute them at each replay, or it would keep reading tensors the cache may later free)."""
+    """Compute every derived tensor afresh inside this block (a CUDA graph captured inside it recomputes
+    them at every replay; core/cuda_graph.py's default instead keeps the cached ones it reads alive)."""
     before = getattr(_disabled, "on", False)
     _disabled.on = True
     try:
