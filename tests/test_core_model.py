@@ -55,6 +55,26 @@ def test_channels_last_changes_nothing_but_the_speed(tiny_G):
     torch.testing.assert_close(nhwc, nchw, atol=1e-5, rtol=1e-5)
 
 
+@pytest.mark.parametrize("per_video", [False, True])
+def test_convolutions_get_weights_in_the_input_layout(tiny_G, monkeypatch, per_video):
+    # The backends convert a weight to the input's layout at every call otherwise (an extra pass per
+    # conv): cached weights are kept in NHWC, per-call (modulated) ones are produced in it.
+    seen = []
+    for name in ("conv2d", "conv_transpose2d"):
+        real = getattr(torch.nn.functional, name)
+
+        def spy(x, w, *args, real=real, **kwargs):
+            seen.append((x.is_contiguous(memory_format=torch.channels_last) and not x.is_contiguous(),
+                         w.is_contiguous(memory_format=torch.channels_last)))
+            return real(x, w, *args, **kwargs)
+        monkeypatch.setattr(torch.nn.functional, name, spy)
+    ws = tiny_G.mapping(torch.randn(2, tiny_G.z_dim))
+    with torch.no_grad():
+        tiny_G.synthesis(ws, torch.tensor([[0.0, 1.5, 3.0]] * 2), [1, 2], channels_last=True, per_video=per_video)
+    nhwc = [w_cl for x_cl, w_cl in seen if x_cl]
+    assert len(nhwc) >= 4 and all(nhwc)
+
+
 def test_fused_demodulation_switch_changes_nothing_on_cpu(tiny_G, monkeypatch):
     import core.synthesis as synthesis
 

@@ -11,9 +11,18 @@ from core.ops.upfirdn2d import filter_size, parse_padding, upfirdn2d
 from core.ops.weight_cache import derived
 
 
+def layout(x: torch.Tensor) -> torch.memory_format:
+    """x's memory format: channels-last for an NHWC-dense 4-D tensor, else contiguous."""
+    cl = x.dim() == 4 and not x.is_contiguous() and x.is_contiguous(memory_format=torch.channels_last)
+    return torch.channels_last if cl else torch.contiguous_format
+
+
 def _conv(x, w, stride=1, padding=0, groups=1, transpose=False, flip_weight=True):
     if not flip_weight:  # F.conv2d is a correlation; flip_weight=False asks for a true convolution
         w = derived(w, "flipped", lambda t: t.flip([2, 3]))
+    fmt = layout(x)  # the backend converts the weight to the input's layout at every call otherwise
+    if not w.is_contiguous(memory_format=fmt):
+        w = derived(w, ("layout", fmt), lambda t: t.contiguous(memory_format=fmt))
     if transpose:
         return F.conv_transpose2d(x, w, stride=stride, padding=padding, groups=groups)
     return F.conv2d(x, w, stride=stride, padding=padding, groups=groups)
@@ -59,8 +68,9 @@ def conv2d_resample(x: torch.Tensor, w: torch.Tensor, f: torch.Tensor | None = N
         x = upfirdn2d(x, f, padding=pad, **ops)
         return _conv(x, w, stride=down, groups=groups, flip_weight=flip_weight)
     if up > 1:  # transposed strided conv, then filter
-        if groups == 1:  # contiguous, so the transposed conv does not copy it at every call
-            w = derived(w, "transposed", lambda t: t.transpose(0, 1).contiguous())
+        if groups == 1:  # dense in x's layout, so the transposed conv does not copy it at every call
+            fmt = layout(x)
+            w = derived(w, ("transposed", fmt), lambda t: t.transpose(0, 1).contiguous(memory_format=fmt))
         else:
             w = w.reshape(groups, c_out // groups, c_in_g, kh, kw).transpose(1, 2)
             w = w.reshape(groups * c_in_g, c_out // groups, kh, kw)

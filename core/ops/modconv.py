@@ -17,7 +17,7 @@ from __future__ import annotations
 import numpy as np
 import torch
 
-from core.ops.conv2d_resample import conv2d_resample
+from core.ops.conv2d_resample import conv2d_resample, layout
 from core.ops.weight_cache import derived
 
 # Benchmarks set this to False to time the reference formulation under impl="auto".
@@ -107,7 +107,8 @@ def modulated_conv2d_videos(x: torch.Tensor, weight: torch.Tensor, styles: torch
     assert styles.shape == (n, c_in), f"styles {tuple(styles.shape)}, expected [N, {c_in}]"
     weight, styles = _prenormalize(x.dtype, weight, styles, demodulate)
     w = _folded_weight(weight, styles, demodulate, fast=FAST_PATH and impl != "ref")  # [N, O, I, kh, kw]
-    return conv2d_resample(x, w.reshape(-1, c_in, kh, kw).to(x.dtype), f=resample_filter, up=up,
+    w = w.reshape(-1, c_in, kh, kw).to(x.dtype, memory_format=layout(x))  # one pass: cast and layout
+    return conv2d_resample(x, w, f=resample_filter, up=up,
                            padding=padding, groups=n, flip_weight=flip_weight, impl=impl,
                            bias_act_args=bias_act_args)
 
