@@ -104,9 +104,9 @@ def loads_in_flight(sass: str) -> tuple[int, int]:
         if not m:
             continue
         op, regs = m.group(1), [int(r) for r in re.findall(r"\bR(\d+)\b", m.group(2))]
-        reads = set(regs if op.startswith("ST") else regs[1:])
-        if op.startswith("ST") or not op.startswith("LDG"):
-            reads = set(regs) if op.startswith("ST") else set(regs[1:]) | ({regs[0]} if regs else set())
+        # a load reads its address registers; any other instruction counts all its registers as read
+        # (a write to a pending load's register waits for the load too)
+        reads = set(regs[1:]) if op.startswith("LDG") else set(regs)
         if covered & reads:
             pending.clear()
             covered.clear()

@@ -26,6 +26,7 @@ from __future__ import annotations
 import argparse
 import contextlib
 import datetime
+import functools
 import itertools
 import math
 import os
@@ -370,6 +371,15 @@ def _time_variants(label: str, device, variants: dict, backward: bool, iters: in
     say(f"  {label:<46} {'fwd+bwd' if backward else 'fwd':<8} " + "  ".join(cells))
 
 
+def _bias_act_run(impl: str, x, b, backward: bool):
+    """bias_act (lrelu, clamp) by the reference, the general kernel or the forward-only one (`lean`)."""
+    with lean_bias_act(impl == "lean"):
+        y = bias_act(x, b, act="lrelu", clamp=256.0, impl="ref" if impl == "ref" else "cuda")
+    if backward:
+        y.backward(y)
+    return y
+
+
 def op_timings(device, small: bool, use_compile: bool) -> None:
     say("\n== 3. op timings (median; speed-up vs ref in brackets) ==")
     iters = 3 if small else 20
@@ -383,13 +393,7 @@ def op_timings(device, small: bool, use_compile: bool) -> None:
             x = x0.clone().requires_grad_(backward)
             fns = {}
             for impl in ("ref", "general", "lean"):  # lean: the forward-only kernel (the default)
-                def run(impl=impl, x=x, b=b, backward=backward):
-                    with lean_bias_act(impl == "lean"):
-                        y = bias_act(x, b, act="lrelu", clamp=256.0, impl="ref" if impl == "ref" else "cuda")
-                    if backward:
-                        y.backward(y)
-                    return y
-                fns[impl] = run
+                fns[impl] = functools.partial(_bias_act_run, impl, x, b, backward)
             comp = _maybe_compile(lambda x_, b=b: bias_act(x_, b, act="lrelu", clamp=256.0, impl="ref"),
                                   use_compile)
             if comp is not None:
@@ -401,8 +405,7 @@ def op_timings(device, small: bool, use_compile: bool) -> None:
             _time_variants(f"bias_act lrelu clamp {tuple(shape)} {str(dt)[6:]}", device, fns, backward, iters)
         if device.type == "cuda":  # channels-last (the fp16 blocks' layout at inference): vector bias loads
             x = x0.contiguous(memory_format=torch.channels_last)
-            fns = {impl: (lambda impl=impl, x=x, b=b: _bias_act_lean_or_not(x, b, impl))
-                   for impl in ("general", "lean")}
+            fns = {impl: functools.partial(_bias_act_run, impl, x, b, False) for impl in ("general", "lean")}
             _time_variants(f"bias_act lrelu clamp {tuple(shape)} {str(dt)[6:]} NHWC", device, fns, False, iters)
     for shape in ([(2, 8, 16, 16)] if small else [(32, 512, 32, 32), (32, 128, 128, 128)]):
         for label, up, down in (("upsample2d (up2, 4x4)", 2, 1), ("downsample2d (down2, 4x4)", 1, 2),
@@ -553,11 +556,6 @@ def generator_flops(G, device, rates: dict[str, float]) -> float | None:
 # 5. End to end
 
 
-def _bias_act_lean_or_not(x, b, impl: str):
-    with torch.no_grad(), lean_bias_act(impl == "lean"):
-        return bias_act(x, b, act="lrelu", clamp=256.0, impl="cuda")
-
-
 def _generator_variants(G, device, use_compile: bool) -> dict:
     """label -> (ops mode, synthesis callable taking (ws, t, seeds)); every way this project can run G."""
     syn = G.synthesis
@@ -587,13 +585,14 @@ def _generator_variants(G, device, use_compile: bool) -> dict:
         "kernels, per video, NHWC, graph": ("cuda", GraphedSynthesis(syn, per_video=True, channels_last=True)),
         "kernels, shared, NHWC, graph": ("cuda", GraphedSynthesis(syn, channels_last=True)),
     })
-    def graphed_in(context, **kw):
-        """G replayed from a graph captured inside `context()`: it records the kernels chosen there."""
+    def graphed_in(context, gpu_times: bool = False, **kw):
+        """G replayed from a graph captured inside `context()`: it records the kernels chosen there.
+        gpu_times: the times moved to the GPU first (the motion encoder then waits for it)."""
         graphed = GraphedSynthesis(syn, **kw)
 
         def run(ws, t, m):
             with context():
-                return graphed(ws, t, m)
+                return graphed(ws, t.to(device) if gpu_times else t, m)
         run.graphed = graphed  # released after timing (each graph holds a memory pool)
         return run
 
@@ -618,10 +617,8 @@ def _generator_variants(G, device, use_compile: bool) -> dict:
         # the fourth session's best way of running G, in this process: the baseline of this session's changes
         variants[f"kernels, {layout}, graph, as in the fourth session"] = (
             "cuda", graphed_in(fourth_session_kernels, graph_motion=False, cache_weights=False, **layouts[layout]))
-    times_on_gpu = graphed_in(contextlib.nullcontext, **layouts["per video, NHWC"])
-    variants["kernels, per video, NHWC, graph, times on the GPU"] = (  # the motion encoder then waits for the GPU
-        "cuda", lambda ws, t, m: times_on_gpu(ws, t.to(device), m))
-    variants["kernels, per video, NHWC, graph, times on the GPU"][1].graphed = times_on_gpu.graphed
+    variants["kernels, per video, NHWC, graph, times on the GPU"] = (
+        "cuda", graphed_in(contextlib.nullcontext, gpu_times=True, **layouts["per video, NHWC"]))
     for layout, kw in layouts.items():  # the shapes are fixed per call: cuDNN may pick faster algorithms
         variants[f"kernels, {layout}, graph, cudnn.benchmark"] = ("cuda", graphed_in(cudnn_benchmark, **kw))
     if use_compile:
