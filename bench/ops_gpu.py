@@ -127,9 +127,22 @@ def vec2_filter(enabled: bool = True):
 
 
 @contextlib.contextmanager
+def fold_kernel(enabled: bool = True):
+    """The per-sample conv weights from one kernel per layer (the default since the sixth session) or,
+    enabled=False, from the ~10 PyTorch ops per layer of before."""
+    old = modconv.FOLD_KERNEL
+    modconv.FOLD_KERNEL = enabled
+    try:
+        yield
+    finally:
+        modconv.FOLD_KERNEL = old
+
+
+@contextlib.contextmanager
 def fourth_session_kernels():
-    """The kernels the fourth session measured: the row-wise filter and the general bias_act."""
-    with lean_bias_act(False), rowwise_filter():
+    """The kernels the fourth session measured: the row-wise filter, the general bias_act and the weight
+    fold in PyTorch ops."""
+    with lean_bias_act(False), rowwise_filter(), fold_kernel(False):
         yield
 
 
@@ -277,6 +290,29 @@ def _filter_epilogue_parity(device, small: bool, gen) -> None:
             f"{'' if ok else ' FAIL'}")
 
 
+def _fold_parity(device, small: bool, gen) -> None:
+    """The per-sample weight fold (modulate_weight kernel) and a per-video modulated conv through it, forward."""
+    co, ci, n = (6, 8, 2) if small else (512, 512, 4)
+    w = torch.randn(co, ci, 3, 3, device=device, generator=gen)
+    s = torch.randn(n, ci, device=device, generator=gen) * 2 + 1
+    x = torch.randn(3, n * ci, 16, 16, device=device, generator=gen)
+    layouts = (torch.contiguous_format, torch.channels_last)
+    for dtype, layout in itertools.product((torch.float32, torch.float16), layouts):
+        xs = x.to(dtype).contiguous(memory_format=layout)
+        outs = {}
+        for name, enabled in (("kernel", True), ("ops", False)):
+            with torch.no_grad(), ops_mode("cuda"), fold_kernel(enabled):
+                outs[name] = modconv.modulated_conv2d_videos(xs, w, s, padding=1)
+        with torch.no_grad(), ops_mode("ref"):
+            want64 = modconv.modulated_conv2d_videos(x.double(), w.double(), s.double(), padding=1)
+        err, yard = rel(outs["kernel"], outs["ops"]), rel(outs["ops"], want64)
+        ok = err <= max(1e-5 if dtype == torch.float32 else 2e-2, 3 * yard)
+        row = f"modconv per video, fold kernel {'NHWC' if layout == torch.channels_last else 'NCHW'}"
+        if not ok:
+            FAILS.append(f"{row} {dtype}: {err:.2e}")
+        say(f"  {row:<34} {str(dtype)[6:]:<8} y {err:.1e}/{yard:.1e}{'' if ok else ' FAIL'}")
+
+
 def parity(device, small: bool) -> None:
     say("\n== 2. parity: rel. error kernel vs reference (same dtype) / reference vs float64 reference ==")
     say("   (y = forward, dx/db = gradient, d2x/d2b = second-order gradient)")
@@ -318,6 +354,7 @@ def parity(device, small: bool) -> None:
 
             _parity_row(f"upfirdn2d {label}", ("y", "dx", "d2x"), kern, ref, [x], dtype, seed=2)
     _filter_epilogue_parity(device, small, gen)
+    _fold_parity(device, small, gen)
     # modconv: fast formulation vs reference (both through the selected op implementations)
     for fused in (True, False):
         n, ci, co, res = (2, 8, 8, 8) if small else (8, 128, 128, 32)
@@ -378,6 +415,14 @@ def _bias_act_run(impl: str, x, b, backward: bool):
     if backward:
         y.backward(y)
     return y
+
+
+@torch.no_grad()
+def _pytorch_fold(w, s, dtype):
+    """The per-video weight fold as modulated_conv2d_videos builds it without the kernel (`[N*O, I, 3, 3]`)."""
+    w, s = modconv._prenormalize(dtype, w, s, True)
+    folded = modconv._folded_weight(w, s, True, fast=True)
+    return folded.reshape(-1, *w.shape[1:]).to(dtype, memory_format=torch.channels_last)
 
 
 def op_timings(device, small: bool, use_compile: bool) -> None:
@@ -457,6 +502,14 @@ def op_timings(device, small: bool, use_compile: bool) -> None:
             fns[name] = run
         nhwc = " NHWC" if layout == torch.channels_last else ""
         _time_variants(f"filter 4x4 + bias_act {tuple(shape)}{nhwc}", device, fns, False, iters)
+    # the per-sample weight fold at inference: one kernel vs the PyTorch ops (per video: N = videos)
+    for co, ci, n in [(8, 8, 1)] if small else [(512, 512, 1), (512, 512, 32), (128, 256, 1)]:
+        w = torch.randn(co, ci, 3, 3, device=device)
+        s = torch.randn(n, ci, device=device)
+        fns = {"ref": lambda w=w, s=s: _pytorch_fold(w, s, dt)}
+        if device.type == "cuda":
+            fns["kernel"] = lambda w=w, s=s: modconv._folded_weight_kernel(w, s, True, dt, torch.channels_last)
+        _time_variants(f"weight fold {co}x{ci}x3x3 x{n} {str(dt)[6:]} NHWC", device, fns, False, iters)
     # modulated conv layers of the 256 preset (fp32 at low resolution, fp16 at the top four)
     layers = [(2, 8, 8, 8, 1, torch.float32)] if small else [
         (32, 512, 512, 16, 1, torch.float32), (32, 512, 512, 32, 2, dt), (32, 256, 128, 128, 2, dt),
@@ -604,7 +657,7 @@ def _generator_variants(G, device, use_compile: bool) -> dict:
             variants[f"kernels, {layout}, graph, {what}"] = ("cuda", graphed_in(context, **layouts[layout]))
     for layout in ("shared, NHWC", "per video, NHWC"):  # each kernel change of the fifth session undone, vec2 done
         for what, context in (("general bias_act", lambda: lean_bias_act(False)), ("rowwise filter", rowwise_filter),
-                              ("vec2 filter", vec2_filter)):
+                              ("vec2 filter", vec2_filter), ("fold in PyTorch ops", lambda: fold_kernel(False))):
             variants[f"kernels, {layout}, graph, {what}"] = ("cuda", graphed_in(context, **layouts[layout]))
         # as the graphs were before the fifth session: weight-derived tensors recomputed at every replay,
         # and/or the motion encoder run eagerly around the graph

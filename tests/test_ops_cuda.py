@@ -356,6 +356,7 @@ def emu_lib(tmp_path_factory):
     lib.sgv_emu_upfirdn2d.argtypes = [ctypes.c_int] + [ctypes.c_void_p] * 3 + \
         [ctypes.POINTER(ctypes.c_int64)] * 2 + [ctypes.POINTER(ctypes.c_int)] * 2 + [ctypes.c_double, ctypes.c_int] + \
         [ctypes.c_void_p] * 3 + [ctypes.c_double] * 3
+    lib.sgv_emu_modulate_weight.argtypes = [ctypes.c_int] + [ctypes.c_void_p] * 4 + [ctypes.c_int] * 6
     return lib
 
 
@@ -405,6 +406,20 @@ class _EmuOps:
         err = self.lib.sgv_emu_upfirdn2d(_CODES[x.dtype], x.data_ptr(), f.data_ptr(), y.data_ptr(), sx, sy,
                                          dims, cfg, gain, act, self._ptr(b), self._ptr(scale),
                                          self._ptr(out_scale), alpha, act_gain, clamp)
+        assert err == 0
+        return y
+
+    def modulate_weight(self, w, wsq, styles, norm_styles, dtype):
+        channels_last = not w.is_contiguous() and w.is_contiguous(memory_format=torch.channels_last)
+        assert w.dtype == torch.float32 and (channels_last or w.is_contiguous())  # the checks of ops.cpp
+        assert styles.dtype == torch.float32 and styles.is_contiguous() and styles.shape[1] == w.shape[1]
+        assert wsq is None or (wsq.dtype == torch.float32 and wsq.is_contiguous() and wsq.shape == w.shape[:2])
+        (c_out, c_in, kh, kw), n = w.shape, styles.shape[0]
+        fmt = torch.channels_last if channels_last else torch.contiguous_format
+        y = torch.empty(n * c_out, c_in, kh, kw, dtype=dtype, memory_format=fmt)
+        err = self.lib.sgv_emu_modulate_weight(_CODES[dtype], w.data_ptr(), self._ptr(wsq), styles.data_ptr(),
+                                               y.data_ptr(), n, c_out, c_in, kh * kw, int(channels_last),
+                                               int(norm_styles))
         assert err == 0
         return y
 
@@ -673,9 +688,10 @@ def test_emulated_kernels_render_the_reference_frames(tiny_G, emu, monkeypatch, 
     kw = dict(shared=dict(fused_modconv=False), per_video=dict(per_video=True), grouped=dict(fused_modconv=True))
     ws = tiny_G.mapping(torch.randn(2, tiny_G.z_dim, generator=torch.Generator().manual_seed(37)))
     t = torch.tensor([[0.0, 2.5, 9.0]] * 2)
-    fused_calls = []
-    real = cuda_pkg.upfirdn2d_bias_act_cuda
+    fused_calls, fold_calls = [], []
+    real, real_fold = cuda_pkg.upfirdn2d_bias_act_cuda, cuda_pkg.modulate_weight_cuda
     monkeypatch.setattr(cuda_pkg, "upfirdn2d_bias_act_cuda", lambda *a, **k: fused_calls.append(1) or real(*a, **k))
+    monkeypatch.setattr(cuda_pkg, "modulate_weight_cuda", lambda *a, **k: fold_calls.append(1) or real_fold(*a, **k))
     with torch.no_grad():
         want = tiny_G.synthesis(ws, t, [3, 4], **kw[layout])
         monkeypatch.setattr(_dispatch, "resolve", lambda name, impl, x: "ref" if impl == "ref" else "cuda")
@@ -683,6 +699,56 @@ def test_emulated_kernels_render_the_reference_frames(tiny_G, emu, monkeypatch, 
     torch.testing.assert_close(got, want, atol=2e-5, rtol=1e-5)
     ups = sum(1 for res in tiny_G.synthesis.block_resolutions if res > 4)
     assert len(fused_calls) == (0 if layout == "grouped" else ups), "the upsampling layers take the fused kernel"
+    layers = sum(1 for m in tiny_G.synthesis.modules() if hasattr(m, "affine") and hasattr(m, "weight"))
+    assert len(fold_calls) == (0 if layout == "shared" else layers), "every per-sample weight from the fold kernel"
+
+
+def _pytorch_fold(weight, styles, demodulate, dtype, fmt):
+    """The per-sample weights as the PyTorch ops build them (modulated_conv2d_videos without the kernel)."""
+    w, s = modconv._prenormalize(dtype, weight, styles, demodulate)
+    w = modconv._folded_weight(w, s, demodulate, fast=True)
+    return w.reshape(-1, *weight.shape[1:]).to(dtype, memory_format=fmt)
+
+
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float16, torch.bfloat16])
+@pytest.mark.parametrize("fmt", [torch.contiguous_format, torch.channels_last], ids=["nchw", "nhwc"])
+def test_emulated_modulate_weight_matches_the_pytorch_fold(emu, dtype, fmt):
+    gen = torch.Generator().manual_seed(11)
+    for (c_out, c_in, k), n, demodulate in itertools.product([(5, 7, 3), (3, 6, 1), (4, 300, 3)], [1, 3],
+                                                            [True, False]):
+        weight = torch.randn(c_out, c_in, k, k, generator=gen)
+        styles = torch.randn(n, c_in, generator=gen) * 3 + 1
+        norm = dtype == torch.float16 and demodulate
+        w = modconv._prenormalized_weight(weight) if norm else weight
+        wsq = w.square().sum(dim=[2, 3]) if demodulate else None
+        got = emu.modulate_weight_cuda(w.contiguous(memory_format=fmt), wsq, styles, norm, dtype)
+        want = _pytorch_fold(weight, styles, demodulate, dtype, fmt)
+        label = f"{dtype} {fmt} {c_out}x{c_in}x{k} n={n} demod={demodulate}"
+        assert got.shape == want.shape and got.dtype == dtype and got.is_contiguous(memory_format=fmt), label
+        tol = {torch.float32: 1e-6, torch.float16: 1e-3, torch.bfloat16: 8e-3}[dtype]
+        torch.testing.assert_close(got.float(), want.float(), rtol=tol, atol=tol * want.abs().max().item(),
+                                   msg=label)
+        if demodulate:  # eq. 3: every output filter of every sample has unit norm
+            norms = got.float().reshape(n * c_out, -1).norm(dim=1)
+            torch.testing.assert_close(norms, torch.ones_like(norms), rtol=2 * tol, atol=0)
+    with pytest.raises(AssertionError, match="forward-only"):
+        emu.modulate_weight_cuda(weight, None, styles.requires_grad_(True), False, torch.float32)
+    with pytest.raises(TypeError, match="float16 or bfloat16"):
+        emu.modulate_weight_cuda(weight, None, styles.detach(), False, torch.float64)
+
+
+def test_modulate_weight_kernel_is_for_inference_on_the_gpu(fresh_dispatch, monkeypatch):
+    weight, styles = torch.randn(4, 3, 3, 3), torch.randn(2, 3)
+    assert not modconv._fold_kernel_applies(weight, styles, "auto")  # a CPU tensor: the PyTorch fold
+    monkeypatch.setattr(_dispatch, "resolve", lambda name, impl, x: "cuda")
+    assert modconv._fold_kernel_applies(weight, styles, "auto")
+    assert not modconv._fold_kernel_applies(weight, styles, "ref")
+    assert not modconv._fold_kernel_applies(weight.double(), styles, "auto")  # float64: the PyTorch ops
+    assert not modconv._fold_kernel_applies(weight.requires_grad_(True), styles, "auto")  # training
+    with torch.no_grad():
+        assert modconv._fold_kernel_applies(weight, styles, "auto")
+    monkeypatch.setattr(modconv, "FOLD_KERNEL", False)
+    assert not modconv._fold_kernel_applies(weight.detach(), styles, "auto")
 
 
 @pytest.mark.parametrize("case", UPFIRDN_CASES, ids=lambda c: f"{c[0]}-{c[1]}-{c[2]}-{c[4]}")
@@ -726,6 +792,30 @@ def _check_gpu_parity(label, names, got, ref, ref64, dtype):
         assert g.dtype == w.dtype and g.shape == w.shape, f"{label} {name}"
         err = _rel(g, w) if w.norm() > 0 else g.double().norm().item()
         assert err <= max(limit, 3 * _rel(w, w64)), f"{label} {dtype} {name}: {err:.2e}"
+
+
+@pytest.mark.gpu
+@gpu
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float16, torch.bfloat16])
+@pytest.mark.parametrize("fmt", [torch.contiguous_format, torch.channels_last], ids=["nchw", "nhwc"])
+def test_gpu_modulate_weight_matches_the_pytorch_fold(dtype, fmt):
+    from core.ops.cuda import modulate_weight_cuda
+
+    gen = torch.Generator().manual_seed(5)
+    for (c_out, c_in, k), n, demodulate in itertools.product([(512, 512, 3), (3, 64, 1), (7, 300, 3)], [1, 4],
+                                                            [True, False]):
+        weight = torch.randn(c_out, c_in, k, k, generator=gen).to(GPU_DEVICE)
+        styles = (torch.randn(n, c_in, generator=gen) * 3 + 1).to(GPU_DEVICE)
+        norm = dtype == torch.float16 and demodulate
+        w = modconv._prenormalized_weight(weight) if norm else weight
+        wsq = w.square().sum(dim=[2, 3]) if demodulate else None
+        got = modulate_weight_cuda(w.contiguous(memory_format=fmt), wsq, styles, norm, dtype)
+        want = _pytorch_fold(weight, styles, demodulate, dtype, fmt)
+        label = f"{dtype} {fmt} {c_out}x{c_in}x{k} n={n} demod={demodulate}"
+        assert got.shape == want.shape and got.dtype == dtype and got.is_contiguous(memory_format=fmt), label
+        tol = {torch.float32: 1e-5, torch.float16: 1e-3, torch.bfloat16: 8e-3}[dtype]
+        torch.testing.assert_close(got.float(), want.float(), rtol=tol, atol=tol * want.abs().max().item(),
+                                   msg=label)
 
 
 @pytest.mark.gpu

@@ -10,6 +10,8 @@ Two formulations of the same function:
   built for the shared-conv (training) path; the grouped-conv path scales the weight once by
   `styles * dcoefs` and fuses the noise addition with the demodulation.
 Both are differentiable to any order; they agree to rounding (bench/ops_gpu.py measures both).
+At inference on a GPU the per-sample weights of the grouped conv (and of the per-video layout) come
+from one CUDA kernel (core/ops/cuda/modulate_weight.cu) instead of ~10 small PyTorch ops per layer.
 """
 
 from __future__ import annotations
@@ -17,11 +19,14 @@ from __future__ import annotations
 import numpy as np
 import torch
 
+from core.ops import _dispatch
 from core.ops.conv2d_resample import conv2d_resample, layout
 from core.ops.weight_cache import derived
 
 # Benchmarks set this to False to time the reference formulation under impl="auto".
 FAST_PATH = True
+# bench/ops_gpu.py sets this to False to time the inference fold in PyTorch ops instead of one kernel.
+FOLD_KERNEL = True
 
 
 def modulated_conv2d(x: torch.Tensor, weight: torch.Tensor, styles: torch.Tensor, noise=None, up: int = 1,
@@ -41,6 +46,13 @@ def modulated_conv2d(x: torch.Tensor, weight: torch.Tensor, styles: torch.Tensor
     c_out, c_in, kh, kw = weight.shape
     assert x.ndim == 4 and x.shape[1] == c_in, f"x {tuple(x.shape)} vs weight {tuple(weight.shape)}"
     assert styles.shape == (n, c_in), f"styles {tuple(styles.shape)}, expected {(n, c_in)}"
+    if fused_modconv and bias_act_args is None and not input_scaled and _fold_kernel_applies(weight, styles, impl):
+        x = x.reshape(1, -1, *x.shape[2:])
+        w = _folded_weight_kernel(weight, styles, demodulate, x.dtype, layout(x))  # [N*O, I, kh, kw]
+        x = conv2d_resample(x, w, groups=n, f=resample_filter, up=up, down=down, padding=padding,
+                            flip_weight=flip_weight, impl=impl)
+        x = x.reshape(n, -1, *x.shape[2:])
+        return x + noise.to(x.dtype) if noise is not None else x
 
     weight, styles = _prenormalize(x.dtype, weight, styles, demodulate)
     assert not (input_scaled and fused_modconv), "input_scaled is for the shared conv"
@@ -105,9 +117,12 @@ def modulated_conv2d_videos(x: torch.Tensor, weight: torch.Tensor, styles: torch
     c_out, c_in, kh, kw = weight.shape
     assert x.ndim == 4 and x.shape[1] == n * c_in, f"x {tuple(x.shape)}: expected [T, {n}*{c_in}, H, W]"
     assert styles.shape == (n, c_in), f"styles {tuple(styles.shape)}, expected [N, {c_in}]"
-    weight, styles = _prenormalize(x.dtype, weight, styles, demodulate)
-    w = _folded_weight(weight, styles, demodulate, fast=FAST_PATH and impl != "ref")  # [N, O, I, kh, kw]
-    w = w.reshape(-1, c_in, kh, kw).to(x.dtype, memory_format=layout(x))  # one pass: cast and layout
+    if _fold_kernel_applies(weight, styles, impl):
+        w = _folded_weight_kernel(weight, styles, demodulate, x.dtype, layout(x))  # [N*O, I, kh, kw]
+    else:
+        weight, styles = _prenormalize(x.dtype, weight, styles, demodulate)
+        w = _folded_weight(weight, styles, demodulate, fast=FAST_PATH and impl != "ref")  # [N, O, I, kh, kw]
+        w = w.reshape(-1, c_in, kh, kw).to(x.dtype, memory_format=layout(x))  # one pass: cast and layout
     return conv2d_resample(x, w, f=resample_filter, up=up,
                            padding=padding, groups=n, flip_weight=flip_weight, impl=impl,
                            bias_act_args=bias_act_args)
@@ -117,13 +132,37 @@ def _prenormalize(dtype: torch.dtype, weight: torch.Tensor, styles: torch.Tensor
     """Scale weight and styles so that fp16 products cannot overflow (demodulation undoes the scale)."""
     if dtype != torch.float16 or not demodulate:
         return weight, styles
+    return _prenormalized_weight(weight), styles / styles.norm(float("inf"), dim=1, keepdim=True)
+
+
+def _prenormalized_weight(weight: torch.Tensor) -> torch.Tensor:
     c_in, kh, kw = weight.shape[1:]
 
     def prenormalized(w):
         return w * (1 / np.sqrt(c_in * kh * kw) / w.norm(float("inf"), dim=[1, 2, 3], keepdim=True))
-    weight = derived(weight, "prenormalized", prenormalized)
-    styles = styles / styles.norm(float("inf"), dim=1, keepdim=True)
-    return weight, styles
+    return derived(weight, "prenormalized", prenormalized)
+
+
+def _fold_kernel_applies(weight: torch.Tensor, styles: torch.Tensor, impl: str) -> bool:
+    """Whether the per-sample weights come from the CUDA kernel: inference (no gradient to keep) on a GPU."""
+    if not (FOLD_KERNEL and FAST_PATH) or impl == "ref":
+        return False
+    if weight.dtype != torch.float32 or (torch.is_grad_enabled() and (weight.requires_grad or styles.requires_grad)):
+        return False
+    return _dispatch.resolve("modulate_weight", impl, weight) == "cuda"
+
+
+def _folded_weight_kernel(weight: torch.Tensor, styles: torch.Tensor, demodulate: bool, dtype: torch.dtype,
+                          memory_format: torch.memory_format) -> torch.Tensor:
+    """`_folded_weight` (after `_prenormalize`) as one kernel launch, written as `[N*O, I, kh, kw]` in the
+    conv's dtype and memory format; the weight-only tensors it reads are cached (`derived`)."""
+    from core.ops.cuda import modulate_weight_cuda  # lazily: the build is only wanted on a GPU
+
+    norm = dtype == torch.float16 and demodulate  # the styles' share of _prenormalize, done in the kernel
+    w = _prenormalized_weight(weight) if norm else weight
+    wsq = derived(w, "sum_k_squares", lambda t: t.square().sum(dim=[2, 3])) if demodulate else None
+    w = derived(w, ("memory_format", memory_format), lambda t: t.contiguous(memory_format=memory_format))
+    return modulate_weight_cuda(w, wsq, styles, norm, dtype)
 
 
 def _folded_weight(weight: torch.Tensor, styles: torch.Tensor, demodulate: bool, fast: bool) -> torch.Tensor:
@@ -171,7 +210,7 @@ def _modconv_ref(x, weight, styles, x_styles, noise, demodulate, fused_modconv, 
 
 def _demod_coefs(weight: torch.Tensor, styles: torch.Tensor) -> torch.Tensor:
     """Eq. 3 as a matmul: `[N, O]` = rsqrt(styles^2 @ (sum_k weight^2)^T + eps)."""
-    wsq = derived(weight, "sum_k_squares", lambda w: w.square().sum(dim=[2, 3]))  # [O, I]
+    wsq = derived(weight, "sum_k_squares", lambda w: w.square().sum(dim=[2, 3]))  # [O, I] (as the kernel's)
     return (styles.square() @ wsq.t() + 1e-8).rsqrt()
 
 

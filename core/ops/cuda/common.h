@@ -62,7 +62,23 @@ struct Upfirdn2dParams {
   double alpha = 0.0, act_gain = 1.0, clamp = -1.0;  // clamp < 0: no clamping
 };
 
+// Per-sample modulated, demodulated conv weights (modulate_weight.cu): y[n, o, i, k] =
+// w[o, i, k] * s'[n, i] * d[n, o], s' = s / max_i |s[n, i]| if norm_styles else s, d[n, o] =
+// rsqrt(sum_i s'[n, i]^2 * wsq[o, i] + eps) if wsq else 1. w, wsq, s are float32 and contiguous; w and
+// y share the per-filter layout: k-major [I, K] (i_inner false) or i-major [K, I] (i_inner true, the
+// channels-last conv weight), y [N, O, ...] in the output dtype.
+struct ModulateWeightParams {
+  const float* w = nullptr;    // [O, I * K]
+  const float* wsq = nullptr;  // [O, I] or nullptr (no demodulation)
+  const float* s = nullptr;    // [N, I]
+  void* y = nullptr;           // [N, O, I * K]
+  int n = 0, c_out = 0, c_in = 0, taps = 1;
+  bool i_inner = false, norm_styles = false;
+  float eps = 1e-8f;
+};
+
 cudaError_t bias_act_launch(const BiasActParams& p, int dtype, cudaStream_t stream);
 cudaError_t upfirdn2d_launch(const Upfirdn2dParams& p, int dtype, cudaStream_t stream);
+cudaError_t modulate_weight_launch(const ModulateWeightParams& p, int dtype, cudaStream_t stream);
 
 }  // namespace sgv

@@ -193,3 +193,22 @@ def upfirdn2d_bias_act_cuda(x: torch.Tensor, f: torch.Tensor, padding: tuple[int
     b, scale, out_scale = (None if t is None else t.to(x.dtype).contiguous() for t in (b, scale, out_scale))
     return _ops().upfirdn2d(x, f, 1, 1, 1, 1, px0, px1, py0, py1, bool(flip_filter), float(gain), b, scale,
                             out_scale, ACTIVATIONS[act].cuda_idx, float(alpha), float(act_gain), float(clamp))
+
+
+def modulate_weight_cuda(weight: torch.Tensor, wsq: torch.Tensor | None, styles: torch.Tensor, norm_styles: bool,
+                         dtype: torch.dtype) -> torch.Tensor:
+    """The N samples' modulated (and, given `wsq`, demodulated) conv weights in one kernel, forward only.
+
+    weight float32 `[O, I, kh, kw]` (contiguous or channels-last: the result gets the same layout),
+    wsq float32 `[O, I]` = sum over the taps of weight^2 (None: no demodulation), styles `[N, I]`;
+    `norm_styles` divides each sample's styles by their largest magnitude first (the fp16
+    pre-normalization). Returns `[N * O, I, kh, kw]` in `dtype`, the grouped conv's operand. Equal to
+    `core.ops.modconv._folded_weight` cast to `dtype` (tests/test_ops_cuda.py).
+    """
+    assert not (torch.is_grad_enabled() and (weight.requires_grad or styles.requires_grad)), \
+        "modulate_weight_cuda is forward-only; the PyTorch fold is differentiable"
+    if dtype not in (torch.float32, torch.float16, torch.bfloat16):
+        raise TypeError(f"modulate_weight_cuda writes float32, float16 or bfloat16, not {dtype}")
+    styles = styles.to(torch.float32).contiguous()
+    wsq = None if wsq is None else wsq.to(torch.float32).contiguous()
+    return _ops().modulate_weight(weight, wsq, styles, bool(norm_styles), dtype)

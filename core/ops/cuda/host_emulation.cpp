@@ -43,6 +43,7 @@ inline void __syncthreads() {}
 
 #include "bias_act.cu"
 #include "upfirdn2d.cu"
+#include "modulate_weight.cu"
 
 extern "C" {
 
@@ -70,6 +71,15 @@ int sgv_emu_upfirdn2d(int dtype, const void* x, const float* f, void* y, const i
   p.act = act; p.b = b; p.scale = scale; p.out_scale = out_scale;
   p.alpha = alpha; p.act_gain = act_gain; p.clamp = clamp;
   return static_cast<int>(sgv::upfirdn2d_launch(p, dtype, nullptr));
+}
+
+int sgv_emu_modulate_weight(int dtype, const float* w, const float* wsq, const float* s, void* y, int n, int c_out,
+                            int c_in, int taps, int i_inner, int norm_styles) {
+  sgv::ModulateWeightParams p;
+  p.w = w; p.wsq = wsq; p.s = s; p.y = y;
+  p.n = n; p.c_out = c_out; p.c_in = c_in; p.taps = taps;
+  p.i_inner = i_inner != 0; p.norm_styles = norm_styles != 0;
+  return static_cast<int>(sgv::modulate_weight_launch(p, dtype, nullptr));
 }
 
 }  // extern "C"

@@ -162,9 +162,50 @@ at::Tensor upfirdn2d(const at::Tensor& x, const at::Tensor& f, int64_t up_x, int
   return y;
 }
 
+// w float32 [O, I, kh, kw], dense in the contiguous or channels-last format (y gets the same one);
+// wsq float32 [O, I] contiguous or none (no demodulation); styles float32 [N, I] contiguous.
+// Returns the N samples' modulated weights [N * O, I, kh, kw] in `dtype` (see ModulateWeightParams).
+at::Tensor modulate_weight(const at::Tensor& w, const std::optional<at::Tensor>& wsq, const at::Tensor& styles,
+                           bool norm_styles, at::ScalarType dtype) {
+  TORCH_CHECK(w.is_cuda() && w.dim() == 4 && w.scalar_type() == at::kFloat,
+              "modulate_weight: w must be a float32 CUDA tensor [O, I, kh, kw]");
+  const bool cl = !w.is_contiguous() && w.is_contiguous(at::MemoryFormat::ChannelsLast);
+  TORCH_CHECK(cl || w.is_contiguous(), "modulate_weight: w must be contiguous or channels-last");
+  TORCH_CHECK(styles.device() == w.device() && styles.scalar_type() == at::kFloat && styles.dim() == 2 &&
+              styles.size(1) == w.size(1) && styles.is_contiguous(),
+              "modulate_weight: styles must be contiguous float32 [N, I] on w's device");
+  TORCH_CHECK(dtype == at::kFloat || dtype == at::kHalf || dtype == at::kBFloat16,
+              "modulate_weight: dtype must be float32, float16 or bfloat16");
+  TORCH_CHECK(w.size(1) <= 8192, "modulate_weight: at most 8192 input channels (shared memory)");
+  const int64_t n = styles.size(0), c_out = w.size(0), c_in = w.size(1), kh = w.size(2), kw = w.size(3);
+  TORCH_CHECK(n * c_out * c_in * kh * kw < (int64_t(1) << 40), "modulate_weight: too many weights");
+  sgv::ModulateWeightParams p;
+  if (wsq && wsq->defined()) {
+    TORCH_CHECK(wsq->device() == w.device() && wsq->scalar_type() == at::kFloat && wsq->is_contiguous() &&
+                wsq->dim() == 2 && wsq->size(0) == c_out && wsq->size(1) == c_in,
+                "modulate_weight: wsq must be contiguous float32 [O, I] on w's device");
+    p.wsq = wsq->data_ptr<float>();
+  }
+  const auto format = cl ? at::MemoryFormat::ChannelsLast : at::MemoryFormat::Contiguous;
+  at::Tensor y = at::empty({n * c_out, c_in, kh, kw}, w.options().dtype(dtype).memory_format(format));
+  p.w = w.data_ptr<float>();
+  p.s = styles.data_ptr<float>();
+  p.y = y.data_ptr();
+  p.n = static_cast<int>(n);
+  p.c_out = static_cast<int>(c_out);
+  p.c_in = static_cast<int>(c_in);
+  p.taps = static_cast<int>(kh * kw);
+  p.i_inner = cl;
+  p.norm_styles = norm_styles;
+  const c10::cuda::CUDAGuard guard(w.device());
+  const cudaError_t err = sgv::modulate_weight_launch(p, dtype_code(y), c10::cuda::getCurrentCUDAStream());
+  TORCH_CHECK(err == cudaSuccess, "modulate_weight kernel failed: ", cudaGetErrorString(err));
+  return y;
+}
+
 }  // namespace
 
-// Registered as torch.ops.<TORCH_EXTENSION_NAME>.{bias_act, upfirdn2d}: plain torch headers, no pybind,
+// Registered as torch.ops.<TORCH_EXTENSION_NAME>.{bias_act, upfirdn2d, modulate_weight}: plain torch headers, no pybind,
 // which keeps this file's compile time (and so the CI compile check) short.
 TORCH_LIBRARY(TORCH_EXTENSION_NAME, m) {
   m.def("bias_act(Tensor x, Tensor? b, Tensor? xref, Tensor? yref, Tensor? dyref, int mode, int dim, int act, "
@@ -172,9 +213,11 @@ TORCH_LIBRARY(TORCH_EXTENSION_NAME, m) {
   m.def("upfirdn2d(Tensor x, Tensor f, int up_x, int up_y, int down_x, int down_y, int pad_x0, int pad_x1, "
         "int pad_y0, int pad_y1, bool flip, float gain, Tensor? b=None, Tensor? scale=None, "
         "Tensor? out_scale=None, int act=0, float alpha=0., float act_gain=1., float clamp=-1.) -> Tensor");
+  m.def("modulate_weight(Tensor w, Tensor? wsq, Tensor styles, bool norm_styles, ScalarType dtype) -> Tensor");
 }
 
 TORCH_LIBRARY_IMPL(TORCH_EXTENSION_NAME, CUDA, m) {
   m.impl("bias_act", &bias_act);
   m.impl("upfirdn2d", &upfirdn2d);
+  m.impl("modulate_weight", &modulate_weight);
 }

@@ -36,6 +36,11 @@ __device__ __forceinline__ float m_log1p(float v) { return log1pf(v); }
 __device__ __forceinline__ double m_log1p(double v) { return log1p(v); }
 __device__ __forceinline__ float m_tanh(float v) { return tanhf(v); }
 __device__ __forceinline__ double m_tanh(double v) { return tanh(v); }
+#ifdef SGV_HOST_EMULATION
+inline float m_rsqrt(float v) { return 1.f / std::sqrt(v); }
+#else
+__device__ __forceinline__ float m_rsqrt(float v) { return rsqrtf(v); }
+#endif
 __device__ __forceinline__ float m_abs(float v) { return fabsf(v); }
 __device__ __forceinline__ double m_abs(double v) { return fabs(v); }
 
