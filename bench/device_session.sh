@@ -132,7 +132,7 @@ e=load_extension(); print(e.name, 'built/loaded in %.1f s' % (time.time()-t))"
 t=time.time(); e=load_extension(); print(e.name, 'built/loaded in %.1f s' % (time.time()-t))"
     run_for gpu_tests 70 python -m pytest -q -m gpu -p no:cacheprovider tests/test_ops_cuda.py tests/test_core_gpu.py
     run_for ops_parity 60 python bench/ops_gpu.py --only parity --skip-compile "${sm[@]}"
-    run_for ops_e2e 150 python bench/ops_gpu.py --only e2e --skip-compile --no-train --gen-budget 110 \
+    run_for ops_e2e 190 python bench/ops_gpu.py --only e2e --skip-compile --no-train --gen-budget 150 \
       --gen-shapes 1x32,32x1 --variants "${VARIANTS:-shared conv (default),shared, NHWC, graph,per video, NHWC, graph}" \
       "${sm[@]}"
     run_for ops_timings 90 python bench/ops_gpu.py --only ops --skip-compile "${sm[@]}"

@@ -1,7 +1,7 @@
 """Static figures of the compiled CUDA kernels, measured without a GPU: registers, spills and loads in flight.
 
-Compiles core/ops/cuda/{bias_act,upfirdn2d,modulate_weight}.cu for one architecture (nvcc -cubin, ptxas -v), disassembles
-them (cuobjdump -sass) and prints, for every kernel instantiation of the chosen element type:
+Compiles core/ops/cuda/*.cu for one architecture (nvcc -cubin, ptxas -v),
+disassembles them (cuobjdump -sass) and prints, for every kernel instantiation of the chosen element type:
 - registers per thread and spilled bytes (ptxas), hence resident 256-thread blocks per SM (65,536
   registers, at most 8 blocks: the occupancy limit these kernels meet first);
 - the most bytes of global loads (and how many loads) issued before the first instruction that reads
@@ -26,7 +26,7 @@ import tempfile
 from pathlib import Path
 
 SOURCES = Path(__file__).resolve().parents[1] / "core" / "ops" / "cuda"
-KERNEL_FILES = ("bias_act.cu", "upfirdn2d.cu", "modulate_weight.cu")
+KERNEL_FILES = ("bias_act.cu", "upfirdn2d.cu", "modulate_weight.cu", "token_noise.cu")
 REGISTERS_PER_SM, MAX_BLOCKS, THREADS = 65536, 8, 256
 
 

@@ -9,8 +9,9 @@ launch. Weight-derived tensors are cached by a first call, as the graphs' replay
 
     python bench/launch_count.py [--preset 256] [--shapes 1x32,32x1] [--channels-last]
 
-Prints launches per synthesis call by op, with the per-sample weight fold as one kernel (the default
-since the sixth session) and as the PyTorch ops of before (`modconv.FOLD_KERNEL = False`).
+Prints launches per call by op, for the synthesis and the motion encoder's device work (what a graph
+replays), with the per-sample weight fold and the motion tokens as one kernel each (the defaults since
+the sixth session) and as the PyTorch ops of before (`modconv.FOLD_KERNEL`, `motion.TOKEN_KERNEL` False).
 """
 
 from __future__ import annotations
@@ -27,9 +28,11 @@ from torch.utils._python_dispatch import TorchDispatchMode
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 import core.ops.cuda as cuda_pkg  # noqa: E402
+from core import motion as motion_mod  # noqa: E402
 from core.config import preset  # noqa: E402
 from core.generator import Generator  # noqa: E402
 from core.motion import Motion  # noqa: E402
+from core.noise import token_noise  # noqa: E402
 from core.ops import _dispatch, modconv  # noqa: E402
 from core.ops.bias_act import bias_act_ref  # noqa: E402
 from core.ops.upfirdn2d import upfirdn2d_ref  # noqa: E402
@@ -89,8 +92,20 @@ def _stand_ins(counter: _Counter) -> dict:
                 not weight.is_contiguous() else torch.contiguous_format
             return w.reshape(-1, *weight.shape[1:]).to(dtype, memory_format=fmt)
 
+    def modulation_coefs_cuda(styles, wsq_t, norm_styles, dtype, want_styles):
+        with counter.kernel("[modulation_coefs kernel]"):
+            s = styles / styles.norm(float("inf"), dim=1, keepdim=True) if norm_styles else styles
+            d = (s.square() @ wsq_t + 1e-8).rsqrt().to(dtype) if wsq_t is not None else None
+            return d, s.to(dtype) if want_styles else None
+
+    def token_noise_cuda(seeds, sample, start, length, dim):
+        with counter.kernel("[token_noise kernel]"):
+            video_seeds = seeds[sample] if sample is not None else seeds
+            return token_noise(video_seeds.unsqueeze(1), start.unsqueeze(1) + torch.arange(length), dim)
+
     return dict(bias_act_cuda=bias_act_cuda, upfirdn2d_cuda=upfirdn2d_cuda,
-                upfirdn2d_bias_act_cuda=upfirdn2d_bias_act_cuda, modulate_weight_cuda=modulate_weight_cuda)
+                upfirdn2d_bias_act_cuda=upfirdn2d_bias_act_cuda, modulate_weight_cuda=modulate_weight_cuda,
+                modulation_coefs_cuda=modulation_coefs_cuda, token_noise_cuda=token_noise_cuda)
 
 
 @contextlib.contextmanager
@@ -109,26 +124,29 @@ def gpu_code_path(counter: _Counter):
             setattr(cuda_pkg, name, fn)
 
 
-def count_call(G, n: int, t: int, fold_kernel: bool, **frames_kwargs) -> tuple[collections.Counter, ...]:
-    """Launches of one call for n videos x t frames: (motion encoder, synthesis frames)."""
+def count_call(G, n: int, t: int, kernels: bool, **frames_kwargs) -> tuple[collections.Counter, ...]:
+    """Launches of one call for n videos x t frames: (motion encoder, synthesis frames). kernels=False:
+    the weight fold and the motion tokens in PyTorch ops (as before the sixth session)."""
     ws = G.mapping(torch.randn(n, G.z_dim, generator=torch.Generator().manual_seed(0)))
     times = torch.arange(t, dtype=torch.float32).repeat(n, 1)
     motion = Motion.coerce(list(range(n)), n)
     syn = G.synthesis
-    counters = _Counter(), _Counter()
-    old = modconv.FOLD_KERNEL
-    modconv.FOLD_KERNEL = fold_kernel
+    counter = _Counter()
+    old = modconv.FOLD_KERNEL, motion_mod.TOKEN_KERNEL
+    modconv.FOLD_KERNEL = motion_mod.TOKEN_KERNEL = kernels
     try:
-        with torch.no_grad(), gpu_code_path(counters[1]):
+        with torch.no_grad(), gpu_code_path(counter):
             syn.frames(ws, syn.motion_encoder(times, motion), **frames_kwargs)  # fills the weight-derived caches
-            counters[1].ops.clear()
-            with counters[0]:
-                motion_v = syn.motion_encoder(times, motion)
-            with counters[1]:
+            plan = syn.motion_encoder.plan(times)  # on the host: the graphs replay encode() only
+            counter.ops.clear()
+            with counter:
+                motion_v = syn.motion_encoder.encode(plan, motion)
+            motion_ops, counter.ops = counter.ops, collections.Counter()
+            with counter:
                 syn.frames(ws, motion_v, **frames_kwargs)
     finally:
-        modconv.FOLD_KERNEL = old
-    return counters[0].ops, counters[1].ops
+        modconv.FOLD_KERNEL, motion_mod.TOKEN_KERNEL = old
+    return motion_ops, counter.ops
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -148,11 +166,12 @@ def main(argv: list[str] | None = None) -> int:
             layout = "per video" if per_video else "shared"
             for fold in (False, True):
                 motion_ops, ops = count_call(G, n, t, fold, per_video=per_video, channels_last=args.channels_last)
+                mtop = ", ".join(f"{k} {v}" for k, v in motion_ops.most_common(4))
                 big = sum(v for k, v in ops.items() if k.startswith("[") or k in ("convolution", "bmm"))
                 top = ", ".join(f"{k} {v}" for k, v in ops.most_common(args.top))
-                print(f"{n}x{t} {layout:<9} fold {'kernel' if fold else 'ops   '}: synthesis {sum(ops.values()):4d} "
+                print(f"{n}x{t} {layout:<9} {'kernels' if fold else 'ops    '}: synthesis {sum(ops.values()):4d} "
                       f"launches ({big} convolutions / matmuls / custom kernels; {top}); "
-                      f"motion encoder {sum(motion_ops.values())}")
+                      f"motion encoder {sum(motion_ops.values())} ({mtop})")
     return 0
 
 

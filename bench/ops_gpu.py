@@ -43,6 +43,7 @@ from torch.utils._python_dispatch import TorchDispatchMode
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 import core.synthesis as synthesis_mod  # noqa: E402
+from core import motion as motion_mod  # noqa: E402
 from core.motion import Motion  # noqa: E402
 from core.ops import _dispatch, modconv  # noqa: E402
 from core.ops import fused as fused_mod  # noqa: E402
@@ -128,8 +129,9 @@ def vec2_filter(enabled: bool = True):
 
 @contextlib.contextmanager
 def fold_kernel(enabled: bool = True):
-    """The per-sample conv weights from one kernel per layer (the default since the sixth session) or,
-    enabled=False, from the ~10 PyTorch ops per layer of before."""
+    """The modulation's per-sample tensors (folded weights, demodulation coefficients, input scales) from
+    one kernel per layer (the default since the sixth session) or, enabled=False, from the PyTorch ops of
+    before (~10 per layer)."""
     old = modconv.FOLD_KERNEL
     modconv.FOLD_KERNEL = enabled
     try:
@@ -139,10 +141,22 @@ def fold_kernel(enabled: bool = True):
 
 
 @contextlib.contextmanager
+def token_kernel(enabled: bool = True):
+    """The motion noise tokens from one kernel (the default since the sixth session) or, enabled=False,
+    from the ~60 int64 PyTorch ops of the counter-based hash."""
+    old = motion_mod.TOKEN_KERNEL
+    motion_mod.TOKEN_KERNEL = enabled
+    try:
+        yield
+    finally:
+        motion_mod.TOKEN_KERNEL = old
+
+
+@contextlib.contextmanager
 def fourth_session_kernels():
-    """The kernels the fourth session measured: the row-wise filter, the general bias_act and the weight
-    fold in PyTorch ops."""
-    with lean_bias_act(False), rowwise_filter(), fold_kernel(False):
+    """The kernels the fourth session measured: the row-wise filter, the general bias_act, the modulation
+    and the motion tokens in PyTorch ops."""
+    with lean_bias_act(False), rowwise_filter(), fold_kernel(False), token_kernel(False):
         yield
 
 
@@ -313,6 +327,32 @@ def _fold_parity(device, small: bool, gen) -> None:
         say(f"  {row:<34} {str(dtype)[6:]:<8} y {err:.1e}/{yard:.1e}{'' if ok else ' FAIL'}")
 
 
+def _coefs_parity(device, small: bool, gen) -> None:
+    """The shared conv with its coefficients from the modulation_coefs kernel (demodulation as bias_act's
+    scale, the input modulation) against the same conv with them from PyTorch ops, forward."""
+    co, ci, n = (6, 8, 2) if small else (512, 512, 16)
+    w = torch.randn(co, ci, 3, 3, device=device, generator=gen)
+    s = torch.randn(n, ci, device=device, generator=gen) * 2 + 1
+    x = torch.randn(n, ci, 16, 16, device=device, generator=gen)
+    act = dict(b=torch.randn(co, device=device, generator=gen), act="lrelu", gain=math.sqrt(2), clamp=256.0)
+    for dtype in (torch.float32, torch.float16):
+        outs = {}
+        for name, enabled in (("kernel", True), ("ops", False)):
+            with torch.no_grad(), ops_mode("cuda"), fold_kernel(enabled):
+                args = dict(act, b=act["b"].to(dtype))
+                outs[name] = modconv.modulated_conv2d(x.to(dtype), w, s, padding=1, fused_modconv=False,
+                                                      bias_act_args=args)
+        with torch.no_grad(), ops_mode("ref"):
+            want64 = modconv.modulated_conv2d(x.double(), w.double(), s.double(), padding=1, fused_modconv=False,
+                                              bias_act_args=dict(act, b=act["b"].double()))
+        err, yard = rel(outs["kernel"], outs["ops"]), rel(outs["ops"], want64)
+        ok = err <= max(1e-5 if dtype == torch.float32 else 2e-2, 3 * yard)
+        row = "modconv shared, coefs kernel"
+        if not ok:
+            FAILS.append(f"{row} {dtype}: {err:.2e}")
+        say(f"  {row:<34} {str(dtype)[6:]:<8} y {err:.1e}/{yard:.1e}{'' if ok else ' FAIL'}")
+
+
 def parity(device, small: bool) -> None:
     say("\n== 2. parity: rel. error kernel vs reference (same dtype) / reference vs float64 reference ==")
     say("   (y = forward, dx/db = gradient, d2x/d2b = second-order gradient)")
@@ -355,6 +395,7 @@ def parity(device, small: bool) -> None:
             _parity_row(f"upfirdn2d {label}", ("y", "dx", "d2x"), kern, ref, [x], dtype, seed=2)
     _filter_epilogue_parity(device, small, gen)
     _fold_parity(device, small, gen)
+    _coefs_parity(device, small, gen)
     # modconv: fast formulation vs reference (both through the selected op implementations)
     for fused in (True, False):
         n, ci, co, res = (2, 8, 8, 8) if small else (8, 128, 128, 32)
@@ -656,8 +697,12 @@ def _generator_variants(G, device, use_compile: bool) -> dict:
                               ("no filter epilogue", lambda: filter_kernel(epilogue=False))):
             variants[f"kernels, {layout}, graph, {what}"] = ("cuda", graphed_in(context, **layouts[layout]))
     for layout in ("shared, NHWC", "per video, NHWC"):  # each kernel change of the fifth session undone, vec2 done
+        # the fourth session's best way of running G, in this process: the baseline of the later changes
+        variants[f"kernels, {layout}, graph, as in the fourth session"] = (
+            "cuda", graphed_in(fourth_session_kernels, graph_motion=False, cache_weights=False, **layouts[layout]))
         for what, context in (("general bias_act", lambda: lean_bias_act(False)), ("rowwise filter", rowwise_filter),
-                              ("vec2 filter", vec2_filter), ("fold in PyTorch ops", lambda: fold_kernel(False))):
+                              ("vec2 filter", vec2_filter), ("modulation in PyTorch ops", lambda: fold_kernel(False)),
+                              ("motion tokens in PyTorch ops", lambda: token_kernel(False))):
             variants[f"kernels, {layout}, graph, {what}"] = ("cuda", graphed_in(context, **layouts[layout]))
         # as the graphs were before the fifth session: weight-derived tensors recomputed at every replay,
         # and/or the motion encoder run eagerly around the graph
@@ -667,9 +712,6 @@ def _generator_variants(G, device, use_compile: bool) -> dict:
             "cuda", GraphedSynthesis(syn, graph_motion=False, **layouts[layout]))
         variants[f"kernels, {layout}, graph, motion eager, weights recomputed"] = (
             "cuda", GraphedSynthesis(syn, graph_motion=False, cache_weights=False, **layouts[layout]))
-        # the fourth session's best way of running G, in this process: the baseline of this session's changes
-        variants[f"kernels, {layout}, graph, as in the fourth session"] = (
-            "cuda", graphed_in(fourth_session_kernels, graph_motion=False, cache_weights=False, **layouts[layout]))
     variants["kernels, per video, NHWC, graph, times on the GPU"] = (
         "cuda", graphed_in(contextlib.nullcontext, gpu_times=True, **layouts["per video, NHWC"]))
     for layout, kw in layouts.items():  # the shapes are fixed per call: cuDNN may pick faster algorithms
@@ -696,15 +738,17 @@ def generator_fps(G, device, shapes, use_compile: bool, small: bool, bound: floa
         variants = {k: v for k, v in variants.items() if k == "ref ops" or any(o in k for o in only)}
     rounds = [[k for k in variants if not k.startswith("compile")], [k for k in variants if k.startswith("compile")]]
     best, ref_fps = (0.0, None, None), {}
+    # times on the host, as the renderer, the studio and the metrics give them (no GPU wait)
+    inputs = {(n, num_t): (torch.randn(n, G.z_dim, device=device),
+                           (torch.rand(n, 1) * 100 + torch.arange(num_t)).double()) for n, num_t in shapes}
+    say(f"\n== 5a. generator frames/s, N videos x T frames per call ({', '.join(f'{n}x{t}' for n, t in shapes)}; "
+        "eval, no grad; mapping included) ==")
     for labels in rounds:
-        for n, num_t in shapes if labels else []:
-            say(f"\n== 5a. generator frames/s, N={n} videos x T={num_t} frames (eval, no grad; mapping included) ==")
-            z = torch.randn(n, G.z_dim, device=device)
-            # times on the host, as the renderer, the studio and the metrics give them (no GPU wait)
-            t = (torch.rand(n, 1) * 100 + torch.arange(num_t)).double()
-            for label in labels:
+        for label in labels:  # every shape of a variant before the next variant: a cut budget loses whole variants
+            for (n, num_t), (z, t) in inputs.items():
+                shape = f"{n}x{num_t}"
                 if time.perf_counter() - start > budget_s:
-                    say(f"  {label}: skipped (time budget of {budget_s:.0f} s spent)")
+                    say(f"  {shape:<6} {label}: skipped (time budget of {budget_s:.0f} s spent)")
                     continue
                 fps, fps_waited, first = _time_variant(G, device, label, variants[label], z, t, iters)
                 _release(variants[label][1])
@@ -717,8 +761,8 @@ def generator_fps(G, device, shapes, use_compile: bool, small: bool, bound: floa
                 if bound:
                     extra += f"  {100 * fps / bound:5.1f}% of the matmul bound"
                 # frames/s: calls streamed back to back (throughput); "each call waited for": latency-bound
-                say(f"  {label:<36} {fps:9.1f} frames/s{extra}  (each call waited for: {fps_waited:.1f} frames/s;"
-                    f" first call {first:.1f} s)")
+                say(f"  {shape:<6} {label:<36} {fps:9.1f} frames/s{extra}  (each call waited for: "
+                    f"{fps_waited:.1f} frames/s; first call {first:.1f} s)")
                 if fps > best[0]:
                     best = (fps, label, (n, num_t))
     if best[1] and device.type == "cuda":

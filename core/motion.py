@@ -18,8 +18,11 @@ from torch import nn
 from core.config import MotionConfig
 from core.layers import EqLRConv1d, FullyConnectedLayer
 from core.noise import token_noise
+from core.ops import _dispatch
 
 MAX_SPAN_CODES = 64  # above this, frames of one video get separate token windows instead of one range
+# bench/ops_gpu.py sets this to False to time the token hash in PyTorch ops instead of one CUDA kernel.
+TOKEN_KERNEL = True
 
 
 class MotionError(ValueError):
@@ -94,6 +97,10 @@ class Motion:
 
     def tokens(self, sample: torch.Tensor, start: torch.Tensor, length: int, z_dim: int) -> torch.Tensor:
         """Tokens start[m] .. start[m] + length - 1 of video sample[m] -> `[M, length, z_dim]`."""
+        if self.seeds is not None and TOKEN_KERNEL and _dispatch.resolve("token_noise", "auto", start) == "cuda":
+            from core.ops.cuda import token_noise_cuda  # one launch instead of ~60 (lazily: built on a GPU only)
+
+            return token_noise_cuda(_on(self.seeds, start.device), sample, start, length, z_dim)
         k = start.unsqueeze(1) + torch.arange(length, device=start.device)  # [M, length]
         if self.seeds is not None:
             seeds = _on(self.seeds, start.device)[sample].unsqueeze(1)

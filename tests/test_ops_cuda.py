@@ -357,6 +357,8 @@ def emu_lib(tmp_path_factory):
         [ctypes.POINTER(ctypes.c_int64)] * 2 + [ctypes.POINTER(ctypes.c_int)] * 2 + [ctypes.c_double, ctypes.c_int] + \
         [ctypes.c_void_p] * 3 + [ctypes.c_double] * 3
     lib.sgv_emu_modulate_weight.argtypes = [ctypes.c_int] + [ctypes.c_void_p] * 4 + [ctypes.c_int] * 6
+    lib.sgv_emu_token_noise.argtypes = [ctypes.c_void_p] * 4 + [ctypes.c_int64] * 4
+    lib.sgv_emu_modulation_coefs.argtypes = [ctypes.c_int] + [ctypes.c_void_p] * 4 + [ctypes.c_int] * 4
     return lib
 
 
@@ -420,6 +422,31 @@ class _EmuOps:
         err = self.lib.sgv_emu_modulate_weight(_CODES[dtype], w.data_ptr(), self._ptr(wsq), styles.data_ptr(),
                                                y.data_ptr(), n, c_out, c_in, kh * kw, int(channels_last),
                                                int(norm_styles))
+        assert err == 0
+        return y
+
+    def modulation_coefs(self, styles, wsq_t, norm_styles, dtype, want_styles):
+        assert styles.dtype == torch.float32 and styles.is_contiguous()  # the checks of ops.cpp
+        assert wsq_t is None or (wsq_t.dtype == torch.float32 and wsq_t.is_contiguous() and
+                                 wsq_t.shape[0] == styles.shape[1])
+        n, c_in = styles.shape
+        c_out = wsq_t.shape[1] if wsq_t is not None else 0
+        d = torch.empty(n, c_out, dtype=dtype) if wsq_t is not None else torch.empty(0, dtype=dtype)
+        s = torch.empty(n, c_in, dtype=dtype) if want_styles else torch.empty(0, dtype=dtype)
+        err = self.lib.sgv_emu_modulation_coefs(_CODES[dtype], styles.data_ptr(), self._ptr(wsq_t),
+                                                d.data_ptr() if wsq_t is not None else None,
+                                                s.data_ptr() if want_styles else None, n, c_in, c_out,
+                                                int(norm_styles))
+        assert err == 0
+        return d, s
+
+    def token_noise(self, seeds, sample, start, length, dim):
+        for t in (seeds, sample, start):  # the checks of ops.cpp
+            assert t is None or (t.dtype == torch.int64 and t.ndim == 1 and t.is_contiguous())
+        assert (sample if sample is not None else seeds).shape == start.shape
+        y = torch.empty(start.shape[0], length, dim)
+        err = self.lib.sgv_emu_token_noise(seeds.data_ptr(), self._ptr(sample), start.data_ptr(), y.data_ptr(),
+                                           seeds.shape[0], start.shape[0], length, dim)
         assert err == 0
         return y
 
@@ -688,10 +715,12 @@ def test_emulated_kernels_render_the_reference_frames(tiny_G, emu, monkeypatch, 
     kw = dict(shared=dict(fused_modconv=False), per_video=dict(per_video=True), grouped=dict(fused_modconv=True))
     ws = tiny_G.mapping(torch.randn(2, tiny_G.z_dim, generator=torch.Generator().manual_seed(37)))
     t = torch.tensor([[0.0, 2.5, 9.0]] * 2)
-    fused_calls, fold_calls = [], []
-    real, real_fold = cuda_pkg.upfirdn2d_bias_act_cuda, cuda_pkg.modulate_weight_cuda
+    fused_calls, fold_calls, coef_calls = [], [], []
+    real, real_fold, real_coefs = (cuda_pkg.upfirdn2d_bias_act_cuda, cuda_pkg.modulate_weight_cuda,
+                                   cuda_pkg.modulation_coefs_cuda)
     monkeypatch.setattr(cuda_pkg, "upfirdn2d_bias_act_cuda", lambda *a, **k: fused_calls.append(1) or real(*a, **k))
     monkeypatch.setattr(cuda_pkg, "modulate_weight_cuda", lambda *a, **k: fold_calls.append(1) or real_fold(*a, **k))
+    monkeypatch.setattr(cuda_pkg, "modulation_coefs_cuda", lambda *a, **k: coef_calls.append(1) or real_coefs(*a, **k))
     with torch.no_grad():
         want = tiny_G.synthesis(ws, t, [3, 4], **kw[layout])
         monkeypatch.setattr(_dispatch, "resolve", lambda name, impl, x: "ref" if impl == "ref" else "cuda")
@@ -699,8 +728,13 @@ def test_emulated_kernels_render_the_reference_frames(tiny_G, emu, monkeypatch, 
     torch.testing.assert_close(got, want, atol=2e-5, rtol=1e-5)
     ups = sum(1 for res in tiny_G.synthesis.block_resolutions if res > 4)
     assert len(fused_calls) == (0 if layout == "grouped" else ups), "the upsampling layers take the fused kernel"
-    layers = sum(1 for m in tiny_G.synthesis.modules() if hasattr(m, "affine") and hasattr(m, "weight"))
-    assert len(fold_calls) == (0 if layout == "shared" else layers), "every per-sample weight from the fold kernel"
+    layers = [m for m in tiny_G.synthesis.modules() if hasattr(m, "affine") and hasattr(m, "weight")]
+    convs = sum(1 for m in layers if m.weight.shape[-1] == 3)
+    # per video / grouped: every layer's weights folded by the kernel; shared: the toRGB layers' weights,
+    # and the convs' coefficients (demodulation; conv1's input scale rides in conv0's bias_act)
+    assert len(fold_calls) == (len(layers) - convs if layout == "shared" else len(layers))
+    assert len(coef_calls) == (0 if layout != "shared" else convs + sum(1 for m in layers if m.weight.shape[-1] == 3
+                                                                        and m.up == 1 and m.resolution > 4))
 
 
 def _pytorch_fold(weight, styles, demodulate, dtype, fmt):
@@ -737,18 +771,75 @@ def test_emulated_modulate_weight_matches_the_pytorch_fold(emu, dtype, fmt):
         emu.modulate_weight_cuda(weight, None, styles.detach(), False, torch.float64)
 
 
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float16, torch.bfloat16])
+def test_emulated_modulation_coefs_match_the_pytorch_ops(emu, dtype):
+    gen = torch.Generator().manual_seed(13)
+    tol = {torch.float32: 1e-6, torch.float16: 1e-3, torch.bfloat16: 8e-3}[dtype]
+    for c_out, c_in, k, n in ((5, 7, 3, 3), (300, 260, 3, 2), (3, 16, 1, 1)):
+        weight = torch.randn(c_out, c_in, k, k, generator=gen)
+        styles = torch.randn(n, c_in, generator=gen) * 3 + 1
+        w, s = modconv._prenormalize(dtype, weight, styles, True)
+        want_d, want_s = modconv._demod_coefs(w, s), s
+        with torch.no_grad():
+            got_d, got_s = modconv._coefs_kernel(weight, styles, dtype, want_styles=True)
+            only_d, none_s = modconv._coefs_kernel(weight, styles, dtype, want_styles=False)
+            none_d, only_s = modconv._coefs_kernel(weight, styles, dtype, want_styles=True, demod=False)
+        assert none_s is None and none_d is None
+        for got, want in ((got_d, want_d), (only_d, want_d), (got_s, want_s), (only_s, want_s)):
+            assert got.dtype == dtype and got.shape == want.shape
+            torch.testing.assert_close(got.float(), want.to(dtype).float(), rtol=tol, atol=0)
+
+
+def test_emulated_token_noise_is_the_pytorch_hash_bit_for_bit(emu):
+    from core.noise import token_noise
+
+    seeds = torch.tensor([0, 1, 2**62 + 12345, 987654321, 2**63 - 1])
+    for dim, length in ((6, 4), (7, 3), (1, 5), (512, 2)):
+        sample = torch.tensor([4, 0, 2, 2, 3, 1])
+        start = torch.tensor([0, 5, 2**40, 17, 3, 1000000])
+        got = emu.token_noise_cuda(seeds, sample, start, length, dim)
+        want = token_noise(seeds[sample].unsqueeze(1), start.unsqueeze(1) + torch.arange(length), dim)
+        assert got.shape == want.shape == (6, length, dim) and got.dtype == torch.float32
+        # the same integer hash; float64 Box-Muller through libm instead of PyTorch's vectorized math
+        assert (got != want).float().mean() < 1e-3, f"dim {dim}"
+        torch.testing.assert_close(got, want, rtol=2e-7, atol=2e-7)
+    no_sample = emu.token_noise_cuda(seeds, None, torch.arange(5), 3, 8)
+    torch.testing.assert_close(no_sample, token_noise(seeds.unsqueeze(1), torch.arange(5).unsqueeze(1) +
+                                                      torch.arange(3), 8), rtol=2e-7, atol=2e-7)
+    bad = emu.token_noise_cuda(seeds, torch.tensor([1, 5, -1]), torch.zeros(3, dtype=torch.int64), 2, 4)
+    assert bad[0].isfinite().all() and bad[1:].isnan().all(), "an out-of-range video index gives NaN tokens"
+
+
+def test_motion_tokens_take_the_kernel_on_the_gpu_path(emu, monkeypatch):
+    from core import motion as motion_mod
+
+    motion = motion_mod.Motion.from_seeds([7, 2**50, 3])
+    sample, start = torch.tensor([2, 0, 1, 1]), torch.tensor([0, 9, 4, 100])
+    want = motion.tokens(sample, start, 5, 16)  # CPU tensors: the PyTorch ops
+    calls = []
+    real = emu.token_noise_cuda  # core.ops.cuda's, over the host-compiled kernel
+    monkeypatch.setattr(core.ops.cuda, "token_noise_cuda", lambda *a: calls.append(1) or real(*a))
+    monkeypatch.setattr(_dispatch, "resolve", lambda name, impl, x: "cuda")
+    got = motion.tokens(sample, start, 5, 16)
+    assert calls == [1]
+    torch.testing.assert_close(got, want, rtol=2e-7, atol=2e-7)
+    monkeypatch.setattr(motion_mod, "TOKEN_KERNEL", False)
+    motion.tokens(sample, start, 5, 16)
+    assert calls == [1], "TOKEN_KERNEL = False keeps the PyTorch ops"
+
+
 def test_modulate_weight_kernel_is_for_inference_on_the_gpu(fresh_dispatch, monkeypatch):
     weight, styles = torch.randn(4, 3, 3, 3), torch.randn(2, 3)
-    assert not modconv._fold_kernel_applies(weight, styles, "auto")  # a CPU tensor: the PyTorch fold
+    assert not modconv._modulation_kernels_apply(weight, styles, "auto")  # a CPU tensor: the PyTorch fold
     monkeypatch.setattr(_dispatch, "resolve", lambda name, impl, x: "cuda")
-    assert modconv._fold_kernel_applies(weight, styles, "auto")
-    assert not modconv._fold_kernel_applies(weight, styles, "ref")
-    assert not modconv._fold_kernel_applies(weight.double(), styles, "auto")  # float64: the PyTorch ops
-    assert not modconv._fold_kernel_applies(weight.requires_grad_(True), styles, "auto")  # training
+    assert modconv._modulation_kernels_apply(weight, styles, "auto")
+    assert not modconv._modulation_kernels_apply(weight, styles, "ref")
+    assert not modconv._modulation_kernels_apply(weight.double(), styles, "auto")  # float64: the PyTorch ops
+    assert not modconv._modulation_kernels_apply(weight.requires_grad_(True), styles, "auto")  # training
     with torch.no_grad():
-        assert modconv._fold_kernel_applies(weight, styles, "auto")
+        assert modconv._modulation_kernels_apply(weight, styles, "auto")
     monkeypatch.setattr(modconv, "FOLD_KERNEL", False)
-    assert not modconv._fold_kernel_applies(weight.detach(), styles, "auto")
+    assert not modconv._modulation_kernels_apply(weight.detach(), styles, "auto")
 
 
 @pytest.mark.parametrize("case", UPFIRDN_CASES, ids=lambda c: f"{c[0]}-{c[1]}-{c[2]}-{c[4]}")
@@ -792,6 +883,40 @@ def _check_gpu_parity(label, names, got, ref, ref64, dtype):
         assert g.dtype == w.dtype and g.shape == w.shape, f"{label} {name}"
         err = _rel(g, w) if w.norm() > 0 else g.double().norm().item()
         assert err <= max(limit, 3 * _rel(w, w64)), f"{label} {dtype} {name}: {err:.2e}"
+
+
+@pytest.mark.gpu
+@gpu
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float16])
+def test_gpu_modulation_coefs_match_the_pytorch_ops(dtype):
+    gen = torch.Generator().manual_seed(6)
+    for c_out, c_in, n in ((512, 512, 32), (3, 64, 1), (300, 257, 5)):
+        weight = torch.randn(c_out, c_in, 3, 3, generator=gen).to(GPU_DEVICE)
+        styles = (torch.randn(n, c_in, generator=gen) * 3 + 1).to(GPU_DEVICE)
+        w, s = modconv._prenormalize(dtype, weight, styles, True)
+        with torch.no_grad():
+            got_d, got_s = modconv._coefs_kernel(weight, styles, dtype, want_styles=True)
+        tol = 1e-5 if dtype == torch.float32 else 1e-3
+        torch.testing.assert_close(got_d.float(), modconv._demod_coefs(w, s).to(dtype).float(), rtol=tol, atol=0)
+        torch.testing.assert_close(got_s.float(), s.to(dtype).float(), rtol=tol, atol=0)
+
+
+@pytest.mark.gpu
+@gpu
+def test_gpu_token_noise_matches_the_pytorch_hash():
+    from core.noise import token_noise
+    from core.ops.cuda import token_noise_cuda
+
+    gen = torch.Generator().manual_seed(9)
+    seeds = torch.randint(0, 2**62, (16,), generator=gen)
+    sample, start = torch.randint(0, 16, (40,), generator=gen), torch.randint(0, 2**40, (40,), generator=gen)
+    for dim, length in ((512, 7), (33, 2)):
+        got = token_noise_cuda(seeds.to(GPU_DEVICE), sample.to(GPU_DEVICE), start.to(GPU_DEVICE), length, dim)
+        k = start.unsqueeze(1) + torch.arange(length)
+        on_gpu = token_noise(seeds[sample].unsqueeze(1).to(GPU_DEVICE), k.to(GPU_DEVICE), dim)
+        on_cpu = token_noise(seeds[sample].unsqueeze(1), k, dim)
+        torch.testing.assert_close(got, on_gpu, rtol=2e-7, atol=2e-7)
+        torch.testing.assert_close(got.cpu(), on_cpu, rtol=2e-7, atol=2e-7)  # the same noise on any device
 
 
 @pytest.mark.gpu

@@ -25,7 +25,8 @@ from core.ops.weight_cache import derived
 
 # Benchmarks set this to False to time the reference formulation under impl="auto".
 FAST_PATH = True
-# bench/ops_gpu.py sets this to False to time the inference fold in PyTorch ops instead of one kernel.
+# bench/ops_gpu.py sets this to False to time the modulation at inference (weight folds, demodulation
+# coefficients, input scales) in PyTorch ops instead of one kernel launch per layer.
 FOLD_KERNEL = True
 
 
@@ -46,7 +47,7 @@ def modulated_conv2d(x: torch.Tensor, weight: torch.Tensor, styles: torch.Tensor
     c_out, c_in, kh, kw = weight.shape
     assert x.ndim == 4 and x.shape[1] == c_in, f"x {tuple(x.shape)} vs weight {tuple(weight.shape)}"
     assert styles.shape == (n, c_in), f"styles {tuple(styles.shape)}, expected {(n, c_in)}"
-    if fused_modconv and bias_act_args is None and not input_scaled and _fold_kernel_applies(weight, styles, impl):
+    if fused_modconv and bias_act_args is None and not input_scaled and _modulation_kernels_apply(weight, styles, impl):
         x = x.reshape(1, -1, *x.shape[2:])
         w = _folded_weight_kernel(weight, styles, demodulate, x.dtype, layout(x))  # [N*O, I, kh, kw]
         x = conv2d_resample(x, w, groups=n, f=resample_filter, up=up, down=down, padding=padding,
@@ -54,16 +55,22 @@ def modulated_conv2d(x: torch.Tensor, weight: torch.Tensor, styles: torch.Tensor
         x = x.reshape(n, -1, *x.shape[2:])
         return x + noise.to(x.dtype) if noise is not None else x
 
-    weight, styles = _prenormalize(x.dtype, weight, styles, demodulate)
     assert not (input_scaled and fused_modconv), "input_scaled is for the shared conv"
-    x_styles = None if input_scaled else styles
     kwargs = dict(f=resample_filter, up=up, down=down, padding=padding, flip_weight=flip_weight, impl=impl)
     if bias_act_args is not None:
         assert demodulate and not fused_modconv and noise is None, "bias_act_args is for the shared conv"
         assert "scale" not in bias_act_args, "the demodulation is bias_act's scale"
+        if _modulation_kernels_apply(weight, styles, impl):  # the coefficients in one launch, in x's dtype
+            dcoefs, x_styles = _coefs_kernel(weight, styles, x.dtype, want_styles=not input_scaled)
+            weight = _prenormalized_weight(weight) if x.dtype == torch.float16 else weight  # cached: no launch
+        else:
+            weight, styles = _prenormalize(x.dtype, weight, styles, demodulate)
+            dcoefs, x_styles = _demod_coefs(weight, styles), None if input_scaled else styles
         x = _scale_input(x, x_styles)
-        args = dict(bias_act_args, scale=_demod_coefs(weight, styles))
+        args = dict(bias_act_args, scale=dcoefs)
         return conv2d_resample(x, _as(weight, x.dtype), bias_act_args=args, **kwargs)
+    weight, styles = _prenormalize(x.dtype, weight, styles, demodulate)
+    x_styles = None if input_scaled else styles
     if FAST_PATH and impl != "ref":
         return _modconv_fast(x, weight, styles, x_styles, noise, demodulate, fused_modconv, kwargs)
     return _modconv_ref(x, weight, styles, x_styles, noise, demodulate, fused_modconv, kwargs)
@@ -79,7 +86,10 @@ def modulated_conv1x1(x: torch.Tensor, weight: torch.Tensor, styles: torch.Tenso
     n, c_in = x.shape[:2]
     c_out = weight.shape[0]
     assert weight.shape == (c_out, c_in, 1, 1) and styles.shape == (n, c_in), (weight.shape, styles.shape)
-    w = (weight.reshape(1, c_out, c_in) * styles.reshape(n, 1, c_in)).to(x.dtype)  # [N, O, I]
+    if _modulation_kernels_apply(weight, styles, "auto"):  # one launch: multiply and cast
+        w = _folded_weight_kernel(weight, styles, False, x.dtype, torch.contiguous_format).reshape(n, c_out, c_in)
+    else:
+        w = (weight.reshape(1, c_out, c_in) * styles.reshape(n, 1, c_in)).to(x.dtype)  # [N, O, I]
     h, wd = x.shape[2:]
     if x.is_contiguous(memory_format=torch.channels_last) and not x.is_contiguous():
         y = torch.bmm(x.permute(0, 2, 3, 1).reshape(n, h * wd, c_in), w.transpose(1, 2))  # [N, HW, O]
@@ -90,6 +100,8 @@ def modulated_conv1x1(x: torch.Tensor, weight: torch.Tensor, styles: torch.Tenso
 def input_styles(dtype: torch.dtype, weight: torch.Tensor, styles: torch.Tensor) -> torch.Tensor:
     """What the shared conv multiplies its input by (`[N, I]`, after the fp16 pre-normalization), for a
     producer that applies it in its own pass (`input_scaled=True` then skips it here)."""
+    if _modulation_kernels_apply(weight, styles, "auto"):
+        return _coefs_kernel(weight, styles, dtype, want_styles=True, demod=False)[1]
     return _prenormalize(dtype, weight, styles, demodulate=True)[1]
 
 
@@ -117,7 +129,7 @@ def modulated_conv2d_videos(x: torch.Tensor, weight: torch.Tensor, styles: torch
     c_out, c_in, kh, kw = weight.shape
     assert x.ndim == 4 and x.shape[1] == n * c_in, f"x {tuple(x.shape)}: expected [T, {n}*{c_in}, H, W]"
     assert styles.shape == (n, c_in), f"styles {tuple(styles.shape)}, expected [N, {c_in}]"
-    if _fold_kernel_applies(weight, styles, impl):
+    if _modulation_kernels_apply(weight, styles, impl):
         w = _folded_weight_kernel(weight, styles, demodulate, x.dtype, layout(x))  # [N*O, I, kh, kw]
     else:
         weight, styles = _prenormalize(x.dtype, weight, styles, demodulate)
@@ -143,8 +155,9 @@ def _prenormalized_weight(weight: torch.Tensor) -> torch.Tensor:
     return derived(weight, "prenormalized", prenormalized)
 
 
-def _fold_kernel_applies(weight: torch.Tensor, styles: torch.Tensor, impl: str) -> bool:
-    """Whether the per-sample weights come from the CUDA kernel: inference (no gradient to keep) on a GPU."""
+def _modulation_kernels_apply(weight: torch.Tensor, styles: torch.Tensor, impl: str) -> bool:
+    """Whether the modulation's per-sample tensors (folded weights, demodulation coefficients, input
+    scales) come from the CUDA kernels: at inference (no gradient to keep) on a GPU."""
     if not (FOLD_KERNEL and FAST_PATH) or impl == "ref":
         return False
     if weight.dtype != torch.float32 or (torch.is_grad_enabled() and (weight.requires_grad or styles.requires_grad)):
@@ -177,6 +190,20 @@ def _folded_weight(weight: torch.Tensor, styles: torch.Tensor, demodulate: bool,
     if demodulate:
         scale = scale * _demod_coefs(weight, styles).reshape(n, -1, 1)  # [N, O, I]
     return weight.unsqueeze(0) * scale.unsqueeze(-1).unsqueeze(-1)
+
+
+def _coefs_kernel(weight: torch.Tensor, styles: torch.Tensor, dtype: torch.dtype, want_styles: bool,
+                  demod: bool = True) -> tuple[torch.Tensor | None, torch.Tensor | None]:
+    """The shared conv's demodulation coefficients `[N, O]` (eq. 3, `_demod_coefs` after `_prenormalize`)
+    and, if wanted, its input modulation (the pre-normalized styles `[N, I]`), in `dtype`, one launch."""
+    from core.ops.cuda import modulation_coefs_cuda  # lazily: the build is only wanted on a GPU
+
+    norm = dtype == torch.float16  # _prenormalize's styles scaling (the shared conv always demodulates)
+    wsq_t = None
+    if demod:
+        w = _prenormalized_weight(weight) if norm else weight
+        wsq_t = derived(w, "sum_k_squares_t", lambda t: t.square().sum(dim=[2, 3]).t().contiguous())  # [I, O]
+    return modulation_coefs_cuda(styles, wsq_t, norm, dtype, want_styles)
 
 
 def _modconv_ref(x, weight, styles, x_styles, noise, demodulate, fused_modconv, kwargs):

@@ -77,8 +77,33 @@ struct ModulateWeightParams {
   float eps = 1e-8f;
 };
 
+// The shared modulated conv's coefficients (modulate_weight.cu): with s' as above, d[n, o] (eq. 3) when
+// wsq_t ([I, O], wsq transposed) is given, and s'[n, :] into s_out when given; both in the output dtype.
+struct ModulationCoefsParams {
+  const float* s = nullptr;      // [N, I]
+  const float* wsq_t = nullptr;  // [I, O] or nullptr
+  void* d = nullptr;             // [N, O] (with wsq_t)
+  void* s_out = nullptr;         // [N, I] or nullptr
+  int n = 0, c_in = 0, c_out = 0;
+  bool norm_styles = false;
+  float eps = 1e-8f;
+};
+
+// Motion noise tokens (token_noise.cu): y[m, l, :] = core.noise.token_noise(seeds[sample[m]], start[m] + l,
+// dim) for the windows m < windows, l < length; sample nullptr means sample[m] = m. A sample index
+// outside [0, num_seeds) yields NaN tokens (no device-side abort).
+struct TokenNoiseParams {
+  const int64_t* seeds = nullptr;   // [num_seeds]
+  const int64_t* sample = nullptr;  // [windows] or nullptr
+  const int64_t* start = nullptr;   // [windows]
+  float* y = nullptr;               // [windows, length, dim]
+  int64_t num_seeds = 0, windows = 0, length = 0, dim = 0;
+};
+
 cudaError_t bias_act_launch(const BiasActParams& p, int dtype, cudaStream_t stream);
 cudaError_t upfirdn2d_launch(const Upfirdn2dParams& p, int dtype, cudaStream_t stream);
 cudaError_t modulate_weight_launch(const ModulateWeightParams& p, int dtype, cudaStream_t stream);
+cudaError_t modulation_coefs_launch(const ModulationCoefsParams& p, int dtype, cudaStream_t stream);
+cudaError_t token_noise_launch(const TokenNoiseParams& p, cudaStream_t stream);
 
 }  // namespace sgv

@@ -212,3 +212,29 @@ def modulate_weight_cuda(weight: torch.Tensor, wsq: torch.Tensor | None, styles:
     styles = styles.to(torch.float32).contiguous()
     wsq = None if wsq is None else wsq.to(torch.float32).contiguous()
     return _ops().modulate_weight(weight, wsq, styles, bool(norm_styles), dtype)
+
+
+def modulation_coefs_cuda(styles: torch.Tensor, wsq_t: torch.Tensor | None, norm_styles: bool, dtype: torch.dtype,
+                          want_styles: bool) -> tuple[torch.Tensor | None, torch.Tensor | None]:
+    """The shared modulated conv's coefficients in one kernel, forward only: (d `[N, O]` or None,
+    s' `[N, I]` or None) in `dtype`, with s' = styles (divided by their largest magnitude per sample if
+    `norm_styles`) and d = rsqrt(s'^2 @ wsq_t + 1e-8) (eq. 3) when wsq_t `[I, O]` (sum over the taps of
+    weight^2, transposed) is given."""
+    assert not (torch.is_grad_enabled() and styles.requires_grad), "modulation_coefs_cuda is forward-only"
+    if dtype not in (torch.float32, torch.float16, torch.bfloat16):
+        raise TypeError(f"modulation_coefs_cuda writes float32, float16 or bfloat16, not {dtype}")
+    styles = styles.to(torch.float32).contiguous()
+    wsq_t = None if wsq_t is None else wsq_t.to(torch.float32).contiguous()
+    d, s = _ops().modulation_coefs(styles, wsq_t, bool(norm_styles), dtype, bool(want_styles))
+    return (d if wsq_t is not None else None), (s if want_styles else None)
+
+
+def token_noise_cuda(seeds: torch.Tensor, sample: torch.Tensor | None, start: torch.Tensor, length: int,
+                     dim: int) -> torch.Tensor:
+    """Motion noise tokens `[M, length, dim]` float32 in one kernel: row m holds tokens start[m] ..
+    start[m] + length - 1 of video sample[m] (None: video m), i.e. `core.noise.token_noise(seeds[sample]
+    [:, None], start[:, None] + arange(length), dim)` (tests/test_ops_cuda.py). A sample index out of
+    range gives NaN tokens."""
+    seeds, start = seeds.to(torch.int64).contiguous(), start.to(torch.int64).contiguous()
+    sample = None if sample is None else sample.to(torch.int64).contiguous()
+    return _ops().token_noise(seeds, sample, start, int(length), int(dim))

@@ -44,6 +44,7 @@ inline void __syncthreads() {}
 #include "bias_act.cu"
 #include "upfirdn2d.cu"
 #include "modulate_weight.cu"
+#include "token_noise.cu"
 
 extern "C" {
 
@@ -80,6 +81,22 @@ int sgv_emu_modulate_weight(int dtype, const float* w, const float* wsq, const f
   p.n = n; p.c_out = c_out; p.c_in = c_in; p.taps = taps;
   p.i_inner = i_inner != 0; p.norm_styles = norm_styles != 0;
   return static_cast<int>(sgv::modulate_weight_launch(p, dtype, nullptr));
+}
+
+int sgv_emu_modulation_coefs(int dtype, const float* s, const float* wsq_t, void* d, void* s_out, int n, int c_in,
+                             int c_out, int norm_styles) {
+  sgv::ModulationCoefsParams p;
+  p.s = s; p.wsq_t = wsq_t; p.d = d; p.s_out = s_out;
+  p.n = n; p.c_in = c_in; p.c_out = c_out; p.norm_styles = norm_styles != 0;
+  return static_cast<int>(sgv::modulation_coefs_launch(p, dtype, nullptr));
+}
+
+int sgv_emu_token_noise(const int64_t* seeds, const int64_t* sample, const int64_t* start, float* y,
+                        int64_t num_seeds, int64_t windows, int64_t length, int64_t dim) {
+  sgv::TokenNoiseParams p;
+  p.seeds = seeds; p.sample = sample; p.start = start; p.y = y;
+  p.num_seeds = num_seeds; p.windows = windows; p.length = length; p.dim = dim;
+  return static_cast<int>(sgv::token_noise_launch(p, nullptr));
 }
 
 }  // extern "C"

@@ -8,7 +8,9 @@
 // square, matmul, add, rsqrt, two multiplies, the cast into the conv's dtype and memory format): ~140
 // of the ~200 launches of a CUDA-graphed 1 x 32 call of the `256` generator, each a few microseconds
 // of almost no work. Here it is one launch per layer, writing the conv's operand directly in its dtype
-// and layout. Forward only: training keeps the differentiable PyTorch ops.
+// and layout. Forward only: training keeps the differentiable PyTorch ops. The shared conv (N samples,
+// one weight) takes the coefficients instead: d [N, O] and the normalized styles s' [N, I] (its input
+// modulation), in one launch each instead of 4-8 ops.
 #include <algorithm>
 
 #include "common.h"
@@ -85,6 +87,44 @@ __global__ void __launch_bounds__(kModThreads) modulate_weight_kernel(ModulateWe
   }
 }
 
+// The shared conv's per-sample coefficients (it scales activations instead of weights): grid (N, chunks
+// of O). Each block normalizes its sample's styles into shared memory (blockIdx.y == 0 also writes them,
+// the conv's input modulation, when s_out is given), then each thread sums one output channel's eq. 3
+// over i, reading wsq transposed ([I, O]) so that neighbouring threads read neighbouring addresses.
+template <typename T>
+__global__ void __launch_bounds__(kModThreads) modulation_coefs_kernel(ModulationCoefsParams p) {
+  SGV_DYNAMIC_SMEM(smem);
+  float* red = reinterpret_cast<float*>(smem);
+  float* styles = red + blockDim.x;
+  const int n = blockIdx.x;
+  const float* s = p.s + int64_t(n) * p.c_in;
+  float peak = 1.f;
+  if (p.norm_styles) {
+    peak = 0.f;
+    for (int i = threadIdx.x; i < p.c_in; i += blockDim.x) peak = fmaxf(peak, fabsf(s[i]));
+    peak = block_reduce<true>(peak, red);
+  }
+  for (int i = threadIdx.x; i < p.c_in; i += blockDim.x) {
+    styles[i] = p.norm_styles ? s[i] / peak : s[i];
+    if (p.s_out && blockIdx.y == 0) static_cast<T*>(p.s_out)[int64_t(n) * p.c_in + i] = from_acc<T>(styles[i]);
+  }
+  __syncthreads();
+  if (!p.wsq_t) return;
+  for (int o = blockIdx.y * blockDim.x + threadIdx.x; o < p.c_out; o += gridDim.y * blockDim.x) {
+    float sum = 0.f;
+    for (int i = 0; i < p.c_in; ++i) sum += styles[i] * styles[i] * p.wsq_t[int64_t(i) * p.c_out + o];
+    static_cast<T*>(p.d)[int64_t(n) * p.c_out + o] = from_acc<T>(m_rsqrt(sum + p.eps));
+  }
+}
+
+template <typename T>
+cudaError_t launch_coefs(const ModulationCoefsParams& p, cudaStream_t stream) {
+  const int chunks = p.wsq_t ? (p.c_out + kModThreads - 1) / kModThreads : 1;
+  const size_t smem = sizeof(float) * (kModThreads + size_t(p.c_in));
+  SGV_LAUNCH(modulation_coefs_kernel<T>, dim3(p.n, chunks), kModThreads, smem, stream, p);
+  return cudaGetLastError();
+}
+
 template <typename T>
 cudaError_t launch_typed(const ModulateWeightParams& p, cudaStream_t stream) {
   const int64_t filters = int64_t(p.n) * p.c_out;
@@ -104,6 +144,16 @@ cudaError_t modulate_weight_launch(const ModulateWeightParams& p, int dtype, cud
     case kFloat16: return launch_typed<__half>(p, stream);
     case kBFloat16: return launch_typed<__nv_bfloat16>(p, stream);
     default: return cudaErrorInvalidValue;  // float64 weights: the PyTorch ops
+  }
+}
+
+cudaError_t modulation_coefs_launch(const ModulationCoefsParams& p, int dtype, cudaStream_t stream) {
+  if (p.n == 0 || p.c_in == 0) return cudaSuccess;
+  switch (dtype) {
+    case kFloat32: return launch_coefs<float>(p, stream);
+    case kFloat16: return launch_coefs<__half>(p, stream);
+    case kBFloat16: return launch_coefs<__nv_bfloat16>(p, stream);
+    default: return cudaErrorInvalidValue;
   }
 }
 

@@ -2,6 +2,7 @@
 // Called from core/ops/cuda/functions.py only; see there for the autograd wiring.
 
 #include <optional>
+#include <tuple>
 
 #include <ATen/core/Tensor.h>
 #include <ATen/ops/empty.h>
@@ -203,9 +204,80 @@ at::Tensor modulate_weight(const at::Tensor& w, const std::optional<at::Tensor>&
   return y;
 }
 
+// The shared modulated conv's coefficients from float32 styles [N, I] (see ModulationCoefsParams):
+// returns (d [N, O], s' [N, I]) in `dtype`; d is empty without wsq_t ([I, O]), s' without want_styles.
+std::tuple<at::Tensor, at::Tensor> modulation_coefs(const at::Tensor& styles, const std::optional<at::Tensor>& wsq_t,
+                                                    bool norm_styles, at::ScalarType dtype, bool want_styles) {
+  TORCH_CHECK(styles.is_cuda() && styles.scalar_type() == at::kFloat && styles.dim() == 2 && styles.is_contiguous(),
+              "modulation_coefs: styles must be a contiguous float32 CUDA tensor [N, I]");
+  TORCH_CHECK(dtype == at::kFloat || dtype == at::kHalf || dtype == at::kBFloat16,
+              "modulation_coefs: dtype must be float32, float16 or bfloat16");
+  TORCH_CHECK(styles.size(1) <= 8192, "modulation_coefs: at most 8192 input channels (shared memory)");
+  const int64_t n = styles.size(0), c_in = styles.size(1);
+  sgv::ModulationCoefsParams p;
+  at::Tensor d = at::empty({0}, styles.options().dtype(dtype)), s_out = at::empty({0}, styles.options().dtype(dtype));
+  if (wsq_t && wsq_t->defined()) {
+    TORCH_CHECK(wsq_t->device() == styles.device() && wsq_t->scalar_type() == at::kFloat && wsq_t->dim() == 2 &&
+                wsq_t->size(0) == c_in && wsq_t->is_contiguous(),
+                "modulation_coefs: wsq_t must be contiguous float32 [I, O] on the styles' device");
+    d = at::empty({n, wsq_t->size(1)}, styles.options().dtype(dtype));
+    p.wsq_t = wsq_t->data_ptr<float>();
+    p.d = d.data_ptr();
+    p.c_out = static_cast<int>(wsq_t->size(1));
+  }
+  if (want_styles) {
+    s_out = at::empty({n, c_in}, styles.options().dtype(dtype));
+    p.s_out = s_out.data_ptr();
+  }
+  p.s = styles.data_ptr<float>();
+  p.n = static_cast<int>(n);
+  p.c_in = static_cast<int>(c_in);
+  p.norm_styles = norm_styles;
+  const c10::cuda::CUDAGuard guard(styles.device());
+  const cudaError_t err = sgv::modulation_coefs_launch(p, dtype_code(d), c10::cuda::getCurrentCUDAStream());
+  TORCH_CHECK(err == cudaSuccess, "modulation_coefs kernel failed: ", cudaGetErrorString(err));
+  return {d, s_out};
+}
+
+// Motion noise tokens of `length` consecutive tokens from start[m] for video sample[m] (all int64, 1-D,
+// contiguous, on one CUDA device; sample none: window m is video m) -> float32 [M, length, dim].
+at::Tensor token_noise(const at::Tensor& seeds, const std::optional<at::Tensor>& sample, const at::Tensor& start,
+                       int64_t length, int64_t dim) {
+  const auto check = [&](const at::Tensor& t, const char* name) {
+    TORCH_CHECK(t.is_cuda() && t.device() == start.device() && t.scalar_type() == at::kLong && t.dim() == 1 &&
+                    t.is_contiguous(),
+                "token_noise: ", name, " must be a contiguous 1-D int64 tensor on start's CUDA device");
+  };
+  check(seeds, "seeds");
+  check(start, "start");
+  const int64_t windows = start.size(0);
+  if (sample && sample->defined()) {
+    check(*sample, "sample");
+    TORCH_CHECK(sample->size(0) == windows, "token_noise: sample and start must have the same length");
+  } else {
+    TORCH_CHECK(seeds.size(0) == windows, "token_noise: without sample, one seed per window");
+  }
+  TORCH_CHECK(length >= 0 && dim >= 0, "token_noise: length and dim must be >= 0");
+  at::Tensor y = at::empty({windows, length, dim}, start.options().dtype(at::kFloat));
+  sgv::TokenNoiseParams p;
+  p.seeds = seeds.data_ptr<int64_t>();
+  p.sample = sample && sample->defined() ? sample->data_ptr<int64_t>() : nullptr;
+  p.start = start.data_ptr<int64_t>();
+  p.y = y.data_ptr<float>();
+  p.num_seeds = seeds.size(0);
+  p.windows = windows;
+  p.length = length;
+  p.dim = dim;
+  const c10::cuda::CUDAGuard guard(start.device());
+  const cudaError_t err = sgv::token_noise_launch(p, c10::cuda::getCurrentCUDAStream());
+  TORCH_CHECK(err == cudaSuccess, "token_noise kernel failed: ", cudaGetErrorString(err));
+  return y;
+}
+
 }  // namespace
 
-// Registered as torch.ops.<TORCH_EXTENSION_NAME>.{bias_act, upfirdn2d, modulate_weight}: plain torch headers, no pybind,
+// Registered as torch.ops.<TORCH_EXTENSION_NAME>.{bias_act, upfirdn2d, modulate_weight,
+// modulation_coefs, token_noise}: plain torch headers, no pybind,
 // which keeps this file's compile time (and so the CI compile check) short.
 TORCH_LIBRARY(TORCH_EXTENSION_NAME, m) {
   m.def("bias_act(Tensor x, Tensor? b, Tensor? xref, Tensor? yref, Tensor? dyref, int mode, int dim, int act, "
@@ -214,10 +286,15 @@ TORCH_LIBRARY(TORCH_EXTENSION_NAME, m) {
         "int pad_y0, int pad_y1, bool flip, float gain, Tensor? b=None, Tensor? scale=None, "
         "Tensor? out_scale=None, int act=0, float alpha=0., float act_gain=1., float clamp=-1.) -> Tensor");
   m.def("modulate_weight(Tensor w, Tensor? wsq, Tensor styles, bool norm_styles, ScalarType dtype) -> Tensor");
+  m.def("modulation_coefs(Tensor styles, Tensor? wsq_t, bool norm_styles, ScalarType dtype, bool want_styles) -> "
+        "(Tensor, Tensor)");
+  m.def("token_noise(Tensor seeds, Tensor? sample, Tensor start, int length, int dim) -> Tensor");
 }
 
 TORCH_LIBRARY_IMPL(TORCH_EXTENSION_NAME, CUDA, m) {
   m.impl("bias_act", &bias_act);
   m.impl("upfirdn2d", &upfirdn2d);
   m.impl("modulate_weight", &modulate_weight);
+  m.impl("modulation_coefs", &modulation_coefs);
+  m.impl("token_noise", &token_noise);
 }
