@@ -48,7 +48,7 @@ __global__ void __launch_bounds__(kModThreads) modulate_weight_kernel(ModulateWe
   SGV_DYNAMIC_SMEM(smem);
   float* red = reinterpret_cast<float*>(smem);
   float* styles = red + blockDim.x;
-  const int64_t per_filter = int64_t(p.c_in) * p.taps;
+  const int per_filter = p.c_in * p.taps;  // < 2^30 (ops.cpp checks): 32-bit index arithmetic per element
   for (int64_t nf = blockIdx.x; nf < int64_t(p.n) * p.c_out; nf += gridDim.x) {
     const int n = int(nf / p.c_out), o = int(nf % p.c_out);
     const float* s = p.s + int64_t(n) * p.c_in;
@@ -68,18 +68,18 @@ __global__ void __launch_bounds__(kModThreads) modulate_weight_kernel(ModulateWe
     const float* w = p.w + int64_t(o) * per_filter;
     T* y = static_cast<T*>(p.y) + nf * per_filter;
     // kUnroll loads issued before any is used: a thread keeps 4 in flight, not 1 (bench/kernel_sass.py)
-    for (int64_t e0 = threadIdx.x; e0 < per_filter; e0 += kUnroll * int64_t(blockDim.x)) {
+    for (int e0 = threadIdx.x; e0 < per_filter; e0 += kUnroll * blockDim.x) {
       float v[kUnroll];
 #pragma unroll
       for (int u = 0; u < kUnroll; ++u) {
-        const int64_t e = e0 + u * int64_t(blockDim.x);
+        const int e = e0 + u * blockDim.x;
         v[u] = e < per_filter ? w[e] : 0.f;
       }
 #pragma unroll
       for (int u = 0; u < kUnroll; ++u) {
-        const int64_t e = e0 + u * int64_t(blockDim.x);
+        const int e = e0 + u * blockDim.x;
         if (e >= per_filter) break;
-        const int i = I_INNER ? int(e % p.c_in) : int(e / p.taps);
+        const int i = I_INNER ? e % p.c_in : e / p.taps;
         y[e] = from_acc<T>(typename Acc<T>::type(v[u] * (styles[i] * d)));
       }
     }

@@ -179,7 +179,8 @@ at::Tensor modulate_weight(const at::Tensor& w, const std::optional<at::Tensor>&
               "modulate_weight: dtype must be float32, float16 or bfloat16");
   TORCH_CHECK(w.size(1) <= 8192, "modulate_weight: at most 8192 input channels (shared memory)");
   const int64_t n = styles.size(0), c_out = w.size(0), c_in = w.size(1), kh = w.size(2), kw = w.size(3);
-  TORCH_CHECK(n * c_out * c_in * kh * kw < (int64_t(1) << 40), "modulate_weight: too many weights");
+  TORCH_CHECK(c_in * kh * kw < (int64_t(1) << 30) && n * c_out < (int64_t(1) << 31),
+              "modulate_weight: a filter exceeds 2^30 weights or there are 2^31 filters or more");
   sgv::ModulateWeightParams p;
   if (wsq && wsq->defined()) {
     TORCH_CHECK(wsq->device() == w.device() && wsq->scalar_type() == at::kFloat && wsq->is_contiguous() &&
