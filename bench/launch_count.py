@@ -11,7 +11,7 @@ launch. Weight-derived tensors are cached by a first call, as the graphs' replay
 
 Prints launches per call by op, for the synthesis and the motion encoder's device work (what a graph
 replays), with the per-sample weight fold and the motion tokens as one kernel each (the defaults since
-the sixth session) and as the PyTorch ops of before (`modconv.FOLD_KERNEL`, `motion.TOKEN_KERNEL` False).
+the sixth session) and as the PyTorch ops of before (`modconv.FOLD_KERNEL`, `motion.MOTION_KERNELS` False).
 """
 
 from __future__ import annotations
@@ -103,9 +103,35 @@ def _stand_ins(counter: _Counter) -> dict:
             video_seeds = seeds[sample] if sample is not None else seeds
             return token_noise(video_seeds.unsqueeze(1), start.unsqueeze(1) + torch.arange(length), dim)
 
+    def time_encoding_cuda(t, scale_logits, phase_logits, aligners_left, aligners_right, freqs, phase_scales,
+                           delta_z, exact):
+        with counter.kernel("[time_encoding kernel]"):
+            enc = _TimeEncoding(freqs, phase_scales, scale_logits, phase_logits, aligners_left, aligners_right)
+            old = motion_mod.MOTION_KERNELS
+            motion_mod.MOTION_KERNELS = False
+            try:
+                return motion_mod.AlignedTimeEncoder.forward(enc, t, None, None, delta_z, exact)
+            finally:
+                motion_mod.MOTION_KERNELS = old
+
     return dict(bias_act_cuda=bias_act_cuda, upfirdn2d_cuda=upfirdn2d_cuda,
                 upfirdn2d_bias_act_cuda=upfirdn2d_bias_act_cuda, modulate_weight_cuda=modulate_weight_cuda,
-                modulation_coefs_cuda=modulation_coefs_cuda, token_noise_cuda=token_noise_cuda)
+                modulation_coefs_cuda=modulation_coefs_cuda, token_noise_cuda=token_noise_cuda,
+                time_encoding_cuda=time_encoding_cuda)
+
+
+class _TimeEncoding:
+    """AlignedTimeEncoder's state for its forward with the predictors' outputs given (the kernel's inputs)."""
+
+    def __init__(self, freqs, phase_scales, scale_logits, phase_logits, aligners_left, aligners_right):
+        self.freqs, self.phase_scales = freqs.reshape(1, -1), phase_scales.reshape(1, -1)
+        self.periods_predictor = lambda u: scale_logits
+        self.phase_predictor = lambda u: phase_logits
+        self._aligners = iter((aligners_left, aligners_right))
+        self.aligners_predictor = lambda u: next(self._aligners)
+
+    def parameters(self):
+        return iter(())
 
 
 @contextlib.contextmanager
@@ -132,8 +158,8 @@ def count_call(G, n: int, t: int, kernels: bool, **frames_kwargs) -> tuple[colle
     motion = Motion.coerce(list(range(n)), n)
     syn = G.synthesis
     counter = _Counter()
-    old = modconv.FOLD_KERNEL, motion_mod.TOKEN_KERNEL
-    modconv.FOLD_KERNEL = motion_mod.TOKEN_KERNEL = kernels
+    old = modconv.FOLD_KERNEL, motion_mod.MOTION_KERNELS
+    modconv.FOLD_KERNEL = motion_mod.MOTION_KERNELS = kernels
     try:
         with torch.no_grad(), gpu_code_path(counter):
             syn.frames(ws, syn.motion_encoder(times, motion), **frames_kwargs)  # fills the weight-derived caches
@@ -145,7 +171,7 @@ def count_call(G, n: int, t: int, kernels: bool, **frames_kwargs) -> tuple[colle
             with counter:
                 syn.frames(ws, motion_v, **frames_kwargs)
     finally:
-        modconv.FOLD_KERNEL, motion_mod.TOKEN_KERNEL = old
+        modconv.FOLD_KERNEL, motion_mod.MOTION_KERNELS = old
     return motion_ops, counter.ops
 
 

@@ -141,22 +141,22 @@ def fold_kernel(enabled: bool = True):
 
 
 @contextlib.contextmanager
-def token_kernel(enabled: bool = True):
-    """The motion noise tokens from one kernel (the default since the sixth session) or, enabled=False,
-    from the ~60 int64 PyTorch ops of the counter-based hash."""
-    old = motion_mod.TOKEN_KERNEL
-    motion_mod.TOKEN_KERNEL = enabled
+def motion_kernels(enabled: bool = True):
+    """The motion encoder's token hash and time encoding from one kernel each (the default since the sixth
+    session) or, enabled=False, from the ~100 PyTorch ops of before."""
+    old = motion_mod.MOTION_KERNELS
+    motion_mod.MOTION_KERNELS = enabled
     try:
         yield
     finally:
-        motion_mod.TOKEN_KERNEL = old
+        motion_mod.MOTION_KERNELS = old
 
 
 @contextlib.contextmanager
 def fourth_session_kernels():
     """The kernels the fourth session measured: the row-wise filter, the general bias_act, the modulation
-    and the motion tokens in PyTorch ops."""
-    with lean_bias_act(False), rowwise_filter(), fold_kernel(False), token_kernel(False):
+    and the motion encoder in PyTorch ops."""
+    with lean_bias_act(False), rowwise_filter(), fold_kernel(False), motion_kernels(False):
         yield
 
 
@@ -702,7 +702,7 @@ def _generator_variants(G, device, use_compile: bool) -> dict:
             "cuda", graphed_in(fourth_session_kernels, graph_motion=False, cache_weights=False, **layouts[layout]))
         for what, context in (("general bias_act", lambda: lean_bias_act(False)), ("rowwise filter", rowwise_filter),
                               ("vec2 filter", vec2_filter), ("modulation in PyTorch ops", lambda: fold_kernel(False)),
-                              ("motion tokens in PyTorch ops", lambda: token_kernel(False))):
+                              ("motion encoder in PyTorch ops", lambda: motion_kernels(False))):
             variants[f"kernels, {layout}, graph, {what}"] = ("cuda", graphed_in(context, **layouts[layout]))
         # as the graphs were before the fifth session: weight-derived tensors recomputed at every replay,
         # and/or the motion encoder run eagerly around the graph

@@ -21,8 +21,9 @@ from core.noise import token_noise
 from core.ops import _dispatch
 
 MAX_SPAN_CODES = 64  # above this, frames of one video get separate token windows instead of one range
-# bench/ops_gpu.py sets this to False to time the token hash in PyTorch ops instead of one CUDA kernel.
-TOKEN_KERNEL = True
+# bench/ops_gpu.py sets this to False to time the token hash and the time encoder in PyTorch ops instead of
+# one CUDA kernel each.
+MOTION_KERNELS = True
 
 
 class MotionError(ValueError):
@@ -33,6 +34,14 @@ def _on(x: torch.Tensor, device: torch.device) -> torch.Tensor:
     """x on `device`; a small host tensor goes without waiting for the device's queue (non_blocking: a
     pageable source is staged before the call returns, so it may be freed right after)."""
     return x if x.device == device else x.to(device, non_blocking=True)
+
+
+def _motion_kernel(name: str, x: torch.Tensor, inputs: tuple[torch.Tensor, ...] = ()) -> bool:
+    """Whether the motion encoder's op `name` runs as one CUDA kernel: at inference on a GPU (training keeps
+    the differentiable PyTorch ops)."""
+    if not MOTION_KERNELS or (torch.is_grad_enabled() and any(t.requires_grad for t in inputs)):
+        return False
+    return _dispatch.resolve(name, "auto", x) == "cuda"
 
 
 class Motion:
@@ -97,7 +106,7 @@ class Motion:
 
     def tokens(self, sample: torch.Tensor, start: torch.Tensor, length: int, z_dim: int) -> torch.Tensor:
         """Tokens start[m] .. start[m] + length - 1 of video sample[m] -> `[M, length, z_dim]`."""
-        if self.seeds is not None and TOKEN_KERNEL and _dispatch.resolve("token_noise", "auto", start) == "cuda":
+        if self.seeds is not None and _motion_kernel("token_noise", start):
             from core.ops.cuda import token_noise_cuda  # one launch instead of ~60 (lazily: built on a GPU only)
 
             return token_noise_cuda(_on(self.seeds, start.device), sample, start, length, z_dim)
@@ -137,6 +146,12 @@ class AlignedTimeEncoder(nn.Module):
         exact=False repeats the reference's float32 order of operations (its far frames drift);
         exact=True evaluates the wave arguments in float64, reduced modulo 2*pi, before the sine.
         """
+        if _motion_kernel("time_encoding", t, (u_left, u_right, *self.parameters())):  # one launch, elementwise
+            from core.ops.cuda import time_encoding_cuda
+
+            return time_encoding_cuda(t, self.periods_predictor(u_left), self.phase_predictor(u_left),
+                                      self.aligners_predictor(u_left), self.aligners_predictor(u_right),
+                                      self.freqs, self.phase_scales, delta_z, exact)
         scale = self.periods_predictor(u_left).tanh() + 1  # [M, F], in (0, 2)
         phase = self.phase_predictor(u_left) * self.phase_scales  # [M, F]
         t_rem = torch.remainder(t, delta_z)

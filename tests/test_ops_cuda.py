@@ -358,6 +358,8 @@ def emu_lib(tmp_path_factory):
         [ctypes.c_void_p] * 3 + [ctypes.c_double] * 3
     lib.sgv_emu_modulate_weight.argtypes = [ctypes.c_int] + [ctypes.c_void_p] * 4 + [ctypes.c_int] * 6
     lib.sgv_emu_token_noise.argtypes = [ctypes.c_void_p] * 4 + [ctypes.c_int64] * 4
+    lib.sgv_emu_time_encoding.argtypes = [ctypes.c_void_p, ctypes.c_int] + [ctypes.c_void_p] * 7 + \
+        [ctypes.c_int64, ctypes.c_int64, ctypes.c_int, ctypes.c_int]
     lib.sgv_emu_modulation_coefs.argtypes = [ctypes.c_int] + [ctypes.c_void_p] * 4 + [ctypes.c_int] * 4
     return lib
 
@@ -439,6 +441,22 @@ class _EmuOps:
                                                 int(norm_styles))
         assert err == 0
         return d, s
+
+    def time_encoding(self, t, scale_logits, phase_logits, aligners_left, aligners_right, freqs, phase_scales,
+                      delta_z, exact):
+        num_f = freqs.numel()
+        assert t.ndim == 1 and t.dtype in (torch.float32, torch.float64) and t.is_contiguous()  # ops.cpp's checks
+        for x, cols in ((scale_logits, num_f), (phase_logits, num_f), (aligners_left, 2 * num_f),
+                        (aligners_right, 2 * num_f)):
+            assert x.dtype == torch.float32 and x.is_contiguous() and x.numel() == t.shape[0] * cols
+        assert phase_scales.numel() == num_f and phase_scales.is_contiguous() and freqs.is_contiguous()
+        v = torch.empty(t.shape[0], 2 * num_f)
+        err = self.lib.sgv_emu_time_encoding(t.data_ptr(), int(t.dtype == torch.float64), scale_logits.data_ptr(),
+                                             phase_logits.data_ptr(), aligners_left.data_ptr(),
+                                             aligners_right.data_ptr(), freqs.data_ptr(), phase_scales.data_ptr(),
+                                             v.data_ptr(), t.shape[0], num_f, delta_z, int(exact))
+        assert err == 0
+        return v
 
     def token_noise(self, seeds, sample, start, length, dim):
         for t in (seeds, sample, start):  # the checks of ops.cpp
@@ -810,6 +828,60 @@ def test_emulated_token_noise_is_the_pytorch_hash_bit_for_bit(emu):
     assert bad[0].isfinite().all() and bad[1:].isnan().all(), "an out-of-range video index gives NaN tokens"
 
 
+@pytest.mark.parametrize("exact", [True, False])
+@pytest.mark.parametrize("t_dtype", [torch.float64, torch.float32])
+def test_emulated_time_encoding_matches_the_time_encoder(tiny_G, emu, monkeypatch, exact, t_dtype):
+    import copy
+
+    from core import motion as motion_mod
+
+    enc = tiny_G.synthesis.motion_encoder.time_encoder
+    dz = tiny_G.synthesis.motion_encoder.cfg.delta_z
+    gen = torch.Generator().manual_seed(21)
+    u_dim = enc.periods_predictor.weight.shape[1]
+    # scale = tanh(.) + 1 is float32: one ulp of libm's tanh against PyTorch's moves a far frame's wave by
+    # freq * t * 1e-7. So: far times with the periods predictor zeroed (tanh(0) = 0 on any libm), and
+    # random predictors at near times.
+    flat = copy.deepcopy(enc)
+    with torch.no_grad():
+        flat.periods_predictor.weight.zero_()
+    far = torch.tensor([0.0, 0.5, dz - 1e-3, dz, 2.5 * dz, 90000.0, 1e7 + 0.25, 3e11 + 0.5]
+                       + (torch.rand(24, generator=gen) * 5000).tolist(), dtype=torch.float64)
+    near = torch.rand(32, generator=gen) * 200
+    calls = []
+    real = emu.time_encoding_cuda
+    for module, t, atol in ((flat, far, 2e-6), (enc, near, 2e-5)):
+        t = t.to(t_dtype)
+        u_left, u_right = (torch.randn(len(t), u_dim, generator=gen) for _ in range(2))
+        with torch.no_grad(), monkeypatch.context() as m:
+            want = module(t, u_left, u_right, dz, exact=exact)
+            m.setattr(core.ops.cuda, "time_encoding_cuda", lambda *a: calls.append(1) or real(*a))
+            m.setattr(_dispatch, "resolve", lambda name, impl, x: "cuda")
+            got = module(t, u_left, u_right, dz, exact=exact)
+            m.setattr(motion_mod, "MOTION_KERNELS", False)
+            assert torch.equal(module(t, u_left, u_right, dz, exact=exact), want), "MOTION_KERNELS = False: the ops"
+        assert got.shape == want.shape and got.dtype == torch.float32
+        if not exact and module is flat:  # float32 waves of far frames: both sides are rounding noise there
+            got, want = got[t < 1000], want[t < 1000]
+        # the same operations in the same order (no FMA contraction); libm's sin / cos / tanh against PyTorch's:
+        # a last-bit difference of scale moves wave f of frame t by up to 3 waves x freq_f x t x 2^-23
+        tt = t[:, None].double() if exact or module is not flat else t[t < 1000][:, None].double()
+        slack = 3 * enc.freqs.double().repeat(1, 2) * tt * 2.0**-23 if module is enc else 0
+        err = (got.double() - want.double()).abs()
+        assert (err <= (atol if exact else 20 * atol) + slack).all(), f"max error {err.max().item():.2e}"
+    assert calls == [1, 1]
+
+
+def test_time_encoder_keeps_its_gradients_off_the_kernel(tiny_G, emu, monkeypatch):
+    enc = tiny_G.synthesis.motion_encoder.time_encoder
+    monkeypatch.setattr(_dispatch, "resolve", lambda name, impl, x: "cuda")
+    monkeypatch.setattr(core.ops.cuda, "time_encoding_cuda", lambda *a: pytest.fail("the kernel has no backward"))
+    u = torch.randn(3, enc.periods_predictor.weight.shape[1])
+    v = enc(torch.tensor([0.0, 1.0, 2.0], dtype=torch.float64), u, u, 4)  # the predictors' weights need a gradient
+    v.sum().backward()
+    assert enc.periods_predictor.weight.grad is not None
+
+
 def test_motion_tokens_take_the_kernel_on_the_gpu_path(emu, monkeypatch):
     from core import motion as motion_mod
 
@@ -823,9 +895,9 @@ def test_motion_tokens_take_the_kernel_on_the_gpu_path(emu, monkeypatch):
     got = motion.tokens(sample, start, 5, 16)
     assert calls == [1]
     torch.testing.assert_close(got, want, rtol=2e-7, atol=2e-7)
-    monkeypatch.setattr(motion_mod, "TOKEN_KERNEL", False)
+    monkeypatch.setattr(motion_mod, "MOTION_KERNELS", False)
     motion.tokens(sample, start, 5, 16)
-    assert calls == [1], "TOKEN_KERNEL = False keeps the PyTorch ops"
+    assert calls == [1], "MOTION_KERNELS = False keeps the PyTorch ops"
 
 
 def test_modulate_weight_kernel_is_for_inference_on_the_gpu(fresh_dispatch, monkeypatch):
@@ -899,6 +971,27 @@ def test_gpu_modulation_coefs_match_the_pytorch_ops(dtype):
         tol = 1e-5 if dtype == torch.float32 else 1e-3
         torch.testing.assert_close(got_d.float(), modconv._demod_coefs(w, s).to(dtype).float(), rtol=tol, atol=0)
         torch.testing.assert_close(got_s.float(), s.to(dtype).float(), rtol=tol, atol=0)
+
+
+@pytest.mark.gpu
+@gpu
+@pytest.mark.parametrize("exact", [True, False])
+def test_gpu_time_encoding_matches_the_time_encoder(tiny_G, exact, monkeypatch):
+    from core import motion as motion_mod
+
+    enc = tiny_G.synthesis.motion_encoder.time_encoder.to(GPU_DEVICE)
+    dz = tiny_G.synthesis.motion_encoder.cfg.delta_z
+    gen = torch.Generator().manual_seed(4)
+    t = torch.cat([torch.tensor([0.0, 0.5, 90000.25, 3e11 + 0.5], dtype=torch.float64),
+                   torch.rand(60, generator=gen, dtype=torch.float64) * 1000]).to(GPU_DEVICE)
+    u_left, u_right = (torch.randn(len(t), enc.periods_predictor.weight.shape[1], generator=gen).to(GPU_DEVICE)
+                       for _ in range(2))
+    with torch.no_grad():
+        got = enc(t, u_left, u_right, dz, exact=exact)
+        monkeypatch.setattr(motion_mod, "MOTION_KERNELS", False)
+        want = enc(t, u_left, u_right, dz, exact=exact)
+    # the same libdevice functions and operation order as PyTorch's CUDA ops (no FMA contraction)
+    torch.testing.assert_close(got, want, rtol=0, atol=1e-6 if exact else 1e-4)
 
 
 @pytest.mark.gpu

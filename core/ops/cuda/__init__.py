@@ -1,5 +1,5 @@
-"""CUDA kernels for the ops in core.ops (bias_act, upfirdn2d, modulate_weight) and the motion noise
-(token_noise), built lazily on first GPU use.
+"""CUDA kernels for the ops in core.ops (bias_act, upfirdn2d, modulate_weight) and the motion encoder
+(token_noise, time_encoding), built lazily on first GPU use.
 
 Importing this package only registers loaders with `core.ops._dispatch`; the extension is compiled
 (ninja, cached by a hash of the sources, see `build.py`) the first time an op runs on a CUDA tensor
@@ -12,6 +12,7 @@ from core.ops.cuda.functions import (
     bias_act_cuda,
     modulate_weight_cuda,
     modulation_coefs_cuda,
+    time_encoding_cuda,
     token_noise_cuda,
     upfirdn2d_bias_act_cuda,
     upfirdn2d_cuda,
@@ -22,8 +23,8 @@ def _load():
     return load_extension()
 
 
-for _name in ("bias_act", "upfirdn2d", "modulate_weight", "token_noise"):
+for _name in ("bias_act", "upfirdn2d", "modulate_weight", "token_noise", "time_encoding"):
     _dispatch.register_loader(_name, _load)
 
 __all__ = ["BuildError", "bias_act_cuda", "load_extension", "modulate_weight_cuda", "modulation_coefs_cuda",
-           "token_noise_cuda", "upfirdn2d_bias_act_cuda", "upfirdn2d_cuda"]
+           "time_encoding_cuda", "token_noise_cuda", "upfirdn2d_bias_act_cuda", "upfirdn2d_cuda"]

@@ -24,7 +24,7 @@ import torch
 log = logging.getLogger(__name__)
 
 SOURCE_DIR = Path(__file__).resolve().parent
-SOURCES = ("ops.cpp", "bias_act.cu", "upfirdn2d.cu", "modulate_weight.cu", "token_noise.cu")
+SOURCES = ("ops.cpp", "bias_act.cu", "upfirdn2d.cu", "modulate_weight.cu", "motion.cu")
 HEADERS = ("common.h", "types.cuh", "act.cuh")
 CUDA_FLAGS = ("-O3", "-std=c++17", "--expt-relaxed-constexpr")
 CXX_FLAGS = ("-O3",)  # the C++ standard is torch's own (C++20 for recent versions)

@@ -89,7 +89,7 @@ struct ModulationCoefsParams {
   float eps = 1e-8f;
 };
 
-// Motion noise tokens (token_noise.cu): y[m, l, :] = core.noise.token_noise(seeds[sample[m]], start[m] + l,
+// Motion noise tokens (motion.cu): y[m, l, :] = core.noise.token_noise(seeds[sample[m]], start[m] + l,
 // dim) for the windows m < windows, l < length; sample nullptr means sample[m] = m. A sample index
 // outside [0, num_seeds) yields NaN tokens (no device-side abort).
 struct TokenNoiseParams {
@@ -100,10 +100,28 @@ struct TokenNoiseParams {
   int64_t num_seeds = 0, windows = 0, length = 0, dim = 0;
 };
 
+// The acyclic positional encoding v_t (motion.cu; core/motion.py AlignedTimeEncoder, eqs. 2-5) of `frames`
+// times t (float32 or float64) from the predictors' outputs: scale_logits / phase_logits [frames, F] (before
+// tanh + 1 / times phase_scales), aligners_left / aligners_right [frames, 2F]; all float32 and contiguous.
+struct TimeEncodingParams {
+  const void* t = nullptr;  // [frames], float64 if t_double else float32
+  const float* scale_logits = nullptr;
+  const float* phase_logits = nullptr;
+  const float* aligners_left = nullptr;
+  const float* aligners_right = nullptr;
+  const float* freqs = nullptr;         // [F]
+  const float* phase_scales = nullptr;  // [F]
+  float* v = nullptr;                   // [frames, 2F]
+  int64_t frames = 0, freqs_n = 0;
+  int delta_z = 1;
+  bool t_double = true, exact = true;
+};
+
 cudaError_t bias_act_launch(const BiasActParams& p, int dtype, cudaStream_t stream);
 cudaError_t upfirdn2d_launch(const Upfirdn2dParams& p, int dtype, cudaStream_t stream);
 cudaError_t modulate_weight_launch(const ModulateWeightParams& p, int dtype, cudaStream_t stream);
 cudaError_t modulation_coefs_launch(const ModulationCoefsParams& p, int dtype, cudaStream_t stream);
 cudaError_t token_noise_launch(const TokenNoiseParams& p, cudaStream_t stream);
+cudaError_t time_encoding_launch(const TimeEncodingParams& p, cudaStream_t stream);
 
 }  // namespace sgv

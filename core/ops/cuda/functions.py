@@ -238,3 +238,18 @@ def token_noise_cuda(seeds: torch.Tensor, sample: torch.Tensor | None, start: to
     seeds, start = seeds.to(torch.int64).contiguous(), start.to(torch.int64).contiguous()
     sample = None if sample is None else sample.to(torch.int64).contiguous()
     return _ops().token_noise(seeds, sample, start, int(length), int(dim))
+
+
+def time_encoding_cuda(t: torch.Tensor, scale_logits: torch.Tensor, phase_logits: torch.Tensor,
+                       aligners_left: torch.Tensor, aligners_right: torch.Tensor, freqs: torch.Tensor,
+                       phase_scales: torch.Tensor, delta_z: int, exact: bool) -> torch.Tensor:
+    """The acyclic positional encoding v_t `[M, 2F]` (paper eqs. 2-5) in one kernel, forward only: t `[M]`,
+    the predictors' outputs `[M, F]` (periods before tanh + 1, phases before the scale) and aligners at
+    the left / right anchors `[M, 2F]`. Equal to `core.motion.AlignedTimeEncoder.forward` given them."""
+    tensors = (scale_logits, phase_logits, aligners_left, aligners_right)
+    assert not (torch.is_grad_enabled() and any(x.requires_grad for x in tensors)), "time_encoding_cuda is forward-only"
+    t = t.contiguous() if t.dtype in (torch.float32, torch.float64) else t.to(torch.float64).contiguous()
+    scale_logits, phase_logits, aligners_left, aligners_right, freqs, phase_scales = (
+        x.to(torch.float32).contiguous() for x in (*tensors, freqs, phase_scales))
+    return _ops().time_encoding(t, scale_logits, phase_logits, aligners_left, aligners_right, freqs, phase_scales,
+                                int(delta_z), bool(exact))

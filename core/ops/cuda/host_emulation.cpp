@@ -44,7 +44,7 @@ inline void __syncthreads() {}
 #include "bias_act.cu"
 #include "upfirdn2d.cu"
 #include "modulate_weight.cu"
-#include "token_noise.cu"
+#include "motion.cu"
 
 extern "C" {
 
@@ -97,6 +97,18 @@ int sgv_emu_token_noise(const int64_t* seeds, const int64_t* sample, const int64
   p.seeds = seeds; p.sample = sample; p.start = start; p.y = y;
   p.num_seeds = num_seeds; p.windows = windows; p.length = length; p.dim = dim;
   return static_cast<int>(sgv::token_noise_launch(p, nullptr));
+}
+
+int sgv_emu_time_encoding(const void* t, int t_double, const float* scale_logits, const float* phase_logits,
+                          const float* aligners_left, const float* aligners_right, const float* freqs,
+                          const float* phase_scales, float* v, int64_t frames, int64_t num_f, int delta_z,
+                          int exact) {
+  sgv::TimeEncodingParams p;
+  p.t = t; p.t_double = t_double != 0; p.scale_logits = scale_logits; p.phase_logits = phase_logits;
+  p.aligners_left = aligners_left; p.aligners_right = aligners_right; p.freqs = freqs;
+  p.phase_scales = phase_scales; p.v = v; p.frames = frames; p.freqs_n = num_f; p.delta_z = delta_z;
+  p.exact = exact != 0;
+  return static_cast<int>(sgv::time_encoding_launch(p, nullptr));
 }
 
 }  // extern "C"

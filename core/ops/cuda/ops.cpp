@@ -275,10 +275,54 @@ at::Tensor token_noise(const at::Tensor& seeds, const std::optional<at::Tensor>&
   return y;
 }
 
+// v_t [frames, 2F] float32 from t [frames] (float32 / float64) and the predictors' float32 outputs (see
+// TimeEncodingParams); freqs / phase_scales [F] or [1, F].
+at::Tensor time_encoding(const at::Tensor& t, const at::Tensor& scale_logits, const at::Tensor& phase_logits,
+                         const at::Tensor& aligners_left, const at::Tensor& aligners_right, const at::Tensor& freqs,
+                         const at::Tensor& phase_scales, int64_t delta_z, bool exact) {
+  TORCH_CHECK(t.is_cuda() && t.dim() == 1 && t.is_contiguous() &&
+                  (t.scalar_type() == at::kFloat || t.scalar_type() == at::kDouble),
+              "time_encoding: t must be a contiguous 1-D float32 / float64 CUDA tensor");
+  const int64_t frames = t.size(0), num_f = freqs.numel();
+  const auto check = [&](const at::Tensor& x, int64_t cols, const char* name) {
+    TORCH_CHECK(x.device() == t.device() && x.scalar_type() == at::kFloat && x.is_contiguous() &&
+                    x.numel() == frames * cols,
+                "time_encoding: ", name, " must be contiguous float32 with ", cols, " values per frame on t's device");
+  };
+  check(scale_logits, num_f, "scale_logits");
+  check(phase_logits, num_f, "phase_logits");
+  check(aligners_left, 2 * num_f, "aligners_left");
+  check(aligners_right, 2 * num_f, "aligners_right");
+  for (const at::Tensor* x : {&freqs, &phase_scales})
+    TORCH_CHECK(x->device() == t.device() && x->scalar_type() == at::kFloat && x->is_contiguous() &&
+                    x->numel() == num_f,
+                "time_encoding: freqs and phase_scales must be contiguous float32 [F] on t's device");
+  TORCH_CHECK(delta_z >= 1 && delta_z < (int64_t(1) << 31), "time_encoding: delta_z must be a positive int");
+  at::Tensor v = at::empty({frames, 2 * num_f}, t.options().dtype(at::kFloat));
+  sgv::TimeEncodingParams p;
+  p.t = t.data_ptr();
+  p.t_double = t.scalar_type() == at::kDouble;
+  p.scale_logits = scale_logits.data_ptr<float>();
+  p.phase_logits = phase_logits.data_ptr<float>();
+  p.aligners_left = aligners_left.data_ptr<float>();
+  p.aligners_right = aligners_right.data_ptr<float>();
+  p.freqs = freqs.data_ptr<float>();
+  p.phase_scales = phase_scales.data_ptr<float>();
+  p.v = v.data_ptr<float>();
+  p.frames = frames;
+  p.freqs_n = num_f;
+  p.delta_z = static_cast<int>(delta_z);
+  p.exact = exact;
+  const c10::cuda::CUDAGuard guard(t.device());
+  const cudaError_t err = sgv::time_encoding_launch(p, c10::cuda::getCurrentCUDAStream());
+  TORCH_CHECK(err == cudaSuccess, "time_encoding kernel failed: ", cudaGetErrorString(err));
+  return v;
+}
+
 }  // namespace
 
 // Registered as torch.ops.<TORCH_EXTENSION_NAME>.{bias_act, upfirdn2d, modulate_weight,
-// modulation_coefs, token_noise}: plain torch headers, no pybind,
+// modulation_coefs, token_noise, time_encoding}: plain torch headers, no pybind,
 // which keeps this file's compile time (and so the CI compile check) short.
 TORCH_LIBRARY(TORCH_EXTENSION_NAME, m) {
   m.def("bias_act(Tensor x, Tensor? b, Tensor? xref, Tensor? yref, Tensor? dyref, int mode, int dim, int act, "
@@ -289,6 +333,8 @@ TORCH_LIBRARY(TORCH_EXTENSION_NAME, m) {
   m.def("modulate_weight(Tensor w, Tensor? wsq, Tensor styles, bool norm_styles, ScalarType dtype) -> Tensor");
   m.def("modulation_coefs(Tensor styles, Tensor? wsq_t, bool norm_styles, ScalarType dtype, bool want_styles) -> "
         "(Tensor, Tensor)");
+  m.def("time_encoding(Tensor t, Tensor scale_logits, Tensor phase_logits, Tensor aligners_left, "
+        "Tensor aligners_right, Tensor freqs, Tensor phase_scales, int delta_z, bool exact) -> Tensor");
   m.def("token_noise(Tensor seeds, Tensor? sample, Tensor start, int length, int dim) -> Tensor");
 }
 
@@ -298,4 +344,5 @@ TORCH_LIBRARY_IMPL(TORCH_EXTENSION_NAME, CUDA, m) {
   m.impl("modulate_weight", &modulate_weight);
   m.impl("modulation_coefs", &modulation_coefs);
   m.impl("token_noise", &token_noise);
+  m.impl("time_encoding", &time_encoding);
 }
