@@ -33,12 +33,9 @@ class FullyConnectedLayer(nn.Module):
         self.weight_gain = lr_multiplier / np.sqrt(in_features)
         self.bias_gain = lr_multiplier
 
-    def forward(self, x: torch.Tensor, out_gain: float = 1.0) -> torch.Tensor:
-        """x `[N, in]` -> `[N, out]`. `out_gain` (linear only) scales the output through the cached weight and
-        bias (toRGB's modulation gain): no multiply of its own."""
-        assert out_gain == 1.0 or self.activation == "linear", "out_gain is for linear layers"
-        w = _scaled(self.weight, self.weight_gain * out_gain, x.dtype)
-        b = _scaled(self.bias, self.bias_gain * out_gain, x.dtype) if self.bias is not None else None
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        w = _scaled(self.weight, self.weight_gain, x.dtype)
+        b = _scaled(self.bias, self.bias_gain, x.dtype) if self.bias is not None else None
         if self.activation == "linear":  # bias_act would be the identity or a bias add: no pass of its own
             return torch.addmm(b.unsqueeze(0), x, w.t()) if b is not None else x.matmul(w.t())
         return bias_act(x.matmul(w.t()), b, act=self.activation)

@@ -95,7 +95,7 @@ class ToRGBLayer(nn.Module):
         self.weight_gain = 1 / np.sqrt(in_channels)
 
     def forward(self, x: torch.Tensor, w: torch.Tensor, fused_modconv: bool = True) -> torch.Tensor:
-        styles = self.affine(w, out_gain=self.weight_gain)
+        styles = self.affine(w) * self.weight_gain
         if not fused_modconv and FUSE_INTO_BIAS_ACT:  # one read of x, no scaling pass (3 outputs only)
             x = modulated_conv1x1(x, self.weight, styles)
         else:
@@ -104,7 +104,7 @@ class ToRGBLayer(nn.Module):
 
     def forward_videos(self, x: torch.Tensor, w: torch.Tensor) -> torch.Tensor:
         """Frame-major: x `[T, N*I, R, R]`, w `[N, w_dim]` -> `[T, N*img_channels, R, R]`."""
-        x = modulated_conv2d_videos(x, self.weight, self.affine(w, out_gain=self.weight_gain), demodulate=False)
+        x = modulated_conv2d_videos(x, self.weight, self.affine(w) * self.weight_gain, demodulate=False)
         return bias_act(x, _bias(self.bias, x.dtype, len(w)), clamp=self.conv_clamp)
 
 

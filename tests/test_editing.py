@@ -57,6 +57,23 @@ def test_style_offsets_hooks(G):
         synthesize(G, ws, offsets={"b99.conv0": torch.zeros(3)})
 
 
+def test_style_offsets_shift_the_affine_output_before_torgbs_gain(G):
+    # s = affine(w) + offset, then toRGB's modulation gain (as the reference's ToRGBLayer): an offset acts
+    # exactly like the same shift of the affine layer's bias, for toRGB layers as for convs.
+    ws = _ws(G)
+    for name, module in style_layers(G, include_torgb=True)[-2:]:  # the last conv and the last toRGB
+        off = torch.linspace(-0.5, 0.5, module.weight.shape[0])
+        with torch.no_grad():
+            shifted = synthesize(G, ws, offsets={name: off})
+            module.bias += off / module.bias_gain
+            try:
+                moved_bias = synthesize(G, ws)
+            finally:
+                module.bias -= off / module.bias_gain
+        torch.testing.assert_close(shifted, moved_bias, atol=1e-5, rtol=1e-5, msg=name)
+        assert not torch.allclose(shifted, synthesize(G, ws)), name
+
+
 def test_latent_optimization_moves_toward_the_prompt(G, clip):
     ws = _ws(G)
     seen = []
