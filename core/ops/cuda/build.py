@@ -1,6 +1,6 @@
 """Building the CUDA extension: lazily, once per source hash, with ninja.
 
-Both ops live in one extension (`ops.cpp` + one `.cu` per op). The build directory and the module
+Every op lives in one extension (`ops.cpp` + the `.cu` files of SOURCES). The build directory and the module
 name carry a hash of the sources, the compiler flags, the target architectures and the torch/CUDA/
 Python versions, so a changed kernel never loads a stale binary and unchanged ones rebuild nothing.
 Nothing here runs at import: `load_extension()` is called by the op loaders on first GPU use.
@@ -141,7 +141,8 @@ def main(argv: list[str] | None = None) -> int:
     except BuildError as exc:
         print(f"FAILED: {exc}", file=sys.stderr)
         return 1
-    missing = [fn for fn in ("bias_act", "upfirdn2d", "modulate_weight", "token_noise") if not hasattr(module, fn)]
+    ops = ("bias_act", "upfirdn2d", "modulate_weight", "modulation_coefs", "token_noise", "time_encoding")
+    missing = [fn for fn in ops if not hasattr(module, fn)]
     if missing:
         print(f"FAILED: the built module lacks {missing}", file=sys.stderr)
         return 1

@@ -321,9 +321,9 @@ at::Tensor time_encoding(const at::Tensor& t, const at::Tensor& scale_logits, co
 
 }  // namespace
 
-// Registered as torch.ops.<TORCH_EXTENSION_NAME>.{bias_act, upfirdn2d, modulate_weight,
-// modulation_coefs, token_noise, time_encoding}: plain torch headers, no pybind,
-// which keeps this file's compile time (and so the CI compile check) short.
+// Registered as torch.ops.<TORCH_EXTENSION_NAME>.{bias_act, upfirdn2d, modulate_weight, modulation_coefs,
+// token_noise, time_encoding}: plain torch headers, no pybind, which keeps this file's compile time (and so
+// the CI compile check) short.
 TORCH_LIBRARY(TORCH_EXTENSION_NAME, m) {
   m.def("bias_act(Tensor x, Tensor? b, Tensor? xref, Tensor? yref, Tensor? dyref, int mode, int dim, int act, "
         "float alpha, float gain, float clamp, Tensor? scale=None, Tensor? out_scale=None) -> Tensor");
