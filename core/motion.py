@@ -146,7 +146,8 @@ class AlignedTimeEncoder(nn.Module):
         exact=False repeats the reference's float32 order of operations (its far frames drift);
         exact=True evaluates the wave arguments in float64, reduced modulo 2*pi, before the sine.
         """
-        if _motion_kernel("time_encoding", t, (u_left, u_right, *self.parameters())):  # one launch, elementwise
+        if u_left.dtype == u_right.dtype == self.freqs.dtype == torch.float32 and \
+                _motion_kernel("time_encoding", t, (u_left, u_right, *self.parameters())):  # one launch, elementwise
             from core.ops.cuda import time_encoding_cuda
 
             return time_encoding_cuda(t, self.periods_predictor(u_left), self.phase_predictor(u_left),

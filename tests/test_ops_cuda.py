@@ -902,16 +902,18 @@ def test_motion_tokens_take_the_kernel_on_the_gpu_path(emu, monkeypatch):
 
 def test_modulate_weight_kernel_is_for_inference_on_the_gpu(fresh_dispatch, monkeypatch):
     weight, styles = torch.randn(4, 3, 3, 3), torch.randn(2, 3)
-    assert not modconv._modulation_kernels_apply(weight, styles, "auto")  # a CPU tensor: the PyTorch fold
+    apply = modconv._modulation_kernels_apply
+    assert not apply(weight, styles, "auto", torch.float16)  # a CPU tensor: the PyTorch fold
     monkeypatch.setattr(_dispatch, "resolve", lambda name, impl, x: "cuda")
-    assert modconv._modulation_kernels_apply(weight, styles, "auto")
-    assert not modconv._modulation_kernels_apply(weight, styles, "ref")
-    assert not modconv._modulation_kernels_apply(weight.double(), styles, "auto")  # float64: the PyTorch ops
-    assert not modconv._modulation_kernels_apply(weight.requires_grad_(True), styles, "auto")  # training
+    assert apply(weight, styles, "auto", torch.float16) and apply(weight, styles, "auto", torch.float32)
+    assert not apply(weight, styles, "ref", torch.float16)
+    assert not apply(weight.double(), styles, "auto", torch.float32)  # float64 parameters: the PyTorch ops
+    assert not apply(weight, styles, "auto", torch.float64)  # float64 activations (parity runs): the ops
+    assert not apply(weight.requires_grad_(True), styles, "auto", torch.float16)  # training
     with torch.no_grad():
-        assert modconv._modulation_kernels_apply(weight, styles, "auto")
+        assert apply(weight, styles, "auto", torch.float16)
     monkeypatch.setattr(modconv, "FOLD_KERNEL", False)
-    assert not modconv._modulation_kernels_apply(weight.detach(), styles, "auto")
+    assert not apply(weight.detach(), styles, "auto", torch.float16)
 
 
 @pytest.mark.parametrize("case", UPFIRDN_CASES, ids=lambda c: f"{c[0]}-{c[1]}-{c[2]}-{c[4]}")

@@ -47,7 +47,8 @@ def modulated_conv2d(x: torch.Tensor, weight: torch.Tensor, styles: torch.Tensor
     c_out, c_in, kh, kw = weight.shape
     assert x.ndim == 4 and x.shape[1] == c_in, f"x {tuple(x.shape)} vs weight {tuple(weight.shape)}"
     assert styles.shape == (n, c_in), f"styles {tuple(styles.shape)}, expected {(n, c_in)}"
-    if fused_modconv and bias_act_args is None and not input_scaled and _modulation_kernels_apply(weight, styles, impl):
+    if fused_modconv and bias_act_args is None and not input_scaled and \
+            _modulation_kernels_apply(weight, styles, impl, x.dtype):
         x = x.reshape(1, -1, *x.shape[2:])
         w = _folded_weight_kernel(weight, styles, demodulate, x.dtype, layout(x))  # [N*O, I, kh, kw]
         x = conv2d_resample(x, w, groups=n, f=resample_filter, up=up, down=down, padding=padding,
@@ -60,7 +61,7 @@ def modulated_conv2d(x: torch.Tensor, weight: torch.Tensor, styles: torch.Tensor
     if bias_act_args is not None:
         assert demodulate and not fused_modconv and noise is None, "bias_act_args is for the shared conv"
         assert "scale" not in bias_act_args, "the demodulation is bias_act's scale"
-        if _modulation_kernels_apply(weight, styles, impl):  # the coefficients in one launch, in x's dtype
+        if _modulation_kernels_apply(weight, styles, impl, x.dtype):  # the coefficients in one launch, in x's dtype
             dcoefs, x_styles = _coefs_kernel(weight, styles, x.dtype, want_styles=not input_scaled)
             weight = _prenormalized_weight(weight) if x.dtype == torch.float16 else weight  # cached: no launch
         else:
@@ -86,7 +87,7 @@ def modulated_conv1x1(x: torch.Tensor, weight: torch.Tensor, styles: torch.Tenso
     n, c_in = x.shape[:2]
     c_out = weight.shape[0]
     assert weight.shape == (c_out, c_in, 1, 1) and styles.shape == (n, c_in), (weight.shape, styles.shape)
-    if _modulation_kernels_apply(weight, styles, "auto"):  # one launch: multiply and cast
+    if _modulation_kernels_apply(weight, styles, "auto", x.dtype):  # one launch: multiply and cast
         w = _folded_weight_kernel(weight, styles, False, x.dtype, torch.contiguous_format).reshape(n, c_out, c_in)
     else:
         w = (weight.reshape(1, c_out, c_in) * styles.reshape(n, 1, c_in)).to(x.dtype)  # [N, O, I]
@@ -100,7 +101,7 @@ def modulated_conv1x1(x: torch.Tensor, weight: torch.Tensor, styles: torch.Tenso
 def input_styles(dtype: torch.dtype, weight: torch.Tensor, styles: torch.Tensor) -> torch.Tensor:
     """What the shared conv multiplies its input by (`[N, I]`, after the fp16 pre-normalization), for a
     producer that applies it in its own pass (`input_scaled=True` then skips it here)."""
-    if _modulation_kernels_apply(weight, styles, "auto"):
+    if _modulation_kernels_apply(weight, styles, "auto", dtype):
         return _coefs_kernel(weight, styles, dtype, want_styles=True, demod=False)[1]
     return _prenormalize(dtype, weight, styles, demodulate=True)[1]
 
@@ -129,7 +130,7 @@ def modulated_conv2d_videos(x: torch.Tensor, weight: torch.Tensor, styles: torch
     c_out, c_in, kh, kw = weight.shape
     assert x.ndim == 4 and x.shape[1] == n * c_in, f"x {tuple(x.shape)}: expected [T, {n}*{c_in}, H, W]"
     assert styles.shape == (n, c_in), f"styles {tuple(styles.shape)}, expected [N, {c_in}]"
-    if _modulation_kernels_apply(weight, styles, impl):
+    if _modulation_kernels_apply(weight, styles, impl, x.dtype):
         w = _folded_weight_kernel(weight, styles, demodulate, x.dtype, layout(x))  # [N*O, I, kh, kw]
     else:
         weight, styles = _prenormalize(x.dtype, weight, styles, demodulate)
@@ -155,12 +156,14 @@ def _prenormalized_weight(weight: torch.Tensor) -> torch.Tensor:
     return derived(weight, "prenormalized", prenormalized)
 
 
-def _modulation_kernels_apply(weight: torch.Tensor, styles: torch.Tensor, impl: str) -> bool:
+def _modulation_kernels_apply(weight: torch.Tensor, styles: torch.Tensor, impl: str, dtype: torch.dtype) -> bool:
     """Whether the modulation's per-sample tensors (folded weights, demodulation coefficients, input
     scales) come from the CUDA kernels: at inference (no gradient to keep) on a GPU."""
     if not (FOLD_KERNEL and FAST_PATH) or impl == "ref":
         return False
-    if weight.dtype != torch.float32 or (torch.is_grad_enabled() and (weight.requires_grad or styles.requires_grad)):
+    if weight.dtype != torch.float32 or dtype not in (torch.float32, torch.float16, torch.bfloat16):
+        return False  # float64 runs (parity checks) and non-float32 parameters keep the PyTorch ops
+    if torch.is_grad_enabled() and (weight.requires_grad or styles.requires_grad):
         return False
     return _dispatch.resolve("modulate_weight", impl, weight) == "cuda"
 
