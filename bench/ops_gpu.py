@@ -250,6 +250,15 @@ def _parity_row(label: str, names, kernel_fn, ref_fn, inputs, dtype, seed: int) 
     say(f"  {label:<34} {str(dtype).replace('torch.', ''):<8} " + "  ".join(cells))
 
 
+def _forward_row(row: str, dtype, err: float, yard: float) -> None:
+    """A forward-only parity row: the kernel's error against the reference in the same dtype must stay
+    within 3x the reference's own error against float64 (or the dtype's floor)."""
+    ok = err <= max(1e-5 if dtype == torch.float32 else 2e-2, 3 * yard)
+    if not ok:
+        FAILS.append(f"{row} {dtype}: {err:.2e}")
+    say(f"  {row:<34} {str(dtype)[6:]:<8} y {err:.1e}/{yard:.1e}{'' if ok else ' FAIL'}")
+
+
 def _scales_parity(device, shape, gen, label: str = "bias_act scales") -> None:
     """bias_act's inference-only scale / out_scale (fused demodulation and input modulation), forward."""
     n, c = shape[:2]
@@ -267,12 +276,8 @@ def _scales_parity(device, shape, gen, label: str = "bias_act scales") -> None:
                                 impl="ref")
                 want64 = bias_act(x.double(), b.double(), act="lrelu", clamp=1.5, scale=sc.double(),
                                   out_scale=osc.double(), impl="ref")
-            err, yard = rel(got, want), rel(want, want64)
-            ok = err <= max(1e-5 if dtype == torch.float32 else 2e-2, 3 * yard)
-            row = f"{label} {'NHWC' if layout == torch.channels_last else 'NCHW'}"
-            if not ok:
-                FAILS.append(f"{row} {dtype}: {err:.2e}")
-            say(f"  {row:<34} {str(dtype)[6:]:<8} y {err:.1e}/{yard:.1e}{'' if ok else ' FAIL'}")
+            _forward_row(f"{label} {'NHWC' if layout == torch.channels_last else 'NCHW'}", dtype, rel(got, want),
+                         rel(want, want64))
 
 
 def _filter_epilogue_parity(device, small: bool, gen) -> None:
@@ -319,12 +324,8 @@ def _fold_parity(device, small: bool, gen) -> None:
                 outs[name] = modconv.modulated_conv2d_videos(xs, w, s, padding=1)
         with torch.no_grad(), ops_mode("ref"):
             want64 = modconv.modulated_conv2d_videos(x.double(), w.double(), s.double(), padding=1)
-        err, yard = rel(outs["kernel"], outs["ops"]), rel(outs["ops"], want64)
-        ok = err <= max(1e-5 if dtype == torch.float32 else 2e-2, 3 * yard)
-        row = f"modconv per video, fold kernel {'NHWC' if layout == torch.channels_last else 'NCHW'}"
-        if not ok:
-            FAILS.append(f"{row} {dtype}: {err:.2e}")
-        say(f"  {row:<34} {str(dtype)[6:]:<8} y {err:.1e}/{yard:.1e}{'' if ok else ' FAIL'}")
+        _forward_row(f"modconv per video, fold kernel {'NHWC' if layout == torch.channels_last else 'NCHW'}", dtype,
+                     rel(outs["kernel"], outs["ops"]), rel(outs["ops"], want64))
 
 
 def _coefs_parity(device, small: bool, gen) -> None:
@@ -345,12 +346,7 @@ def _coefs_parity(device, small: bool, gen) -> None:
         with torch.no_grad(), ops_mode("ref"):
             want64 = modconv.modulated_conv2d(x.double(), w.double(), s.double(), padding=1, fused_modconv=False,
                                               bias_act_args=dict(act, b=act["b"].double()))
-        err, yard = rel(outs["kernel"], outs["ops"]), rel(outs["ops"], want64)
-        ok = err <= max(1e-5 if dtype == torch.float32 else 2e-2, 3 * yard)
-        row = "modconv shared, coefs kernel"
-        if not ok:
-            FAILS.append(f"{row} {dtype}: {err:.2e}")
-        say(f"  {row:<34} {str(dtype)[6:]:<8} y {err:.1e}/{yard:.1e}{'' if ok else ' FAIL'}")
+        _forward_row("modconv shared, coefs kernel", dtype, rel(outs["kernel"], outs["ops"]), rel(outs["ops"], want64))
 
 
 def parity(device, small: bool) -> None:

@@ -762,27 +762,34 @@ def _pytorch_fold(weight, styles, demodulate, dtype, fmt):
     return w.reshape(-1, *weight.shape[1:]).to(dtype, memory_format=fmt)
 
 
-@pytest.mark.parametrize("dtype", [torch.float32, torch.float16, torch.bfloat16])
-@pytest.mark.parametrize("fmt", [torch.contiguous_format, torch.channels_last], ids=["nchw", "nhwc"])
-def test_emulated_modulate_weight_matches_the_pytorch_fold(emu, dtype, fmt):
-    gen = torch.Generator().manual_seed(11)
-    for (c_out, c_in, k), n, demodulate in itertools.product([(5, 7, 3), (3, 6, 1), (4, 300, 3)], [1, 3],
-                                                            [True, False]):
-        weight = torch.randn(c_out, c_in, k, k, generator=gen)
-        styles = torch.randn(n, c_in, generator=gen) * 3 + 1
+def _check_modulate_weight(kernel, device, dtype, fmt, seed: int, n, shapes, fp32_tol: float):
+    """modulate_weight (`kernel`) against the PyTorch fold for (O, I, k) shapes, sample counts n and both
+    demodulation settings; returns the last weight and styles."""
+    gen = torch.Generator().manual_seed(seed)
+    tol = {torch.float32: fp32_tol, torch.float16: 1e-3, torch.bfloat16: 8e-3}[dtype]
+    for (c_out, c_in, k), num, demodulate in itertools.product(shapes, n, [True, False]):
+        weight = torch.randn(c_out, c_in, k, k, generator=gen).to(device)
+        styles = (torch.randn(num, c_in, generator=gen) * 3 + 1).to(device)
         norm = dtype == torch.float16 and demodulate
         w = modconv._prenormalized_weight(weight) if norm else weight
         wsq = w.square().sum(dim=[2, 3]) if demodulate else None
-        got = emu.modulate_weight_cuda(w.contiguous(memory_format=fmt), wsq, styles, norm, dtype)
+        got = kernel(w.contiguous(memory_format=fmt), wsq, styles, norm, dtype)
         want = _pytorch_fold(weight, styles, demodulate, dtype, fmt)
-        label = f"{dtype} {fmt} {c_out}x{c_in}x{k} n={n} demod={demodulate}"
+        label = f"{dtype} {fmt} {c_out}x{c_in}x{k} n={num} demod={demodulate}"
         assert got.shape == want.shape and got.dtype == dtype and got.is_contiguous(memory_format=fmt), label
-        tol = {torch.float32: 1e-6, torch.float16: 1e-3, torch.bfloat16: 8e-3}[dtype]
         torch.testing.assert_close(got.float(), want.float(), rtol=tol, atol=tol * want.abs().max().item(),
                                    msg=label)
         if demodulate:  # eq. 3: every output filter of every sample has unit norm
-            norms = got.float().reshape(n * c_out, -1).norm(dim=1)
+            norms = got.float().reshape(num * c_out, -1).norm(dim=1)
             torch.testing.assert_close(norms, torch.ones_like(norms), rtol=2 * tol, atol=0)
+    return weight, styles
+
+
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float16, torch.bfloat16])
+@pytest.mark.parametrize("fmt", [torch.contiguous_format, torch.channels_last], ids=["nchw", "nhwc"])
+def test_emulated_modulate_weight_matches_the_pytorch_fold(emu, dtype, fmt):
+    weight, styles = _check_modulate_weight(emu.modulate_weight_cuda, "cpu", dtype, fmt, seed=11, n=(1, 3),
+                                            shapes=[(5, 7, 3), (3, 6, 1), (4, 300, 3)], fp32_tol=1e-6)
     with pytest.raises(AssertionError, match="forward-only"):
         emu.modulate_weight_cuda(weight, None, styles.requires_grad_(True), False, torch.float32)
     with pytest.raises(TypeError, match="float16 or bfloat16"):
@@ -1021,21 +1028,8 @@ def test_gpu_token_noise_matches_the_pytorch_hash():
 def test_gpu_modulate_weight_matches_the_pytorch_fold(dtype, fmt):
     from core.ops.cuda import modulate_weight_cuda
 
-    gen = torch.Generator().manual_seed(5)
-    for (c_out, c_in, k), n, demodulate in itertools.product([(512, 512, 3), (3, 64, 1), (7, 300, 3)], [1, 4],
-                                                            [True, False]):
-        weight = torch.randn(c_out, c_in, k, k, generator=gen).to(GPU_DEVICE)
-        styles = (torch.randn(n, c_in, generator=gen) * 3 + 1).to(GPU_DEVICE)
-        norm = dtype == torch.float16 and demodulate
-        w = modconv._prenormalized_weight(weight) if norm else weight
-        wsq = w.square().sum(dim=[2, 3]) if demodulate else None
-        got = modulate_weight_cuda(w.contiguous(memory_format=fmt), wsq, styles, norm, dtype)
-        want = _pytorch_fold(weight, styles, demodulate, dtype, fmt)
-        label = f"{dtype} {fmt} {c_out}x{c_in}x{k} n={n} demod={demodulate}"
-        assert got.shape == want.shape and got.dtype == dtype and got.is_contiguous(memory_format=fmt), label
-        tol = {torch.float32: 1e-5, torch.float16: 1e-3, torch.bfloat16: 8e-3}[dtype]
-        torch.testing.assert_close(got.float(), want.float(), rtol=tol, atol=tol * want.abs().max().item(),
-                                   msg=label)
+    _check_modulate_weight(modulate_weight_cuda, GPU_DEVICE, dtype, fmt, seed=5, n=(1, 4),
+                           shapes=[(512, 512, 3), (3, 64, 1), (7, 300, 3)], fp32_tol=1e-5)
 
 
 @pytest.mark.gpu
