@@ -110,7 +110,8 @@ def _stand_ins(counter: _Counter) -> dict:
             old = motion_mod.MOTION_KERNELS
             motion_mod.MOTION_KERNELS = False
             try:
-                return motion_mod.AlignedTimeEncoder.forward(enc, t, None, None, delta_z, exact)
+                # u_left / u_right only reach the predictors, which return the given outputs
+                return motion_mod.AlignedTimeEncoder.forward(enc, t, scale_logits, scale_logits, delta_z, exact)
             finally:
                 motion_mod.MOTION_KERNELS = old
 
