@@ -692,10 +692,11 @@ def _generator_variants(G, device, use_compile: bool) -> dict:
         for what, context in (("tiled filter kernel", lambda: filter_kernel(tiled=True, epilogue=False)),
                               ("no filter epilogue", lambda: filter_kernel(epilogue=False))):
             variants[f"kernels, {layout}, graph, {what}"] = ("cuda", graphed_in(context, **layouts[layout]))
-    for layout in ("shared, NHWC", "per video, NHWC"):  # each kernel change of the fifth session undone, vec2 done
+    for layout in ("shared, NHWC", "per video, NHWC"):
         # the fourth session's best way of running G, in this process: the baseline of the later changes
         variants[f"kernels, {layout}, graph, as in the fourth session"] = (
             "cuda", graphed_in(fourth_session_kernels, graph_motion=False, cache_weights=False, **layouts[layout]))
+    for layout in ("shared, NHWC", "per video, NHWC"):  # each later change undone on its own, vec2 done
         for what, context in (("general bias_act", lambda: lean_bias_act(False)), ("rowwise filter", rowwise_filter),
                               ("vec2 filter", vec2_filter), ("modulation in PyTorch ops", lambda: fold_kernel(False)),
                               ("motion encoder in PyTorch ops", lambda: motion_kernels(False))):
