@@ -454,14 +454,6 @@ def _bias_act_run(impl: str, x, b, backward: bool):
     return y
 
 
-@torch.no_grad()
-def _pytorch_fold(w, s, dtype):
-    """The per-video weight fold as modulated_conv2d_videos builds it without the kernel (`[N*O, I, 3, 3]`)."""
-    w, s = modconv._prenormalize(dtype, w, s, True)
-    folded = modconv._folded_weight(w, s, True, fast=True)
-    return folded.reshape(-1, *w.shape[1:]).to(dtype, memory_format=torch.channels_last)
-
-
 def op_timings(device, small: bool, use_compile: bool) -> None:
     say("\n== 3. op timings (median; speed-up vs ref in brackets) ==")
     iters = 3 if small else 20
@@ -543,7 +535,7 @@ def op_timings(device, small: bool, use_compile: bool) -> None:
     for co, ci, n in [(8, 8, 1)] if small else [(512, 512, 1), (512, 512, 32), (128, 256, 1)]:
         w = torch.randn(co, ci, 3, 3, device=device)
         s = torch.randn(n, ci, device=device)
-        fns = {"ref": lambda w=w, s=s: _pytorch_fold(w, s, dt)}
+        fns = {"ref": lambda w=w, s=s: modconv._folded_weight_ops(w, s, True, dt, torch.channels_last)}
         if device.type == "cuda":
             fns["kernel"] = lambda w=w, s=s: modconv._folded_weight_kernel(w, s, True, dt, torch.channels_last)
         _time_variants(f"weight fold {co}x{ci}x3x3 x{n} {str(dt)[6:]} NHWC", device, fns, False, iters)

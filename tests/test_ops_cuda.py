@@ -755,13 +755,6 @@ def test_emulated_kernels_render_the_reference_frames(tiny_G, emu, monkeypatch, 
                                                                         and m.up == 1 and m.resolution > 4))
 
 
-def _pytorch_fold(weight, styles, demodulate, dtype, fmt):
-    """The per-sample weights as the PyTorch ops build them (modulated_conv2d_videos without the kernel)."""
-    w, s = modconv._prenormalize(dtype, weight, styles, demodulate)
-    w = modconv._folded_weight(w, s, demodulate, fast=True)
-    return w.reshape(-1, *weight.shape[1:]).to(dtype, memory_format=fmt)
-
-
 def _check_modulate_weight(kernel, device, dtype, fmt, seed: int, n, shapes, fp32_tol: float):
     """modulate_weight (`kernel`) against the PyTorch fold for (O, I, k) shapes, sample counts n and both
     demodulation settings; returns the last weight and styles."""
@@ -774,7 +767,7 @@ def _check_modulate_weight(kernel, device, dtype, fmt, seed: int, n, shapes, fp3
         w = modconv._prenormalized_weight(weight) if norm else weight
         wsq = w.square().sum(dim=[2, 3]) if demodulate else None
         got = kernel(w.contiguous(memory_format=fmt), wsq, styles, norm, dtype)
-        want = _pytorch_fold(weight, styles, demodulate, dtype, fmt)
+        want = modconv._folded_weight_ops(weight, styles, demodulate, dtype, fmt)
         label = f"{dtype} {fmt} {c_out}x{c_in}x{k} n={num} demod={demodulate}"
         assert got.shape == want.shape and got.dtype == dtype and got.is_contiguous(memory_format=fmt), label
         torch.testing.assert_close(got.float(), want.float(), rtol=tol, atol=tol * want.abs().max().item(),

@@ -134,9 +134,7 @@ def modulated_conv2d_videos(x: torch.Tensor, weight: torch.Tensor, styles: torch
     if _modulation_kernels_apply(weight, styles, impl, x.dtype):
         w = _folded_weight_kernel(weight, styles, demodulate, x.dtype, layout(x))  # [N*O, I, kh, kw]
     else:
-        weight, styles = _prenormalize(x.dtype, weight, styles, demodulate)
-        w = _folded_weight(weight, styles, demodulate, fast=FAST_PATH and impl != "ref")  # [N, O, I, kh, kw]
-        w = w.reshape(-1, c_in, kh, kw).to(x.dtype, memory_format=layout(x))  # one pass: cast and layout
+        w = _folded_weight_ops(weight, styles, demodulate, x.dtype, layout(x), fast=FAST_PATH and impl != "ref")
     return conv2d_resample(x, w, f=resample_filter, up=up,
                            padding=padding, groups=n, flip_weight=flip_weight, impl=impl,
                            bias_act_args=bias_act_args)
@@ -155,6 +153,15 @@ def _prenormalized_weight(weight: torch.Tensor) -> torch.Tensor:
     def prenormalized(w):
         return w * (1 / np.sqrt(c_in * kh * kw) / w.norm(float("inf"), dim=[1, 2, 3], keepdim=True))
     return derived(weight, "prenormalized", prenormalized)
+
+
+def _folded_weight_ops(weight: torch.Tensor, styles: torch.Tensor, demodulate: bool, dtype: torch.dtype,
+                       memory_format: torch.memory_format, fast: bool = True) -> torch.Tensor:
+    """The per-sample weights `[N*O, I, kh, kw]` in the conv's dtype and layout from PyTorch ops: what
+    `_folded_weight_kernel` computes in one launch."""
+    w, s = _prenormalize(dtype, weight, styles, demodulate)
+    w = _folded_weight(w, s, demodulate, fast=fast)  # [N, O, I, kh, kw]
+    return w.reshape(-1, *weight.shape[1:]).to(dtype, memory_format=memory_format)  # one pass: cast and layout
 
 
 def _modulation_kernels_apply(weight: torch.Tensor, styles: torch.Tensor, impl: str, dtype: torch.dtype) -> bool:
