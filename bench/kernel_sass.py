@@ -26,7 +26,7 @@ import tempfile
 from pathlib import Path
 
 SOURCES = Path(__file__).resolve().parents[1] / "core" / "ops" / "cuda"
-KERNEL_FILES = ("bias_act.cu", "upfirdn2d.cu", "modulate_weight.cu", "motion.cu")
+KERNEL_FILES = ("bias_act.cu", "upfirdn2d.cu", "modulate_weight.cu", "motion.cu", "torgb.cu")
 REGISTERS_PER_SM, MAX_BLOCKS, THREADS = 65536, 8, 256
 
 

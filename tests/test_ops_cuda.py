@@ -361,6 +361,10 @@ def emu_lib(tmp_path_factory):
     lib.sgv_emu_time_encoding.argtypes = [ctypes.c_void_p, ctypes.c_int] + [ctypes.c_void_p] * 7 + \
         [ctypes.c_int64, ctypes.c_int64, ctypes.c_int, ctypes.c_int]
     lib.sgv_emu_modulation_coefs.argtypes = [ctypes.c_int] + [ctypes.c_void_p] * 4 + [ctypes.c_int] * 4
+    lib.sgv_emu_bias_act_torgb.argtypes = [ctypes.c_int] + [ctypes.c_void_p] * 2 + \
+        [ctypes.POINTER(ctypes.c_int64)] * 2 + [ctypes.POINTER(ctypes.c_int)] + [ctypes.c_void_p] * 3 + \
+        [ctypes.c_int] + [ctypes.c_double] * 3 + [ctypes.c_void_p, ctypes.c_int, ctypes.c_void_p, ctypes.c_double] + \
+        [ctypes.c_void_p] * 2
     return lib
 
 
@@ -441,6 +445,27 @@ class _EmuOps:
                                                 int(norm_styles))
         assert err == 0
         return d, s
+
+    def bias_act_torgb(self, x, b, scale, out_scale, act, alpha, gain, clamp, rgb_w, rgb_b, rgb_clamp, skip):
+        assert x.ndim == 4 and (x.is_contiguous() or x.is_contiguous(memory_format=torch.channels_last))
+        batch, _, h, w = x.shape
+        wb, groups, rgb_c, c = rgb_w.shape  # the checks of ops.cpp
+        assert rgb_w.dtype == torch.float32 and rgb_w.is_contiguous() and wb in (1, batch) and groups * c == x.shape[1]
+        for t, rows in ((b, 1), (scale, batch), (out_scale, batch)):
+            assert t is None or (t.dtype == x.dtype and t.is_contiguous() and t.numel() == rows * x.shape[1])
+        assert rgb_b is None or (rgb_b.dtype == torch.float32 and rgb_b.numel() == rgb_c)
+        assert skip is None or (skip.dtype == torch.float32 and skip.is_contiguous() and
+                                skip.shape == (batch, groups * rgb_c, h, w))
+        y = torch.empty_like(x)
+        img = torch.empty(batch, groups * rgb_c, h, w)
+        sx, sy = (ctypes.c_int64 * 4)(*x.stride()), (ctypes.c_int64 * 4)(*y.stride())
+        dims = (ctypes.c_int * 6)(batch, groups, c, h, w, rgb_c)
+        err = self.lib.sgv_emu_bias_act_torgb(_CODES[x.dtype], x.data_ptr(), y.data_ptr(), sx, sy, dims, self._ptr(b),
+                                              self._ptr(scale), self._ptr(out_scale), act, alpha, gain, clamp,
+                                              rgb_w.data_ptr(), int(wb == 1 and batch > 1), self._ptr(rgb_b),
+                                              rgb_clamp, self._ptr(skip), img.data_ptr())
+        assert err == 0
+        return y, img
 
     def time_encoding(self, t, scale_logits, phase_logits, aligners_left, aligners_right, freqs, phase_scales,
                       delta_z, exact):
@@ -787,6 +812,67 @@ def test_emulated_modulate_weight_matches_the_pytorch_fold(emu, dtype, fmt):
         emu.modulate_weight_cuda(weight, None, styles.requires_grad_(True), False, torch.float32)
     with pytest.raises(TypeError, match="float16 or bfloat16"):
         emu.modulate_weight_cuda(weight, None, styles.detach(), False, torch.float64)
+
+
+def _torgb_cases(seed: int, device):
+    """Inputs of bias_act_torgb: planes below one warp, over one block, odd sizes; 1 and 2 groups; the toRGB
+    weights one per sample or one for the batch; every optional operand present or absent; three activations."""
+    gen = torch.Generator().manual_seed(seed)
+    cases = [  # (batch, groups, channels, rgb channels, h, w, weights shared, act, all operands)
+        (2, 1, 16, 3, 4, 4, False, "lrelu", True), (3, 2, 12, 3, 17, 19, True, "lrelu", True),
+        (1, 1, 24, 3, 9, 7, False, "lrelu", False), (2, 2, 8, 4, 5, 6, False, "linear", True),
+        (2, 1, 9, 1, 3, 5, True, "tanh", True), (1, 1, 64, 3, 16, 16, False, "lrelu", True)]
+    for batch, groups, c, rgb_c, h, w, shared, act, full in cases:
+        x = torch.randn(batch, groups * c, h, w, generator=gen) * 2
+        ops = dict(
+            b=torch.randn(groups * c, generator=gen) if full else None,
+            scale=torch.rand(batch, groups * c, generator=gen) + 0.5 if full else None,
+            out_scale=torch.rand(batch, groups * c, generator=gen) + 0.5 if full and act != "tanh" else None,
+            rgb_weight=torch.randn(1 if shared else batch, groups, rgb_c, c, generator=gen) / c**0.5,
+            rgb_bias=torch.randn(rgb_c, generator=gen) if full else None,
+            skip=torch.randn(batch, groups * rgb_c, h, w, generator=gen) if full or shared else None)
+        kw = dict(act=act, gain=1.4, clamp=1.7 if full else None, rgb_clamp=0.8 if full else None)
+        yield f"{batch}x{groups}x{c}x{h}x{w} rgb={rgb_c} shared={shared} {act} full={full}", x.to(device), \
+            {k: (v.to(device) if isinstance(v, torch.Tensor) else v) for k, v in ops.items()} | kw
+
+
+def _check_bias_act_torgb(run, device, dtype, seed: int) -> None:
+    """`run(x, **kw)` (the kernel through its entry point) against the ops one after the other in float64
+    (tolerances: the rounding of x and of the activations to dtype; the kernel sums the rgb in float32)."""
+    from core.ops.fused import bias_act_torgb
+
+    tol = {torch.float32: 2e-5, torch.float16: 4e-3, torch.bfloat16: 3e-2}[dtype]
+    for label, x, kw in _torgb_cases(seed, device):
+        for fmt in (torch.contiguous_format, torch.channels_last):
+            xd = x.to(dtype).contiguous(memory_format=fmt)
+            ops = {k: (v.to(dtype) if k in ("b", "scale", "out_scale") and v is not None else v) for k, v in kw.items()}
+            y, img = run(xd, **ops)
+            ops64 = {k: (v.double() if isinstance(v, torch.Tensor) else v) for k, v in ops.items()}
+            want_y, want_img = bias_act_torgb(xd.double(), **ops64, impl="ref")
+            want_img = want_img.double()
+            name = f"{label} {dtype} {fmt}"
+            assert y.dtype == dtype and y.shape == x.shape and y.is_contiguous(memory_format=fmt), name
+            assert img.dtype == torch.float32 and img.shape == want_img.shape and img.is_contiguous(), name
+            torch.testing.assert_close(y.double(), want_y, rtol=tol, atol=tol * want_y.abs().max().item(), msg=name)
+            torch.testing.assert_close(img.double(), want_img, rtol=tol, atol=tol * want_img.abs().max().item(),
+                                       msg=name)
+
+
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float16, torch.bfloat16])
+def test_emulated_bias_act_torgb_matches_the_ops(emu, dtype):
+    def run(x, act, gain, clamp, rgb_clamp, **ops):
+        spec = ACTIVATIONS[act]
+        return emu.bias_act_torgb_cuda(x, ops["b"], act, spec.def_alpha, gain, -1.0 if clamp is None else clamp,
+                                       ops["scale"], ops["out_scale"], ops["rgb_weight"], ops["rgb_bias"],
+                                       -1.0 if rgb_clamp is None else rgb_clamp, ops["skip"])
+    _check_bias_act_torgb(run, "cpu", dtype, seed=21)
+    x = torch.randn(1, 4, 2, 2, requires_grad=True)
+    with pytest.raises(AssertionError, match="forward-only"):
+        emu.bias_act_torgb_cuda(x, None, "lrelu", 0.2, 1.0, -1.0, None, None, torch.randn(1, 1, 3, 4), None, -1.0,
+                                None)
+    with pytest.raises(TypeError, match="bfloat16"):
+        emu.bias_act_torgb_cuda(x.detach().double(), None, "lrelu", 0.2, 1.0, -1.0, None, None,
+                                torch.randn(1, 1, 3, 4), None, -1.0, None)
 
 
 @pytest.mark.parametrize("dtype", [torch.float32, torch.float16, torch.bfloat16])

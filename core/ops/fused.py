@@ -1,4 +1,6 @@
-"""The FIR filter pass and bias_act fused: one read and one write of the largest tensors of G.
+"""Passes fused at inference: the FIR filter with bias_act, and bias_act with toRGB.
+
+The FIR filter pass and bias_act fused: one read and one write of the largest tensors of G.
 
 After every upsampling transposed conv of the synthesis network comes a 4x4 FIR pass, and after it
 bias_act (with the demodulation and the next conv's input modulation riding in bias_act's pass, see
@@ -15,8 +17,10 @@ from core.ops import _dispatch
 from core.ops.bias_act import ACTIVATIONS, bias_act
 from core.ops.upfirdn2d import filter_size, parse_padding, upfirdn2d
 
-# bench/ops_gpu.py turns this off to time the two ops one after the other.
+# bench/ops_gpu.py turns these off to time the ops one after the other.
 EPILOGUE = True
+TORGB_EPILOGUE = True
+_MAX_RGB, _MAX_TORGB_CHANNELS = 4, 1536  # the kernel's limits (shared memory: (R + 3) * C floats)
 
 
 def upfirdn2d_bias_act(x: torch.Tensor, f: torch.Tensor, padding=0, flip_filter: bool = False, gain: float = 1.0,
@@ -48,3 +52,51 @@ def _fusable(x: torch.Tensor, f: torch.Tensor, impl: str, tensors) -> bool:
     if torch.is_grad_enabled() and any(t is not None and t.requires_grad for t in tensors):
         return False  # forward-only kernel: training composes the two differentiable ops
     return _dispatch.resolve("upfirdn2d", impl, x) == "cuda" and _dispatch.resolve("bias_act", impl, x) == "cuda"
+
+
+def bias_act_torgb(x: torch.Tensor, b: torch.Tensor | None = None, act: str = "lrelu", alpha: float | None = None,
+                   gain: float | None = None, clamp: float | None = None, scale: torch.Tensor | None = None,
+                   out_scale: torch.Tensor | None = None, *, rgb_weight: torch.Tensor,
+                   rgb_bias: torch.Tensor | None = None, rgb_clamp: float | None = None,
+                   skip: torch.Tensor | None = None, impl: str = "auto") -> tuple[torch.Tensor, torch.Tensor]:
+    """A synthesis block's last bias_act and its toRGB layer: (y, img).
+
+    x `[B, G*C, H, W]` (G groups of C channels: the frame-major layout's videos, else G = 1), rgb_weight
+    `[B or 1, G, R, C]` (toRGB's modulated 1x1 weights, its weight gain included), rgb_bias `[R]`, skip
+    `[B, G*R, H, W]` (the upsampled image of the block before) or None.
+    u = bias_act(x, b, act, alpha, gain, clamp, scale=scale); y = u * out_scale (if given);
+    img = skip + bias_act(toRGB(u), rgb_bias, clamp=rgb_clamp) in float32. At inference on the GPU one
+    kernel pass (core/ops/cuda/torgb.cu), which never reads u back; elsewhere the ops one after the other.
+    """
+    assert x.ndim == 4 and rgb_weight.ndim == 4, f"x {tuple(x.shape)}, rgb_weight {tuple(rgb_weight.shape)}"
+    wb, groups, rgb_c, c = rgb_weight.shape
+    batch, _, h, w = x.shape
+    assert x.shape[1] == groups * c and wb in (1, batch), f"x {tuple(x.shape)} vs rgb_weight {tuple(rgb_weight.shape)}"
+    assert skip is None or skip.shape == (batch, groups * rgb_c, h, w), f"skip {tuple(skip.shape)}"
+    if torgb_epilogue_applies(x, (x, b, scale, out_scale, rgb_weight, rgb_bias, skip), c, rgb_c, impl):
+        from core.ops.cuda import bias_act_torgb_cuda  # lazily, as bias_act does
+
+        spec = ACTIVATIONS[act]
+        alpha = spec.def_alpha if alpha is None else float(alpha)
+        gain = spec.def_gain if gain is None else float(gain)
+        return bias_act_torgb_cuda(x, b, act, alpha, gain, -1.0 if clamp is None else float(clamp), scale, out_scale,
+                                   rgb_weight, rgb_bias, -1.0 if rgb_clamp is None else float(rgb_clamp), skip)
+    u = bias_act(x, b, act=act, alpha=alpha, gain=gain, clamp=clamp, scale=scale, impl=impl)
+    rgb = torch.matmul(rgb_weight.to(u.dtype), u.reshape(batch, groups, c, h * w))  # [B, G, R, HW]
+    rgb_b = None if rgb_bias is None else rgb_bias.to(u.dtype).repeat(groups)
+    img = bias_act(rgb.reshape(batch, groups * rgb_c, h, w), rgb_b, clamp=rgb_clamp, impl=impl).to(torch.float32)
+    img = img if skip is None else skip + img
+    y = u if out_scale is None else u * out_scale.to(u.dtype).reshape(batch, -1, 1, 1)
+    return y, img
+
+
+def torgb_epilogue_applies(x: torch.Tensor, tensors, channels: int, rgb_channels: int, impl: str = "auto") -> bool:
+    """Whether bias_act_torgb runs as one kernel: at inference (no gradient wanted) on a GPU, for the kernel's
+    dtypes and sizes."""
+    if not TORGB_EPILOGUE or x.dtype not in (torch.float32, torch.float16, torch.bfloat16):
+        return False
+    if rgb_channels > _MAX_RGB or channels > _MAX_TORGB_CHANNELS:
+        return False
+    if torch.is_grad_enabled() and any(t is not None and t.requires_grad for t in tensors):
+        return False
+    return _dispatch.resolve("bias_act", impl, x) == "cuda"

@@ -24,7 +24,7 @@ import torch
 log = logging.getLogger(__name__)
 
 SOURCE_DIR = Path(__file__).resolve().parent
-SOURCES = ("ops.cpp", "bias_act.cu", "upfirdn2d.cu", "modulate_weight.cu", "motion.cu")
+SOURCES = ("ops.cpp", "bias_act.cu", "upfirdn2d.cu", "modulate_weight.cu", "motion.cu", "torgb.cu")
 HEADERS = ("common.h", "types.cuh", "act.cuh")
 CUDA_FLAGS = ("-O3", "-std=c++17", "--expt-relaxed-constexpr")
 CXX_FLAGS = ("-O3",)  # the C++ standard is torch's own (C++20 for recent versions)
@@ -141,7 +141,8 @@ def main(argv: list[str] | None = None) -> int:
     except BuildError as exc:
         print(f"FAILED: {exc}", file=sys.stderr)
         return 1
-    ops = ("bias_act", "upfirdn2d", "modulate_weight", "modulation_coefs", "token_noise", "time_encoding")
+    ops = ("bias_act", "upfirdn2d", "modulate_weight", "modulation_coefs", "bias_act_torgb", "token_noise",
+           "time_encoding")
     missing = [fn for fn in ops if not hasattr(module, fn)]
     if missing:
         print(f"FAILED: the built module lacks {missing}", file=sys.stderr)

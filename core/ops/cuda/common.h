@@ -89,6 +89,32 @@ struct ModulationCoefsParams {
   float eps = 1e-8f;
 };
 
+// bias_act with toRGB as its epilogue (torgb.cu), forward only: for every pixel of plane (n, g) of x
+// [B, G*C, H, W] (strides sx, in elements) with channel c of group g at g*C + c:
+//   u_c = clamp(act(x * scale[n, gC+c] + b[gC+c]) * gain)        (bias_act's mode 0, rounded to x's dtype)
+//   y   = u_c * out_scale[n, gC+c]                                (out_scale: the next conv's input modulation)
+//   img[n, g*R + r] = skip[n, g*R + r] + clamp_rgb(sum_c rgb_w[n or 0, g, r, c] * u_c + rgb_b[r])
+// b, scale, out_scale have x's dtype and are contiguous ([G*C], [B, G*C], [B, G*C]) or nullptr (0, 1, 1);
+// rgb_w, rgb_b, skip and img are float32 contiguous ([B or 1, G, R, C], [R], [B, G*R, H, W] x2).
+struct BiasActToRGBParams {
+  const void* x = nullptr;
+  void* y = nullptr;
+  int64_t sx[4] = {0, 0, 0, 0};  // x strides (N, C, H, W), in elements
+  int64_t sy[4] = {0, 0, 0, 0};  // y strides
+  int batch = 0, groups = 1, c = 0, h = 0, w = 0, rgb_c = 3;
+  const void* b = nullptr;
+  const void* scale = nullptr;
+  const void* out_scale = nullptr;
+  int act = 3;  // as BiasActParams::act
+  double alpha = 0.0, gain = 1.0, clamp = -1.0;  // clamp < 0: no clamping
+  const float* rgb_w = nullptr;
+  bool rgb_w_shared = false;  // one row of rgb_w for the whole batch (the frame-major layout's videos)
+  const float* rgb_b = nullptr;
+  double rgb_clamp = -1.0;
+  const float* skip = nullptr;
+  float* img = nullptr;
+};
+
 // Motion noise tokens (motion.cu): y[m, l, :] = core.noise.token_noise(seeds[sample[m]], start[m] + l,
 // dim) for the windows m < windows, l < length; sample nullptr means sample[m] = m. A sample index
 // outside [0, num_seeds) yields NaN tokens (no device-side abort).
@@ -121,6 +147,7 @@ cudaError_t bias_act_launch(const BiasActParams& p, int dtype, cudaStream_t stre
 cudaError_t upfirdn2d_launch(const Upfirdn2dParams& p, int dtype, cudaStream_t stream);
 cudaError_t modulate_weight_launch(const ModulateWeightParams& p, int dtype, cudaStream_t stream);
 cudaError_t modulation_coefs_launch(const ModulationCoefsParams& p, int dtype, cudaStream_t stream);
+cudaError_t bias_act_torgb_launch(const BiasActToRGBParams& p, int dtype, cudaStream_t stream);
 cudaError_t token_noise_launch(const TokenNoiseParams& p, cudaStream_t stream);
 cudaError_t time_encoding_launch(const TimeEncodingParams& p, cudaStream_t stream);
 

@@ -45,6 +45,7 @@ inline void __syncthreads() {}
 #include "upfirdn2d.cu"
 #include "modulate_weight.cu"
 #include "motion.cu"
+#include "torgb.cu"
 
 extern "C" {
 
@@ -89,6 +90,22 @@ int sgv_emu_modulation_coefs(int dtype, const float* s, const float* wsq_t, void
   p.s = s; p.wsq_t = wsq_t; p.d = d; p.s_out = s_out;
   p.n = n; p.c_in = c_in; p.c_out = c_out; p.norm_styles = norm_styles != 0;
   return static_cast<int>(sgv::modulation_coefs_launch(p, dtype, nullptr));
+}
+
+int sgv_emu_bias_act_torgb(int dtype, const void* x, void* y, const int64_t* sx, const int64_t* sy, const int* dims,
+                           const void* b, const void* scale, const void* out_scale, int act, double alpha,
+                           double gain, double clamp, const float* rgb_w, int rgb_w_shared, const float* rgb_b,
+                           double rgb_clamp, const float* skip, float* img) {
+  // dims: batch, groups, c, h, w, rgb_c
+  sgv::BiasActToRGBParams p;
+  p.x = x; p.y = y;
+  for (int i = 0; i < 4; ++i) { p.sx[i] = sx[i]; p.sy[i] = sy[i]; }
+  p.batch = dims[0]; p.groups = dims[1]; p.c = dims[2]; p.h = dims[3]; p.w = dims[4]; p.rgb_c = dims[5];
+  p.b = b; p.scale = scale; p.out_scale = out_scale;
+  p.act = act; p.alpha = alpha; p.gain = gain; p.clamp = clamp;
+  p.rgb_w = rgb_w; p.rgb_w_shared = rgb_w_shared != 0; p.rgb_b = rgb_b; p.rgb_clamp = rgb_clamp;
+  p.skip = skip; p.img = img;
+  return static_cast<int>(sgv::bias_act_torgb_launch(p, dtype, nullptr));
 }
 
 int sgv_emu_token_noise(const int64_t* seeds, const int64_t* sample, const int64_t* start, float* y,

@@ -240,6 +240,83 @@ std::tuple<at::Tensor, at::Tensor> modulation_coefs(const at::Tensor& styles, co
   return {d, s_out};
 }
 
+// bias_act (mode 0) of x [B, G*C, H, W] (any dense layout; y gets x's) with toRGB as its epilogue (see
+// BiasActToRGBParams): rgb_w float32 [B or 1, G, R, C] contiguous gives G, R and C; b [G*C], scale and
+// out_scale [B, G*C] in x's dtype, contiguous; rgb_b float32 [R]; skip float32 [B, G*R, H, W] contiguous.
+// Returns (y, img float32 [B, G*R, H, W]).
+std::tuple<at::Tensor, at::Tensor> bias_act_torgb(const at::Tensor& x, const std::optional<at::Tensor>& b,
+                                                  const std::optional<at::Tensor>& scale,
+                                                  const std::optional<at::Tensor>& out_scale, int64_t act,
+                                                  double alpha, double gain, double clamp, const at::Tensor& rgb_w,
+                                                  const std::optional<at::Tensor>& rgb_b, double rgb_clamp,
+                                                  const std::optional<at::Tensor>& skip) {
+  TORCH_CHECK(x.is_cuda() && x.dim() == 4 && x.is_non_overlapping_and_dense(),
+              "bias_act_torgb: x must be a dense 4-D CUDA tensor");
+  TORCH_CHECK(x.scalar_type() == at::kFloat || x.scalar_type() == at::kHalf || x.scalar_type() == at::kBFloat16,
+              "bias_act_torgb: x must be float32, float16 or bfloat16");
+  TORCH_CHECK(rgb_w.device() == x.device() && rgb_w.scalar_type() == at::kFloat && rgb_w.dim() == 4 &&
+                  rgb_w.is_contiguous() && (rgb_w.size(0) == 1 || rgb_w.size(0) == x.size(0)),
+              "bias_act_torgb: rgb_w must be contiguous float32 [B or 1, G, R, C] on x's device");
+  const int64_t batch = x.size(0), groups = rgb_w.size(1), rgb_c = rgb_w.size(2), c = rgb_w.size(3);
+  const int64_t h = x.size(2), w = x.size(3);
+  TORCH_CHECK(groups * c == x.size(1), "bias_act_torgb: rgb_w's G * C must be x's channel count");
+  TORCH_CHECK(rgb_c >= 1 && rgb_c <= 4, "bias_act_torgb: 1 to 4 output channels");
+  TORCH_CHECK((rgb_c + 3) * c * 4 <= 48 * 1024, "bias_act_torgb: too many channels per group (shared memory)");
+  TORCH_CHECK(h * w < (int64_t(1) << 31) && batch * groups * h * w < (int64_t(1) << 40),
+              "bias_act_torgb: x is too large");
+  const auto check_operand = [&](const std::optional<at::Tensor>& t, int64_t rows, const char* name) -> const void* {
+    if (!t || !t->defined()) return nullptr;
+    TORCH_CHECK(t->device() == x.device() && t->scalar_type() == x.scalar_type() && t->is_contiguous() &&
+                    t->numel() == rows * x.size(1),
+                "bias_act_torgb: ", name, " must be contiguous in x's dtype with ", rows, " x ", x.size(1),
+                " values on x's device");
+    return t->data_ptr();
+  };
+  sgv::BiasActToRGBParams p;
+  p.b = check_operand(b, 1, "b");
+  p.scale = check_operand(scale, batch, "scale");
+  p.out_scale = check_operand(out_scale, batch, "out_scale");
+  if (rgb_b && rgb_b->defined()) {
+    TORCH_CHECK(rgb_b->device() == x.device() && rgb_b->scalar_type() == at::kFloat && rgb_b->is_contiguous() &&
+                    rgb_b->numel() == rgb_c,
+                "bias_act_torgb: rgb_b must be contiguous float32 [R] on x's device");
+    p.rgb_b = rgb_b->data_ptr<float>();
+  }
+  if (skip && skip->defined()) {
+    TORCH_CHECK(skip->device() == x.device() && skip->scalar_type() == at::kFloat && skip->is_contiguous() &&
+                    skip->dim() == 4 && skip->size(0) == batch && skip->size(1) == groups * rgb_c &&
+                    skip->size(2) == h && skip->size(3) == w,
+                "bias_act_torgb: skip must be contiguous float32 [B, G*R, H, W] on x's device");
+    p.skip = skip->data_ptr<float>();
+  }
+  at::Tensor y = at::empty_like(x, x.suggest_memory_format());
+  at::Tensor img = at::empty({batch, groups * rgb_c, h, w}, x.options().dtype(at::kFloat));
+  p.x = x.data_ptr();
+  p.y = y.data_ptr();
+  for (int i = 0; i < 4; ++i) {
+    p.sx[i] = x.stride(i);
+    p.sy[i] = y.stride(i);
+  }
+  p.batch = static_cast<int>(batch);
+  p.groups = static_cast<int>(groups);
+  p.c = static_cast<int>(c);
+  p.h = static_cast<int>(h);
+  p.w = static_cast<int>(w);
+  p.rgb_c = static_cast<int>(rgb_c);
+  p.act = static_cast<int>(act);
+  p.alpha = alpha;
+  p.gain = gain;
+  p.clamp = clamp;
+  p.rgb_w = rgb_w.data_ptr<float>();
+  p.rgb_w_shared = rgb_w.size(0) == 1 && batch > 1;
+  p.rgb_clamp = rgb_clamp;
+  p.img = img.data_ptr<float>();
+  const c10::cuda::CUDAGuard guard(x.device());
+  const cudaError_t err = sgv::bias_act_torgb_launch(p, dtype_code(x), c10::cuda::getCurrentCUDAStream());
+  TORCH_CHECK(err == cudaSuccess, "bias_act_torgb kernel failed: ", cudaGetErrorString(err));
+  return {y, img};
+}
+
 // Motion noise tokens of `length` consecutive tokens from start[m] for video sample[m] (all int64, 1-D,
 // contiguous, on one CUDA device; sample none: window m is video m) -> float32 [M, length, dim].
 at::Tensor token_noise(const at::Tensor& seeds, const std::optional<at::Tensor>& sample, const at::Tensor& start,
@@ -322,8 +399,8 @@ at::Tensor time_encoding(const at::Tensor& t, const at::Tensor& scale_logits, co
 }  // namespace
 
 // Registered as torch.ops.<TORCH_EXTENSION_NAME>.{bias_act, upfirdn2d, modulate_weight, modulation_coefs,
-// token_noise, time_encoding}: plain torch headers, no pybind, which keeps this file's compile time (and so
-// the CI compile check) short.
+// bias_act_torgb, token_noise, time_encoding}: plain torch headers, no pybind, which keeps this file's
+// compile time (and so the CI compile check) short.
 TORCH_LIBRARY(TORCH_EXTENSION_NAME, m) {
   m.def("bias_act(Tensor x, Tensor? b, Tensor? xref, Tensor? yref, Tensor? dyref, int mode, int dim, int act, "
         "float alpha, float gain, float clamp, Tensor? scale=None, Tensor? out_scale=None) -> Tensor");
@@ -335,6 +412,8 @@ TORCH_LIBRARY(TORCH_EXTENSION_NAME, m) {
         "(Tensor, Tensor)");
   m.def("time_encoding(Tensor t, Tensor scale_logits, Tensor phase_logits, Tensor aligners_left, "
         "Tensor aligners_right, Tensor freqs, Tensor phase_scales, int delta_z, bool exact) -> Tensor");
+  m.def("bias_act_torgb(Tensor x, Tensor? b, Tensor? scale, Tensor? out_scale, int act, float alpha, float gain, "
+        "float clamp, Tensor rgb_w, Tensor? rgb_b, float rgb_clamp, Tensor? skip) -> (Tensor, Tensor)");
   m.def("token_noise(Tensor seeds, Tensor? sample, Tensor start, int length, int dim) -> Tensor");
 }
 
@@ -343,6 +422,7 @@ TORCH_LIBRARY_IMPL(TORCH_EXTENSION_NAME, CUDA, m) {
   m.impl("upfirdn2d", &upfirdn2d);
   m.impl("modulate_weight", &modulate_weight);
   m.impl("modulation_coefs", &modulation_coefs);
+  m.impl("bias_act_torgb", &bias_act_torgb);
   m.impl("token_noise", &token_noise);
   m.impl("time_encoding", &time_encoding);
 }
