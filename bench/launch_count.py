@@ -10,8 +10,10 @@ launch. Weight-derived tensors are cached by a first call, as the graphs' replay
     python bench/launch_count.py [--preset 256] [--shapes 1x32,32x1] [--channels-last]
 
 Prints launches per call by op, for the synthesis and the motion encoder's device work (what a graph
-replays), with the per-sample weight fold and the motion tokens as one kernel each (the defaults since
-the sixth session) and as the PyTorch ops of before (`modconv.FOLD_KERNEL`, `motion.MOTION_KERNELS` False).
+replays): "kernels", the defaults (toRGB inside the last bias_act of every block since the seventh
+session, the per-sample weight fold and the motion tokens one kernel each since the sixth); "sixth", without
+the toRGB epilogue (`fused.TORGB_EPILOGUE` False); "ops", the PyTorch ops of before the sixth session
+(`modconv.FOLD_KERNEL`, `motion.MOTION_KERNELS` False too).
 """
 
 from __future__ import annotations
@@ -33,7 +35,7 @@ from core.config import preset  # noqa: E402
 from core.generator import Generator  # noqa: E402
 from core.motion import Motion  # noqa: E402
 from core.noise import token_noise  # noqa: E402
-from core.ops import _dispatch, modconv  # noqa: E402
+from core.ops import _dispatch, fused, modconv  # noqa: E402
 from core.ops.bias_act import bias_act_ref  # noqa: E402
 from core.ops.upfirdn2d import upfirdn2d_ref  # noqa: E402
 
@@ -98,6 +100,12 @@ def _stand_ins(counter: _Counter) -> dict:
             d = (s.square() @ wsq_t + 1e-8).rsqrt().to(dtype) if wsq_t is not None else None
             return d, s.to(dtype) if want_styles else None
 
+    def bias_act_torgb_cuda(x, b, act, alpha, gain, clamp, scale, out_scale, rgb_weight, rgb_bias, rgb_clamp, skip):
+        with counter.kernel("[bias_act + toRGB kernel]"):
+            return fused.bias_act_torgb(x, b, act=act, alpha=alpha, gain=gain, clamp=None if clamp < 0 else clamp,
+                                        scale=scale, out_scale=out_scale, rgb_weight=rgb_weight, rgb_bias=rgb_bias,
+                                        rgb_clamp=None if rgb_clamp < 0 else rgb_clamp, skip=skip, impl="ref")
+
     def token_noise_cuda(seeds, sample, start, length, dim):
         with counter.kernel("[token_noise kernel]"):
             video_seeds = seeds[sample] if sample is not None else seeds
@@ -117,7 +125,8 @@ def _stand_ins(counter: _Counter) -> dict:
 
     return dict(bias_act_cuda=bias_act_cuda, upfirdn2d_cuda=upfirdn2d_cuda,
                 upfirdn2d_bias_act_cuda=upfirdn2d_bias_act_cuda, modulate_weight_cuda=modulate_weight_cuda,
-                modulation_coefs_cuda=modulation_coefs_cuda, token_noise_cuda=token_noise_cuda,
+                modulation_coefs_cuda=modulation_coefs_cuda, bias_act_torgb_cuda=bias_act_torgb_cuda,
+                token_noise_cuda=token_noise_cuda,
                 time_encoding_cuda=time_encoding_cuda)
 
 
@@ -151,16 +160,19 @@ def gpu_code_path(counter: _Counter):
             setattr(cuda_pkg, name, fn)
 
 
-def count_call(G, n: int, t: int, kernels: bool, **frames_kwargs) -> tuple[collections.Counter, ...]:
+def count_call(G, n: int, t: int, kernels: bool, torgb: bool | None = None,
+               **frames_kwargs) -> tuple[collections.Counter, ...]:
     """Launches of one call for n videos x t frames: (motion encoder, synthesis frames). kernels=False:
-    the weight fold and the motion tokens in PyTorch ops (as before the sixth session)."""
+    the weight fold and the motion tokens in PyTorch ops (as before the sixth session); torgb (default:
+    kernels): toRGB inside the last bias_act of every block (the seventh session's kernel)."""
     ws = G.mapping(torch.randn(n, G.z_dim, generator=torch.Generator().manual_seed(0)))
     times = torch.arange(t, dtype=torch.float32).repeat(n, 1)
     motion = Motion.coerce(list(range(n)), n)
     syn = G.synthesis
     counter = _Counter()
-    old = modconv.FOLD_KERNEL, motion_mod.MOTION_KERNELS
+    old = modconv.FOLD_KERNEL, motion_mod.MOTION_KERNELS, fused.TORGB_EPILOGUE
     modconv.FOLD_KERNEL = motion_mod.MOTION_KERNELS = kernels
+    fused.TORGB_EPILOGUE = kernels if torgb is None else torgb
     try:
         with torch.no_grad(), gpu_code_path(counter):
             syn.frames(ws, syn.motion_encoder(times, motion), **frames_kwargs)  # fills the weight-derived caches
@@ -172,7 +184,7 @@ def count_call(G, n: int, t: int, kernels: bool, **frames_kwargs) -> tuple[colle
             with counter:
                 syn.frames(ws, motion_v, **frames_kwargs)
     finally:
-        modconv.FOLD_KERNEL, motion_mod.MOTION_KERNELS = old
+        modconv.FOLD_KERNEL, motion_mod.MOTION_KERNELS, fused.TORGB_EPILOGUE = old
     return motion_ops, counter.ops
 
 
@@ -191,12 +203,13 @@ def main(argv: list[str] | None = None) -> int:
         n, t = (int(v) for v in shape.split("x"))
         for per_video in ((True, False) if t > 1 else (False,)):
             layout = "per video" if per_video else "shared"
-            for fold in (False, True):
-                motion_ops, ops = count_call(G, n, t, fold, per_video=per_video, channels_last=args.channels_last)
+            for label, fold, torgb in (("ops    ", False, False), ("sixth  ", True, False), ("kernels", True, True)):
+                motion_ops, ops = count_call(G, n, t, fold, torgb, per_video=per_video,
+                                             channels_last=args.channels_last)
                 mtop = ", ".join(f"{k} {v}" for k, v in motion_ops.most_common(4))
                 big = sum(v for k, v in ops.items() if k.startswith("[") or k in ("convolution", "bmm"))
                 top = ", ".join(f"{k} {v}" for k, v in ops.most_common(args.top))
-                print(f"{n}x{t} {layout:<9} {'kernels' if fold else 'ops    '}: synthesis {sum(ops.values()):4d} "
+                print(f"{n}x{t} {layout:<9} {label}: synthesis {sum(ops.values()):4d} "
                       f"launches ({big} convolutions / matmuls / custom kernels; {top}); "
                       f"motion encoder {sum(motion_ops.values())} ({mtop})")
     return 0

@@ -21,6 +21,7 @@ from core.config import ModelConfig
 from core.layers import FullyConnectedLayer
 from core.motion import Motion, MotionMappingNetwork
 from core.ops import ACTIVATIONS, bias_act, modulated_conv2d, modulated_conv2d_videos, setup_filter, upsample2d
+from core.ops.fused import bias_act_torgb, torgb_epilogue_applies
 from core.ops.modconv import input_styles, modulated_conv1x1
 from core.ops.weight_cache import derived
 
@@ -52,10 +53,12 @@ class SynthesisLayer(nn.Module):
 
     def forward(self, x: torch.Tensor, w: torch.Tensor, fused_modconv: bool = True, gain: float = 1.0,
                 styles: torch.Tensor | None = None, input_scaled: bool = False,
-                out_scale: torch.Tensor | None = None):
+                out_scale: torch.Tensor | None = None, torgb: dict | None = None):
         """x `[M, I, r, r]`, w `[M, w_dim]` -> `[M, O, R, R]`. Shared conv only: `styles` given if already
         computed; `input_scaled`: x already carries `input_scale(styles)` (the previous layer's
-        `out_scale`); `out_scale` `[M, O]` multiplies the output (the next layer's input modulation)."""
+        `out_scale`); `out_scale` `[M, O]` multiplies the output (the next layer's input modulation).
+        `torgb` (`ToRGBLayer.epilogue`): the block's toRGB rides in this layer's bias_act, which returns
+        (x, img) instead (core/ops/fused.py bias_act_torgb)."""
         in_res = self.resolution // self.up
         assert x.shape[1:] == (self.weight.shape[1], in_res, in_res), f"bad input {tuple(x.shape)}"
         styles = self.affine(w) if styles is None else styles
@@ -66,20 +69,26 @@ class SynthesisLayer(nn.Module):
             assert not input_scaled and out_scale is None, "the grouped conv modulates its weights"
             x = modulated_conv2d(x, self.weight, styles, fused_modconv=True, **kw)
         elif FUSE_INTO_BIAS_ACT:  # demodulation and bias_act in one pass (the upsampling filter's, for up=2)
+            args = dict(act_args, out_scale=out_scale, **({} if torgb is None else {"torgb": torgb}))
             return modulated_conv2d(x, self.weight, styles, fused_modconv=False, input_scaled=input_scaled,
-                                    bias_act_args=dict(act_args, out_scale=out_scale), **kw)
+                                    bias_act_args=args, **kw)
         else:
             x = modulated_conv2d(x, self.weight, styles, fused_modconv=False, input_scaled=input_scaled, **kw)
+        if torgb is not None:
+            return bias_act_torgb(x, out_scale=out_scale, **act_args, **torgb)
         return bias_act(x, out_scale=out_scale, **act_args)
 
     def input_scale(self, styles: torch.Tensor, dtype: torch.dtype) -> torch.Tensor:
         """`[M, I]`: what the shared conv multiplies its input by (for `out_scale` of the layer before)."""
         return input_styles(dtype, self.weight, styles)
 
-    def forward_videos(self, x: torch.Tensor, w: torch.Tensor) -> torch.Tensor:
-        """Frame-major: x `[T, N*I, r, r]`, w `[N, w_dim]` (one per video) -> `[T, N*O, R, R]`."""
+    def forward_videos(self, x: torch.Tensor, w: torch.Tensor, torgb: dict | None = None):
+        """Frame-major: x `[T, N*I, r, r]`, w `[N, w_dim]` (one per video) -> `[T, N*O, R, R]`; with `torgb`
+        (x, img), as `forward`."""
         assert x.shape[2:] == (self.resolution // self.up,) * 2, f"bad input {tuple(x.shape)}"
         act_args = dict(b=_bias(self.bias, x.dtype, len(w)), act="lrelu", gain=self.act_gain, clamp=self.conv_clamp)
+        if torgb is not None:
+            act_args["torgb"] = torgb
         return modulated_conv2d_videos(x, self.weight, self.affine(w), up=self.up, padding=self.padding,
                                        resample_filter=self.resample_filter, flip_weight=(self.up == 1),
                                        bias_act_args=act_args)
@@ -106,6 +115,18 @@ class ToRGBLayer(nn.Module):
         """Frame-major: x `[T, N*I, R, R]`, w `[N, w_dim]` -> `[T, N*img_channels, R, R]`."""
         x = modulated_conv2d_videos(x, self.weight, self.affine(w) * self.weight_gain, demodulate=False)
         return bias_act(x, _bias(self.bias, x.dtype, len(w)), clamp=self.conv_clamp)
+
+    def epilogue(self, w: torch.Tensor, skip: torch.Tensor | None, videos: bool = False) -> dict:
+        """This layer as the `torgb` argument of the block's last SynthesisLayer (bias_act_torgb): its
+        modulated weights `[M, 1, R, C]` (w `[M, w_dim]`, one per sample) or `[1, N, R, C]` (`videos`: w
+        `[N, w_dim]`, one per video of the frame-major layout), bias, clamp and the skip image to add."""
+        c_out, c_in = self.weight.shape[:2]
+        styles = self.affine(w)  # StyleSpace edits hook this output: the gain comes after, as in forward
+        gained = derived(self.weight, ("torgb_gained", self.weight_gain),
+                         lambda t: t.reshape(1, c_out, c_in) * self.weight_gain)
+        rgb_weight = gained * styles.to(torch.float32).unsqueeze(1)  # [M, R, C]: one launch
+        rgb_weight = rgb_weight.unsqueeze(0) if videos else rgb_weight.unsqueeze(1)
+        return dict(rgb_weight=rgb_weight, rgb_bias=self.bias, rgb_clamp=self.conv_clamp, skip=skip)
 
 
 class TemporalInput(nn.Module):
@@ -168,22 +189,32 @@ class SynthesisBlock(nn.Module):
             # (bench/RESULTS.md). The reference's rule (grouped for fp32 inference) was slower on both.
             fused_modconv = (not self.training) and ws.shape[0] == 1 and ws.is_cuda
         w_iter = iter(ws.unbind(dim=1))
+        if img is not None:
+            img = upsample2d(img, self.resample_filter)
+        torgb = self.torgb.epilogue(ws[:, -1], img) if self._torgb_fusable(ws, dtype) else None
         if self.in_channels == 0:
             x = self.input(motion_v).to(dtype=dtype, memory_format=fmt)
-            x = self.conv1(x, next(w_iter), fused_modconv=fused_modconv)
+            out = self.conv1(x, next(w_iter), fused_modconv=fused_modconv, torgb=torgb)
         elif not fused_modconv and FUSE_INTO_BIAS_ACT:  # conv1's input modulation rides in conv0's bias_act
             w0, w1 = next(w_iter), next(w_iter)
             styles1 = self.conv1.affine(w1)
             x = self.conv0(x, w0, fused_modconv=False, out_scale=self.conv1.input_scale(styles1, dtype))
-            x = self.conv1(x, w1, fused_modconv=False, styles=styles1, input_scaled=True)
+            out = self.conv1(x, w1, fused_modconv=False, styles=styles1, input_scaled=True, torgb=torgb)
         else:
             x = self.conv0(x, next(w_iter), fused_modconv=fused_modconv)
-            x = self.conv1(x, next(w_iter), fused_modconv=fused_modconv)
-        if img is not None:
-            img = upsample2d(img, self.resample_filter)
-        y = self.torgb(x, next(w_iter), fused_modconv=fused_modconv).to(torch.float32)
-        img = img + y if img is not None else y
-        return x, img
+            out = self.conv1(x, next(w_iter), fused_modconv=fused_modconv, torgb=torgb)
+        return out if torgb is not None else self._torgb(out, img, next(w_iter), fused_modconv=fused_modconv)
+
+    def _torgb(self, x, img, w, **kwargs):
+        """(x, img + toRGB(x)): toRGB as a layer of its own."""
+        y = self.torgb(x, w, **kwargs).to(torch.float32)
+        return x, (img + y if img is not None else y)
+
+    def _torgb_fusable(self, ws: torch.Tensor, dtype: torch.dtype) -> bool:
+        """Whether toRGB rides in conv1's bias_act (one kernel pass, core/ops/fused.py): at inference on a GPU."""
+        rgb_channels, channels = self.torgb.weight.shape[:2]
+        weights = (ws, self.conv1.weight, self.torgb.weight, self.torgb.affine.weight)
+        return torgb_epilogue_applies(ws, weights, channels, rgb_channels, dtype=dtype)
 
     def _forward_videos(self, x, img, ws, motion_v, dtype, fmt, videos: int):
         w_iter = iter(ws.unbind(dim=1))  # each [N, w_dim]
@@ -193,12 +224,13 @@ class SynthesisBlock(nn.Module):
             x = x.to(dtype=dtype, memory_format=fmt)
         else:
             x = self.conv0.forward_videos(x, next(w_iter))
-        x = self.conv1.forward_videos(x, next(w_iter))
         if img is not None:
             img = upsample2d(img, self.resample_filter)
+        if self._torgb_fusable(ws, dtype):  # toRGB inside conv1's bias_act pass
+            return self.conv1.forward_videos(x, next(w_iter), torgb=self.torgb.epilogue(ws[:, -1], img, videos=True))
+        x = self.conv1.forward_videos(x, next(w_iter))
         y = self.torgb.forward_videos(x, next(w_iter)).to(torch.float32)
-        img = img + y if img is not None else y
-        return x, img
+        return x, (img + y if img is not None else y)
 
 
 class SynthesisNetwork(nn.Module):

@@ -17,7 +17,14 @@ def test_kernels_replace_the_modulation_and_token_ops(tiny_G):
     layers = [m for m in tiny_G.synthesis.modules() if hasattr(m, "affine") and hasattr(m, "weight")]
     motion_ops, ops = launch_count.count_call(tiny_G, 1, 4, False, per_video=True)
     motion_k, kernels = launch_count.count_call(tiny_G, 1, 4, True, per_video=True)
-    assert kernels["[modulate_weight kernel]"] == len(layers) and "[modulate_weight kernel]" not in ops
+    convs = sum(1 for m in layers if m.weight.shape[-1] == 3)
+    blocks = len(tiny_G.synthesis.block_resolutions)
+    # every conv's weights folded by one kernel; toRGB's ride in the last bias_act of each block
+    assert kernels["[modulate_weight kernel]"] == convs and "[modulate_weight kernel]" not in ops
+    assert kernels["[bias_act + toRGB kernel]"] == blocks == len(layers) - convs
+    _, sixth = launch_count.count_call(tiny_G, 1, 4, True, torgb=False, per_video=True)
+    assert sixth["[modulate_weight kernel]"] == len(layers) and "[bias_act + toRGB kernel]" not in sixth
+    assert sum(kernels.values()) <= sum(sixth.values()) - 3 * blocks
     assert motion_k["[token_noise kernel]"] == 1 and "[token_noise kernel]" not in motion_ops
     assert motion_ops["__rshift__"] > 0 and "__rshift__" not in motion_k, "the hash is inside the kernel"
     assert sum(kernels.values()) < sum(ops.values()) - len(layers)

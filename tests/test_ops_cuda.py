@@ -752,16 +752,18 @@ def test_emulated_filter_with_bias_act_epilogue(emu, monkeypatch, kernel):
 @pytest.mark.parametrize("layout", ["shared", "per_video", "grouped"])
 def test_emulated_kernels_render_the_reference_frames(tiny_G, emu, monkeypatch, layout):
     # The whole synthesis network on the host-compiled kernels, as a GPU runs it at inference (the
-    # direct 4x4 filter with its bias_act epilogue, bias_act's fused scales), against the reference ops.
+    # direct 4x4 filter with its bias_act epilogue, bias_act's fused scales, toRGB inside the last
+    # bias_act of every block), against the reference ops.
     import core.ops.cuda as cuda_pkg
 
     kw = dict(shared=dict(fused_modconv=False), per_video=dict(per_video=True), grouped=dict(fused_modconv=True))
     ws = tiny_G.mapping(torch.randn(2, tiny_G.z_dim, generator=torch.Generator().manual_seed(37)))
     t = torch.tensor([[0.0, 2.5, 9.0]] * 2)
-    fused_calls, fold_calls, coef_calls = [], [], []
-    real, real_fold, real_coefs = (cuda_pkg.upfirdn2d_bias_act_cuda, cuda_pkg.modulate_weight_cuda,
-                                   cuda_pkg.modulation_coefs_cuda)
+    fused_calls, fold_calls, coef_calls, rgb_calls = [], [], [], []
+    real, real_fold, real_coefs, real_rgb = (cuda_pkg.upfirdn2d_bias_act_cuda, cuda_pkg.modulate_weight_cuda,
+                                             cuda_pkg.modulation_coefs_cuda, cuda_pkg.bias_act_torgb_cuda)
     monkeypatch.setattr(cuda_pkg, "upfirdn2d_bias_act_cuda", lambda *a, **k: fused_calls.append(1) or real(*a, **k))
+    monkeypatch.setattr(cuda_pkg, "bias_act_torgb_cuda", lambda *a, **k: rgb_calls.append(1) or real_rgb(*a, **k))
     monkeypatch.setattr(cuda_pkg, "modulate_weight_cuda", lambda *a, **k: fold_calls.append(1) or real_fold(*a, **k))
     monkeypatch.setattr(cuda_pkg, "modulation_coefs_cuda", lambda *a, **k: coef_calls.append(1) or real_coefs(*a, **k))
     with torch.no_grad():
@@ -773,11 +775,35 @@ def test_emulated_kernels_render_the_reference_frames(tiny_G, emu, monkeypatch, 
     assert len(fused_calls) == (0 if layout == "grouped" else ups), "the upsampling layers take the fused kernel"
     layers = [m for m in tiny_G.synthesis.modules() if hasattr(m, "affine") and hasattr(m, "weight")]
     convs = sum(1 for m in layers if m.weight.shape[-1] == 3)
-    # per video / grouped: every layer's weights folded by the kernel; shared: the toRGB layers' weights,
-    # and the convs' coefficients (demodulation; conv1's input scale rides in conv0's bias_act)
-    assert len(fold_calls) == (len(layers) - convs if layout == "shared" else len(layers))
+    # every block's toRGB rides in its last bias_act; per video / grouped: every conv's weights folded by
+    # the kernel; shared: the convs' coefficients (demodulation; conv1's input scale rides in conv0's bias_act)
+    assert len(rgb_calls) == len(tiny_G.synthesis.block_resolutions) == len(layers) - convs
+    assert len(fold_calls) == (0 if layout == "shared" else convs)
     assert len(coef_calls) == (0 if layout != "shared" else convs + sum(1 for m in layers if m.weight.shape[-1] == 3
                                                                         and m.up == 1 and m.resolution > 4))
+
+
+@pytest.mark.parametrize("layout", ["shared", "per_video"])
+def test_emulated_torgb_epilogue_keeps_style_offsets(tiny_G, emu, monkeypatch, layout):
+    # StyleSpace edits hook the affine layers' outputs: the toRGB weights the fused pass reads must carry
+    # them (an offset on the last toRGB's styles changes the frames exactly as in the unfused layers).
+    last_rgb = getattr(tiny_G.synthesis, f"b{tiny_G.synthesis.block_resolutions[-1]}").torgb
+    off = torch.linspace(-0.7, 0.7, last_rgb.weight.shape[1])
+    ws = tiny_G.mapping(torch.randn(2, tiny_G.z_dim, generator=torch.Generator().manual_seed(5)))
+    t = torch.tensor([[0.0, 1.5]] * 2)
+    kw = dict(per_video=layout == "per_video")
+    handle = last_rgb.affine.register_forward_hook(lambda mod, args, out: out + off)
+    try:
+        with torch.no_grad():
+            want = tiny_G.synthesis(ws, t, [1, 2], **kw)
+            monkeypatch.setattr(_dispatch, "resolve", lambda name, impl, x: "ref" if impl == "ref" else "cuda")
+            got = tiny_G.synthesis(ws, t, [1, 2], **kw)
+    finally:
+        handle.remove()
+    with torch.no_grad():
+        plain = tiny_G.synthesis(ws, t, [1, 2], **kw)
+    torch.testing.assert_close(got, want, atol=2e-5, rtol=1e-5)
+    assert (got - plain).abs().max() > 1e-2
 
 
 def _check_modulate_weight(kernel, device, dtype, fmt, seed: int, n, shapes, fp32_tol: float):
@@ -1059,6 +1085,21 @@ def test_gpu_modulation_coefs_match_the_pytorch_ops(dtype):
         tol = 1e-5 if dtype == torch.float32 else 1e-3
         torch.testing.assert_close(got_d.float(), modconv._demod_coefs(w, s).to(dtype).float(), rtol=tol, atol=0)
         torch.testing.assert_close(got_s.float(), s.to(dtype).float(), rtol=tol, atol=0)
+
+
+@pytest.mark.gpu
+@gpu
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float16, torch.bfloat16])
+def test_gpu_bias_act_torgb_matches_the_ops(dtype):
+    from core.ops.cuda import bias_act_torgb_cuda
+
+    def run(x, act, gain, clamp, rgb_clamp, **ops):
+        with torch.no_grad():
+            return bias_act_torgb_cuda(x, ops["b"], act, ACTIVATIONS[act].def_alpha, gain,
+                                       -1.0 if clamp is None else clamp, ops["scale"], ops["out_scale"],
+                                       ops["rgb_weight"], ops["rgb_bias"], -1.0 if rgb_clamp is None else rgb_clamp,
+                                       ops["skip"])
+    _check_bias_act_torgb(run, GPU_DEVICE, dtype, seed=22)
 
 
 @pytest.mark.gpu

@@ -6,7 +6,7 @@ import torch
 import torch.nn.functional as F
 
 from core.ops.bias_act import bias_act
-from core.ops.fused import upfirdn2d_bias_act
+from core.ops.fused import bias_act_torgb, upfirdn2d_bias_act
 from core.ops.upfirdn2d import filter_size, parse_padding, upfirdn2d
 from core.ops.weight_cache import derived
 
@@ -36,11 +36,17 @@ def conv2d_resample(x: torch.Tensor, w: torch.Tensor, f: torch.Tensor | None = N
     `padding` refers to the upsampled image. The paths are chosen as StyleGAN2 does (transposed
     conv for up=2, strided conv for down=2), so outputs match its checkpoints' behaviour exactly.
     `bias_act_args`: the result goes through `bias_act(y, **bias_act_args)`, inside the upsampling
-    filter's pass where the kernel can (core/ops/fused.py).
+    filter's pass where the kernel can (core/ops/fused.py); with a `torgb` entry (no resampling) through
+    `bias_act_torgb(y, **bias_act_args, **torgb)`, and the result is its pair (y, img).
     """
     if bias_act_args is not None and not (up > 1 and down == 1):
         y = conv2d_resample(x, w, f, up, down, padding, groups, flip_weight, flip_filter, impl)
-        return bias_act(y, impl=impl, **bias_act_args)
+        args = dict(bias_act_args)
+        torgb = args.pop("torgb", None)
+        if torgb is not None:
+            assert up == 1 and down == 1, "toRGB rides in the bias_act of a conv without resampling"
+            return bias_act_torgb(y, impl=impl, **args, **torgb)
+        return bias_act(y, impl=impl, **args)
     assert x.ndim == 4 and w.ndim == 4 and w.dtype == x.dtype, f"x {x.shape} {x.dtype}, w {w.shape} {w.dtype}"
     c_out, c_in_g, kh, kw = (int(s) for s in w.shape)
     fw, fh = filter_size(f)
@@ -83,6 +89,7 @@ def conv2d_resample(x: torch.Tensor, w: torch.Tensor, f: torch.Tensor | None = N
         x = _conv(x, w, stride=up, padding=[pyt, pxt], groups=groups, transpose=True, flip_weight=not flip_weight)
         pad = [px0 + pxt, px1 + pxt, py0 + pyt, py1 + pyt]
         if bias_act_args is not None:  # down == 1
+            assert "torgb" not in bias_act_args, "toRGB follows a conv without resampling"
             args = dict(bias_act_args)
             return upfirdn2d_bias_act(x, f, padding=pad, gain=up**2, act_gain=args.pop("gain", None), **args, **ops)
         x = upfirdn2d(x, f, padding=pad, gain=up**2, **ops)

@@ -90,10 +90,11 @@ def bias_act_torgb(x: torch.Tensor, b: torch.Tensor | None = None, act: str = "l
     return y, img
 
 
-def torgb_epilogue_applies(x: torch.Tensor, tensors, channels: int, rgb_channels: int, impl: str = "auto") -> bool:
-    """Whether bias_act_torgb runs as one kernel: at inference (no gradient wanted) on a GPU, for the kernel's
-    dtypes and sizes."""
-    if not TORGB_EPILOGUE or x.dtype not in (torch.float32, torch.float16, torch.bfloat16):
+def torgb_epilogue_applies(x: torch.Tensor, tensors, channels: int, rgb_channels: int, impl: str = "auto",
+                           dtype: torch.dtype | None = None) -> bool:
+    """Whether bias_act_torgb runs as one kernel on activations of `dtype` (default x's) on x's device: at
+    inference (no gradient wanted) on a GPU, for the kernel's dtypes and sizes."""
+    if not TORGB_EPILOGUE or (dtype or x.dtype) not in (torch.float32, torch.float16, torch.bfloat16):
         return False
     if rgb_channels > _MAX_RGB or channels > _MAX_TORGB_CHANNELS:
         return False
