@@ -169,41 +169,67 @@ class SynthesisBlock(nn.Module):
         self.num_conv = 1 if in_channels == 0 else 2
 
     def forward(self, x, img, ws: torch.Tensor, motion_v=None, force_fp32: bool = False,
-                fused_modconv: bool | None = None, videos: int | None = None, channels_last: bool = False):
+                fused_modconv: bool | None = None, videos: int | None = None, channels_last: bool = False,
+                conv0_styles: torch.Tensor | None = None, out_scale: torch.Tensor | None = None):
         """ws `[M, num_conv + 1, w_dim]`; x `[M, C, R/2, R/2]` (None for 4x4); img `[M, 3, R/2, R/2]`.
 
         With `videos=N` the layout is frame-major: ws `[N, num_conv + 1, w_dim]` (one row per video),
         x `[T, N*C, R/2, R/2]`, img `[T, N*3, R/2, R/2]`; motion_v stays `[N*T, v_dim]`.
+        Shared conv with toRGB in the last pass only (`scales_next_input`): `out_scale` `[M, C]`, the next
+        block's conv0 input modulation, is applied to the returned x (not to what toRGB reads), and
+        `conv0_styles` says the previous block did that for this block's conv0 (with these styles).
         """
-        fp16 = self.use_fp16 and ws.is_cuda and not force_fp32
-        dtype = torch.float16 if fp16 else torch.float32
+        dtype = self.dtype(ws, force_fp32)
+        fp16 = dtype == torch.float16
         # NHWC: for the fp16 blocks on CUDA (tensor-core convolutions read it natively), every block on the CPU
         fmt = torch.channels_last if channels_last and (fp16 or not ws.is_cuda) else torch.contiguous_format
         if x is not None:
             x = x.to(dtype=dtype, memory_format=fmt)
         if videos is not None:
             return self._forward_videos(x, img, ws, motion_v, dtype, fmt, videos)
-        if fused_modconv is None:  # the shared conv, except a single sample on CUDA (grouped conv)
-            # Measured: on the H200 (`256`, batch 32) the shared conv gives 1715 frames/s vs 1329 grouped;
-            # on the CPU (small preset) it is 1.0-1.3x faster at every batch, batch 1 included
-            # (bench/RESULTS.md). The reference's rule (grouped for fp32 inference) was slower on both.
-            fused_modconv = (not self.training) and ws.shape[0] == 1 and ws.is_cuda
+        fused_modconv = self._fused_modconv(ws, fused_modconv)
         w_iter = iter(ws.unbind(dim=1))
         if img is not None:
             img = upsample2d(img, self.resample_filter)
         torgb = self.torgb.epilogue(ws[:, -1], img) if self._torgb_fusable(ws, dtype) else None
+        chained = conv0_styles is not None or out_scale is not None
+        assert not chained or (torgb is not None and not fused_modconv and FUSE_INTO_BIAS_ACT), \
+            "input modulation across blocks needs the shared conv with toRGB in the last pass"
         if self.in_channels == 0:
             x = self.input(motion_v).to(dtype=dtype, memory_format=fmt)
-            out = self.conv1(x, next(w_iter), fused_modconv=fused_modconv, torgb=torgb)
+            out = self.conv1(x, next(w_iter), fused_modconv=fused_modconv, torgb=torgb, out_scale=out_scale)
         elif not fused_modconv and FUSE_INTO_BIAS_ACT:  # conv1's input modulation rides in conv0's bias_act
             w0, w1 = next(w_iter), next(w_iter)
             styles1 = self.conv1.affine(w1)
-            x = self.conv0(x, w0, fused_modconv=False, out_scale=self.conv1.input_scale(styles1, dtype))
-            out = self.conv1(x, w1, fused_modconv=False, styles=styles1, input_scaled=True, torgb=torgb)
+            x = self.conv0(x, w0, fused_modconv=False, out_scale=self.conv1.input_scale(styles1, dtype),
+                           styles=conv0_styles, input_scaled=conv0_styles is not None)
+            out = self.conv1(x, w1, fused_modconv=False, styles=styles1, input_scaled=True, torgb=torgb,
+                             out_scale=out_scale)
         else:
             x = self.conv0(x, next(w_iter), fused_modconv=fused_modconv)
             out = self.conv1(x, next(w_iter), fused_modconv=fused_modconv, torgb=torgb)
         return out if torgb is not None else self._torgb(out, img, next(w_iter), fused_modconv=fused_modconv)
+
+    def dtype(self, ws: torch.Tensor, force_fp32: bool = False) -> torch.dtype:
+        """The activations' dtype: float16 for the top blocks on CUDA (mixed precision), else float32."""
+        return torch.float16 if self.use_fp16 and ws.is_cuda and not force_fp32 else torch.float32
+
+    def _fused_modconv(self, ws: torch.Tensor, fused_modconv: bool | None) -> bool:
+        if fused_modconv is not None:
+            return fused_modconv
+        # The shared conv, except a single sample on CUDA (grouped conv). Measured: on the H200 (`256`, batch
+        # 32) the shared conv gives 1715 frames/s vs 1329 grouped; on the CPU (small preset) it is 1.0-1.3x
+        # faster at every batch, batch 1 included (bench/RESULTS.md). The reference's rule (grouped for fp32
+        # inference) was slower on both.
+        return (not self.training) and ws.shape[0] == 1 and ws.is_cuda
+
+    def scales_next_input(self, ws: torch.Tensor, force_fp32: bool = False, fused_modconv: bool | None = None,
+                          **_) -> bool:
+        """Whether this block's last pass can also apply the next block's conv0 input modulation (sample-
+        major shared conv with toRGB in that pass, which reads the values before it): the next block then
+        skips its own scaling pass over its input."""
+        return FUSE_INTO_BIAS_ACT and not self._fused_modconv(ws, fused_modconv) and \
+            self._torgb_fusable(ws, self.dtype(ws, force_fp32))
 
     def _torgb(self, x, img, w, **kwargs):
         """(x, img + toRGB(x)): toRGB as a layer of its own."""
@@ -282,13 +308,20 @@ class SynthesisNetwork(nn.Module):
         ws = ws.to(torch.float32)
         if not per_video:
             ws = ws.repeat_interleave(num_t, dim=0)  # [N*T, num_ws, w_dim]: one style copy per frame
-        x = img = None
+        x = img = styles_next = None
         w_idx = 0
-        for res in self.block_resolutions:
-            block = getattr(self, f"b{res}")
-            x, img = block(x, img, ws.narrow(1, w_idx, block.num_conv + 1),
-                           motion_v=motion_v if res == 4 else None, videos=n if per_video else None,
-                           channels_last=channels_last, **block_kwargs)
+        blocks = [getattr(self, f"b{res}") for res in self.block_resolutions]
+        for block, nxt in zip(blocks, blocks[1:] + [None]):
+            block_ws = ws.narrow(1, w_idx, block.num_conv + 1)
+            chain = {}
+            if not per_video:  # the next conv0's input modulation in this block's last pass, where it can ride
+                chain["conv0_styles"], styles_next = styles_next, None
+                if nxt is not None and block.scales_next_input(block_ws, **block_kwargs):
+                    styles_next = nxt.conv0.affine(ws[:, w_idx + block.num_conv])  # toRGB's w is conv0's next
+                    dtype_next = nxt.dtype(ws, block_kwargs.get("force_fp32", False))
+                    chain["out_scale"] = nxt.conv0.input_scale(styles_next, dtype_next)
+            x, img = block(x, img, block_ws, motion_v=motion_v if block.in_channels == 0 else None,
+                           videos=n if per_video else None, channels_last=channels_last, **block_kwargs, **chain)
             w_idx += block.num_conv
         img = img.contiguous()
         if per_video:  # [T, N*C, H, W] -> [N, T, C, H, W]

@@ -757,18 +757,23 @@ def test_emulated_kernels_render_the_reference_frames(tiny_G, emu, monkeypatch, 
     import core.ops.cuda as cuda_pkg
 
     kw = dict(shared=dict(fused_modconv=False), per_video=dict(per_video=True), grouped=dict(fused_modconv=True))
-    ws = tiny_G.mapping(torch.randn(2, tiny_G.z_dim, generator=torch.Generator().manual_seed(37)))
+    gen = torch.Generator().manual_seed(37)
+    ws = tiny_G.mapping(torch.randn(2, tiny_G.z_dim, generator=gen))
+    ws = ws + 0.5 * torch.randn(ws.shape, generator=gen)  # a different w per layer (style mixing), as edits make
     t = torch.tensor([[0.0, 2.5, 9.0]] * 2)
     fused_calls, fold_calls, coef_calls, rgb_calls = [], [], [], []
     real, real_fold, real_coefs, real_rgb = (cuda_pkg.upfirdn2d_bias_act_cuda, cuda_pkg.modulate_weight_cuda,
                                              cuda_pkg.modulation_coefs_cuda, cuda_pkg.bias_act_torgb_cuda)
     monkeypatch.setattr(cuda_pkg, "upfirdn2d_bias_act_cuda", lambda *a, **k: fused_calls.append(1) or real(*a, **k))
     monkeypatch.setattr(cuda_pkg, "bias_act_torgb_cuda", lambda *a, **k: rgb_calls.append(1) or real_rgb(*a, **k))
+    scaling_passes, real_scale = [], modconv._scale_input
+    monkeypatch.setattr(modconv, "_scale_input", lambda x, s: scaling_passes.append(s is not None) or real_scale(x, s))
     monkeypatch.setattr(cuda_pkg, "modulate_weight_cuda", lambda *a, **k: fold_calls.append(1) or real_fold(*a, **k))
     monkeypatch.setattr(cuda_pkg, "modulation_coefs_cuda", lambda *a, **k: coef_calls.append(1) or real_coefs(*a, **k))
     with torch.no_grad():
         want = tiny_G.synthesis(ws, t, [3, 4], **kw[layout])
         monkeypatch.setattr(_dispatch, "resolve", lambda name, impl, x: "ref" if impl == "ref" else "cuda")
+        scaling_passes.clear()
         got = tiny_G.synthesis(ws, t, [3, 4], **kw[layout])
     torch.testing.assert_close(got, want, atol=2e-5, rtol=1e-5)
     ups = sum(1 for res in tiny_G.synthesis.block_resolutions if res > 4)
@@ -779,8 +784,10 @@ def test_emulated_kernels_render_the_reference_frames(tiny_G, emu, monkeypatch, 
     # the kernel; shared: the convs' coefficients (demodulation; conv1's input scale rides in conv0's bias_act)
     assert len(rgb_calls) == len(tiny_G.synthesis.block_resolutions) == len(layers) - convs
     assert len(fold_calls) == (0 if layout == "shared" else convs)
-    assert len(coef_calls) == (0 if layout != "shared" else convs + sum(1 for m in layers if m.weight.shape[-1] == 3
-                                                                        and m.up == 1 and m.resolution > 4))
+    # shared: each conv's demodulation, conv1's input scale (in conv0's pass) and the next conv0's input scale
+    # (in the previous block's last pass: only the 4x4 block's conv1 scales its input in a pass of its own)
+    assert len(coef_calls) == (0 if layout != "shared" else convs + 2 * ups)
+    assert sum(scaling_passes) == (1 if layout == "shared" else 0), scaling_passes
 
 
 @pytest.mark.parametrize("layout", ["shared", "per_video"])
