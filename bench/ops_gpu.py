@@ -48,7 +48,7 @@ from core.motion import Motion  # noqa: E402
 from core.ops import _dispatch, modconv  # noqa: E402
 from core.ops import fused as fused_mod  # noqa: E402
 from core.ops.bias_act import ACTIVATIONS, bias_act  # noqa: E402
-from core.ops.fused import upfirdn2d_bias_act  # noqa: E402
+from core.ops.fused import bias_act_torgb, upfirdn2d_bias_act  # noqa: E402
 from core.ops.upfirdn2d import setup_filter, upfirdn2d  # noqa: E402
 
 FAILS: list[str] = []
@@ -153,10 +153,30 @@ def motion_kernels(enabled: bool = True):
 
 
 @contextlib.contextmanager
+def torgb_epilogue(enabled: bool = True):
+    """toRGB inside the last bias_act pass of every block, and (shared conv) the next conv0's input
+    modulation with it (the default since the seventh session) or, enabled=False, toRGB as a layer of
+    its own (a batched matmul, its bias_act, the add) and conv0 scaling its input in a pass of its own."""
+    old = fused_mod.TORGB_EPILOGUE
+    fused_mod.TORGB_EPILOGUE = enabled
+    try:
+        yield
+    finally:
+        fused_mod.TORGB_EPILOGUE = old
+
+
+@contextlib.contextmanager
+def sixth_session_kernels():
+    """The kernels as the sixth session left them: toRGB as a layer of its own."""
+    with torgb_epilogue(False):
+        yield
+
+
+@contextlib.contextmanager
 def fourth_session_kernels():
     """The kernels the fourth session measured: the row-wise filter, the general bias_act, the modulation
-    and the motion encoder in PyTorch ops."""
-    with lean_bias_act(False), rowwise_filter(), fold_kernel(False), motion_kernels(False):
+    and the motion encoder in PyTorch ops, toRGB as a layer of its own."""
+    with lean_bias_act(False), rowwise_filter(), fold_kernel(False), motion_kernels(False), torgb_epilogue(False):
         yield
 
 
@@ -349,6 +369,30 @@ def _coefs_parity(device, small: bool, gen) -> None:
         _forward_row("modconv shared, coefs kernel", dtype, rel(outs["kernel"], outs["ops"]), rel(outs["ops"], want64))
 
 
+def _torgb_parity(device, small: bool, gen) -> None:
+    """bias_act + toRGB in one pass (the kernel) against the ops one after the other, NCHW and NHWC, forward."""
+    n, g, c, res = (2, 1, 8, 8) if small else (32, 1, 64, 128)
+    x = torch.randn(n, g * c, res, res, device=device, generator=gen)
+    kw = dict(b=torch.randn(g * c, device=device, generator=gen), act="lrelu", gain=math.sqrt(2), clamp=256.0,
+              scale=torch.rand(n, g * c, device=device, generator=gen) + 0.5,
+              out_scale=torch.rand(n, g * c, device=device, generator=gen) + 0.5)
+    rgb = dict(rgb_weight=torch.randn(n, g, 3, c, device=device, generator=gen) / c**0.5,
+               rgb_bias=torch.randn(3, device=device, generator=gen), rgb_clamp=256.0,
+               skip=torch.randn(n, g * 3, res, res, device=device, generator=gen))
+    as64 = {k: v.double() if torch.is_tensor(v) else v for k, v in {**kw, **rgb}.items()}
+    want64 = bias_act_torgb(x.double(), **as64, impl="ref")
+    layouts = (torch.contiguous_format, torch.channels_last)
+    for dtype, layout in itertools.product((torch.float32, torch.float16), layouts):
+        xs = x.to(dtype).contiguous(memory_format=layout)
+        cast = {k: v.to(dtype) if torch.is_tensor(v) else v for k, v in kw.items()}
+        with torch.no_grad():
+            got = bias_act_torgb(xs, **cast, **rgb, impl="cuda")
+            want = bias_act_torgb(xs, **cast, **rgb, impl="ref")
+        tag = "NHWC" if layout == torch.channels_last else "NCHW"
+        for i, name in enumerate(("y", "img")):
+            _forward_row(f"bias_act + toRGB {tag} {name}", dtype, rel(got[i], want[i]), rel(want[i], want64[i]))
+
+
 def parity(device, small: bool) -> None:
     say("\n== 2. parity: rel. error kernel vs reference (same dtype) / reference vs float64 reference ==")
     say("   (y = forward, dx/db = gradient, d2x/d2b = second-order gradient)")
@@ -392,6 +436,7 @@ def parity(device, small: bool) -> None:
     _filter_epilogue_parity(device, small, gen)
     _fold_parity(device, small, gen)
     _coefs_parity(device, small, gen)
+    _torgb_parity(device, small, gen)
     # modconv: fast formulation vs reference (both through the selected op implementations)
     for fused in (True, False):
         n, ci, co, res = (2, 8, 8, 8) if small else (8, 128, 128, 32)
@@ -539,6 +584,20 @@ def op_timings(device, small: bool, use_compile: bool) -> None:
         if device.type == "cuda":
             fns["kernel"] = lambda w=w, s=s: modconv._folded_weight_kernel(w, s, True, dt, torch.channels_last)
         _time_variants(f"weight fold {co}x{ci}x3x3 x{n} {str(dt)[6:]} NHWC", device, fns, False, iters)
+    # a block's last bias_act and its toRGB: one pass vs bias_act, the batched matmul, its bias_act and the add
+    for n, c, res in [(2, 8, 16)] if small else [(32, 128, 128), (32, 64, 256)]:
+        x = torch.randn(n, c, res, res, device=device, dtype=dt).contiguous(memory_format=torch.channels_last)
+        kw = dict(b=torch.randn(c, device=device, dtype=dt), act="lrelu", gain=math.sqrt(2), clamp=256.0,
+                  rgb_weight=torch.randn(n, 1, 3, c, device=device) / c**0.5, rgb_bias=torch.randn(3, device=device),
+                  rgb_clamp=256.0, skip=torch.randn(n, 3, res, res, device=device))
+        fns = {}
+        for name, impl, enabled in (("ref", "ref", False), ("separate kernels", "cuda", False),
+                                    ("one pass", "cuda", True)):
+            def run(impl=impl, enabled=enabled, x=x, kw=kw):
+                with torch.no_grad(), torgb_epilogue(enabled):
+                    return bias_act_torgb(x, **kw, impl=impl)
+            fns[name] = run
+        _time_variants(f"bias_act + toRGB {(n, c, res, res)} NHWC {str(dt)[6:]}", device, fns, False, iters)
     # modulated conv layers of the 256 preset (fp32 at low resolution, fp16 at the top four)
     layers = [(2, 8, 8, 8, 1, torch.float32)] if small else [
         (32, 512, 512, 16, 1, torch.float32), (32, 512, 512, 32, 2, dt), (32, 256, 128, 128, 2, dt),
@@ -688,10 +747,13 @@ def _generator_variants(G, device, use_compile: bool) -> dict:
         # the fourth session's best way of running G, in this process: the baseline of the later changes
         variants[f"kernels, {layout}, graph, as in the fourth session"] = (
             "cuda", graphed_in(fourth_session_kernels, graph_motion=False, cache_weights=False, **layouts[layout]))
+        variants[f"kernels, {layout}, graph, as in the sixth session"] = (
+            "cuda", graphed_in(sixth_session_kernels, **layouts[layout]))
     for layout in ("shared, NHWC", "per video, NHWC"):  # each later change undone on its own, vec2 done
         for what, context in (("general bias_act", lambda: lean_bias_act(False)), ("rowwise filter", rowwise_filter),
                               ("vec2 filter", vec2_filter), ("modulation in PyTorch ops", lambda: fold_kernel(False)),
-                              ("motion encoder in PyTorch ops", lambda: motion_kernels(False))):
+                              ("motion encoder in PyTorch ops", lambda: motion_kernels(False)),
+                              ("toRGB a layer of its own", lambda: torgb_epilogue(False))):
             variants[f"kernels, {layout}, graph, {what}"] = ("cuda", graphed_in(context, **layouts[layout]))
         # as the graphs were before the fifth session: weight-derived tensors recomputed at every replay,
         # and/or the motion encoder run eagerly around the graph
