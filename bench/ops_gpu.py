@@ -747,13 +747,13 @@ def _generator_variants(G, device, use_compile: bool) -> dict:
         # the fourth session's best way of running G, in this process: the baseline of the later changes
         variants[f"kernels, {layout}, graph, as in the fourth session"] = (
             "cuda", graphed_in(fourth_session_kernels, graph_motion=False, cache_weights=False, **layouts[layout]))
+        # the sixth session's: toRGB a layer of its own (the seventh session's change undone)
         variants[f"kernels, {layout}, graph, as in the sixth session"] = (
             "cuda", graphed_in(sixth_session_kernels, **layouts[layout]))
     for layout in ("shared, NHWC", "per video, NHWC"):  # each later change undone on its own, vec2 done
         for what, context in (("general bias_act", lambda: lean_bias_act(False)), ("rowwise filter", rowwise_filter),
                               ("vec2 filter", vec2_filter), ("modulation in PyTorch ops", lambda: fold_kernel(False)),
-                              ("motion encoder in PyTorch ops", lambda: motion_kernels(False)),
-                              ("toRGB a layer of its own", lambda: torgb_epilogue(False))):
+                              ("motion encoder in PyTorch ops", lambda: motion_kernels(False))):
             variants[f"kernels, {layout}, graph, {what}"] = ("cuda", graphed_in(context, **layouts[layout]))
         # as the graphs were before the fifth session: weight-derived tensors recomputed at every replay,
         # and/or the motion encoder run eagerly around the graph
