@@ -55,6 +55,45 @@ __device__ __forceinline__ T rgb_channel(const BiasActToRGBParams& p, const floa
   return ov ? from_acc<T>(u * ov[c]) : stored;
 }
 
+// N consecutive floats of shared memory (16-byte aligned: N a multiple of 4) with N / 4 vector loads.
+template <int N>
+__device__ __forceinline__ void smem_floats(const float* at, float (&out)[N]) {
+#pragma unroll
+  for (int i = 0; i < N; i += 4) {
+    const float4 v = *reinterpret_cast<const float4*>(at + i);
+    out[i] = v.x; out[i + 1] = v.y; out[i + 2] = v.z; out[i + 3] = v.w;
+  }
+}
+
+// One 16-byte pack of kVec channels from c (a multiple of kVec): its operands read as vectors, once per pack.
+template <typename T, int ACT, int kVec>
+__device__ __forceinline__ Pack<T, kVec> rgb_pack(const BiasActToRGBParams& p, const float* wv, const float* bv,
+                                                 const float* sv, const float* ov, int c, const Pack<T, kVec>& xs,
+                                                 float alpha, float gain, float clamp, float (&acc)[kMaxRgb]) {
+  float bias[kVec], scale[kVec], out_scale[kVec];
+  smem_floats<kVec>(bv + c, bias);
+  smem_floats<kVec>(sv + c, scale);
+  if (ov) smem_floats<kVec>(ov + c, out_scale);
+  float r[kVec];
+  Pack<T, kVec> out;
+#pragma unroll
+  for (int j = 0; j < kVec; ++j) {
+    const float u = rgb_bias_act<ACT>(p, to_acc(xs.v[j]), scale[j], bias[j], alpha, gain, clamp);
+    const T stored = from_acc<T>(u);  // toRGB reads the activations as stored, in their dtype
+    r[j] = to_acc(stored);
+    out.v[j] = ov ? from_acc<T>(u * out_scale[j]) : stored;
+  }
+#pragma unroll
+  for (int k = 0; k < kMaxRgb; ++k) {
+    if (k >= p.rgb_c) break;
+    float w[kVec];
+    smem_floats<kVec>(wv + k * p.c + c, w);
+#pragma unroll
+    for (int j = 0; j < kVec; ++j) acc[k] += w[j] * r[j];
+  }
+  return out;
+}
+
 // One block per chunk of `per_block` pixels of one plane (n, g); threads stride the chunk by blockDim (the
 // host emulation runs one thread per block). Shared memory: rgb_w [R, C], then bias, scale and out_scale
 // [C] each, as floats.
@@ -87,7 +126,8 @@ __global__ void __launch_bounds__(kRgbThreads) bias_act_torgb_kernel(BiasActToRG
     const T* x = static_cast<const T*>(p.x) + n * p.sx[0] + ch0 * p.sx[1] + py * p.sx[2] + px * p.sx[3];
     T* y = static_cast<T*>(p.y) + n * p.sy[0] + ch0 * p.sy[1] + py * p.sy[2] + px * p.sy[3];
     float acc[kMaxRgb] = {0.f, 0.f, 0.f, 0.f};
-    if (VEC) {  // channels innermost: the pixel's C values are contiguous, read as 16-byte packs
+    if (VEC) {  // channels innermost: the pixel's C values are contiguous, read as 16-byte packs (C % kVec == 0,
+                // so the shared-memory operands of a pack are 16-byte aligned vectors too)
       constexpr int kVec = 16 / sizeof(T);
       for (int c0 = 0; c0 < C; c0 += kVec * kRgbChunk) {
         Pack<T, kVec> xs[kRgbChunk];
@@ -98,12 +138,8 @@ __global__ void __launch_bounds__(kRgbThreads) bias_act_torgb_kernel(BiasActToRG
         for (int k = 0; k < kRgbChunk; ++k) {
           const int c = c0 + k * kVec;
           if (c >= C) break;
-          Pack<T, kVec> out;
-#pragma unroll
-          for (int j = 0; j < kVec; ++j)
-            out.v[j] = rgb_channel<T, ACT>(p, wv, bv, sv, out_scale, c + j, to_acc(xs[k].v[j]), alpha, gain,
-                                           clamp, acc);
-          *reinterpret_cast<Pack<T, kVec>*>(y + c) = out;
+          *reinterpret_cast<Pack<T, kVec>*>(y + c) =
+              rgb_pack<T, ACT, kVec>(p, wv, bv, sv, out_scale, c, xs[k], alpha, gain, clamp, acc);
         }
       }
     } else {  // any strides, one element per load
