@@ -38,6 +38,7 @@ from core.generator import Generator  # noqa: E402
 # the module, not the function of the same name that core.ops exports
 conv2d_resample_mod = sys.modules["core.ops.conv2d_resample"]
 modconv_mod = sys.modules["core.ops.modconv"]
+fused_mod = sys.modules["core.ops.fused"]
 
 _FREE = {"view", "_unsafe_view", "reshape", "expand", "permute", "transpose", "t", "unsqueeze", "squeeze",
          "select", "slice", "narrow", "unbind", "split", "alias", "detach", "as_strided", "_to_copy_noop",
@@ -86,7 +87,8 @@ class Traffic(TorchDispatchMode):
             moved = self.nbytes(x) + self.nbytes(y) + 4 * img.numel() + (4 * skip.numel() if skip is not None else 0)
             c, rgb_c = kwargs["rgb_weight"].shape[-1], kwargs["rgb_weight"].shape[-2]
             flops = 2.0 * rgb_c * c * img.numel() / rgb_c  # toRGB's multiply-adds, one per channel and output
-            self.rows.append(("bias_act_torgb", flops, float(moved), x.shape[-1] >= self.fp16_res))
+            if not self._depth:
+                self.rows.append(("bias_act_torgb", flops, float(moved), x.shape[-1] >= self.fp16_res))
             return y, img
         return wrapper
 
@@ -97,7 +99,8 @@ class Traffic(TorchDispatchMode):
                 y = fn(x, *args, **kwargs)
             finally:
                 self._depth -= 1
-            self.rows.append((kind, 0.0, self.nbytes(x) + self.nbytes(y), x.shape[-1] >= self.fp16_res))
+            if not self._depth:  # inside another kernel's stand-in: part of that kernel
+                self.rows.append((kind, 0.0, self.nbytes(x) + self.nbytes(y), x.shape[-1] >= self.fp16_res))
             return y
         return wrapper
 
@@ -113,12 +116,12 @@ def count(G: Generator, kernels: bool, fp16_res: int, n: int, num_t: int, layout
     patches = []
     if kernels:
         patches = [(synthesis_mod, "bias_act"), (synthesis_mod, "upsample2d"), (conv2d_resample_mod, "upfirdn2d"),
-                   (conv2d_resample_mod, "bias_act"), (conv2d_resample_mod, "upfirdn2d_bias_act")]
+                   (fused_mod, "bias_act"), (conv2d_resample_mod, "upfirdn2d_bias_act")]
     saved = [(mod, name, getattr(mod, name)) for mod, name in patches]
     for mod, name, fn in saved:
         setattr(mod, name, mode.fused(name, fn))
     if kernels:  # toRGB in the blocks' last pass, as on a GPU (the pass itself computes the reference here)
-        torgb = [(synthesis_mod, "bias_act_torgb"), (conv2d_resample_mod, "bias_act_torgb"),
+        torgb = [(synthesis_mod, "bias_act_torgb"), (fused_mod, "bias_act_torgb"),
                  (synthesis_mod, "torgb_epilogue_applies")]
         saved += [(mod, name, getattr(mod, name)) for mod, name in torgb]
         for mod, name in torgb[:2]:

@@ -65,10 +65,11 @@ class SynthesisLayer(nn.Module):
         clamp = self.conv_clamp * gain if self.conv_clamp is not None else None
         kw = dict(up=self.up, padding=self.padding, resample_filter=self.resample_filter, flip_weight=(self.up == 1))
         act_args = dict(b=_bias(self.bias, x.dtype), act="lrelu", gain=self.act_gain * gain, clamp=clamp)
-        if fused_modconv:
+        if fused_modconv:  # on a GPU at inference bias_act rides in the upsampling filter's pass, for up=2
             assert not input_scaled and out_scale is None, "the grouped conv modulates its weights"
-            x = modulated_conv2d(x, self.weight, styles, fused_modconv=True, **kw)
-        elif FUSE_INTO_BIAS_ACT:  # demodulation and bias_act in one pass (the upsampling filter's, for up=2)
+            args = dict(act_args, **({} if torgb is None else {"torgb": torgb}))
+            return modulated_conv2d(x, self.weight, styles, fused_modconv=True, bias_act_args=args, **kw)
+        if FUSE_INTO_BIAS_ACT:  # demodulation and bias_act in one pass (the upsampling filter's, for up=2)
             args = dict(act_args, out_scale=out_scale, **({} if torgb is None else {"torgb": torgb}))
             return modulated_conv2d(x, self.weight, styles, fused_modconv=False, input_scaled=input_scaled,
                                     bias_act_args=args, **kw)

@@ -777,7 +777,7 @@ def test_emulated_kernels_render_the_reference_frames(tiny_G, emu, monkeypatch, 
         got = tiny_G.synthesis(ws, t, [3, 4], **kw[layout])
     torch.testing.assert_close(got, want, atol=2e-5, rtol=1e-5)
     ups = sum(1 for res in tiny_G.synthesis.block_resolutions if res > 4)
-    assert len(fused_calls) == (0 if layout == "grouped" else ups), "the upsampling layers take the fused kernel"
+    assert len(fused_calls) == ups, "the upsampling layers take the fused kernel"
     layers = [m for m in tiny_G.synthesis.modules() if hasattr(m, "affine") and hasattr(m, "weight")]
     convs = sum(1 for m in layers if m.weight.shape[-1] == 3)
     # every block's toRGB rides in its last bias_act; per video / grouped: every conv's weights folded by

@@ -5,8 +5,7 @@ from __future__ import annotations
 import torch
 import torch.nn.functional as F
 
-from core.ops.bias_act import bias_act
-from core.ops.fused import bias_act_torgb, upfirdn2d_bias_act
+from core.ops.fused import bias_act_epilogue, upfirdn2d_bias_act
 from core.ops.upfirdn2d import filter_size, parse_padding, upfirdn2d
 from core.ops.weight_cache import derived
 
@@ -40,13 +39,9 @@ def conv2d_resample(x: torch.Tensor, w: torch.Tensor, f: torch.Tensor | None = N
     `bias_act_torgb(y, **bias_act_args, **torgb)`, and the result is its pair (y, img).
     """
     if bias_act_args is not None and not (up > 1 and down == 1):
+        assert "torgb" not in bias_act_args or up == down == 1, "toRGB follows a conv without resampling"
         y = conv2d_resample(x, w, f, up, down, padding, groups, flip_weight, flip_filter, impl)
-        args = dict(bias_act_args)
-        torgb = args.pop("torgb", None)
-        if torgb is not None:
-            assert up == 1 and down == 1, "toRGB rides in the bias_act of a conv without resampling"
-            return bias_act_torgb(y, impl=impl, **args, **torgb)
-        return bias_act(y, impl=impl, **args)
+        return bias_act_epilogue(y, bias_act_args, impl)
     assert x.ndim == 4 and w.ndim == 4 and w.dtype == x.dtype, f"x {x.shape} {x.dtype}, w {w.shape} {w.dtype}"
     c_out, c_in_g, kh, kw = (int(s) for s in w.shape)
     fw, fh = filter_size(f)

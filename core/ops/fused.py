@@ -90,6 +90,16 @@ def bias_act_torgb(x: torch.Tensor, b: torch.Tensor | None = None, act: str = "l
     return y, img
 
 
+def bias_act_epilogue(y: torch.Tensor, bias_act_args: dict, impl: str = "auto"):
+    """`bias_act(y, **bias_act_args)`, or with a `torgb` entry `bias_act_torgb(y, **bias_act_args, **torgb)` (its
+    pair (y, img)): what a conv's `bias_act_args` ask for after a pass of its own."""
+    args = dict(bias_act_args)
+    torgb = args.pop("torgb", None)
+    if torgb is not None:
+        return bias_act_torgb(y, impl=impl, **args, **torgb)
+    return bias_act(y, impl=impl, **args)
+
+
 def torgb_epilogue_applies(x: torch.Tensor, tensors, channels: int, rgb_channels: int, impl: str = "auto",
                            dtype: torch.dtype | None = None) -> bool:
     """Whether bias_act_torgb runs as one kernel on activations of `dtype` (default x's) on x's device: at

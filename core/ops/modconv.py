@@ -22,6 +22,7 @@ import torch
 
 from core.ops import _dispatch
 from core.ops.conv2d_resample import conv2d_resample, layout
+from core.ops.fused import bias_act_epilogue
 from core.ops.weight_cache import derived
 
 # Benchmarks set this to False to time the reference formulation under impl="auto".
@@ -39,28 +40,36 @@ def modulated_conv2d(x: torch.Tensor, weight: torch.Tensor, styles: torch.Tensor
 
     fused_modconv=True folds the per-sample weights into one grouped convolution; False scales the
     activations before and after a shared convolution (cheaper for large batches in training).
-    `bias_act_args` (shared conv, no noise): return `bias_act(y, **bias_act_args)` with the
-    demodulation as bias_act's `scale`, so it costs no pass of its own: it rides in bias_act's pass,
-    or with bias_act in the upsampling filter's pass (core/ops/fused.py). `input_scaled` (shared
-    conv): x already carries its modulation, `input_styles(...)` (the producer's bias_act `out_scale`).
+    `bias_act_args` (no noise): return `bias_act(y, **bias_act_args)` (with a `torgb` entry
+    `bias_act_torgb`'s pair, core/ops/fused.py); for the shared conv the demodulation is bias_act's
+    `scale`, so it costs no pass of its own. At inference on a GPU it rides in bias_act's pass, or with
+    bias_act in the upsampling filter's pass. `input_scaled` (shared conv): x already carries its
+    modulation, `input_styles(...)` (the producer's bias_act `out_scale`).
     """
     n = x.shape[0]
     c_out, c_in, kh, kw = weight.shape
     assert x.ndim == 4 and x.shape[1] == c_in, f"x {tuple(x.shape)} vs weight {tuple(weight.shape)}"
     assert styles.shape == (n, c_in), f"styles {tuple(styles.shape)}, expected {(n, c_in)}"
-    if fused_modconv and bias_act_args is None and not input_scaled and \
-            _modulation_kernels_apply(weight, styles, impl, x.dtype):
+    assert bias_act_args is None or noise is None, "bias_act_args take no noise"
+    if fused_modconv and not input_scaled and _modulation_kernels_apply(weight, styles, impl, x.dtype):
         x = x.reshape(1, -1, *x.shape[2:])
         w = _folded_weight_kernel(weight, styles, demodulate, x.dtype, layout(x))  # [N*O, I, kh, kw]
-        x = conv2d_resample(x, w, groups=n, f=resample_filter, up=up, down=down, padding=padding,
-                            flip_weight=flip_weight, impl=impl)
-        x = x.reshape(n, -1, *x.shape[2:])
+        args = None if bias_act_args is None else _grouped_args(bias_act_args, n)  # in the filter's pass at up=2
+        out = conv2d_resample(x, w, groups=n, f=resample_filter, up=up, down=down, padding=padding,
+                              flip_weight=flip_weight, impl=impl, bias_act_args=args)
+        if isinstance(out, tuple):  # (y, img) of bias_act_torgb
+            return tuple(t.reshape(n, -1, *t.shape[2:]) for t in out)
+        x = out.reshape(n, -1, *out.shape[2:])
         return x + noise.to(x.dtype) if noise is not None else x
 
     assert not (input_scaled and fused_modconv), "input_scaled is for the shared conv"
     kwargs = dict(f=resample_filter, up=up, down=down, padding=padding, flip_weight=flip_weight, impl=impl)
+    if bias_act_args is not None and fused_modconv:  # the grouped conv in PyTorch ops: bias_act after it
+        y = modulated_conv2d(x, weight, styles, up=up, down=down, padding=padding, resample_filter=resample_filter,
+                             demodulate=demodulate, flip_weight=flip_weight, fused_modconv=True, impl=impl)
+        return bias_act_epilogue(y, bias_act_args, impl)
     if bias_act_args is not None:
-        assert demodulate and not fused_modconv and noise is None, "bias_act_args is for the shared conv"
+        assert demodulate, "the shared conv's bias_act_args carry its demodulation"
         assert "scale" not in bias_act_args, "the demodulation is bias_act's scale"
         if _modulation_kernels_apply(weight, styles, impl, x.dtype):  # the coefficients in one launch, in x's dtype
             dcoefs, x_styles = _coefs_kernel(weight, styles, x.dtype, want_styles=not input_scaled)
@@ -76,6 +85,24 @@ def modulated_conv2d(x: torch.Tensor, weight: torch.Tensor, styles: torch.Tensor
     if FAST_PATH and impl != "ref":
         return _modconv_fast(x, weight, styles, x_styles, noise, demodulate, fused_modconv, kwargs)
     return _modconv_ref(x, weight, styles, x_styles, noise, demodulate, fused_modconv, kwargs)
+
+
+def _grouped_args(bias_act_args: dict, n: int) -> dict:
+    """bias_act_args of N samples `[N, O, H, W]` for their grouped conv's output `[1, N*O, H, W]`."""
+    args = dict(bias_act_args)
+    assert "scale" not in args, "the grouped conv's weights are demodulated already"
+    if n > 1:
+        if args.get("b") is not None:
+            args["b"] = args["b"].repeat(n)
+        if args.get("out_scale") is not None:
+            args["out_scale"] = args["out_scale"].reshape(1, -1)
+        if args.get("torgb") is not None:
+            torgb = dict(args["torgb"])
+            torgb["rgb_weight"] = torgb["rgb_weight"].reshape(1, n, *torgb["rgb_weight"].shape[2:])  # [1, N, R, C]
+            if torgb.get("skip") is not None:
+                torgb["skip"] = torgb["skip"].reshape(1, -1, *torgb["skip"].shape[2:])
+            args["torgb"] = torgb
+    return args
 
 
 def modulated_conv1x1(x: torch.Tensor, weight: torch.Tensor, styles: torch.Tensor) -> torch.Tensor:
