@@ -1,12 +1,12 @@
 """Passes fused at inference: the FIR filter with bias_act, and bias_act with toRGB.
 
-The FIR filter pass and bias_act fused: one read and one write of the largest tensors of G.
-
 After every upsampling transposed conv of the synthesis network comes a 4x4 FIR pass, and after it
 bias_act (with the demodulation and the next conv's input modulation riding in bias_act's pass, see
 core/synthesis.py). At inference on the GPU the filter kernel applies bias_act to its registers, so
-the filtered tensor is never written and read back (bench/roofline.py counts the traffic it saves).
-Everywhere else (CPU, a gradient wanted, other shapes) it is the two ops one after the other.
+the filtered tensor is never written and read back. Every block ends in a conv whose output goes
+through bias_act and is then read again by toRGB: `bias_act_torgb` does both in one pass, so toRGB
+never reads it back (bench/roofline.py counts the traffic each saves). Everywhere else (CPU, a gradient
+wanted, other shapes) these are the ops one after the other.
 """
 
 from __future__ import annotations

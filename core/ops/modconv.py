@@ -10,7 +10,7 @@ Two formulations of the same function:
   built for the shared-conv (training) path; the grouped-conv path scales the weight once by
   `styles * dcoefs` and fuses the noise addition with the demodulation.
 Both are differentiable to any order; they agree to rounding (bench/ops_gpu.py measures both).
-At inference on a GPU the per-sample weights (grouped conv, per-video layout, toRGB) and the shared
+At inference on a GPU the per-sample weights (grouped conv, per-video layout, a separate toRGB) and the shared
 conv's coefficients (demodulation, input scales) come from CUDA kernels (core/ops/cuda/modulate_weight.cu):
 one launch per layer instead of ~10 small PyTorch ops.
 """
