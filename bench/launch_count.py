@@ -100,10 +100,12 @@ def _stand_ins(counter: _Counter) -> dict:
             d = (s.square() @ wsq_t + 1e-8).rsqrt().to(dtype) if wsq_t is not None else None
             return d, s.to(dtype) if want_styles else None
 
-    def bias_act_torgb_cuda(x, b, act, alpha, gain, clamp, scale, out_scale, rgb_weight, rgb_bias, rgb_clamp, skip):
+    def bias_act_torgb_cuda(x, b, act, alpha, gain, clamp, scale, out_scale, rgb_weight, rgb_styles, rgb_bias,
+                            rgb_clamp, skip):
         with counter.kernel("[bias_act + toRGB kernel]"):
             return fused.bias_act_torgb(x, b, act=act, alpha=alpha, gain=gain, clamp=None if clamp < 0 else clamp,
-                                        scale=scale, out_scale=out_scale, rgb_weight=rgb_weight, rgb_bias=rgb_bias,
+                                        scale=scale, out_scale=out_scale, rgb_weight=rgb_weight,
+                                        rgb_styles=rgb_styles, rgb_bias=rgb_bias,
                                         rgb_clamp=None if rgb_clamp < 0 else rgb_clamp, skip=skip, impl="ref")
 
     def token_noise_cuda(seeds, sample, start, length, dim):

@@ -376,7 +376,8 @@ def _torgb_parity(device, small: bool, gen) -> None:
     kw = dict(b=torch.randn(g * c, device=device, generator=gen), act="lrelu", gain=math.sqrt(2), clamp=256.0,
               scale=torch.rand(n, g * c, device=device, generator=gen) + 0.5,
               out_scale=torch.rand(n, g * c, device=device, generator=gen) + 0.5)
-    rgb = dict(rgb_weight=torch.randn(n, g, 3, c, device=device, generator=gen) / c**0.5,
+    rgb = dict(rgb_weight=torch.randn(3, c, device=device, generator=gen) / c**0.5,
+               rgb_styles=torch.randn(n, g, c, device=device, generator=gen) + 1,
                rgb_bias=torch.randn(3, device=device, generator=gen), rgb_clamp=256.0,
                skip=torch.randn(n, g * 3, res, res, device=device, generator=gen))
     as64 = {k: v.double() if torch.is_tensor(v) else v for k, v in {**kw, **rgb}.items()}
@@ -588,7 +589,8 @@ def op_timings(device, small: bool, use_compile: bool) -> None:
     for n, c, res in [(2, 8, 16)] if small else [(32, 128, 128), (32, 64, 256)]:
         x = torch.randn(n, c, res, res, device=device, dtype=dt).contiguous(memory_format=torch.channels_last)
         kw = dict(b=torch.randn(c, device=device, dtype=dt), act="lrelu", gain=math.sqrt(2), clamp=256.0,
-                  rgb_weight=torch.randn(n, 1, 3, c, device=device) / c**0.5, rgb_bias=torch.randn(3, device=device),
+                  rgb_weight=torch.randn(3, c, device=device) / c**0.5, rgb_styles=torch.randn(n, 1, c, device=device),
+                  rgb_bias=torch.randn(3, device=device),
                   rgb_clamp=256.0, skip=torch.randn(n, 3, res, res, device=device))
         fns = {}
         for name, impl, enabled in (("ref", "ref", False), ("separate kernels", "cuda", False),

@@ -118,16 +118,17 @@ class ToRGBLayer(nn.Module):
         return bias_act(x, _bias(self.bias, x.dtype, len(w)), clamp=self.conv_clamp)
 
     def epilogue(self, w: torch.Tensor, skip: torch.Tensor | None, videos: bool = False) -> dict:
-        """This layer as the `torgb` argument of the block's last SynthesisLayer (bias_act_torgb): its
-        modulated weights `[M, 1, R, C]` (w `[M, w_dim]`, one per sample) or `[1, N, R, C]` (`videos`: w
-        `[N, w_dim]`, one per video of the frame-major layout), bias, clamp and the skip image to add."""
+        """This layer as the `torgb` argument of the block's last SynthesisLayer (bias_act_torgb): its weight
+        (gain included), its styles `[M, 1, C]` (w `[M, w_dim]`, one per sample) or `[1, N, C]` (`videos`:
+        w `[N, w_dim]`, one per video of the frame-major layout), bias, clamp and the skip image to add. The
+        pass forms the modulated weights itself (no launch of their own)."""
         c_out, c_in = self.weight.shape[:2]
         styles = self.affine(w)  # StyleSpace edits hook this output: the gain comes after, as in forward
         gained = derived(self.weight, ("torgb_gained", self.weight_gain),
-                         lambda t: t.reshape(1, c_out, c_in) * self.weight_gain)
-        rgb_weight = gained * styles.to(torch.float32).unsqueeze(1)  # [M, R, C]: one launch
-        rgb_weight = rgb_weight.unsqueeze(0) if videos else rgb_weight.unsqueeze(1)
-        return dict(rgb_weight=rgb_weight, rgb_bias=self.bias, rgb_clamp=self.conv_clamp, skip=skip)
+                         lambda t: t.reshape(c_out, c_in) * self.weight_gain)
+        rgb_styles = styles.unsqueeze(0) if videos else styles.unsqueeze(1)
+        return dict(rgb_weight=gained, rgb_styles=rgb_styles, rgb_bias=self.bias, rgb_clamp=self.conv_clamp,
+                    skip=skip)
 
 
 class TemporalInput(nn.Module):

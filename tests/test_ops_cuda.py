@@ -363,8 +363,8 @@ def emu_lib(tmp_path_factory):
     lib.sgv_emu_modulation_coefs.argtypes = [ctypes.c_int] + [ctypes.c_void_p] * 4 + [ctypes.c_int] * 4
     lib.sgv_emu_bias_act_torgb.argtypes = [ctypes.c_int] + [ctypes.c_void_p] * 2 + \
         [ctypes.POINTER(ctypes.c_int64)] * 2 + [ctypes.POINTER(ctypes.c_int)] + [ctypes.c_void_p] * 3 + \
-        [ctypes.c_int] + [ctypes.c_double] * 3 + [ctypes.c_void_p, ctypes.c_int, ctypes.c_void_p, ctypes.c_double] + \
-        [ctypes.c_void_p] * 2
+        [ctypes.c_int] + [ctypes.c_double] * 3 + [ctypes.c_void_p] * 2 + \
+        [ctypes.c_int, ctypes.c_void_p, ctypes.c_double] + [ctypes.c_void_p] * 2
     return lib
 
 
@@ -446,11 +446,12 @@ class _EmuOps:
         assert err == 0
         return d, s
 
-    def bias_act_torgb(self, x, b, scale, out_scale, act, alpha, gain, clamp, rgb_w, rgb_b, rgb_clamp, skip):
+    def bias_act_torgb(self, x, b, scale, out_scale, act, alpha, gain, clamp, rgb_w, rgb_s, rgb_b, rgb_clamp, skip):
         assert x.ndim == 4 and (x.is_contiguous() or x.is_contiguous(memory_format=torch.channels_last))
         batch, _, h, w = x.shape
-        wb, groups, rgb_c, c = rgb_w.shape  # the checks of ops.cpp
-        assert rgb_w.dtype == torch.float32 and rgb_w.is_contiguous() and wb in (1, batch) and groups * c == x.shape[1]
+        (rgb_c, c), (sb, groups, _) = rgb_w.shape, rgb_s.shape  # the checks of ops.cpp
+        assert rgb_w.dtype == rgb_s.dtype == torch.float32 and rgb_w.is_contiguous() and rgb_s.is_contiguous()
+        assert sb in (1, batch) and groups * c == x.shape[1] and rgb_s.shape[2] == c
         for t, rows in ((b, 1), (scale, batch), (out_scale, batch)):
             assert t is None or (t.dtype == x.dtype and t.is_contiguous() and t.numel() == rows * x.shape[1])
         assert rgb_b is None or (rgb_b.dtype == torch.float32 and rgb_b.numel() == rgb_c)
@@ -462,7 +463,8 @@ class _EmuOps:
         dims = (ctypes.c_int * 6)(batch, groups, c, h, w, rgb_c)
         err = self.lib.sgv_emu_bias_act_torgb(_CODES[x.dtype], x.data_ptr(), y.data_ptr(), sx, sy, dims, self._ptr(b),
                                               self._ptr(scale), self._ptr(out_scale), act, alpha, gain, clamp,
-                                              rgb_w.data_ptr(), int(wb == 1 and batch > 1), self._ptr(rgb_b),
+                                              rgb_w.data_ptr(), rgb_s.data_ptr(), int(sb == 1 and batch > 1),
+                                              self._ptr(rgb_b),
                                               rgb_clamp, self._ptr(skip), img.data_ptr())
         assert err == 0
         return y, img
@@ -849,7 +851,7 @@ def test_emulated_modulate_weight_matches_the_pytorch_fold(emu, dtype, fmt):
 
 def _torgb_cases(seed: int, device):
     """Inputs of bias_act_torgb: planes below one warp, over one block, odd sizes; 1 and 2 groups; the toRGB
-    weights one per sample or one for the batch; every optional operand present or absent; three activations."""
+    styles one per sample or one for the batch; every optional operand present or absent; three activations."""
     gen = torch.Generator().manual_seed(seed)
     cases = [  # (batch, groups, channels, rgb channels, h, w, weights shared, act, all operands)
         (2, 1, 16, 3, 4, 4, False, "lrelu", True), (3, 2, 12, 3, 17, 19, True, "lrelu", True),
@@ -861,7 +863,8 @@ def _torgb_cases(seed: int, device):
             b=torch.randn(groups * c, generator=gen) if full else None,
             scale=torch.rand(batch, groups * c, generator=gen) + 0.5 if full else None,
             out_scale=torch.rand(batch, groups * c, generator=gen) + 0.5 if full and act != "tanh" else None,
-            rgb_weight=torch.randn(1 if shared else batch, groups, rgb_c, c, generator=gen) / c**0.5,
+            rgb_weight=torch.randn(rgb_c, c, generator=gen) / c**0.5,
+            rgb_styles=torch.randn(1 if shared else batch, groups, c, generator=gen) + 1,
             rgb_bias=torch.randn(rgb_c, generator=gen) if full else None,
             skip=torch.randn(batch, groups * rgb_c, h, w, generator=gen) if full or shared else None)
         kw = dict(act=act, gain=1.4, clamp=1.7 if full else None, rgb_clamp=0.8 if full else None)
@@ -896,16 +899,16 @@ def test_emulated_bias_act_torgb_matches_the_ops(emu, dtype):
     def run(x, act, gain, clamp, rgb_clamp, **ops):
         spec = ACTIVATIONS[act]
         return emu.bias_act_torgb_cuda(x, ops["b"], act, spec.def_alpha, gain, -1.0 if clamp is None else clamp,
-                                       ops["scale"], ops["out_scale"], ops["rgb_weight"], ops["rgb_bias"],
-                                       -1.0 if rgb_clamp is None else rgb_clamp, ops["skip"])
+                                       ops["scale"], ops["out_scale"], ops["rgb_weight"], ops["rgb_styles"],
+                                       ops["rgb_bias"], -1.0 if rgb_clamp is None else rgb_clamp, ops["skip"])
     _check_bias_act_torgb(run, "cpu", dtype, seed=21)
     x = torch.randn(1, 4, 2, 2, requires_grad=True)
     with pytest.raises(AssertionError, match="forward-only"):
-        emu.bias_act_torgb_cuda(x, None, "lrelu", 0.2, 1.0, -1.0, None, None, torch.randn(1, 1, 3, 4), None, -1.0,
-                                None)
+        emu.bias_act_torgb_cuda(x, None, "lrelu", 0.2, 1.0, -1.0, None, None, torch.randn(3, 4),
+                                torch.randn(1, 1, 4), None, -1.0, None)
     with pytest.raises(TypeError, match="bfloat16"):
         emu.bias_act_torgb_cuda(x.detach().double(), None, "lrelu", 0.2, 1.0, -1.0, None, None,
-                                torch.randn(1, 1, 3, 4), None, -1.0, None)
+                                torch.randn(3, 4), torch.randn(1, 1, 4), None, -1.0, None)
 
 
 @pytest.mark.parametrize("dtype", [torch.float32, torch.float16, torch.bfloat16])
@@ -1104,8 +1107,8 @@ def test_gpu_bias_act_torgb_matches_the_ops(dtype):
         with torch.no_grad():
             return bias_act_torgb_cuda(x, ops["b"], act, ACTIVATIONS[act].def_alpha, gain,
                                        -1.0 if clamp is None else clamp, ops["scale"], ops["out_scale"],
-                                       ops["rgb_weight"], ops["rgb_bias"], -1.0 if rgb_clamp is None else rgb_clamp,
-                                       ops["skip"])
+                                       ops["rgb_weight"], ops["rgb_styles"], ops["rgb_bias"],
+                                       -1.0 if rgb_clamp is None else rgb_clamp, ops["skip"])
     _check_bias_act_torgb(run, GPU_DEVICE, dtype, seed=22)
 
 

@@ -56,33 +56,39 @@ def _fusable(x: torch.Tensor, f: torch.Tensor, impl: str, tensors) -> bool:
 
 def bias_act_torgb(x: torch.Tensor, b: torch.Tensor | None = None, act: str = "lrelu", alpha: float | None = None,
                    gain: float | None = None, clamp: float | None = None, scale: torch.Tensor | None = None,
-                   out_scale: torch.Tensor | None = None, *, rgb_weight: torch.Tensor,
+                   out_scale: torch.Tensor | None = None, *, rgb_weight: torch.Tensor, rgb_styles: torch.Tensor,
                    rgb_bias: torch.Tensor | None = None, rgb_clamp: float | None = None,
                    skip: torch.Tensor | None = None, impl: str = "auto") -> tuple[torch.Tensor, torch.Tensor]:
     """A synthesis block's last bias_act and its toRGB layer: (y, img).
 
     x `[B, G*C, H, W]` (G groups of C channels: the frame-major layout's videos, else G = 1), rgb_weight
-    `[B or 1, G, R, C]` (toRGB's modulated 1x1 weights, its weight gain included), rgb_bias `[R]`, skip
+    `[R, C]` (toRGB's 1x1 weight, its weight gain included), rgb_styles `[B or 1, G, C]` (toRGB's styles:
+    its modulated weights are rgb_weight * rgb_styles, eq. 1 without demodulation), rgb_bias `[R]`, skip
     `[B, G*R, H, W]` (the upsampled image of the block before) or None.
     u = bias_act(x, b, act, alpha, gain, clamp, scale=scale); y = u * out_scale (if given);
     img = skip + bias_act(toRGB(u), rgb_bias, clamp=rgb_clamp) in float32. At inference on the GPU one
     kernel pass (core/ops/cuda/torgb.cu), which never reads u back; elsewhere the ops one after the other.
     """
-    assert x.ndim == 4 and rgb_weight.ndim == 4, f"x {tuple(x.shape)}, rgb_weight {tuple(rgb_weight.shape)}"
-    wb, groups, rgb_c, c = rgb_weight.shape
+    assert x.ndim == 4 and rgb_weight.ndim == 2 and rgb_styles.ndim == 3, \
+        f"x {tuple(x.shape)}, rgb_weight {tuple(rgb_weight.shape)}, rgb_styles {tuple(rgb_styles.shape)}"
+    (rgb_c, c), (sb, groups, _) = rgb_weight.shape, rgb_styles.shape
     batch, _, h, w = x.shape
-    assert x.shape[1] == groups * c and wb in (1, batch), f"x {tuple(x.shape)} vs rgb_weight {tuple(rgb_weight.shape)}"
+    assert x.shape[1] == groups * c and rgb_styles.shape[2] == c and sb in (1, batch), \
+        f"x {tuple(x.shape)} vs rgb_weight {tuple(rgb_weight.shape)}, rgb_styles {tuple(rgb_styles.shape)}"
     assert skip is None or skip.shape == (batch, groups * rgb_c, h, w), f"skip {tuple(skip.shape)}"
-    if torgb_epilogue_applies(x, (x, b, scale, out_scale, rgb_weight, rgb_bias, skip), c, rgb_c, impl):
+    tensors = (x, b, scale, out_scale, rgb_weight, rgb_styles, rgb_bias, skip)
+    if torgb_epilogue_applies(x, tensors, c, rgb_c, impl):
         from core.ops.cuda import bias_act_torgb_cuda  # lazily, as bias_act does
 
         spec = ACTIVATIONS[act]
         alpha = spec.def_alpha if alpha is None else float(alpha)
         gain = spec.def_gain if gain is None else float(gain)
         return bias_act_torgb_cuda(x, b, act, alpha, gain, -1.0 if clamp is None else float(clamp), scale, out_scale,
-                                   rgb_weight, rgb_bias, -1.0 if rgb_clamp is None else float(rgb_clamp), skip)
+                                   rgb_weight, rgb_styles, rgb_bias, -1.0 if rgb_clamp is None else float(rgb_clamp),
+                                   skip)
     u = bias_act(x, b, act=act, alpha=alpha, gain=gain, clamp=clamp, scale=scale, impl=impl)
-    rgb = torch.matmul(rgb_weight.to(u.dtype), u.reshape(batch, groups, c, h * w))  # [B, G, R, HW]
+    modulated = (rgb_weight.unsqueeze(0).unsqueeze(0) * rgb_styles.unsqueeze(2)).to(u.dtype)  # [B or 1, G, R, C]
+    rgb = torch.matmul(modulated, u.reshape(batch, groups, c, h * w))  # [B, G, R, HW]
     rgb_b = None if rgb_bias is None else rgb_bias.to(u.dtype).repeat(groups)
     img = bias_act(rgb.reshape(batch, groups * rgb_c, h, w), rgb_b, clamp=rgb_clamp, impl=impl).to(torch.float32)
     img = img if skip is None else skip + img

@@ -98,7 +98,7 @@ def _grouped_args(bias_act_args: dict, n: int) -> dict:
             args["out_scale"] = args["out_scale"].reshape(1, -1)
         if args.get("torgb") is not None:
             torgb = dict(args["torgb"])
-            torgb["rgb_weight"] = torgb["rgb_weight"].reshape(1, n, *torgb["rgb_weight"].shape[2:])  # [1, N, R, C]
+            torgb["rgb_styles"] = torgb["rgb_styles"].reshape(1, n, -1)  # [1, N, C]
             if torgb.get("skip") is not None:
                 torgb["skip"] = torgb["skip"].reshape(1, -1, *torgb["skip"].shape[2:])
             args["torgb"] = torgb

@@ -93,9 +93,10 @@ struct ModulationCoefsParams {
 // [B, G*C, H, W] (strides sx, in elements) with channel c of group g at g*C + c:
 //   u_c = clamp(act(x * scale[n, gC+c] + b[gC+c]) * gain)        (bias_act's mode 0, rounded to x's dtype)
 //   y   = u_c * out_scale[n, gC+c]                                (out_scale: the next conv's input modulation)
-//   img[n, g*R + r] = skip[n, g*R + r] + clamp_rgb(sum_c rgb_w[n or 0, g, r, c] * u_c + rgb_b[r])
+//   img[n, g*R + r] = skip[n, g*R + r] + clamp_rgb(sum_c rgb_w[r, c] * rgb_s[n or 0, g, c] * u_c + rgb_b[r])
+// (toRGB's modulated 1x1 weights, eq. 1 without demodulation: the weight times the styles).
 // b, scale, out_scale have x's dtype and are contiguous ([G*C], [B, G*C], [B, G*C]) or nullptr (0, 1, 1);
-// rgb_w, rgb_b, skip and img are float32 contiguous ([B or 1, G, R, C], [R], [B, G*R, H, W] x2).
+// rgb_w, rgb_s, rgb_b, skip and img are float32 contiguous ([R, C], [B or 1, G, C], [R], [B, G*R, H, W] x2).
 struct BiasActToRGBParams {
   const void* x = nullptr;
   void* y = nullptr;
@@ -108,7 +109,8 @@ struct BiasActToRGBParams {
   int act = 3;  // as BiasActParams::act
   double alpha = 0.0, gain = 1.0, clamp = -1.0;  // clamp < 0: no clamping
   const float* rgb_w = nullptr;
-  bool rgb_w_shared = false;  // one row of rgb_w for the whole batch (the frame-major layout's videos)
+  const float* rgb_s = nullptr;
+  bool rgb_s_shared = false;  // one row of rgb_s for the whole batch (the frame-major layout's videos)
   const float* rgb_b = nullptr;
   double rgb_clamp = -1.0;
   const float* skip = nullptr;

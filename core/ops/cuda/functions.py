@@ -197,27 +197,28 @@ def upfirdn2d_bias_act_cuda(x: torch.Tensor, f: torch.Tensor, padding: tuple[int
 
 def bias_act_torgb_cuda(x: torch.Tensor, b: torch.Tensor | None, act: str, alpha: float, gain: float, clamp: float,
                         scale: torch.Tensor | None, out_scale: torch.Tensor | None, rgb_weight: torch.Tensor,
-                        rgb_bias: torch.Tensor | None, rgb_clamp: float,
+                        rgb_styles: torch.Tensor, rgb_bias: torch.Tensor | None, rgb_clamp: float,
                         skip: torch.Tensor | None) -> tuple[torch.Tensor, torch.Tensor]:
     """bias_act's forward with toRGB as its epilogue, in one pass over x, forward only.
 
-    x `[B, G*C, H, W]` (any dense layout), rgb_weight `[B or 1, G, R, C]` (the modulated 1x1 weights, gain
-    included, one row per sample or one for the whole batch), rgb_bias `[R]`, skip `[B, G*R, H, W]` or None.
+    x `[B, G*C, H, W]` (any dense layout), rgb_weight `[R, C]` (toRGB's 1x1 weight, its gain included),
+    rgb_styles `[B or 1, G, C]` (its styles, one row per sample or one for the whole batch: the modulated
+    weights are their product, formed in the kernel), rgb_bias `[R]`, skip `[B, G*R, H, W]` or None.
     Returns (y = bias_act(x, b, act, alpha, gain, clamp, scale=scale, out_scale=out_scale) in x's layout,
     img = skip + clamp(toRGB(bias_act(x, ..., scale=scale)) + rgb_bias, rgb_clamp) in float32). Arguments
     resolved as by bias_act (clamp < 0 = none); `core.ops.fused.bias_act_torgb` is the reference.
     """
-    tensors = (x, b, scale, out_scale, rgb_weight, rgb_bias, skip)
+    tensors = (x, b, scale, out_scale, rgb_weight, rgb_styles, rgb_bias, skip)
     assert not (torch.is_grad_enabled() and any(t is not None and t.requires_grad for t in tensors)), \
         "bias_act_torgb_cuda is forward-only; compose bias_act and toRGB when a gradient is needed"
     if x.dtype not in (torch.float32, torch.float16, torch.bfloat16):
         raise TypeError(f"bias_act_torgb_cuda supports float32, float16 and bfloat16, not {x.dtype}")
     b, scale, out_scale = (None if t is None else t.to(x.dtype).contiguous() for t in (b, scale, out_scale))
-    rgb_weight, rgb_bias, skip = (None if t is None else t.to(torch.float32).contiguous()
-                                  for t in (rgb_weight, rgb_bias, skip))
+    rgb_weight, rgb_styles, rgb_bias, skip = (None if t is None else t.to(torch.float32).contiguous()
+                                              for t in (rgb_weight, rgb_styles, rgb_bias, skip))
     x = x.contiguous(memory_format=_memory_format(x))
     return _ops().bias_act_torgb(x, b, scale, out_scale, ACTIVATIONS[act].cuda_idx, float(alpha), float(gain),
-                                 float(clamp), rgb_weight, rgb_bias, float(rgb_clamp), skip)
+                                 float(clamp), rgb_weight, rgb_styles, rgb_bias, float(rgb_clamp), skip)
 
 
 def modulate_weight_cuda(weight: torch.Tensor, wsq: torch.Tensor | None, styles: torch.Tensor, norm_styles: bool,

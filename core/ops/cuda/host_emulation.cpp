@@ -94,7 +94,8 @@ int sgv_emu_modulation_coefs(int dtype, const float* s, const float* wsq_t, void
 
 int sgv_emu_bias_act_torgb(int dtype, const void* x, void* y, const int64_t* sx, const int64_t* sy, const int* dims,
                            const void* b, const void* scale, const void* out_scale, int act, double alpha,
-                           double gain, double clamp, const float* rgb_w, int rgb_w_shared, const float* rgb_b,
+                           double gain, double clamp, const float* rgb_w, const float* rgb_s, int rgb_s_shared,
+                           const float* rgb_b,
                            double rgb_clamp, const float* skip, float* img) {
   // dims: batch, groups, c, h, w, rgb_c
   sgv::BiasActToRGBParams p;
@@ -103,7 +104,7 @@ int sgv_emu_bias_act_torgb(int dtype, const void* x, void* y, const int64_t* sx,
   p.batch = dims[0]; p.groups = dims[1]; p.c = dims[2]; p.h = dims[3]; p.w = dims[4]; p.rgb_c = dims[5];
   p.b = b; p.scale = scale; p.out_scale = out_scale;
   p.act = act; p.alpha = alpha; p.gain = gain; p.clamp = clamp;
-  p.rgb_w = rgb_w; p.rgb_w_shared = rgb_w_shared != 0; p.rgb_b = rgb_b; p.rgb_clamp = rgb_clamp;
+  p.rgb_w = rgb_w; p.rgb_s = rgb_s; p.rgb_s_shared = rgb_s_shared != 0; p.rgb_b = rgb_b; p.rgb_clamp = rgb_clamp;
   p.skip = skip; p.img = img;
   return static_cast<int>(sgv::bias_act_torgb_launch(p, dtype, nullptr));
 }

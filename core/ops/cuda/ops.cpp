@@ -241,25 +241,31 @@ std::tuple<at::Tensor, at::Tensor> modulation_coefs(const at::Tensor& styles, co
 }
 
 // bias_act (mode 0) of x [B, G*C, H, W] (any dense layout; y gets x's) with toRGB as its epilogue (see
-// BiasActToRGBParams): rgb_w float32 [B or 1, G, R, C] contiguous gives G, R and C; b [G*C], scale and
-// out_scale [B, G*C] in x's dtype, contiguous; rgb_b float32 [R]; skip float32 [B, G*R, H, W] contiguous.
+// BiasActToRGBParams): rgb_w float32 [R, C] and rgb_s float32 [B or 1, G, C], contiguous, give R, G and C;
+// b [G*C], scale and out_scale [B, G*C] in x's dtype, contiguous; rgb_b float32 [R]; skip float32
+// [B, G*R, H, W] contiguous.
 // Returns (y, img float32 [B, G*R, H, W]).
 std::tuple<at::Tensor, at::Tensor> bias_act_torgb(const at::Tensor& x, const std::optional<at::Tensor>& b,
                                                   const std::optional<at::Tensor>& scale,
                                                   const std::optional<at::Tensor>& out_scale, int64_t act,
                                                   double alpha, double gain, double clamp, const at::Tensor& rgb_w,
+                                                  const at::Tensor& rgb_s,
                                                   const std::optional<at::Tensor>& rgb_b, double rgb_clamp,
                                                   const std::optional<at::Tensor>& skip) {
   TORCH_CHECK(x.is_cuda() && x.dim() == 4 && x.is_non_overlapping_and_dense(),
               "bias_act_torgb: x must be a dense 4-D CUDA tensor");
   TORCH_CHECK(x.scalar_type() == at::kFloat || x.scalar_type() == at::kHalf || x.scalar_type() == at::kBFloat16,
               "bias_act_torgb: x must be float32, float16 or bfloat16");
-  TORCH_CHECK(rgb_w.device() == x.device() && rgb_w.scalar_type() == at::kFloat && rgb_w.dim() == 4 &&
-                  rgb_w.is_contiguous() && (rgb_w.size(0) == 1 || rgb_w.size(0) == x.size(0)),
-              "bias_act_torgb: rgb_w must be contiguous float32 [B or 1, G, R, C] on x's device");
-  const int64_t batch = x.size(0), groups = rgb_w.size(1), rgb_c = rgb_w.size(2), c = rgb_w.size(3);
+  TORCH_CHECK(rgb_w.device() == x.device() && rgb_w.scalar_type() == at::kFloat && rgb_w.dim() == 2 &&
+                  rgb_w.is_contiguous(),
+              "bias_act_torgb: rgb_w must be contiguous float32 [R, C] on x's device");
+  TORCH_CHECK(rgb_s.device() == x.device() && rgb_s.scalar_type() == at::kFloat && rgb_s.dim() == 3 &&
+                  rgb_s.is_contiguous() && (rgb_s.size(0) == 1 || rgb_s.size(0) == x.size(0)) &&
+                  rgb_s.size(2) == rgb_w.size(1),
+              "bias_act_torgb: rgb_s must be contiguous float32 [B or 1, G, C] on x's device");
+  const int64_t batch = x.size(0), groups = rgb_s.size(1), rgb_c = rgb_w.size(0), c = rgb_w.size(1);
   const int64_t h = x.size(2), w = x.size(3);
-  TORCH_CHECK(groups * c == x.size(1), "bias_act_torgb: rgb_w's G * C must be x's channel count");
+  TORCH_CHECK(groups * c == x.size(1), "bias_act_torgb: rgb_s's G * C must be x's channel count");
   TORCH_CHECK(rgb_c >= 1 && rgb_c <= 4, "bias_act_torgb: 1 to 4 output channels");
   TORCH_CHECK((rgb_c + 3) * c * 4 <= 48 * 1024, "bias_act_torgb: too many channels per group (shared memory)");
   TORCH_CHECK(h * w < (int64_t(1) << 31) && batch * groups * h * w < (int64_t(1) << 40),
@@ -308,7 +314,8 @@ std::tuple<at::Tensor, at::Tensor> bias_act_torgb(const at::Tensor& x, const std
   p.gain = gain;
   p.clamp = clamp;
   p.rgb_w = rgb_w.data_ptr<float>();
-  p.rgb_w_shared = rgb_w.size(0) == 1 && batch > 1;
+  p.rgb_s = rgb_s.data_ptr<float>();
+  p.rgb_s_shared = rgb_s.size(0) == 1 && batch > 1;
   p.rgb_clamp = rgb_clamp;
   p.img = img.data_ptr<float>();
   const c10::cuda::CUDAGuard guard(x.device());
@@ -413,7 +420,8 @@ TORCH_LIBRARY(TORCH_EXTENSION_NAME, m) {
   m.def("time_encoding(Tensor t, Tensor scale_logits, Tensor phase_logits, Tensor aligners_left, "
         "Tensor aligners_right, Tensor freqs, Tensor phase_scales, int delta_z, bool exact) -> Tensor");
   m.def("bias_act_torgb(Tensor x, Tensor? b, Tensor? scale, Tensor? out_scale, int act, float alpha, float gain, "
-        "float clamp, Tensor rgb_w, Tensor? rgb_b, float rgb_clamp, Tensor? skip) -> (Tensor, Tensor)");
+        "float clamp, Tensor rgb_w, Tensor rgb_s, Tensor? rgb_b, float rgb_clamp, Tensor? skip) -> "
+        "(Tensor, Tensor)");
   m.def("token_noise(Tensor seeds, Tensor? sample, Tensor start, int length, int dim) -> Tensor");
 }
 

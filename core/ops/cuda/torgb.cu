@@ -95,8 +95,8 @@ __device__ __forceinline__ Pack<T, kVec> rgb_pack(const BiasActToRGBParams& p, c
 }
 
 // One block per chunk of `per_block` pixels of one plane (n, g); threads stride the chunk by blockDim (the
-// host emulation runs one thread per block). Shared memory: rgb_w [R, C], then bias, scale and out_scale
-// [C] each, as floats.
+// host emulation runs one thread per block). Shared memory: the plane's modulated toRGB weights [R, C],
+// then bias, scale and out_scale [C] each, as floats.
 template <typename T, int ACT, bool VEC>
 __global__ void __launch_bounds__(kRgbThreads) bias_act_torgb_kernel(BiasActToRGBParams p, int blocks_per_plane,
                                                                      int per_block) {
@@ -109,8 +109,8 @@ __global__ void __launch_bounds__(kRgbThreads) bias_act_torgb_kernel(BiasActToRG
   const int plane = blockIdx.x / blocks_per_plane;
   const int n = plane / p.groups, g = plane % p.groups;
   const int64_t ch0 = int64_t(g) * C, nch0 = int64_t(n) * p.groups * C + ch0;
-  const float* w_src = p.rgb_w + ((p.rgb_w_shared ? 0 : int64_t(n)) * p.groups + g) * R * C;
-  for (int i = threadIdx.x; i < R * C; i += blockDim.x) wv[i] = w_src[i];
+  const float* s_src = p.rgb_s + ((p.rgb_s_shared ? 0 : int64_t(n)) * p.groups + g) * C;
+  for (int i = threadIdx.x; i < R * C; i += blockDim.x) wv[i] = p.rgb_w[i] * s_src[i % C];  // eq. 1, no demod
   for (int i = threadIdx.x; i < C; i += blockDim.x) {
     bv[i] = p.b ? to_acc(static_cast<const T*>(p.b)[ch0 + i]) : 0.f;
     sv[i] = p.scale ? to_acc(static_cast<const T*>(p.scale)[nch0 + i]) : 1.f;
