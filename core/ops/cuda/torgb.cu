@@ -98,7 +98,7 @@ __device__ __forceinline__ Pack<T, kVec> rgb_pack(const BiasActToRGBParams& p, c
 // host emulation runs one thread per block). Shared memory: the plane's modulated toRGB weights [R, C],
 // then bias, scale and out_scale [C] each, as floats.
 template <typename T, int ACT, bool VEC>
-__global__ void __launch_bounds__(kRgbThreads) bias_act_torgb_kernel(BiasActToRGBParams p, int blocks_per_plane,
+__global__ void __launch_bounds__(kRgbThreads, 4) bias_act_torgb_kernel(BiasActToRGBParams p, int blocks_per_plane,
                                                                      int per_block) {
   SGV_DYNAMIC_SMEM(smem);
   const int C = p.c, R = p.rgb_c;
