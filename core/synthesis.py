@@ -73,8 +73,7 @@ class SynthesisLayer(nn.Module):
             args = dict(act_args, out_scale=out_scale, **({} if torgb is None else {"torgb": torgb}))
             return modulated_conv2d(x, self.weight, styles, fused_modconv=False, input_scaled=input_scaled,
                                     bias_act_args=args, **kw)
-        else:
-            x = modulated_conv2d(x, self.weight, styles, fused_modconv=False, input_scaled=input_scaled, **kw)
+        x = modulated_conv2d(x, self.weight, styles, fused_modconv=False, input_scaled=input_scaled, **kw)
         if torgb is not None:
             return bias_act_torgb(x, out_scale=out_scale, **act_args, **torgb)
         return bias_act(x, out_scale=out_scale, **act_args)
