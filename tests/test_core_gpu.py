@@ -73,8 +73,9 @@ def test_torgb_epilogue_matches_the_separate_layers_on_gpu(kw, monkeypatch):
         fused_out = G.synthesis(ws, t, [1, 2], **kw)
         monkeypatch.setattr(fused, "TORGB_EPILOGUE", False)
         separate = G.synthesis(ws, t, [1, 2], **kw)
-    # the fused pass sums toRGB in float32 where the layers round it to fp16 in the fp16 blocks
-    assert torch.isfinite(fused_out).all() and (fused_out - separate).abs().max() < 5e-3
+    # the fused pass sums toRGB in float32 where the layers round it to fp16 in the fp16 blocks (the bound of
+    # the layouts' test above); a wrong weight, style or skip image moves the frames by O(1)
+    assert torch.isfinite(fused_out).all() and (fused_out - separate).abs().max() < 0.02
 
 
 def test_channels_last_fp16_blocks_match_on_gpu():
