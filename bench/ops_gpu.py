@@ -101,13 +101,8 @@ def env_flag(name: str, enabled: bool = True):
 def filter_kernel(tiled: bool = False, epilogue: bool = True):
     """The previous (tiled) kernel for the 4x4 filter instead of the direct one, and/or bias_act as a
     pass of its own instead of the filter's epilogue: to time what each change gained."""
-    old = fused_mod.EPILOGUE
-    fused_mod.EPILOGUE = epilogue
-    try:
-        with env_flag("SGV_UPFIRDN2D_TILED", tiled):
-            yield
-    finally:
-        fused_mod.EPILOGUE = old
+    with module_flag(fused_mod, "EPILOGUE", epilogue), env_flag("SGV_UPFIRDN2D_TILED", tiled):
+        yield
 
 
 def lean_bias_act(enabled: bool = True):
@@ -128,48 +123,35 @@ def vec2_filter(enabled: bool = True):
 
 
 @contextlib.contextmanager
+def module_flag(module, name: str, value: bool):
+    """`module.name = value` for the block (a Python switch the model reads at call time)."""
+    old = getattr(module, name)
+    setattr(module, name, value)
+    try:
+        yield
+    finally:
+        setattr(module, name, old)
+
+
 def fold_kernel(enabled: bool = True):
     """The modulation's per-sample tensors (folded weights, demodulation coefficients, input scales) from
     one kernel per layer (the default since the sixth session) or, enabled=False, from the PyTorch ops of
     before (~10 per layer)."""
-    old = modconv.FOLD_KERNEL
-    modconv.FOLD_KERNEL = enabled
-    try:
-        yield
-    finally:
-        modconv.FOLD_KERNEL = old
+    return module_flag(modconv, "FOLD_KERNEL", enabled)
 
 
-@contextlib.contextmanager
 def motion_kernels(enabled: bool = True):
     """The motion encoder's token hash and time encoding from one kernel each (the default since the sixth
     session) or, enabled=False, from the ~100 PyTorch ops of before."""
-    old = motion_mod.MOTION_KERNELS
-    motion_mod.MOTION_KERNELS = enabled
-    try:
-        yield
-    finally:
-        motion_mod.MOTION_KERNELS = old
+    return module_flag(motion_mod, "MOTION_KERNELS", enabled)
 
 
-@contextlib.contextmanager
 def torgb_epilogue(enabled: bool = True):
     """toRGB inside the last bias_act pass of every block, and (shared conv) the next conv0's input
     modulation with it (the default since the seventh session) or, enabled=False, toRGB as a layer of
-    its own (a batched matmul, its bias_act, the add) and conv0 scaling its input in a pass of its own."""
-    old = fused_mod.TORGB_EPILOGUE
-    fused_mod.TORGB_EPILOGUE = enabled
-    try:
-        yield
-    finally:
-        fused_mod.TORGB_EPILOGUE = old
-
-
-@contextlib.contextmanager
-def sixth_session_kernels():
-    """The kernels as the sixth session left them: toRGB as a layer of its own."""
-    with torgb_epilogue(False):
-        yield
+    its own (a batched matmul, its bias_act, the add) and conv0 scaling its input in a pass of its own:
+    the kernels as the sixth session left them."""
+    return module_flag(fused_mod, "TORGB_EPILOGUE", enabled)
 
 
 @contextlib.contextmanager
@@ -751,7 +733,7 @@ def _generator_variants(G, device, use_compile: bool) -> dict:
             "cuda", graphed_in(fourth_session_kernels, graph_motion=False, cache_weights=False, **layouts[layout]))
         # the sixth session's: toRGB a layer of its own (the seventh session's change undone)
         variants[f"kernels, {layout}, graph, as in the sixth session"] = (
-            "cuda", graphed_in(sixth_session_kernels, **layouts[layout]))
+            "cuda", graphed_in(lambda: torgb_epilogue(False), **layouts[layout]))
     for layout in ("shared, NHWC", "per video, NHWC"):  # each later change undone on its own, vec2 done
         for what, context in (("general bias_act", lambda: lean_bias_act(False)), ("rowwise filter", rowwise_filter),
                               ("vec2 filter", vec2_filter), ("modulation in PyTorch ops", lambda: fold_kernel(False)),
