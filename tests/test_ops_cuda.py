@@ -365,6 +365,8 @@ def emu_lib(tmp_path_factory):
         [ctypes.POINTER(ctypes.c_int64)] * 2 + [ctypes.POINTER(ctypes.c_int)] + [ctypes.c_void_p] * 3 + \
         [ctypes.c_int] + [ctypes.c_double] * 3 + [ctypes.c_void_p] * 2 + \
         [ctypes.c_int, ctypes.c_void_p, ctypes.c_double] + [ctypes.c_void_p] * 2
+    lib.sgv_emu_set_schedule.argtypes = [ctypes.c_int, ctypes.c_uint]
+    lib.sgv_emu_selftest.argtypes = [ctypes.c_int, ctypes.c_void_p]
     return lib
 
 
@@ -790,6 +792,76 @@ def test_emulated_kernels_render_the_reference_frames(tiny_G, emu, monkeypatch, 
     # (in the previous block's last pass: only the 4x4 block's conv1 scales its input in a pass of its own)
     assert len(coef_calls) == (0 if layout != "shared" else convs + 2 * ups)
     assert sum(scaling_passes) == (1 if layout == "shared" else 0), scaling_passes
+
+
+def test_host_emulation_runs_blocks_with_their_threads_and_checks_launches(emu_lib):
+    # The emulator itself, on kernels of known behaviour: a block-wide reduction gives the sum of
+    # 0..255 in every block; a read of a neighbour's shared-memory slot without a barrier gives
+    # different values in thread order (the uninitialized NaN bytes) and reversed (the neighbour's
+    # index); a barrier some threads skip, and launches beyond the hardware's limits, are errors.
+    def run(which, schedule=0):
+        out = np.zeros(256, np.float32)
+        emu_lib.sgv_emu_set_schedule(schedule, 0)
+        try:
+            return emu_lib.sgv_emu_selftest(which, out.ctypes.data), out
+        finally:
+            emu_lib.sgv_emu_set_schedule(0, 0)
+
+    err, out = run(0, schedule=1)
+    assert err == 0 and out[:2].tolist() == [255 * 256 / 2] * 2
+    (err0, fwd), (err1, rev) = run(1, 0), run(1, 1)
+    assert err0 == err1 == 0 and np.isnan(fwd[:255]).all() and rev[:255].tolist() == list(range(1, 256))
+    for which in (2, 3, 4, 5, 6):  # divergent barrier; 2048 threads; 64 KiB shared; grid.y 70000; empty grid
+        assert run(which)[0] != 0, which
+
+
+def _kernel_battery(emu) -> list[torch.Tensor]:
+    """One call of each kernel variant the model uses, with shapes over one block of threads."""
+    gen = torch.Generator().manual_seed(5)
+    x = torch.randn(2, 16, 9, 11, generator=gen) * 2
+    b, s = torch.randn(16, generator=gen), torch.rand(2, 16, generator=gen) + 0.5
+    f = setup_filter(FILTER)
+    outs = []
+    nhwc = torch.channels_last
+    for xl in (x, x.contiguous(memory_format=nhwc), x.half().contiguous(memory_format=nhwc)):
+        bl, sl = b.to(xl.dtype), s.to(xl.dtype)
+        outs.append(emu.bias_act_cuda(xl, bl, 1, "lrelu", 0.2, 1.4, 1.0, scale=sl, out_scale=sl))  # the lean kernel
+        outs.append(emu.bias_act_cuda(xl, bl, 1, "tanh", 0.0, 1.4, -1.0))  # the general one
+        for up, down, pad in (((2, 2), (1, 1), (2, 1, 2, 1)), ((1, 1), (2, 2), (1, 1, 1, 1)),
+                              ((1, 1), (1, 1), (2, 1, 2, 1))):  # tiled up, tiled down, direct 4x4
+            outs.append(emu.upfirdn2d_cuda(xl, f, up, down, pad, False, 1.5))
+        outs.append(emu.upfirdn2d_bias_act_cuda(xl, f, (2, 1, 2, 1), False, 4.0, bl, "lrelu", 0.2, 1.4, 1.0, sl, sl))
+    for _, xt, kw in _torgb_cases(3, "cpu"):
+        for xl in (xt, xt.half().contiguous(memory_format=torch.channels_last)):
+            cast = {k: kw[k].to(xl.dtype) if kw[k] is not None else None for k in ("b", "scale", "out_scale")}
+            outs.extend(emu.bias_act_torgb_cuda(
+                xl, cast["b"], kw["act"], ACTIVATIONS[kw["act"]].def_alpha, kw["gain"],
+                -1.0 if kw["clamp"] is None else kw["clamp"], cast["scale"], cast["out_scale"], kw["rgb_weight"],
+                kw["rgb_styles"], kw["rgb_bias"], -1.0 if kw["rgb_clamp"] is None else kw["rgb_clamp"], kw["skip"]))
+    weight, styles = torch.randn(6, 300, 3, 3, generator=gen), torch.randn(3, 300, generator=gen) * 3 + 1
+    wsq = weight.square().sum(dim=[2, 3])
+    for fmt in (torch.contiguous_format, torch.channels_last):
+        outs.append(emu.modulate_weight_cuda(weight.contiguous(memory_format=fmt), wsq, styles, True, torch.float16))
+    outs.extend(emu.modulation_coefs_cuda(styles, wsq.t().contiguous(), True, torch.float16, True))
+    return outs
+
+
+def test_emulated_kernels_do_not_depend_on_the_thread_order(emu, emu_lib):
+    # A race (a missing barrier, two threads writing one address) makes a kernel's output depend on the
+    # order in which its threads run between barriers: every kernel the model uses, in thread order,
+    # reversed and shuffled, must give the same bits.
+    runs = []
+    for mode, seed in ((0, 0), (1, 0), (2, 1), (2, 2)):
+        emu_lib.sgv_emu_set_schedule(mode, seed)
+        try:
+            with torch.no_grad():
+                runs.append(_kernel_battery(emu))
+        finally:
+            emu_lib.sgv_emu_set_schedule(0, 0)
+    assert len(runs[0]) > 30
+    for mode, run in enumerate(runs[1:], 1):
+        for i, (a, b) in enumerate(zip(runs[0], run)):
+            assert torch.equal(a, b), f"output {i} differs between thread orders 0 and {mode}"
 
 
 @pytest.mark.parametrize("layout", ["shared", "per_video"])
