@@ -13,6 +13,7 @@ import ctypes
 import itertools
 import logging
 import math
+import os
 import shutil
 import subprocess
 from pathlib import Path
@@ -345,8 +346,9 @@ def emu_lib(tmp_path_factory):
     if shutil.which("g++") is None or include is None:
         pytest.skip("host emulation needs g++ and a CUDA toolkit's headers")
     out = tmp_path_factory.mktemp("emu") / "sgv_emu.so"
+    # SGV_EMU_CXXFLAGS: extra flags, e.g. AddressSanitizer's for .ci/emulation_asan.sh
     cmd = ["g++", "-std=c++17", "-O1", "-shared", "-fPIC", "-Wno-attributes", f"-I{include}",
-           str(CUDA_DIR / "host_emulation.cpp"), "-o", str(out)]
+           *os.environ.get("SGV_EMU_CXXFLAGS", "").split(), str(CUDA_DIR / "host_emulation.cpp"), "-o", str(out)]
     res = subprocess.run(cmd, capture_output=True, text=True)
     assert res.returncode == 0, f"the CUDA sources do not compile as host C++:\n{res.stderr[-4000:]}"
     lib = ctypes.CDLL(str(out))

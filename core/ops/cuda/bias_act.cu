@@ -104,6 +104,7 @@ __device__ __forceinline__ void general_run(const BiasActParams& p, I i0, int co
   Pack<T, VEC> pk;
 #pragma unroll
   for (int k = 0; k < VEC; ++k) {
+    if (k >= count) break;  // the partial run: past its end the sample index (scales) leaves the tensor
     const A bias = b ? to_acc(b[c]) : A(0);
     if (scale) x[k] *= to_acc(scale[n * size_b + c]);
     A out = element<A>(p, alpha, gain, clamp, x[k], bias, xr[k], yr[k], dr[k]);
@@ -223,6 +224,7 @@ __device__ __forceinline__ void forward_run(const BiasActParams& p, const typena
   Pack<T, VEC> pk;
 #pragma unroll
   for (int j = 0; j < VEC; ++j) {
+    if (j >= count) break;  // the partial run: past its end the sample index (scales) leaves the tensor
     A u = v[j];
     if (LAYOUT == kPerElement) {
       if (scale) u *= to_acc(scale[n * size_b + c]);
