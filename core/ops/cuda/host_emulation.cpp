@@ -32,7 +32,11 @@ cudaError_t g_error = cudaSuccess;  // what the last launch's cudaGetLastError()
 int g_schedule = 0;                 // 0: thread order, 1: reversed, 2: shuffled at every barrier
 std::mt19937 g_rng(0);
 
-constexpr size_t kStackBytes = 64 * 1024;  // per emulated thread: kernels keep small arrays "in registers"
+// Per emulated thread: kernels keep small arrays "in registers"; a sanitizer's report needs more.
+#ifndef SGV_EMU_STACK_BYTES
+#define SGV_EMU_STACK_BYTES (64 * 1024)
+#endif
+constexpr size_t kStackBytes = SGV_EMU_STACK_BYTES;
 constexpr int kMaxThreads = 1024, kMaxSharedBytes = 48 * 1024;  // no kernel opts in to more shared memory
 enum FiberState { kReady, kAtBarrier, kDone };
 struct Fiber {
