@@ -306,13 +306,12 @@ cudaError_t launch_typed(const BiasActParams& p, cudaStream_t stream) {
                    aligned16(p.y);
   const bool small = p.numel + kVec < (int64_t(1) << 31);
   const int64_t runs = vec ? (p.numel + kVec - 1) / kVec : p.numel;
-  const int blocks = static_cast<int>(std::min<int64_t>((runs + kThreads - 1) / kThreads, 65536));
+  const int blocks = static_cast<int>(grid_blocks((runs + kThreads - 1) / kThreads, 65536));
   const char* general = std::getenv("SGV_BIAS_ACT_LEAN");  // "0": the general kernel, to time against
   if (!(general && general[0] == '0') && vec && small && p.mode == 0 && !p.xref && !p.yref && !p.dyref &&
       (p.act == kLrelu || p.act == kLinear)) {
     constexpr int kRuns = 4;
-    const int lean_blocks = std::max(1, static_cast<int>(std::min<int64_t>(
-        (runs + kThreads * kRuns - 1) / (kThreads * kRuns), 65536)));
+    const int lean_blocks = static_cast<int>(grid_blocks((runs + kThreads * kRuns - 1) / (kThreads * kRuns), 65536));
     const int layout = operand_layout(p, kVec);
     void (*fwd)(BiasActParams) = nullptr;
     if (p.act == kLrelu) {

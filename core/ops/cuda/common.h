@@ -7,6 +7,17 @@
 
 namespace sgv {
 
+// The grid of a grid-stride kernel: enough blocks for `needed`, at most `cap`. A test build of the host
+// emulation lowers every cap to SGV_GRID_CAP blocks, so that each grid-stride loop (and the barriers at
+// the end of its turns) runs several times on small tensors, as on a GPU at the model's real shapes.
+#ifndef SGV_GRID_CAP
+#define SGV_GRID_CAP 0
+#endif
+inline int64_t grid_blocks(int64_t needed, int64_t cap) {
+  const int64_t limit = SGV_GRID_CAP > 0 && SGV_GRID_CAP < cap ? SGV_GRID_CAP : cap;
+  return needed < 1 ? 1 : (needed < limit ? needed : limit);
+}
+
 // Element types the kernels are instantiated for.
 enum DType : int { kFloat32 = 0, kFloat16 = 1, kBFloat16 = 2, kFloat64 = 3 };
 

@@ -128,7 +128,7 @@ cudaError_t launch_coefs(const ModulationCoefsParams& p, cudaStream_t stream) {
 template <typename T>
 cudaError_t launch_typed(const ModulateWeightParams& p, cudaStream_t stream) {
   const int64_t filters = int64_t(p.n) * p.c_out;
-  const unsigned blocks = static_cast<unsigned>(std::min<int64_t>(filters, int64_t(1) << 20));
+  const unsigned blocks = static_cast<unsigned>(grid_blocks(filters, int64_t(1) << 20));
   const size_t smem = sizeof(float) * (kModThreads + size_t(p.c_in));
   auto kernel = p.i_inner ? modulate_weight_kernel<T, true> : modulate_weight_kernel<T, false>;
   SGV_LAUNCH(kernel, blocks, kModThreads, smem, stream, p);

@@ -140,7 +140,7 @@ __global__ void __launch_bounds__(kNoiseThreads) time_encoding_kernel(TimeEncodi
 cudaError_t time_encoding_launch(const TimeEncodingParams& p, cudaStream_t stream) {
   const int64_t total = p.frames * p.freqs_n;
   if (total == 0) return cudaSuccess;
-  const int64_t blocks = std::min<int64_t>((total + kNoiseThreads - 1) / kNoiseThreads, int64_t(1) << 16);
+  const int64_t blocks = grid_blocks((total + kNoiseThreads - 1) / kNoiseThreads, int64_t(1) << 16);
   if (p.t_double) {
     SGV_LAUNCH(time_encoding_kernel<double>, static_cast<unsigned>(blocks), kNoiseThreads, 0, stream, p);
   } else {
@@ -152,7 +152,7 @@ cudaError_t time_encoding_launch(const TimeEncodingParams& p, cudaStream_t strea
 cudaError_t token_noise_launch(const TokenNoiseParams& p, cudaStream_t stream) {
   const int64_t total = int64_t(p.windows) * p.length * ((p.dim + 1) / 2);
   if (total == 0) return cudaSuccess;
-  const int64_t blocks = std::min<int64_t>((total + kNoiseThreads - 1) / kNoiseThreads, int64_t(1) << 16);
+  const int64_t blocks = grid_blocks((total + kNoiseThreads - 1) / kNoiseThreads, int64_t(1) << 16);
   SGV_LAUNCH(token_noise_kernel, static_cast<unsigned>(blocks), kNoiseThreads, 0, stream, p);
   return cudaGetLastError();
 }

@@ -333,7 +333,7 @@ cudaError_t launch_fir4(const Upfirdn2dParams& p, cudaStream_t stream) {
   const bool cl = p.c > 1 && p.sx[1] == 1 && p.sy[1] == 1;
   const bool pairs = pairs_apply<T>(p, cl);
   const int64_t total = int64_t(p.n) * (pairs ? p.c / 2 : p.c) * row_groups * p.out_w;
-  const int64_t blocks = std::min<int64_t>((total + kThreads - 1) / kThreads, int64_t(1) << 20);
+  const int64_t blocks = grid_blocks((total + kThreads - 1) / kThreads, int64_t(1) << 20);
   void (*kernel)(Upfirdn2dParams, int) = cl ? window_kernel<T, true, 1>(p.act) : window_kernel<T, false, 1>(p.act);
   if constexpr (sizeof(T) == 2) {  // channel pairs: 16-bit types only (not instantiated for the others)
     if (pairs) kernel = window_kernel<T, true, 2>(p.act);
@@ -367,7 +367,7 @@ cudaError_t launch_typed(const Upfirdn2dParams& p, cudaStream_t stream) {
   if (!choose_tile(p, sizeof(A), t, smem)) return cudaErrorInvalidConfiguration;
   const int64_t plane_blocks = (int64_t(p.n) * p.c + t.planes - 1) / t.planes;
   if (plane_blocks > 0x7fffffff) return cudaErrorInvalidConfiguration;
-  const dim3 grid(static_cast<unsigned>(plane_blocks), static_cast<unsigned>(std::min(t.tiles_x * t.tiles_y, 65535)));
+  const dim3 grid(static_cast<unsigned>(plane_blocks), static_cast<unsigned>(grid_blocks(t.tiles_x * t.tiles_y, 65535)));
   const bool sq = p.up_x == p.up_y && p.down_x == p.down_y && p.f_h == 4 && p.f_w == 4;
   void (*kernel)(Upfirdn2dParams, Tile) = upfirdn2d_kernel<T, 0, 0, 0, 0>;
   if (sq && p.up_x == 1 && p.down_x == 1) kernel = upfirdn2d_kernel<T, 1, 1, 4, 4>;
