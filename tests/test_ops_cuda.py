@@ -1,8 +1,10 @@
 """CUDA ops: dispatch and fallback, reference parity, kernel logic on CPU, GPU parity.
 
 Without a GPU the kernels are still checked: core/ops/cuda/host_emulation.cpp compiles the same
-.cu sources as plain C++ (one thread per block), and the autograd wiring of core.ops.cuda runs on
-top of it, so forward, gradient and second-order gradient are compared with the PyTorch reference.
+.cu sources as plain C++ (every block with its real thread count, each thread a fiber, barriers real),
+host_ops.cpp puts ops.cpp's torch bindings in front of them for CPU tensors, and the autograd wiring
+of core.ops.cuda runs on top, so forward, gradient and second-order gradient are compared with the
+PyTorch reference through the same code a GPU runs, launch configuration and bindings included.
 Those tests skip when g++ or a CUDA toolkit's headers are missing. The `gpu` tests run the real
 kernels and skip without CUDA.
 """
@@ -328,185 +330,24 @@ def test_modconv_fast_path_switch(monkeypatch):
 # ---------------------------------------------------------------------------------------------
 # The kernels themselves, compiled for the host (no GPU needed)
 
-_CODES = {torch.float32: 0, torch.float16: 1, torch.bfloat16: 2, torch.float64: 3}
+@pytest.fixture(scope="module")
+def emu_lib():
+    """The kernels' host emulation behind ops.cpp's bindings (core/ops/cuda/host_ops.cpp), built once per
+    source hash: `.ops` is its torch.ops namespace (CPU tensors), `.c` its library's steering functions."""
+    from core.ops.cuda.build import BuildError, cuda_include_dir, load_host_extension
 
-
-def _cuda_include_dir() -> Path | None:
-    from core.ops.cuda.build import find_cuda_home
-
-    home = find_cuda_home()
-    if home and (Path(home) / "include" / "crt" / "host_config.h").exists():
-        return Path(home) / "include"
-    return None
-
-
-def _build_emu_lib(out: Path, *flags: str):
-    include = _cuda_include_dir()
-    if shutil.which("g++") is None or include is None:
+    if shutil.which("g++") is None or cuda_include_dir() is None:
         pytest.skip("host emulation needs g++ and a CUDA toolkit's headers")
-    # SGV_EMU_CXXFLAGS: extra flags, e.g. the sanitizers' of .ci/emulation_sanitizers.sh
-    cmd = ["g++", "-std=c++17", "-O1", "-shared", "-fPIC", "-Wno-attributes", f"-I{include}", *flags,
-           *os.environ.get("SGV_EMU_CXXFLAGS", "").split(), str(CUDA_DIR / "host_emulation.cpp"), "-o", str(out)]
-    res = subprocess.run(cmd, capture_output=True, text=True)
-    assert res.returncode == 0, f"the CUDA sources do not compile as host C++:\n{res.stderr[-4000:]}"
-    lib = ctypes.CDLL(str(out))
-    lib.sgv_emu_bias_act.argtypes = [ctypes.c_int] + [ctypes.c_void_p] * 6 + [ctypes.c_int64] * 3 + \
-        [ctypes.c_int, ctypes.c_int, ctypes.c_double, ctypes.c_double, ctypes.c_double, ctypes.c_void_p,
-         ctypes.c_void_p, ctypes.c_int64]
-    lib.sgv_emu_upfirdn2d.argtypes = [ctypes.c_int] + [ctypes.c_void_p] * 3 + \
-        [ctypes.POINTER(ctypes.c_int64)] * 2 + [ctypes.POINTER(ctypes.c_int)] * 2 + [ctypes.c_double, ctypes.c_int] + \
-        [ctypes.c_void_p] * 3 + [ctypes.c_double] * 3
-    lib.sgv_emu_modulate_weight.argtypes = [ctypes.c_int] + [ctypes.c_void_p] * 4 + [ctypes.c_int] * 6
-    lib.sgv_emu_token_noise.argtypes = [ctypes.c_void_p] * 4 + [ctypes.c_int64] * 4
-    lib.sgv_emu_time_encoding.argtypes = [ctypes.c_void_p, ctypes.c_int] + [ctypes.c_void_p] * 7 + \
-        [ctypes.c_int64, ctypes.c_int64, ctypes.c_int, ctypes.c_int]
-    lib.sgv_emu_modulation_coefs.argtypes = [ctypes.c_int] + [ctypes.c_void_p] * 4 + [ctypes.c_int] * 4
-    lib.sgv_emu_bias_act_torgb.argtypes = [ctypes.c_int] + [ctypes.c_void_p] * 2 + \
-        [ctypes.POINTER(ctypes.c_int64)] * 2 + [ctypes.POINTER(ctypes.c_int)] + [ctypes.c_void_p] * 3 + \
-        [ctypes.c_int] + [ctypes.c_double] * 3 + [ctypes.c_void_p] * 2 + \
-        [ctypes.c_int, ctypes.c_void_p, ctypes.c_double] + [ctypes.c_void_p] * 2
-    lib.sgv_emu_set_schedule.argtypes = [ctypes.c_int, ctypes.c_uint]
-    lib.sgv_emu_selftest.argtypes = [ctypes.c_int, ctypes.c_void_p]
-    return lib
-
-
-@pytest.fixture(scope="module")
-def emu_lib(tmp_path_factory):
-    return _build_emu_lib(tmp_path_factory.mktemp("emu") / "sgv_emu.so")
-
-
-@pytest.fixture(scope="module")
-def emu_lib_capped(tmp_path_factory):
-    """The emulation with every grid-stride kernel's grid capped at 2 blocks (SGV_GRID_CAP)."""
-    return _build_emu_lib(tmp_path_factory.mktemp("emu_capped") / "sgv_emu_capped.so", "-DSGV_GRID_CAP=2")
-
-
-class _EmuOps:
-    """The torch.ops namespace of ops.cpp, re-created over the host-compiled kernels."""
-
-    def __init__(self, lib):
-        self.lib = lib
-
-    @staticmethod
-    def _ptr(t):
-        return None if t is None else t.data_ptr()
-
-    def bias_act(self, x, b, xref, yref, dyref, mode, dim, act, alpha, gain, clamp, scale=None, out_scale=None):
-        assert x.is_contiguous() or x.is_contiguous(memory_format=torch.channels_last)
-        for ref in (xref, yref, dyref):
-            assert ref is None or (ref.shape == x.shape and ref.dtype == x.dtype and all(
-                s == 1 or ref.stride(i) == x.stride(i) for i, s in enumerate(x.shape))), "layout mismatch"
-        for sc in (scale, out_scale):  # the checks of ops.cpp
-            if sc is not None:
-                assert mode == 0 and dim > 0 and sc.shape == (x.shape[0], x.shape[dim]) and sc.is_contiguous()
-                assert x.shape[0] == 1 or x.stride(0) * x.shape[0] == x.numel()
-        y = torch.empty_like(x)
-        has_channel = b is not None or scale is not None or out_scale is not None
-        step, size = (x.stride(dim) if x.shape[dim] > 1 else 1, x.shape[dim]) if has_channel else (1, 1)
-        step_n = x.stride(0) if x.shape[0] > 1 else x.numel()
-        err = self.lib.sgv_emu_bias_act(_CODES[x.dtype], x.data_ptr(), self._ptr(b), self._ptr(xref),
-                                        self._ptr(yref), self._ptr(dyref), y.data_ptr(), x.numel(), step, size,
-                                        act, mode, alpha, gain, clamp, self._ptr(scale), self._ptr(out_scale),
-                                        step_n)
-        assert err == 0
-        return y
-
-    def upfirdn2d(self, x, f, upx, upy, downx, downy, px0, px1, py0, py1, flip, gain, b=None, scale=None,
-                  out_scale=None, act=0, alpha=0.0, act_gain=1.0, clamp=-1.0):
-        for t, shape in ((b, (x.shape[1],)), (scale, x.shape[:2]), (out_scale, x.shape[:2])):  # ops.cpp's checks
-            assert t is None or (act > 0 and t.shape == shape and t.dtype == x.dtype and t.is_contiguous())
-        fh, fw = f.shape[0], f.shape[-1]
-        oh = (x.shape[2] * upy + py0 + py1 - fh + downy) // downy
-        ow = (x.shape[3] * upx + px0 + px1 - fw + downx) // downx
-        channels_last = not x.is_contiguous() and x.is_contiguous(memory_format=torch.channels_last)
-        y = torch.empty(x.shape[0], x.shape[1], oh, ow, dtype=x.dtype,
-                        memory_format=torch.channels_last if channels_last else torch.contiguous_format)
-        sx, sy = (ctypes.c_int64 * 4)(*x.stride()), (ctypes.c_int64 * 4)(*y.stride())
-        dims = (ctypes.c_int * 6)(*x.shape, oh, ow)
-        cfg = (ctypes.c_int * 10)(upx, upy, downx, downy, px0, py0, fh, fw, int(f.ndim == 1), int(flip))
-        err = self.lib.sgv_emu_upfirdn2d(_CODES[x.dtype], x.data_ptr(), f.data_ptr(), y.data_ptr(), sx, sy,
-                                         dims, cfg, gain, act, self._ptr(b), self._ptr(scale),
-                                         self._ptr(out_scale), alpha, act_gain, clamp)
-        assert err == 0
-        return y
-
-    def modulate_weight(self, w, wsq, styles, norm_styles, dtype):
-        channels_last = not w.is_contiguous() and w.is_contiguous(memory_format=torch.channels_last)
-        assert w.dtype == torch.float32 and (channels_last or w.is_contiguous())  # the checks of ops.cpp
-        assert styles.dtype == torch.float32 and styles.is_contiguous() and styles.shape[1] == w.shape[1]
-        assert wsq is None or (wsq.dtype == torch.float32 and wsq.is_contiguous() and wsq.shape == w.shape[:2])
-        (c_out, c_in, kh, kw), n = w.shape, styles.shape[0]
-        fmt = torch.channels_last if channels_last else torch.contiguous_format
-        y = torch.empty(n * c_out, c_in, kh, kw, dtype=dtype, memory_format=fmt)
-        err = self.lib.sgv_emu_modulate_weight(_CODES[dtype], w.data_ptr(), self._ptr(wsq), styles.data_ptr(),
-                                               y.data_ptr(), n, c_out, c_in, kh * kw, int(channels_last),
-                                               int(norm_styles))
-        assert err == 0
-        return y
-
-    def modulation_coefs(self, styles, wsq_t, norm_styles, dtype, want_styles):
-        assert styles.dtype == torch.float32 and styles.is_contiguous()  # the checks of ops.cpp
-        assert wsq_t is None or (wsq_t.dtype == torch.float32 and wsq_t.is_contiguous() and
-                                 wsq_t.shape[0] == styles.shape[1])
-        n, c_in = styles.shape
-        c_out = wsq_t.shape[1] if wsq_t is not None else 0
-        d = torch.empty(n, c_out, dtype=dtype) if wsq_t is not None else torch.empty(0, dtype=dtype)
-        s = torch.empty(n, c_in, dtype=dtype) if want_styles else torch.empty(0, dtype=dtype)
-        err = self.lib.sgv_emu_modulation_coefs(_CODES[dtype], styles.data_ptr(), self._ptr(wsq_t),
-                                                d.data_ptr() if wsq_t is not None else None,
-                                                s.data_ptr() if want_styles else None, n, c_in, c_out,
-                                                int(norm_styles))
-        assert err == 0
-        return d, s
-
-    def bias_act_torgb(self, x, b, scale, out_scale, act, alpha, gain, clamp, rgb_w, rgb_s, rgb_b, rgb_clamp, skip):
-        assert x.ndim == 4 and (x.is_contiguous() or x.is_contiguous(memory_format=torch.channels_last))
-        batch, _, h, w = x.shape
-        (rgb_c, c), (sb, groups, _) = rgb_w.shape, rgb_s.shape  # the checks of ops.cpp
-        assert rgb_w.dtype == rgb_s.dtype == torch.float32 and rgb_w.is_contiguous() and rgb_s.is_contiguous()
-        assert sb in (1, batch) and groups * c == x.shape[1] and rgb_s.shape[2] == c
-        for t, rows in ((b, 1), (scale, batch), (out_scale, batch)):
-            assert t is None or (t.dtype == x.dtype and t.is_contiguous() and t.numel() == rows * x.shape[1])
-        assert rgb_b is None or (rgb_b.dtype == torch.float32 and rgb_b.numel() == rgb_c)
-        assert skip is None or (skip.dtype == torch.float32 and skip.is_contiguous() and
-                                skip.shape == (batch, groups * rgb_c, h, w))
-        y = torch.empty_like(x)
-        img = torch.empty(batch, groups * rgb_c, h, w)
-        sx, sy = (ctypes.c_int64 * 4)(*x.stride()), (ctypes.c_int64 * 4)(*y.stride())
-        dims = (ctypes.c_int * 6)(batch, groups, c, h, w, rgb_c)
-        err = self.lib.sgv_emu_bias_act_torgb(_CODES[x.dtype], x.data_ptr(), y.data_ptr(), sx, sy, dims, self._ptr(b),
-                                              self._ptr(scale), self._ptr(out_scale), act, alpha, gain, clamp,
-                                              rgb_w.data_ptr(), rgb_s.data_ptr(), int(sb == 1 and batch > 1),
-                                              self._ptr(rgb_b),
-                                              rgb_clamp, self._ptr(skip), img.data_ptr())
-        assert err == 0
-        return y, img
-
-    def time_encoding(self, t, scale_logits, phase_logits, aligners_left, aligners_right, freqs, phase_scales,
-                      delta_z, exact):
-        num_f = freqs.numel()
-        assert t.ndim == 1 and t.dtype in (torch.float32, torch.float64) and t.is_contiguous()  # ops.cpp's checks
-        for x, cols in ((scale_logits, num_f), (phase_logits, num_f), (aligners_left, 2 * num_f),
-                        (aligners_right, 2 * num_f)):
-            assert x.dtype == torch.float32 and x.is_contiguous() and x.numel() == t.shape[0] * cols
-        assert phase_scales.numel() == num_f and phase_scales.is_contiguous() and freqs.is_contiguous()
-        v = torch.empty(t.shape[0], 2 * num_f)
-        err = self.lib.sgv_emu_time_encoding(t.data_ptr(), int(t.dtype == torch.float64), scale_logits.data_ptr(),
-                                             phase_logits.data_ptr(), aligners_left.data_ptr(),
-                                             aligners_right.data_ptr(), freqs.data_ptr(), phase_scales.data_ptr(),
-                                             v.data_ptr(), t.shape[0], num_f, delta_z, int(exact))
-        assert err == 0
-        return v
-
-    def token_noise(self, seeds, sample, start, length, dim):
-        for t in (seeds, sample, start):  # the checks of ops.cpp
-            assert t is None or (t.dtype == torch.int64 and t.ndim == 1 and t.is_contiguous())
-        assert (sample if sample is not None else seeds).shape == start.shape
-        y = torch.empty(start.shape[0], length, dim)
-        err = self.lib.sgv_emu_token_noise(seeds.data_ptr(), self._ptr(sample), start.data_ptr(), y.data_ptr(),
-                                           seeds.shape[0], start.shape[0], length, dim)
-        assert err == 0
-        return y
+    # SGV_EMU_CXXFLAGS: extra compiler and linker flags, e.g. the sanitizers' of .ci/emulation_sanitizers.sh
+    try:
+        ops, path = load_host_extension(tuple(os.environ.get("SGV_EMU_CXXFLAGS", "").split()))
+    except BuildError as exc:
+        pytest.fail(f"the CUDA sources do not compile as host C++: {str(exc)[-4000:]}")
+    c = ctypes.CDLL(str(path))
+    c.sgv_emu_set_schedule.argtypes = [ctypes.c_int, ctypes.c_uint]
+    c.sgv_emu_set_grid_cap.argtypes = [ctypes.c_int]
+    c.sgv_emu_selftest.argtypes = [ctypes.c_int, ctypes.c_void_p]
+    return SimpleNamespace(ops=ops, c=c)
 
 
 @pytest.fixture
@@ -514,8 +355,7 @@ def emu(emu_lib, monkeypatch):
     """core.ops.cuda's autograd Functions running on the host-compiled kernels."""
     from core.ops.cuda import functions
 
-    ops = _EmuOps(emu_lib)
-    monkeypatch.setattr(functions, "_ops", lambda: ops)
+    monkeypatch.setattr(functions, "_ops", lambda: emu_lib.ops)
     return functions
 
 
@@ -812,11 +652,11 @@ def test_host_emulation_runs_blocks_with_their_threads_and_checks_launches(emu_l
     # index); a barrier some threads skip, and launches beyond the hardware's limits, are errors.
     def run(which, schedule=0):
         out = np.zeros(256, np.float32)
-        emu_lib.sgv_emu_set_schedule(schedule, 0)
+        emu_lib.c.sgv_emu_set_schedule(schedule, 0)
         try:
-            return emu_lib.sgv_emu_selftest(which, out.ctypes.data), out
+            return emu_lib.c.sgv_emu_selftest(which, out.ctypes.data), out
         finally:
-            emu_lib.sgv_emu_set_schedule(0, 0)
+            emu_lib.c.sgv_emu_set_schedule(0, 0)
 
     err, out = run(0, schedule=1)
     assert err == 0 and out[:2].tolist() == [255 * 256 / 2] * 2
@@ -867,26 +707,29 @@ def test_emulated_kernels_do_not_depend_on_the_thread_order(emu, emu_lib):
     # reversed and shuffled, must give the same bits.
     runs = []
     for mode, seed in ((0, 0), (1, 0), (2, 1), (2, 2)):
-        emu_lib.sgv_emu_set_schedule(mode, seed)
+        emu_lib.c.sgv_emu_set_schedule(mode, seed)
         try:
             with torch.no_grad():
                 runs.append(_kernel_battery(emu))
         finally:
-            emu_lib.sgv_emu_set_schedule(0, 0)
+            emu_lib.c.sgv_emu_set_schedule(0, 0)
     assert len(runs[0]) == 50
     for mode, run in enumerate(runs[1:], 1):
         for i, (a, b) in enumerate(zip(runs[0], run)):
             assert torch.equal(a, b), f"output {i} differs between thread orders 0 and {mode}"
 
 
-def test_emulated_grid_stride_loops_give_the_same_bits(emu, emu_lib_capped, monkeypatch):
+def test_emulated_grid_stride_loops_give_the_same_bits(emu, emu_lib):
     # On a GPU at the model's shapes (2^20 filters, 65,536 blocks of bias_act) the grid-stride kernels
     # take several turns per block, and the barriers that end a turn matter; small test tensors never
     # get there. With the grids capped at 2 blocks every loop turns many times: same bits.
     with torch.no_grad():
         want = _kernel_battery(emu)
-        monkeypatch.setattr(emu, "_ops", lambda ops=_EmuOps(emu_lib_capped): ops)
-        got = _kernel_battery(emu)
+        emu_lib.c.sgv_emu_set_grid_cap(2)
+        try:
+            got = _kernel_battery(emu)
+        finally:
+            emu_lib.c.sgv_emu_set_grid_cap(0)
     assert len(got) == len(want) > 30
     for i, (a, b) in enumerate(zip(want, got)):
         assert torch.equal(a, b), f"output {i} differs with the grids capped"

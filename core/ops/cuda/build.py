@@ -127,6 +127,49 @@ def load_extension(verbose: bool = False):
     return module
 
 
+HOST_SOURCES = ("host_ops.cpp", "host_emulation.cpp")  # + SOURCES' ops.cpp and .cu files, #included
+HOST_FLAGS = ("-O1", "-Wno-attributes")
+
+
+def cuda_include_dir() -> Path | None:
+    """A CUDA toolkit's include directory (cuda_runtime.h, cuda_fp16.h), or None."""
+    home = find_cuda_home()
+    if home and (Path(home) / "include" / "crt" / "host_config.h").exists():
+        return Path(home) / "include"
+    return None
+
+
+def load_host_extension(extra_flags: tuple[str, ...] = ()) -> tuple[object, Path]:
+    """Build (if needed) and load the kernels' host emulation behind ops.cpp's bindings, for CPU tensors.
+
+    Tests only: the same `.cu` sources compiled as C++ (host_emulation.cpp: every block with its real
+    thread count) and ops.cpp registered for the CPU dispatch key. Returns the op namespace
+    `torch.ops.sgv_host_ops_<hash>` (the methods of `load_extension()`'s) and the library's path, whose
+    C functions (sgv_emu_set_schedule, sgv_emu_set_grid_cap, sgv_emu_selftest) steer the emulation.
+    `extra_flags` go to the compiler and the linker (e.g. the sanitizers'). Raises BuildError.
+    """
+    include = cuda_include_dir()
+    if include is None:
+        raise BuildError("no CUDA toolkit headers found (the emulation compiles the kernels' CUDA types as C++)")
+    from torch.utils import cpp_extension
+
+    h = hashlib.sha256(source_hash("host").encode())
+    for name in HOST_SOURCES:
+        h.update((SOURCE_DIR / name).read_bytes())
+    h.update(" ".join(HOST_FLAGS + tuple(extra_flags)).encode())
+    name = f"sgv_host_ops_{h.hexdigest()[:12]}"
+    build_dir = cache_root() / name
+    build_dir.mkdir(parents=True, exist_ok=True)
+    try:
+        cpp_extension.load(name=name, sources=[str(SOURCE_DIR / "host_ops.cpp")],
+                           extra_cflags=[*HOST_FLAGS, *extra_flags], extra_ldflags=list(extra_flags),
+                           extra_include_paths=[str(SOURCE_DIR), str(include)], build_directory=str(build_dir),
+                           with_cuda=False, is_python_module=False)
+    except Exception as exc:
+        raise BuildError(f"building the host emulation in {build_dir} failed: {exc}") from exc
+    return getattr(torch.ops, name), build_dir / f"{name}.so"
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description="Compile the StyleGAN-V Studio CUDA ops (no GPU needed).")
     parser.add_argument("--arch", help="TORCH_CUDA_ARCH_LIST, e.g. 9.0 (default: the visible GPUs)")

@@ -7,15 +7,17 @@
 
 namespace sgv {
 
-// The grid of a grid-stride kernel: enough blocks for `needed`, at most `cap`. A test build of the host
-// emulation lowers every cap to SGV_GRID_CAP blocks, so that each grid-stride loop (and the barriers at
-// the end of its turns) runs several times on small tensors, as on a GPU at the model's real shapes.
-#ifndef SGV_GRID_CAP
-#define SGV_GRID_CAP 0
+// The grid of a grid-stride kernel: enough blocks for `needed`, at most `cap`. The host emulation's tests
+// lower every cap (emu_grid_cap, sgv_emu_set_grid_cap) so that each grid-stride loop, and the barriers
+// at the end of its turns, runs several times on small tensors, as on a GPU at the model's real shapes.
+#ifdef SGV_HOST_EMULATION
+inline int emu_grid_cap = 0;
 #endif
 inline int64_t grid_blocks(int64_t needed, int64_t cap) {
-  const int64_t limit = SGV_GRID_CAP > 0 && SGV_GRID_CAP < cap ? SGV_GRID_CAP : cap;
-  return needed < 1 ? 1 : (needed < limit ? needed : limit);
+#ifdef SGV_HOST_EMULATION
+  if (emu_grid_cap > 0 && emu_grid_cap < cap) cap = emu_grid_cap;
+#endif
+  return needed < 1 ? 1 : (needed < cap ? needed : cap);
 }
 
 // Element types the kernels are instantiated for.

@@ -1,19 +1,47 @@
 // Torch bindings of the kernels: argument checks, output allocation, stream and device handling.
 // Called from core/ops/cuda/functions.py only; see there for the autograd wiring.
+//
+// With SGV_HOST_EMULATION defined (host_ops.cpp, for the CPU tests) the same bindings take CPU tensors
+// and launch the kernels' host emulation: the tests then run this file's checks and parameter
+// marshalling too, not a copy of them.
 
 #include <optional>
+#include <string>
 #include <tuple>
 
 #include <ATen/core/Tensor.h>
 #include <ATen/ops/empty.h>
 #include <ATen/ops/empty_like.h>
+#include <torch/library.h>
+#ifndef SGV_HOST_EMULATION
 #include <c10/cuda/CUDAGuard.h>
 #include <c10/cuda/CUDAStream.h>
-#include <torch/library.h>
+#endif
 
 #include "common.h"
 
 namespace {
+
+#ifdef SGV_HOST_EMULATION
+#define SGV_DISPATCH_KEY CPU
+bool on_device(const at::Tensor& t) { return t.is_cpu(); }
+// The launch's device and stream: none on the host.
+struct DeviceScope {
+  explicit DeviceScope(c10::Device) {}
+  cudaStream_t stream() const { return nullptr; }
+};
+std::string error_string(cudaError_t err) { return "emulated launch error " + std::to_string(int(err)); }
+#else
+#define SGV_DISPATCH_KEY CUDA
+bool on_device(const at::Tensor& t) { return t.is_cuda(); }
+// The launch's device (made current for its lifetime) and that device's current stream.
+struct DeviceScope {
+  c10::cuda::CUDAGuard guard;
+  explicit DeviceScope(c10::Device device) : guard(device) {}
+  cudaStream_t stream() const { return c10::cuda::getCurrentCUDAStream(); }
+};
+std::string error_string(cudaError_t err) { return cudaGetErrorString(err); }
+#endif
 
 int dtype_code(const at::Tensor& x) {
   switch (x.scalar_type()) {
@@ -40,14 +68,14 @@ at::Tensor bias_act(const at::Tensor& x, const std::optional<at::Tensor>& b, con
                     const std::optional<at::Tensor>& yref, const std::optional<at::Tensor>& dyref, int64_t mode,
                     int64_t dim, int64_t act, double alpha, double gain, double clamp,
                     const std::optional<at::Tensor>& scale, const std::optional<at::Tensor>& out_scale) {
-  TORCH_CHECK(x.is_cuda(), "bias_act: x must be a CUDA tensor");
+  TORCH_CHECK(on_device(x), "bias_act: x must be a CUDA tensor");
   TORCH_CHECK(x.is_non_overlapping_and_dense(), "bias_act: x must be dense (contiguous in some memory format)");
   TORCH_CHECK(mode >= 0 && mode <= 2, "bias_act: mode must be 0, 1 or 2");
   TORCH_CHECK(x.numel() == 0 || (dim >= 0 && dim < x.dim()), "bias_act: dim out of range");
   const int code = dtype_code(x);
   sgv::BiasActParams p;
   if (b && b->defined()) {
-    TORCH_CHECK(b->is_cuda() && b->device() == x.device(), "bias_act: b must be on x's device");
+    TORCH_CHECK(on_device(*b) && b->device() == x.device(), "bias_act: b must be on x's device");
     TORCH_CHECK(b->scalar_type() == x.scalar_type(), "bias_act: b must have x's dtype");
     TORCH_CHECK(b->dim() == 1 && b->size(0) == x.size(dim) && b->is_contiguous(),
                 "bias_act: b must be contiguous with shape [x.shape[dim]]");
@@ -60,7 +88,7 @@ at::Tensor bias_act(const at::Tensor& x, const std::optional<at::Tensor>& b, con
     const at::Tensor& t = **sc;
     TORCH_CHECK(mode == 0, "bias_act: scale and out_scale are for the forward pass (mode 0) only");
     TORCH_CHECK(x.dim() >= 2 && dim > 0, "bias_act: scales need a sample dimension 0 and dim > 0");
-    TORCH_CHECK(t.is_cuda() && t.device() == x.device() && t.scalar_type() == x.scalar_type(),
+    TORCH_CHECK(on_device(t) && t.device() == x.device() && t.scalar_type() == x.scalar_type(),
                 "bias_act: scales must be on x's device with x's dtype");
     TORCH_CHECK(t.dim() == 2 && t.size(0) == x.size(0) && t.size(1) == x.size(dim) && t.is_contiguous(),
                 "bias_act: scales must be contiguous [x.shape[0], x.shape[dim]]");
@@ -90,9 +118,9 @@ at::Tensor bias_act(const at::Tensor& x, const std::optional<at::Tensor>& b, con
   p.alpha = alpha;
   p.gain = gain;
   p.clamp = clamp;
-  const c10::cuda::CUDAGuard guard(x.device());
-  const cudaError_t err = sgv::bias_act_launch(p, code, c10::cuda::getCurrentCUDAStream());
-  TORCH_CHECK(err == cudaSuccess, "bias_act kernel failed: ", cudaGetErrorString(err));
+  const DeviceScope scope(x.device());
+  const cudaError_t err = sgv::bias_act_launch(p, code, scope.stream());
+  TORCH_CHECK(err == cudaSuccess, "bias_act kernel failed: ", error_string(err));
   return y;
 }
 
@@ -102,8 +130,8 @@ at::Tensor upfirdn2d(const at::Tensor& x, const at::Tensor& f, int64_t up_x, int
                      double gain, const std::optional<at::Tensor>& b, const std::optional<at::Tensor>& scale,
                      const std::optional<at::Tensor>& out_scale, int64_t act, double alpha, double act_gain,
                      double clamp) {
-  TORCH_CHECK(x.is_cuda() && x.dim() == 4, "upfirdn2d: x must be a CUDA tensor [N, C, H, W]");
-  TORCH_CHECK(f.is_cuda() && f.device() == x.device(), "upfirdn2d: f must be on x's device");
+  TORCH_CHECK(on_device(x) && x.dim() == 4, "upfirdn2d: x must be a CUDA tensor [N, C, H, W]");
+  TORCH_CHECK(on_device(f) && f.device() == x.device(), "upfirdn2d: f must be on x's device");
   TORCH_CHECK(f.scalar_type() == at::kFloat && (f.dim() == 1 || f.dim() == 2) && f.is_contiguous(),
               "upfirdn2d: f must be contiguous float32 [taps] or [fh, fw]");
   TORCH_CHECK(up_x >= 1 && up_y >= 1 && down_x >= 1 && down_y >= 1, "upfirdn2d: up/down must be >= 1");
@@ -157,9 +185,9 @@ at::Tensor upfirdn2d(const at::Tensor& x, const at::Tensor& f, int64_t up_x, int
     *slots[i] = t->data_ptr();
   }
   TORCH_CHECK(act == 0 || y.is_non_overlapping_and_dense(), "upfirdn2d: the epilogue needs a dense output");
-  const c10::cuda::CUDAGuard guard(x.device());
-  const cudaError_t err = sgv::upfirdn2d_launch(p, code, c10::cuda::getCurrentCUDAStream());
-  TORCH_CHECK(err == cudaSuccess, "upfirdn2d kernel failed: ", cudaGetErrorString(err));
+  const DeviceScope scope(x.device());
+  const cudaError_t err = sgv::upfirdn2d_launch(p, code, scope.stream());
+  TORCH_CHECK(err == cudaSuccess, "upfirdn2d kernel failed: ", error_string(err));
   return y;
 }
 
@@ -168,7 +196,7 @@ at::Tensor upfirdn2d(const at::Tensor& x, const at::Tensor& f, int64_t up_x, int
 // Returns the N samples' modulated weights [N * O, I, kh, kw] in `dtype` (see ModulateWeightParams).
 at::Tensor modulate_weight(const at::Tensor& w, const std::optional<at::Tensor>& wsq, const at::Tensor& styles,
                            bool norm_styles, at::ScalarType dtype) {
-  TORCH_CHECK(w.is_cuda() && w.dim() == 4 && w.scalar_type() == at::kFloat,
+  TORCH_CHECK(on_device(w) && w.dim() == 4 && w.scalar_type() == at::kFloat,
               "modulate_weight: w must be a float32 CUDA tensor [O, I, kh, kw]");
   const bool cl = !w.is_contiguous() && w.is_contiguous(at::MemoryFormat::ChannelsLast);
   TORCH_CHECK(cl || w.is_contiguous(), "modulate_weight: w must be contiguous or channels-last");
@@ -199,9 +227,9 @@ at::Tensor modulate_weight(const at::Tensor& w, const std::optional<at::Tensor>&
   p.taps = static_cast<int>(kh * kw);
   p.i_inner = cl;
   p.norm_styles = norm_styles;
-  const c10::cuda::CUDAGuard guard(w.device());
-  const cudaError_t err = sgv::modulate_weight_launch(p, dtype_code(y), c10::cuda::getCurrentCUDAStream());
-  TORCH_CHECK(err == cudaSuccess, "modulate_weight kernel failed: ", cudaGetErrorString(err));
+  const DeviceScope scope(w.device());
+  const cudaError_t err = sgv::modulate_weight_launch(p, dtype_code(y), scope.stream());
+  TORCH_CHECK(err == cudaSuccess, "modulate_weight kernel failed: ", error_string(err));
   return y;
 }
 
@@ -209,7 +237,7 @@ at::Tensor modulate_weight(const at::Tensor& w, const std::optional<at::Tensor>&
 // returns (d [N, O], s' [N, I]) in `dtype`; d is empty without wsq_t ([I, O]), s' without want_styles.
 std::tuple<at::Tensor, at::Tensor> modulation_coefs(const at::Tensor& styles, const std::optional<at::Tensor>& wsq_t,
                                                     bool norm_styles, at::ScalarType dtype, bool want_styles) {
-  TORCH_CHECK(styles.is_cuda() && styles.scalar_type() == at::kFloat && styles.dim() == 2 && styles.is_contiguous(),
+  TORCH_CHECK(on_device(styles) && styles.scalar_type() == at::kFloat && styles.dim() == 2 && styles.is_contiguous(),
               "modulation_coefs: styles must be a contiguous float32 CUDA tensor [N, I]");
   TORCH_CHECK(dtype == at::kFloat || dtype == at::kHalf || dtype == at::kBFloat16,
               "modulation_coefs: dtype must be float32, float16 or bfloat16");
@@ -234,9 +262,9 @@ std::tuple<at::Tensor, at::Tensor> modulation_coefs(const at::Tensor& styles, co
   p.n = static_cast<int>(n);
   p.c_in = static_cast<int>(c_in);
   p.norm_styles = norm_styles;
-  const c10::cuda::CUDAGuard guard(styles.device());
-  const cudaError_t err = sgv::modulation_coefs_launch(p, dtype_code(d), c10::cuda::getCurrentCUDAStream());
-  TORCH_CHECK(err == cudaSuccess, "modulation_coefs kernel failed: ", cudaGetErrorString(err));
+  const DeviceScope scope(styles.device());
+  const cudaError_t err = sgv::modulation_coefs_launch(p, dtype_code(d), scope.stream());
+  TORCH_CHECK(err == cudaSuccess, "modulation_coefs kernel failed: ", error_string(err));
   return {d, s_out};
 }
 
@@ -252,7 +280,7 @@ std::tuple<at::Tensor, at::Tensor> bias_act_torgb(const at::Tensor& x, const std
                                                   const at::Tensor& rgb_s,
                                                   const std::optional<at::Tensor>& rgb_b, double rgb_clamp,
                                                   const std::optional<at::Tensor>& skip) {
-  TORCH_CHECK(x.is_cuda() && x.dim() == 4 && x.is_non_overlapping_and_dense(),
+  TORCH_CHECK(on_device(x) && x.dim() == 4 && x.is_non_overlapping_and_dense(),
               "bias_act_torgb: x must be a dense 4-D CUDA tensor");
   TORCH_CHECK(x.scalar_type() == at::kFloat || x.scalar_type() == at::kHalf || x.scalar_type() == at::kBFloat16,
               "bias_act_torgb: x must be float32, float16 or bfloat16");
@@ -318,9 +346,9 @@ std::tuple<at::Tensor, at::Tensor> bias_act_torgb(const at::Tensor& x, const std
   p.rgb_s_shared = rgb_s.size(0) == 1 && batch > 1;
   p.rgb_clamp = rgb_clamp;
   p.img = img.data_ptr<float>();
-  const c10::cuda::CUDAGuard guard(x.device());
-  const cudaError_t err = sgv::bias_act_torgb_launch(p, dtype_code(x), c10::cuda::getCurrentCUDAStream());
-  TORCH_CHECK(err == cudaSuccess, "bias_act_torgb kernel failed: ", cudaGetErrorString(err));
+  const DeviceScope scope(x.device());
+  const cudaError_t err = sgv::bias_act_torgb_launch(p, dtype_code(x), scope.stream());
+  TORCH_CHECK(err == cudaSuccess, "bias_act_torgb kernel failed: ", error_string(err));
   return {y, img};
 }
 
@@ -329,7 +357,7 @@ std::tuple<at::Tensor, at::Tensor> bias_act_torgb(const at::Tensor& x, const std
 at::Tensor token_noise(const at::Tensor& seeds, const std::optional<at::Tensor>& sample, const at::Tensor& start,
                        int64_t length, int64_t dim) {
   const auto check = [&](const at::Tensor& t, const char* name) {
-    TORCH_CHECK(t.is_cuda() && t.device() == start.device() && t.scalar_type() == at::kLong && t.dim() == 1 &&
+    TORCH_CHECK(on_device(t) && t.device() == start.device() && t.scalar_type() == at::kLong && t.dim() == 1 &&
                     t.is_contiguous(),
                 "token_noise: ", name, " must be a contiguous 1-D int64 tensor on start's CUDA device");
   };
@@ -353,9 +381,9 @@ at::Tensor token_noise(const at::Tensor& seeds, const std::optional<at::Tensor>&
   p.windows = windows;
   p.length = length;
   p.dim = dim;
-  const c10::cuda::CUDAGuard guard(start.device());
-  const cudaError_t err = sgv::token_noise_launch(p, c10::cuda::getCurrentCUDAStream());
-  TORCH_CHECK(err == cudaSuccess, "token_noise kernel failed: ", cudaGetErrorString(err));
+  const DeviceScope scope(start.device());
+  const cudaError_t err = sgv::token_noise_launch(p, scope.stream());
+  TORCH_CHECK(err == cudaSuccess, "token_noise kernel failed: ", error_string(err));
   return y;
 }
 
@@ -364,7 +392,7 @@ at::Tensor token_noise(const at::Tensor& seeds, const std::optional<at::Tensor>&
 at::Tensor time_encoding(const at::Tensor& t, const at::Tensor& scale_logits, const at::Tensor& phase_logits,
                          const at::Tensor& aligners_left, const at::Tensor& aligners_right, const at::Tensor& freqs,
                          const at::Tensor& phase_scales, int64_t delta_z, bool exact) {
-  TORCH_CHECK(t.is_cuda() && t.dim() == 1 && t.is_contiguous() &&
+  TORCH_CHECK(on_device(t) && t.dim() == 1 && t.is_contiguous() &&
                   (t.scalar_type() == at::kFloat || t.scalar_type() == at::kDouble),
               "time_encoding: t must be a contiguous 1-D float32 / float64 CUDA tensor");
   const int64_t frames = t.size(0), num_f = freqs.numel();
@@ -397,9 +425,9 @@ at::Tensor time_encoding(const at::Tensor& t, const at::Tensor& scale_logits, co
   p.freqs_n = num_f;
   p.delta_z = static_cast<int>(delta_z);
   p.exact = exact;
-  const c10::cuda::CUDAGuard guard(t.device());
-  const cudaError_t err = sgv::time_encoding_launch(p, c10::cuda::getCurrentCUDAStream());
-  TORCH_CHECK(err == cudaSuccess, "time_encoding kernel failed: ", cudaGetErrorString(err));
+  const DeviceScope scope(t.device());
+  const cudaError_t err = sgv::time_encoding_launch(p, scope.stream());
+  TORCH_CHECK(err == cudaSuccess, "time_encoding kernel failed: ", error_string(err));
   return v;
 }
 
@@ -425,7 +453,7 @@ TORCH_LIBRARY(TORCH_EXTENSION_NAME, m) {
   m.def("token_noise(Tensor seeds, Tensor? sample, Tensor start, int length, int dim) -> Tensor");
 }
 
-TORCH_LIBRARY_IMPL(TORCH_EXTENSION_NAME, CUDA, m) {
+TORCH_LIBRARY_IMPL(TORCH_EXTENSION_NAME, SGV_DISPATCH_KEY, m) {
   m.impl("bias_act", &bias_act);
   m.impl("upfirdn2d", &upfirdn2d);
   m.impl("modulate_weight", &modulate_weight);
