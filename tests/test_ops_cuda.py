@@ -735,6 +735,40 @@ def test_emulated_grid_stride_loops_give_the_same_bits(emu, emu_lib):
         assert torch.equal(a, b), f"output {i} differs with the grids capped"
 
 
+@pytest.mark.slow
+@pytest.mark.parametrize("name,fp16", [("256", False), ("small", True)], ids=["256-fp32", "small-fp16"])
+def test_emulated_kernels_render_the_presets_at_their_real_shapes(emu, monkeypatch, name, fp16):
+    # The tiny model's 16-64 channels never reach the launch configurations of the real ones (512 channels:
+    # torgb's 12 KiB of shared memory, 2^18 threads folding a layer's weights, fp16 16-byte packs over 64-512
+    # channels). The `256` preset in float32 and the `small` one with its fp16 blocks (forced on the CPU),
+    # 2 videos x 2 frames, in the three layouts: the kernels' path against the reference ops. ~2.5 min.
+    from core import synthesis as syn
+    from core.config import preset
+    from core.generator import Generator
+
+    torch.manual_seed(0)
+    G = Generator(preset(name)).eval()
+    if fp16:
+        monkeypatch.setattr(syn.SynthesisBlock, "dtype", lambda self, ws, force_fp32=False:
+                            torch.float16 if self.use_fp16 and not force_fp32 else torch.float32)
+    gen = torch.Generator().manual_seed(1)
+    with torch.no_grad():
+        ws = G.mapping(torch.randn(2, G.z_dim, generator=gen))
+    t = torch.tensor([[0.0, 3.5]] * 2)
+    reference = _dispatch.resolve
+    for layout, kw in (("shared", dict(fused_modconv=False)), ("per_video", dict(per_video=True)),
+                       ("grouped", dict(fused_modconv=True))):
+        with torch.no_grad():
+            monkeypatch.setattr(_dispatch, "resolve", reference)
+            want = G.synthesis(ws, t, [3, 4], **kw)
+            monkeypatch.setattr(_dispatch, "resolve", lambda op, impl, x: "ref" if impl == "ref" else "cuda")
+            got = G.synthesis(ws, t, [3, 4], **kw)
+        scale = want.abs().max().item()
+        tol = 1e-2 * scale if fp16 else 1e-5 * scale  # measured: 0.14% (fp16), 2.3e-6 (fp32) of the scale
+        assert got.shape == want.shape == (2, 2, 3, G.img_resolution, G.img_resolution), layout
+        torch.testing.assert_close(got, want, rtol=0, atol=tol, msg=layout)
+
+
 @pytest.mark.parametrize("layout", ["shared", "per_video"])
 def test_emulated_torgb_epilogue_keeps_style_offsets(tiny_G, emu, monkeypatch, layout):
     # StyleSpace edits hook the affine layers' outputs: the toRGB weights the fused pass reads must carry
