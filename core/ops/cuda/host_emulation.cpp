@@ -5,10 +5,10 @@
 // Every block runs with its real thread count: each thread is a fiber (ucontext) that runs until it
 // reaches __syncthreads or returns, and a barrier releases only when every thread of the block waits
 // at it. So a block-wide reduction or a shared-memory fill strided by blockDim runs as on the GPU, and
-// the order in which threads run between barriers can be changed (sgv_emu_set_schedule: in thread
-// order, reversed, shuffled): a kernel whose output depends on that order has a race (a missing
-// barrier, two threads writing one address), which the tests detect by comparing the orders' outputs
-// bit for bit. Launches are checked against the limits of the hardware (block size, grid extents,
+// the order in which blocks, and threads between barriers, run can be changed (sgv_emu_set_schedule: in
+// index order, reversed, shuffled): a kernel whose output depends on that order has a race (a missing
+// barrier, two threads or blocks writing one address), which the tests detect by comparing the orders'
+// outputs bit for bit. Launches are checked against the limits of the hardware (block size, grid extents,
 // dynamic shared memory without an opt-in), a barrier reached by only some threads of a block is an
 // error, and dynamic shared memory starts as NaN bytes (0xff), as a GPU's starts as garbage.
 // Built for the tests by core/ops/cuda/build.py (load_host_extension) through host_ops.cpp, behind ops.cpp's
@@ -109,13 +109,21 @@ template <typename F> void emulate(dim3 grid, dim3 block, size_t smem, F&& body)
   g_block_dim = block;
   g_trampoline = trampoline<std::remove_reference_t<F>>;
   g_body = &body;
-  for (unsigned z = 0; z < grid.z; ++z)
-    for (unsigned y = 0; y < grid.y; ++y)
-      for (unsigned x = 0; x < grid.x; ++x) {
-        g_block_idx = make_uint3(x, y, z);
-        g_error = run_block(static_cast<unsigned>(threads));
-        if (g_error != cudaSuccess) return;
-      }
+  // Blocks run one after another, in the schedule's order too (a GPU runs them in any order at once):
+  // blocks that write one address, or read what another block writes, give different bits.
+  const uint64_t blocks = uint64_t(grid.x) * grid.y * grid.z;
+  std::vector<uint64_t> order;
+  if (g_schedule == 2) {
+    order.resize(blocks);
+    std::iota(order.begin(), order.end(), uint64_t(0));
+    std::shuffle(order.begin(), order.end(), g_rng);
+  }
+  for (uint64_t i = 0; i < blocks; ++i) {
+    const uint64_t b = g_schedule == 2 ? order[i] : (g_schedule == 1 ? blocks - 1 - i : i);
+    g_block_idx = make_uint3(unsigned(b % grid.x), unsigned(b / grid.x % grid.y), unsigned(b / grid.x / grid.y));
+    g_error = run_block(static_cast<unsigned>(threads));
+    if (g_error != cudaSuccess) return;
+  }
 }
 
 inline void __syncthreads() {
@@ -168,7 +176,8 @@ void selftest_divergent(float* out) {  // a barrier inside a branch that only so
 
 extern "C" {
 
-// 0: threads run in index order between barriers, 1: reversed, 2: shuffled (seeded) at every barrier.
+// Blocks, and threads between barriers, run 0: in index order, 1: reversed, 2: shuffled (seeded; threads at
+// every barrier).
 void sgv_emu_set_schedule(int mode, unsigned seed) {
   g_schedule = mode;
   g_rng.seed(seed);
