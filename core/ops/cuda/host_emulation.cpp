@@ -33,7 +33,7 @@ uint3 g_thread_idx, g_block_idx;
 dim3 g_block_dim, g_grid_dim;
 std::vector<unsigned char> g_smem;
 cudaError_t g_error = cudaSuccess;  // what the last launch's cudaGetLastError() returns
-int g_schedule = 0;                 // 0: thread order, 1: reversed, 2: shuffled at every barrier
+int g_schedule = 0;                 // blocks and threads: 0 index order, 1 reversed, 2 shuffled
 std::mt19937 g_rng(0);
 
 // Per emulated thread: kernels keep small arrays "in registers"; a sanitizer's report needs more.
