@@ -11,6 +11,7 @@ kernels and skip without CUDA.
 
 from __future__ import annotations
 
+import contextlib
 import ctypes
 import itertools
 import logging
@@ -645,6 +646,18 @@ def test_emulated_kernels_render_the_reference_frames(tiny_G, emu, monkeypatch, 
     assert sum(scaling_passes) == (1 if layout == "shared" else 0), scaling_passes
 
 
+@contextlib.contextmanager
+def _steered(emu_lib, schedule: tuple[int, int] = (0, 0), grid_cap: int = 0):
+    """The emulation with an order for blocks and threads (mode, seed) and a grid cap; defaults after."""
+    emu_lib.c.sgv_emu_set_schedule(*schedule)
+    emu_lib.c.sgv_emu_set_grid_cap(grid_cap)
+    try:
+        yield
+    finally:
+        emu_lib.c.sgv_emu_set_schedule(0, 0)
+        emu_lib.c.sgv_emu_set_grid_cap(0)
+
+
 def test_host_emulation_runs_blocks_with_their_threads_and_checks_launches(emu_lib):
     # The emulator itself, on kernels of known behaviour: a block-wide reduction gives the sum of
     # 0..255 in every block; a read of a neighbour's shared-memory slot without a barrier gives
@@ -652,11 +665,8 @@ def test_host_emulation_runs_blocks_with_their_threads_and_checks_launches(emu_l
     # index); a barrier some threads skip, and launches beyond the hardware's limits, are errors.
     def run(which, schedule=0):
         out = np.zeros(256, np.float32)
-        emu_lib.c.sgv_emu_set_schedule(schedule, 0)
-        try:
+        with _steered(emu_lib, schedule=(schedule, 0)):
             return emu_lib.c.sgv_emu_selftest(which, out.ctypes.data), out
-        finally:
-            emu_lib.c.sgv_emu_set_schedule(0, 0)
 
     err, out = run(0, schedule=1)
     assert err == 0 and out[:2].tolist() == [255 * 256 / 2] * 2
@@ -702,17 +712,13 @@ def _kernel_battery(emu) -> list[torch.Tensor]:
 
 
 def test_emulated_kernels_do_not_depend_on_the_thread_order(emu, emu_lib):
-    # A race (a missing barrier, two threads writing one address) makes a kernel's output depend on the
-    # order in which its threads run between barriers: every kernel the model uses, in thread order,
-    # reversed and shuffled, must give the same bits.
+    # A race (a missing barrier, two threads or blocks writing one address) makes a kernel's output depend
+    # on the order in which its blocks, and its threads between barriers, run: every kernel the model uses,
+    # in index order, reversed and shuffled, must give the same bits.
     runs = []
-    for mode, seed in ((0, 0), (1, 0), (2, 1), (2, 2)):
-        emu_lib.c.sgv_emu_set_schedule(mode, seed)
-        try:
-            with torch.no_grad():
-                runs.append(_kernel_battery(emu))
-        finally:
-            emu_lib.c.sgv_emu_set_schedule(0, 0)
+    for schedule in ((0, 0), (1, 0), (2, 1), (2, 2)):
+        with _steered(emu_lib, schedule=schedule), torch.no_grad():
+            runs.append(_kernel_battery(emu))
     assert len(runs[0]) == 50
     for mode, run in enumerate(runs[1:], 1):
         for i, (a, b) in enumerate(zip(runs[0], run)):
@@ -725,12 +731,9 @@ def test_emulated_grid_stride_loops_give_the_same_bits(emu, emu_lib):
     # get there. With the grids capped at 2 blocks every loop turns many times: same bits.
     with torch.no_grad():
         want = _kernel_battery(emu)
-        emu_lib.c.sgv_emu_set_grid_cap(2)
-        try:
+        with _steered(emu_lib, grid_cap=2):
             got = _kernel_battery(emu)
-        finally:
-            emu_lib.c.sgv_emu_set_grid_cap(0)
-    assert len(got) == len(want) > 30
+    assert len(got) == len(want) == 50
     for i, (a, b) in enumerate(zip(want, got)):
         assert torch.equal(a, b), f"output {i} differs with the grids capped"
 
@@ -741,7 +744,7 @@ def test_emulated_kernels_render_the_presets_at_their_real_shapes(emu, monkeypat
     # The tiny model's 16-64 channels never reach the launch configurations of the real ones (512 channels:
     # torgb's 12 KiB of shared memory, 2^18 threads folding a layer's weights, fp16 16-byte packs over 64-512
     # channels). The `256` preset in float32 and the `small` one with its fp16 blocks (forced on the CPU),
-    # 2 videos x 2 frames, in the three layouts: the kernels' path against the reference ops. ~2.5 min.
+    # 2 videos x 2 frames, in the three layouts: the kernels' path against the reference ops. ~3 min.
     from core import synthesis as syn
     from core.config import preset
     from core.generator import Generator

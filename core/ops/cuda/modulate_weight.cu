@@ -23,7 +23,8 @@ constexpr int kModThreads = 256;
 constexpr int kUnroll = 4;
 
 // Sum (or max) of v over the block's threads; `red` holds blockDim.x floats. Every thread gets the
-// result. A shared-memory tree (not warp shuffles) so that the host emulation's one-thread blocks run it.
+// result. A shared-memory tree, not warp shuffles: the host emulation runs threads as fibers that meet
+// only at barriers, with no warp in lockstep.
 template <bool MAX>
 __device__ __forceinline__ float block_reduce(float v, float* red) {
   red[threadIdx.x] = v;

@@ -95,7 +95,7 @@ __device__ __forceinline__ Pack<T, kVec> rgb_pack(const BiasActToRGBParams& p, c
 }
 
 // One block per chunk of `per_block` pixels of one plane (n, g); threads stride the chunk by blockDim (the
-// host emulation runs one thread per block). Shared memory: the plane's modulated toRGB weights [R, C],
+// launch makes per_block = blockDim.x: one pixel per thread). Shared memory: the plane's modulated toRGB weights [R, C],
 // then bias, scale and out_scale [C] each, as floats.
 template <typename T, int ACT, bool VEC>
 __global__ void __launch_bounds__(kRgbThreads, 4) bias_act_torgb_kernel(BiasActToRGBParams p, int blocks_per_plane,

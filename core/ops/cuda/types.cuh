@@ -47,7 +47,7 @@ __device__ __forceinline__ double m_abs(double v) { return fabs(v); }
 }  // namespace sgv
 
 // Kernel launches and dynamic shared memory go through these macros so that host_emulation.cpp can
-// compile the same kernels as plain C++ (one thread per block, blocks run in turn) for CPU tests.
+// compile the same kernels as plain C++ (each thread a fiber, blocks run in turn) for CPU tests.
 #ifndef SGV_HOST_EMULATION
 #define SGV_LAUNCH(kernel, grid, block, smem, stream, ...) kernel<<<(grid), (block), (smem), (stream)>>>(__VA_ARGS__)
 #define SGV_DYNAMIC_SMEM(name) extern __shared__ unsigned char name[]
