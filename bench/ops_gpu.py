@@ -26,6 +26,7 @@ from __future__ import annotations
 import argparse
 import contextlib
 import datetime
+import fnmatch
 import functools
 import itertools
 import math
@@ -762,6 +763,22 @@ def _generator_variants(G, device, use_compile: bool) -> dict:
     return variants
 
 
+def select_variants(labels, patterns: list[str]) -> list[str]:
+    """The labels (in their order) matching one of the glob patterns, 'ref ops' always (the baseline).
+    A pattern matching nothing is an error: a renamed variant must not cost a GPU call silently."""
+    unmatched = [p for p in patterns if not any(fnmatch.fnmatchcase(label, p) for label in labels)]
+    if unmatched:
+        raise ValueError(f"--variants: no generator variant matches {unmatched}; the variants are: "
+                         + "; ".join(labels))
+    return [label for label in labels
+            if label == "ref ops" or any(fnmatch.fnmatchcase(label, p) for p in patterns)]
+
+
+def parse_variants(text: str) -> list[str]:
+    """--variants: glob patterns separated by ';' (the labels themselves hold commas)."""
+    return [p.strip() for p in text.split(";") if p.strip()]
+
+
 def generator_fps(G, device, shapes, use_compile: bool, small: bool, bound: float | None,
                   budget_s: float = 240.0, only: list[str] | None = None) -> None:
     """Frames/s of every variant for each (N videos x T frames) shape, each with its share of the bound;
@@ -769,8 +786,11 @@ def generator_fps(G, device, shapes, use_compile: bool, small: bool, bound: floa
     iters = 2 if small else 10
     start = time.perf_counter()
     variants = _generator_variants(G, device, use_compile)
-    if only:
-        variants = {k: v for k, v in variants.items() if k == "ref ops" or any(o in k for o in only)}
+    if only and device.type == "cuda":
+        variants = {k: variants[k] for k in select_variants(list(variants), only)}
+    elif only:  # the CPU has three variants: check the patterns against the GPU's labels (built, not run)
+        chosen = select_variants(list(_generator_variants(G, torch.device("cuda"), use_compile)), only)
+        say(f"  on a GPU --variants would time {len(chosen)}: " + " | ".join(chosen))
     rounds = [[k for k in variants if not k.startswith("compile")], [k for k in variants if k.startswith("compile")]]
     best, ref_fps = (0.0, None, None), {}
     # times on the host, as the renderer, the studio and the metrics give them (no GPU wait)
@@ -963,8 +983,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--skip-compile", action="store_true", help="leave out the torch.compile baselines")
     parser.add_argument("--autotune", action="store_true", help="also torch.compile's max-autotune for G (slow)")
     parser.add_argument("--only", choices=["parity", "ops", "e2e"], help="run one section group")
-    parser.add_argument("--variants", default="", help="e2e: only the generator variants whose label contains "
-                        "one of these comma-separated strings (and 'ref ops')")
+    parser.add_argument("--variants", default="", help="e2e: only the generator variants whose label matches "
+                        "one of these glob patterns, separated by ';' (and 'ref ops'), e.g. "
+                        "'kernels, shared, NHWC, graph;*as in the fourth session'")
     parser.add_argument("--no-train", action="store_true", help="e2e: leave out the training iteration")
     parser.add_argument("--gen-shapes", default="", help="e2e: N videos x T frames per generator call, e.g. "
                         "'1x32,32x1' (default: batch x 1, then 1 x batch)")
@@ -1021,7 +1042,7 @@ def main(argv: list[str] | None = None) -> int:
         if args.gen_shapes:
             shapes = [tuple(int(v) for v in shape.split("x")) for shape in args.gen_shapes.split(",")]
         generator_fps(G, device, shapes, "autotune" if use_compile and args.autotune else use_compile, small, bound,
-                      budget_s=args.gen_budget, only=[v for v in args.variants.split(",") if v])
+                      budget_s=args.gen_budget, only=parse_variants(args.variants))
         if not args.no_train:
             train_iteration(G, D, device, 2 if small else args.train_batch, use_compile, small)
 
