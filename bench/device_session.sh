@@ -15,8 +15,9 @@
 # Issue 3: `bash bench/device_session.sh owed 540` (everything: GPU tests, parity, every generator variant, the
 # training iteration, op timings, sec/kimg; COMPILE=0 skips the torch.compile baselines) ran on 2026-11-27.
 # After a kernel change, the short call is `bash bench/device_session.sh check 420` (timeout_s 450): build,
-# GPU tests, parity, the NHWC graph variants of the generator (every opt-in kernel, the graph with and
-# without cached weight-derived tensors) with the profile of the fastest, and the op timings.
+# GPU tests, parity, the generator's NHWC graphs at 1x32 and 32x1 against the fourth and sixth sessions'
+# configurations and with each later change undone on its own (VARIANTS: other glob patterns, ';'-separated),
+# with the profile of the fastest, and the op timings. tests/test_bench_device_session.py runs it on the CPU.
 #
 # The older two-call plan:
 # Call 1 (~6 min): GPU tests, CUDA-op parity and timings, generator throughput, trainer sec/kimg.
