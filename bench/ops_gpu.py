@@ -14,10 +14,9 @@ Sections (printed as they finish, so a run cut short still reports what it measu
    bound the card allows;
 5. generator frames/s at batch 32, as 32 videos x 1 frame and as 1 video x 32 frames, for every way
    of running it (reference ops; kernels with the shared / grouped / per-video modconv, NHWC fp16
-   blocks, CUDA-graph replay; torch.compile of the reference), each as a share of the bound: calls
-   streamed back to back (throughput: the host prepares a call while the GPU runs the one before) and
-   each call waited for (latency); the CUDA kernels of the fastest; then one training iteration
-   (G loss, D loss, R1; k = 3 frames) with the kernels vs the reference vs torch.compile of it.
+   blocks, CUDA-graph replay; torch.compile of the reference), each as a share of the bound, and the
+   CUDA kernels of the fastest; then one training iteration (G loss, D loss, R1; k = 3 frames) with
+   the kernels vs the reference vs torch.compile of the reference.
 Needs only torch, numpy and this repository's core package. Never prints a figure it did not measure.
 """
 
@@ -26,8 +25,6 @@ from __future__ import annotations
 import argparse
 import contextlib
 import datetime
-import fnmatch
-import functools
 import itertools
 import math
 import os
@@ -44,12 +41,11 @@ from torch.utils._python_dispatch import TorchDispatchMode
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 import core.synthesis as synthesis_mod  # noqa: E402
-from core import motion as motion_mod  # noqa: E402
 from core.motion import Motion  # noqa: E402
 from core.ops import _dispatch, modconv  # noqa: E402
 from core.ops import fused as fused_mod  # noqa: E402
 from core.ops.bias_act import ACTIVATIONS, bias_act  # noqa: E402
-from core.ops.fused import bias_act_torgb, upfirdn2d_bias_act  # noqa: E402
+from core.ops.fused import upfirdn2d_bias_act  # noqa: E402
 from core.ops.upfirdn2d import setup_filter, upfirdn2d  # noqa: E402
 
 FAILS: list[str] = []
@@ -84,94 +80,20 @@ def ops_mode(mode: str):
 
 
 @contextlib.contextmanager
-def env_flag(name: str, enabled: bool = True):
-    """A kernel switch the extension reads at launch (SGV_UPFIRDN2D_TILED, SGV_BIAS_ACT_LEAN,
-    SGV_FIR4_ROWWISE, SGV_FIR4_VEC2), set for the block: to time both sides of it in one process."""
-    old = os.environ.get(name)
-    os.environ[name] = "1" if enabled else "0"
-    try:
-        yield
-    finally:
-        if old is None:
-            os.environ.pop(name, None)
-        else:
-            os.environ[name] = old
-
-
-@contextlib.contextmanager
 def filter_kernel(tiled: bool = False, epilogue: bool = True):
     """The previous (tiled) kernel for the 4x4 filter instead of the direct one, and/or bias_act as a
     pass of its own instead of the filter's epilogue: to time what each change gained."""
-    with module_flag(fused_mod, "EPILOGUE", epilogue), env_flag("SGV_UPFIRDN2D_TILED", tiled):
-        yield
-
-
-def lean_bias_act(enabled: bool = True):
-    """bias_act's forward-only kernel (the default since the fifth session) or, enabled=False, the general
-    one (the default before)."""
-    return env_flag("SGV_BIAS_ACT_LEAN", enabled)
-
-
-def rowwise_filter(enabled: bool = True):
-    """The direct filter kernel as the fourth session measured it (loads next to their use, the epilogue's
-    activation read at run time) instead of the window-first one."""
-    return env_flag("SGV_FIR4_ROWWISE", enabled)
-
-
-def vec2_filter(enabled: bool = True):
-    """The direct filter kernel with two channels per thread (16-bit channels-last tensors, even C)."""
-    return env_flag("SGV_FIR4_VEC2", enabled)
-
-
-@contextlib.contextmanager
-def module_flag(module, name: str, value: bool):
-    """`module.name = value` for the block (a Python switch the model reads at call time)."""
-    old = getattr(module, name)
-    setattr(module, name, value)
+    old = os.environ.get("SGV_UPFIRDN2D_TILED"), fused_mod.EPILOGUE
+    os.environ["SGV_UPFIRDN2D_TILED"] = "1" if tiled else "0"
+    fused_mod.EPILOGUE = epilogue
     try:
         yield
     finally:
-        setattr(module, name, old)
-
-
-def fold_kernel(enabled: bool = True):
-    """The modulation's per-sample tensors (folded weights, demodulation coefficients, input scales) from
-    one kernel per layer (the default since the sixth session) or, enabled=False, from the PyTorch ops of
-    before (~10 per layer)."""
-    return module_flag(modconv, "FOLD_KERNEL", enabled)
-
-
-def motion_kernels(enabled: bool = True):
-    """The motion encoder's token hash and time encoding from one kernel each (the default since the sixth
-    session) or, enabled=False, from the ~100 PyTorch ops of before."""
-    return module_flag(motion_mod, "MOTION_KERNELS", enabled)
-
-
-def torgb_epilogue(enabled: bool = True):
-    """toRGB inside the last bias_act pass of every block, and (shared conv) the next conv0's input
-    modulation with it (the default since the seventh session) or, enabled=False, toRGB as a layer of
-    its own (a batched matmul, its bias_act, the add) and conv0 scaling its input in a pass of its own:
-    the kernels as the sixth session left them."""
-    return module_flag(fused_mod, "TORGB_EPILOGUE", enabled)
-
-
-@contextlib.contextmanager
-def fourth_session_kernels():
-    """The kernels the fourth session measured: the row-wise filter, the general bias_act, the modulation
-    and the motion encoder in PyTorch ops, toRGB as a layer of its own."""
-    with lean_bias_act(False), rowwise_filter(), fold_kernel(False), motion_kernels(False), torgb_epilogue(False):
-        yield
-
-
-@contextlib.contextmanager
-def cudnn_benchmark():
-    """cuDNN's autotuner (off at inference; the trainer turns it on)."""
-    old = torch.backends.cudnn.benchmark
-    torch.backends.cudnn.benchmark = True
-    try:
-        yield
-    finally:
-        torch.backends.cudnn.benchmark = old
+        if old[0] is None:
+            os.environ.pop("SGV_UPFIRDN2D_TILED", None)
+        else:
+            os.environ["SGV_UPFIRDN2D_TILED"] = old[0]
+        fused_mod.EPILOGUE = old[1]
 
 
 def sync(device) -> None:
@@ -179,23 +101,11 @@ def sync(device) -> None:
         torch.cuda.synchronize(device)
 
 
-def time_ms(fn, device, warmup: int = 2, iters: int = 10, pipelined: bool = False) -> float:
-    """Median wall time of fn() in ms (CUDA events on a GPU), each call waited for: its latency.
-
-    pipelined=True: the mean of `iters` calls issued back to back and waited for once, as a stream of
-    calls runs (the host prepares call i+1 while the GPU runs call i): the throughput's figure.
-    """
+def time_ms(fn, device, warmup: int = 2, iters: int = 10) -> float:
+    """Median wall time of fn() in ms (CUDA events on a GPU)."""
     for _ in range(warmup):
         fn()
     sync(device)
-    if pipelined and device.type == "cuda":
-        start, end = torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True)
-        start.record()
-        for _ in range(iters):
-            fn()
-        end.record()
-        end.synchronize()
-        return start.elapsed_time(end) / iters
     times = []
     for _ in range(iters):
         if device.type == "cuda":
@@ -253,16 +163,7 @@ def _parity_row(label: str, names, kernel_fn, ref_fn, inputs, dtype, seed: int) 
     say(f"  {label:<34} {str(dtype).replace('torch.', ''):<8} " + "  ".join(cells))
 
 
-def _forward_row(row: str, dtype, err: float, yard: float) -> None:
-    """A forward-only parity row: the kernel's error against the reference in the same dtype must stay
-    within 3x the reference's own error against float64 (or the dtype's floor)."""
-    ok = err <= max(1e-5 if dtype == torch.float32 else 2e-2, 3 * yard)
-    if not ok:
-        FAILS.append(f"{row} {dtype}: {err:.2e}")
-    say(f"  {row:<34} {str(dtype)[6:]:<8} y {err:.1e}/{yard:.1e}{'' if ok else ' FAIL'}")
-
-
-def _scales_parity(device, shape, gen, label: str = "bias_act scales") -> None:
+def _scales_parity(device, shape, gen) -> None:
     """bias_act's inference-only scale / out_scale (fused demodulation and input modulation), forward."""
     n, c = shape[:2]
     x = torch.randn(shape, device=device, generator=gen) * 2
@@ -279,8 +180,12 @@ def _scales_parity(device, shape, gen, label: str = "bias_act scales") -> None:
                                 impl="ref")
                 want64 = bias_act(x.double(), b.double(), act="lrelu", clamp=1.5, scale=sc.double(),
                                   out_scale=osc.double(), impl="ref")
-            _forward_row(f"{label} {'NHWC' if layout == torch.channels_last else 'NCHW'}", dtype, rel(got, want),
-                         rel(want, want64))
+            err, yard = rel(got, want), rel(want, want64)
+            ok = err <= max(1e-5 if dtype == torch.float32 else 2e-2, 3 * yard)
+            label = f"bias_act scales {'NHWC' if layout == torch.channels_last else 'NCHW'}"
+            if not ok:
+                FAILS.append(f"{label} {dtype}: {err:.2e}")
+            say(f"  {label:<34} {str(dtype)[6:]:<8} y {err:.1e}/{yard:.1e}{'' if ok else ' FAIL'}")
 
 
 def _filter_epilogue_parity(device, small: bool, gen) -> None:
@@ -312,71 +217,6 @@ def _filter_epilogue_parity(device, small: bool, gen) -> None:
             f"{'' if ok else ' FAIL'}")
 
 
-def _fold_parity(device, small: bool, gen) -> None:
-    """The per-sample weight fold (modulate_weight kernel) and a per-video modulated conv through it, forward."""
-    co, ci, n = (6, 8, 2) if small else (512, 512, 4)
-    w = torch.randn(co, ci, 3, 3, device=device, generator=gen)
-    s = torch.randn(n, ci, device=device, generator=gen) * 2 + 1
-    x = torch.randn(3, n * ci, 16, 16, device=device, generator=gen)
-    layouts = (torch.contiguous_format, torch.channels_last)
-    for dtype, layout in itertools.product((torch.float32, torch.float16), layouts):
-        xs = x.to(dtype).contiguous(memory_format=layout)
-        outs = {}
-        for name, enabled in (("kernel", True), ("ops", False)):
-            with torch.no_grad(), ops_mode("cuda"), fold_kernel(enabled):
-                outs[name] = modconv.modulated_conv2d_videos(xs, w, s, padding=1)
-        with torch.no_grad(), ops_mode("ref"):
-            want64 = modconv.modulated_conv2d_videos(x.double(), w.double(), s.double(), padding=1)
-        _forward_row(f"modconv per video, fold kernel {'NHWC' if layout == torch.channels_last else 'NCHW'}", dtype,
-                     rel(outs["kernel"], outs["ops"]), rel(outs["ops"], want64))
-
-
-def _coefs_parity(device, small: bool, gen) -> None:
-    """The shared conv with its coefficients from the modulation_coefs kernel (demodulation as bias_act's
-    scale, the input modulation) against the same conv with them from PyTorch ops, forward."""
-    co, ci, n = (6, 8, 2) if small else (512, 512, 16)
-    w = torch.randn(co, ci, 3, 3, device=device, generator=gen)
-    s = torch.randn(n, ci, device=device, generator=gen) * 2 + 1
-    x = torch.randn(n, ci, 16, 16, device=device, generator=gen)
-    act = dict(b=torch.randn(co, device=device, generator=gen), act="lrelu", gain=math.sqrt(2), clamp=256.0)
-    for dtype in (torch.float32, torch.float16):
-        outs = {}
-        for name, enabled in (("kernel", True), ("ops", False)):
-            with torch.no_grad(), ops_mode("cuda"), fold_kernel(enabled):
-                args = dict(act, b=act["b"].to(dtype))
-                outs[name] = modconv.modulated_conv2d(x.to(dtype), w, s, padding=1, fused_modconv=False,
-                                                      bias_act_args=args)
-        with torch.no_grad(), ops_mode("ref"):
-            want64 = modconv.modulated_conv2d(x.double(), w.double(), s.double(), padding=1, fused_modconv=False,
-                                              bias_act_args=dict(act, b=act["b"].double()))
-        _forward_row("modconv shared, coefs kernel", dtype, rel(outs["kernel"], outs["ops"]), rel(outs["ops"], want64))
-
-
-def _torgb_parity(device, small: bool, gen) -> None:
-    """bias_act + toRGB in one pass (the kernel) against the ops one after the other, NCHW and NHWC, forward."""
-    n, g, c, res = (2, 1, 8, 8) if small else (32, 1, 64, 128)
-    x = torch.randn(n, g * c, res, res, device=device, generator=gen)
-    kw = dict(b=torch.randn(g * c, device=device, generator=gen), act="lrelu", gain=math.sqrt(2), clamp=256.0,
-              scale=torch.rand(n, g * c, device=device, generator=gen) + 0.5,
-              out_scale=torch.rand(n, g * c, device=device, generator=gen) + 0.5)
-    rgb = dict(rgb_weight=torch.randn(3, c, device=device, generator=gen) / c**0.5,
-               rgb_styles=torch.randn(n, g, c, device=device, generator=gen) + 1,
-               rgb_bias=torch.randn(3, device=device, generator=gen), rgb_clamp=256.0,
-               skip=torch.randn(n, g * 3, res, res, device=device, generator=gen))
-    as64 = {k: v.double() if torch.is_tensor(v) else v for k, v in {**kw, **rgb}.items()}
-    want64 = bias_act_torgb(x.double(), **as64, impl="ref")
-    layouts = (torch.contiguous_format, torch.channels_last)
-    for dtype, layout in itertools.product((torch.float32, torch.float16), layouts):
-        xs = x.to(dtype).contiguous(memory_format=layout)
-        cast = {k: v.to(dtype) if torch.is_tensor(v) else v for k, v in kw.items()}
-        with torch.no_grad():
-            got = bias_act_torgb(xs, **cast, **rgb, impl="cuda")
-            want = bias_act_torgb(xs, **cast, **rgb, impl="ref")
-        tag = "NHWC" if layout == torch.channels_last else "NCHW"
-        for i, name in enumerate(("y", "img")):
-            _forward_row(f"bias_act + toRGB {tag} {name}", dtype, rel(got[i], want[i]), rel(want[i], want64[i]))
-
-
 def parity(device, small: bool) -> None:
     say("\n== 2. parity: rel. error kernel vs reference (same dtype) / reference vs float64 reference ==")
     say("   (y = forward, dx/db = gradient, d2x/d2b = second-order gradient)")
@@ -396,8 +236,6 @@ def parity(device, small: bool) -> None:
                 _parity_row(f"bias_act {act} clamp={clamp}", ("y", "dx", "db", "d2x", "d2b"),
                             kern, ref, [x, b], dtype, seed=1)
     _scales_parity(device, shape, gen)
-    with lean_bias_act(False):
-        _scales_parity(device, shape, gen, label="bias_act general kernel")
     f4 = setup_filter([1, 3, 3, 1]).to(device)
     f8 = setup_filter([1, 2, 4, 6, 6, 4, 2, 1]).to(device)
     frand = (torch.rand(3, 5, device=device, generator=gen) + 0.1)
@@ -418,9 +256,6 @@ def parity(device, small: bool) -> None:
 
             _parity_row(f"upfirdn2d {label}", ("y", "dx", "d2x"), kern, ref, [x], dtype, seed=2)
     _filter_epilogue_parity(device, small, gen)
-    _fold_parity(device, small, gen)
-    _coefs_parity(device, small, gen)
-    _torgb_parity(device, small, gen)
     # modconv: fast formulation vs reference (both through the selected op implementations)
     for fused in (True, False):
         n, ci, co, res = (2, 8, 8, 8) if small else (8, 128, 128, 32)
@@ -474,15 +309,6 @@ def _time_variants(label: str, device, variants: dict, backward: bool, iters: in
     say(f"  {label:<46} {'fwd+bwd' if backward else 'fwd':<8} " + "  ".join(cells))
 
 
-def _bias_act_run(impl: str, x, b, backward: bool):
-    """bias_act (lrelu, clamp) by the reference, the general kernel or the forward-only one (`lean`)."""
-    with lean_bias_act(impl == "lean"):
-        y = bias_act(x, b, act="lrelu", clamp=256.0, impl="ref" if impl == "ref" else "cuda")
-    if backward:
-        y.backward(y)
-    return y
-
-
 def op_timings(device, small: bool, use_compile: bool) -> None:
     say("\n== 3. op timings (median; speed-up vs ref in brackets) ==")
     iters = 3 if small else 20
@@ -495,8 +321,13 @@ def op_timings(device, small: bool, use_compile: bool) -> None:
         for backward in (False, True):
             x = x0.clone().requires_grad_(backward)
             fns = {}
-            for impl in ("ref", "general", "lean"):  # lean: the forward-only kernel (the default)
-                fns[impl] = functools.partial(_bias_act_run, impl, x, b, backward)
+            for impl in ("ref", "cuda"):
+                def run(impl=impl, x=x, b=b, backward=backward):
+                    y = bias_act(x, b, act="lrelu", clamp=256.0, impl=impl)
+                    if backward:
+                        y.backward(y)
+                    return y
+                fns[impl] = run
             comp = _maybe_compile(lambda x_, b=b: bias_act(x_, b, act="lrelu", clamp=256.0, impl="ref"),
                                   use_compile)
             if comp is not None:
@@ -506,10 +337,6 @@ def op_timings(device, small: bool, use_compile: bool) -> None:
                         y.backward(y)
                 fns["compile"] = run_c
             _time_variants(f"bias_act lrelu clamp {tuple(shape)} {str(dt)[6:]}", device, fns, backward, iters)
-        if device.type == "cuda":  # channels-last (the fp16 blocks' layout at inference): vector bias loads
-            x = x0.contiguous(memory_format=torch.channels_last)
-            fns = {impl: functools.partial(_bias_act_run, impl, x, b, False) for impl in ("general", "lean")}
-            _time_variants(f"bias_act lrelu clamp {tuple(shape)} {str(dt)[6:]} NHWC", device, fns, False, iters)
     for shape in ([(2, 8, 16, 16)] if small else [(32, 512, 32, 32), (32, 128, 128, 128)]):
         for label, up, down in (("upsample2d (up2, 4x4)", 2, 1), ("downsample2d (down2, 4x4)", 1, 2),
                                 ("filter 4x4 (after transposed conv)", 1, 1)):
@@ -518,12 +345,12 @@ def op_timings(device, small: bool, use_compile: bool) -> None:
             for backward in (False, True):
                 x = x0.clone().requires_grad_(backward)
                 fns = {}
-                for impl in ("ref", "cuda", "tiled", "rowwise"):
-                    if impl in ("tiled", "rowwise") and (up, down) != (1, 1):
+                for impl in ("ref", "cuda", "tiled"):
+                    if impl == "tiled" and (up, down) != (1, 1):
                         continue
 
                     def run(impl=impl, x=x, backward=backward, up=up, down=down, pad=pad):
-                        with filter_kernel(tiled=impl == "tiled"), rowwise_filter(impl == "rowwise"):
+                        with filter_kernel(tiled=impl == "tiled"):
                             y = upfirdn2d(x, f4, up, down, pad, gain=up * up, impl="ref" if impl == "ref" else "cuda")
                         if backward:
                             y.backward(y)
@@ -547,42 +374,13 @@ def op_timings(device, small: bool, use_compile: bool) -> None:
                    scale=torch.rand(n, c, device=device, dtype=dt), out_scale=torch.rand(n, c, device=device, dtype=dt))
         fns = {}
         for name, impl, epilogue, tiled in (("ref", "ref", False, False), ("separate", "cuda", False, False),
-                                            ("fused", "cuda", True, False), ("tiled+separate", "cuda", False, True),
-                                            ("fused rowwise", "cuda", True, False),
-                                            ("fused vec2", "cuda", True, False)):
-            if "vec2" in name and layout != torch.channels_last:
-                continue
-
-            def run(impl=impl, epilogue=epilogue, tiled=tiled, x=x, act=act, name=name):
-                with torch.no_grad(), filter_kernel(tiled=tiled, epilogue=epilogue), \
-                        rowwise_filter("rowwise" in name), vec2_filter("vec2" in name):
+                                            ("fused", "cuda", True, False), ("tiled+separate", "cuda", False, True)):
+            def run(impl=impl, epilogue=epilogue, tiled=tiled, x=x, act=act):
+                with torch.no_grad(), filter_kernel(tiled=tiled, epilogue=epilogue):
                     return upfirdn2d_bias_act(x, f4, (1, 1, 1, 1), gain=4.0, impl=impl, **act)
             fns[name] = run
         nhwc = " NHWC" if layout == torch.channels_last else ""
         _time_variants(f"filter 4x4 + bias_act {tuple(shape)}{nhwc}", device, fns, False, iters)
-    # the per-sample weight fold at inference: one kernel vs the PyTorch ops (per video: N = videos)
-    for co, ci, n in [(8, 8, 1)] if small else [(512, 512, 1), (512, 512, 32), (128, 256, 1)]:
-        w = torch.randn(co, ci, 3, 3, device=device)
-        s = torch.randn(n, ci, device=device)
-        fns = {"ref": lambda w=w, s=s: modconv._folded_weight_ops(w, s, True, dt, torch.channels_last)}
-        if device.type == "cuda":
-            fns["kernel"] = lambda w=w, s=s: modconv._folded_weight_kernel(w, s, True, dt, torch.channels_last)
-        _time_variants(f"weight fold {co}x{ci}x3x3 x{n} {str(dt)[6:]} NHWC", device, fns, False, iters)
-    # a block's last bias_act and its toRGB: one pass vs bias_act, the batched matmul, its bias_act and the add
-    for n, c, res in [(2, 8, 16)] if small else [(32, 128, 128), (32, 64, 256)]:
-        x = torch.randn(n, c, res, res, device=device, dtype=dt).contiguous(memory_format=torch.channels_last)
-        kw = dict(b=torch.randn(c, device=device, dtype=dt), act="lrelu", gain=math.sqrt(2), clamp=256.0,
-                  rgb_weight=torch.randn(3, c, device=device) / c**0.5, rgb_styles=torch.randn(n, 1, c, device=device),
-                  rgb_bias=torch.randn(3, device=device),
-                  rgb_clamp=256.0, skip=torch.randn(n, 3, res, res, device=device))
-        fns = {}
-        for name, impl, enabled in (("ref", "ref", False), ("separate kernels", "cuda", False),
-                                    ("one pass", "cuda", True)):
-            def run(impl=impl, enabled=enabled, x=x, kw=kw):
-                with torch.no_grad(), torgb_epilogue(enabled):
-                    return bias_act_torgb(x, **kw, impl=impl)
-            fns[name] = run
-        _time_variants(f"bias_act + toRGB {(n, c, res, res)} NHWC {str(dt)[6:]}", device, fns, False, iters)
     # modulated conv layers of the 256 preset (fp32 at low resolution, fp16 at the top four)
     layers = [(2, 8, 8, 8, 1, torch.float32)] if small else [
         (32, 512, 512, 16, 1, torch.float32), (32, 512, 512, 32, 2, dt), (32, 256, 128, 128, 2, dt),
@@ -711,47 +509,28 @@ def _generator_variants(G, device, use_compile: bool) -> dict:
         "kernels, per video, NHWC, graph": ("cuda", GraphedSynthesis(syn, per_video=True, channels_last=True)),
         "kernels, shared, NHWC, graph": ("cuda", GraphedSynthesis(syn, channels_last=True)),
     })
-    def graphed_in(context, gpu_times: bool = False, **kw):
-        """G replayed from a graph captured inside `context()`: it records the kernels chosen there.
-        gpu_times: the times moved to the GPU first (the motion encoder then waits for it)."""
+    for layout, kw in (("shared", {}), ("per video", {"per_video": True})):  # what the filter changes gained
+        for what, ctx in (("previous filter kernel", dict(tiled=True, epilogue=False)),
+                          ("no filter epilogue", dict(epilogue=False))):
+            graphed = GraphedSynthesis(syn, **kw)
+
+            def run(ws, t, m, graphed=graphed, ctx=ctx):  # captured inside the context, so it replays that way
+                with filter_kernel(**ctx):
+                    return graphed(ws, t, m)
+            variants[f"kernels, {layout}, graph, {what}"] = ("cuda", run)
+    # cuDNN's autotuner (off at inference so far; the trainer turns it on): the shapes are fixed per call
+    for layout, kw in (("shared", {}), ("per video", {"per_video": True}), ("shared, NHWC", {"channels_last": True}),
+                       ("per video, NHWC", {"per_video": True, "channels_last": True})):
         graphed = GraphedSynthesis(syn, **kw)
 
-        def run(ws, t, m):
-            with context():
-                return graphed(ws, t.to(device) if gpu_times else t, m)
-        run.graphed = graphed  # released after timing (each graph holds a memory pool)
-        return run
-
-    layouts = {"shared": {}, "per video": {"per_video": True}, "shared, NHWC": {"channels_last": True},
-               "per video, NHWC": {"per_video": True, "channels_last": True}}
-    for layout in ("shared", "per video"):  # what the filter changes gained
-        for what, context in (("tiled filter kernel", lambda: filter_kernel(tiled=True, epilogue=False)),
-                              ("no filter epilogue", lambda: filter_kernel(epilogue=False))):
-            variants[f"kernels, {layout}, graph, {what}"] = ("cuda", graphed_in(context, **layouts[layout]))
-    for layout in ("shared, NHWC", "per video, NHWC"):
-        # the fourth session's best way of running G, in this process: the baseline of the later changes
-        variants[f"kernels, {layout}, graph, as in the fourth session"] = (
-            "cuda", graphed_in(fourth_session_kernels, graph_motion=False, cache_weights=False, **layouts[layout]))
-        # the sixth session's: toRGB a layer of its own (the seventh session's change undone)
-        variants[f"kernels, {layout}, graph, as in the sixth session"] = (
-            "cuda", graphed_in(lambda: torgb_epilogue(False), **layouts[layout]))
-    for layout in ("shared, NHWC", "per video, NHWC"):  # each later change undone on its own, vec2 done
-        for what, context in (("general bias_act", lambda: lean_bias_act(False)), ("rowwise filter", rowwise_filter),
-                              ("vec2 filter", vec2_filter), ("modulation in PyTorch ops", lambda: fold_kernel(False)),
-                              ("motion encoder in PyTorch ops", lambda: motion_kernels(False))):
-            variants[f"kernels, {layout}, graph, {what}"] = ("cuda", graphed_in(context, **layouts[layout]))
-        # as the graphs were before the fifth session: weight-derived tensors recomputed at every replay,
-        # and/or the motion encoder run eagerly around the graph
-        variants[f"kernels, {layout}, graph, weights recomputed"] = (
-            "cuda", GraphedSynthesis(syn, cache_weights=False, **layouts[layout]))
-        variants[f"kernels, {layout}, graph, motion eager"] = (
-            "cuda", GraphedSynthesis(syn, graph_motion=False, **layouts[layout]))
-        variants[f"kernels, {layout}, graph, motion eager, weights recomputed"] = (
-            "cuda", GraphedSynthesis(syn, graph_motion=False, cache_weights=False, **layouts[layout]))
-    variants["kernels, per video, NHWC, graph, times on the GPU"] = (
-        "cuda", graphed_in(contextlib.nullcontext, gpu_times=True, **layouts["per video, NHWC"]))
-    for layout, kw in layouts.items():  # the shapes are fixed per call: cuDNN may pick faster algorithms
-        variants[f"kernels, {layout}, graph, cudnn.benchmark"] = ("cuda", graphed_in(cudnn_benchmark, **kw))
+        def run_b(ws, t, m, graphed=graphed):
+            old = torch.backends.cudnn.benchmark
+            torch.backends.cudnn.benchmark = True
+            try:
+                return graphed(ws, t, m)
+            finally:
+                torch.backends.cudnn.benchmark = old
+        variants[f"kernels, {layout}, graph, cudnn.benchmark"] = ("cuda", run_b)
     if use_compile:
         for mode in ("default", "max-autotune-no-cudagraphs") if use_compile == "autotune" else ("default",):
             frames = torch.compile(syn.frames, mode=mode, dynamic=False)
@@ -763,22 +542,6 @@ def _generator_variants(G, device, use_compile: bool) -> dict:
     return variants
 
 
-def select_variants(labels, patterns: list[str]) -> list[str]:
-    """The labels (in their order) matching one of the glob patterns, 'ref ops' always (the baseline).
-    A pattern matching nothing is an error: a renamed variant must not cost a GPU call silently."""
-    unmatched = [p for p in patterns if not any(fnmatch.fnmatchcase(label, p) for label in labels)]
-    if unmatched:
-        raise ValueError(f"--variants: no generator variant matches {unmatched}; the variants are: "
-                         + "; ".join(labels))
-    return [label for label in labels
-            if label == "ref ops" or any(fnmatch.fnmatchcase(label, p) for p in patterns)]
-
-
-def parse_variants(text: str) -> list[str]:
-    """--variants: glob patterns separated by ';' (the labels themselves hold commas)."""
-    return [p.strip() for p in text.split(";") if p.strip()]
-
-
 def generator_fps(G, device, shapes, use_compile: bool, small: bool, bound: float | None,
                   budget_s: float = 240.0, only: list[str] | None = None) -> None:
     """Frames/s of every variant for each (N videos x T frames) shape, each with its share of the bound;
@@ -786,27 +549,20 @@ def generator_fps(G, device, shapes, use_compile: bool, small: bool, bound: floa
     iters = 2 if small else 10
     start = time.perf_counter()
     variants = _generator_variants(G, device, use_compile)
-    if only and device.type == "cuda":
-        variants = {k: variants[k] for k in select_variants(list(variants), only)}
-    elif only:  # the CPU has three variants: check the patterns against the GPU's labels (built, not run)
-        chosen = select_variants(list(_generator_variants(G, torch.device("cuda"), use_compile)), only)
-        say(f"  on a GPU --variants would time {len(chosen)}: " + " | ".join(chosen))
+    if only:
+        variants = {k: v for k, v in variants.items() if k == "ref ops" or any(o in k for o in only)}
     rounds = [[k for k in variants if not k.startswith("compile")], [k for k in variants if k.startswith("compile")]]
     best, ref_fps = (0.0, None, None), {}
-    # times on the host, as the renderer, the studio and the metrics give them (no GPU wait)
-    inputs = {(n, num_t): (torch.randn(n, G.z_dim, device=device),
-                           (torch.rand(n, 1) * 100 + torch.arange(num_t)).double()) for n, num_t in shapes}
-    say(f"\n== 5a. generator frames/s, N videos x T frames per call ({', '.join(f'{n}x{t}' for n, t in shapes)}; "
-        "eval, no grad; mapping included) ==")
     for labels in rounds:
-        for label in labels:  # every shape of a variant before the next variant: a cut budget loses whole variants
-            for (n, num_t), (z, t) in inputs.items():
-                shape = f"{n}x{num_t}"
+        for n, num_t in shapes if labels else []:
+            say(f"\n== 5a. generator frames/s, N={n} videos x T={num_t} frames (eval, no grad; mapping included) ==")
+            z = torch.randn(n, G.z_dim, device=device)
+            t = (torch.rand(n, 1, device=device) * 100 + torch.arange(num_t, device=device)).double()
+            for label in labels:
                 if time.perf_counter() - start > budget_s:
-                    say(f"  {shape:<6} {label}: skipped (time budget of {budget_s:.0f} s spent)")
+                    say(f"  {label}: skipped (time budget of {budget_s:.0f} s spent)")
                     continue
-                fps, fps_waited, first = _time_variant(G, device, label, variants[label], z, t, iters)
-                _release(variants[label][1])
+                fps, first = _time_variant(G, device, label, variants[label], z, t, iters)
                 if fps is None:
                     continue
                 if label == "ref ops":
@@ -815,29 +571,15 @@ def generator_fps(G, device, shapes, use_compile: bool, small: bool, bound: floa
                 extra = f"  {fps / ref:5.2f}x ref" if ref and label != "ref ops" else ""
                 if bound:
                     extra += f"  {100 * fps / bound:5.1f}% of the matmul bound"
-                # frames/s: calls streamed back to back (throughput); "each call waited for": latency-bound
-                say(f"  {shape:<6} {label:<36} {fps:9.1f} frames/s{extra}  (each call waited for: "
-                    f"{fps_waited:.1f} frames/s; first call {first:.1f} s)")
+                say(f"  {label:<36} {fps:9.1f} frames/s{extra}  (first call {first:.1f} s)")
                 if fps > best[0]:
                     best = (fps, label, (n, num_t))
     if best[1] and device.type == "cuda":
         _profile_kernels(G, device, variants[best[1]], best[2], best[1])
 
 
-def _release(synth) -> None:
-    """Free a graphed variant's graphs after timing it: dozens of captured graphs, each with the memory
-    pool of a whole batch's activations, would not fit an 80 GB card together."""
-    from core.cuda_graph import GraphedSynthesis
-
-    graphed = synth if isinstance(synth, GraphedSynthesis) else getattr(synth, "graphed", None)
-    if graphed is not None:
-        graphed.release()
-        torch.cuda.empty_cache()
-
-
 def _time_variant(G, device, label: str, variant, z, t, iters: int):
-    """(frames/s with the calls streamed, frames/s with each call waited for, seconds of the first call) of
-    one variant, or Nones if it fails."""
+    """(frames/s, seconds of the first call) of one variant, or (None, None) if it fails."""
     mode, synth = variant
     seeds = list(range(len(z)))
     try:
@@ -846,13 +588,11 @@ def _time_variant(G, device, label: str, variant, z, t, iters: int):
             synth(G.mapping(z, None), t, seeds)  # first call: builds, captures or compiles
             sync(device)
             first = time.perf_counter() - t0
-            call = lambda: synth(G.mapping(z, None), t, seeds)  # noqa: E731
-            ms = time_ms(call, device, iters=iters)
-            ms_stream = time_ms(call, device, iters=iters, pipelined=True) if device.type == "cuda" else ms
+            ms = time_ms(lambda: synth(G.mapping(z, None), t, seeds), device, iters=iters)
     except Exception as exc:  # one failing variant must not cost the others
         say(f"  {label}: failed: {type(exc).__name__}: {str(exc)[:300]}")
-        return None, None, None
-    return t.numel() / (ms_stream * 1e-3), t.numel() / (ms * 1e-3), first
+        return None, None
+    return t.numel() / (ms * 1e-3), first
 
 
 def _profile_kernels(G, device, variant, shape, label: str) -> None:
@@ -983,14 +723,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--skip-compile", action="store_true", help="leave out the torch.compile baselines")
     parser.add_argument("--autotune", action="store_true", help="also torch.compile's max-autotune for G (slow)")
     parser.add_argument("--only", choices=["parity", "ops", "e2e"], help="run one section group")
-    parser.add_argument("--variants", default="", help="e2e: only the generator variants whose label matches "
-                        "one of these glob patterns, separated by ';' (and 'ref ops'), e.g. "
-                        "'kernels, shared, NHWC, graph;*as in the fourth session'")
+    parser.add_argument("--variants", default="", help="e2e: only the generator variants whose label contains "
+                        "one of these comma-separated strings (and 'ref ops')")
     parser.add_argument("--no-train", action="store_true", help="e2e: leave out the training iteration")
-    parser.add_argument("--gen-shapes", default="", help="e2e: N videos x T frames per generator call, e.g. "
-                        "'1x32,32x1' (default: batch x 1, then 1 x batch)")
-    parser.add_argument("--gen-budget", type=float, default=240.0,
-                        help="e2e: seconds for the generator variants; the rest are reported as skipped")
     args = parser.parse_args(argv)
 
     small = args.cpu_smoke
@@ -1039,10 +774,8 @@ def main(argv: list[str] | None = None) -> int:
         rates = matmul_rates(device, small)
         bound = generator_flops(G, device, rates)
         shapes = [(2, 1), (1, 2)] if small else [(args.gen_batch, 1), (1, args.gen_batch)]
-        if args.gen_shapes:
-            shapes = [tuple(int(v) for v in shape.split("x")) for shape in args.gen_shapes.split(",")]
         generator_fps(G, device, shapes, "autotune" if use_compile and args.autotune else use_compile, small, bound,
-                      budget_s=args.gen_budget, only=parse_variants(args.variants))
+                      only=[v for v in args.variants.split(",") if v])
         if not args.no_train:
             train_iteration(G, D, device, 2 if small else args.train_batch, use_compile, small)
 

@@ -11,7 +11,7 @@ traffic figures:
   modulation as separate multiplies), every PyTorch op reading its inputs and writing its output;
 - "kernels": this project's CUDA path: bias_act and upfirdn2d as our kernels (one read, one write),
   the modulation fused into bias_act's pass, bias_act fused into the upsampling filter's pass, toRGB
-  inside every block's last bias_act pass (reading x once, writing x and the image);
+  as one batched matmul;
 - "convolutions only": the floor for an implementation that fuses everything into the convolutions
   (and toRGB's batched matmul).
 The defaults are the H200's rates measured by bench/ops_gpu.py (bench/RESULTS.md) and its nominal
@@ -38,7 +38,6 @@ from core.generator import Generator  # noqa: E402
 # the module, not the function of the same name that core.ops exports
 conv2d_resample_mod = sys.modules["core.ops.conv2d_resample"]
 modconv_mod = sys.modules["core.ops.modconv"]
-fused_mod = sys.modules["core.ops.fused"]
 
 _FREE = {"view", "_unsafe_view", "reshape", "expand", "permute", "transpose", "t", "unsqueeze", "squeeze",
          "select", "slice", "narrow", "unbind", "split", "alias", "detach", "as_strided", "_to_copy_noop",
@@ -75,23 +74,6 @@ class Traffic(TorchDispatchMode):
         self.rows.append(("conv" if name in _CONV else name, float(flops), float(moved), half))
         return out
 
-    def fused_torgb(self, fn):
-        """bias_act_torgb as one kernel: reads x (and the skip image), writes y and the float32 image."""
-        def wrapper(x, *args, **kwargs):
-            self._depth += 1
-            try:
-                y, img = fn(x, *args, **kwargs)
-            finally:
-                self._depth -= 1
-            skip = kwargs.get("skip")
-            moved = self.nbytes(x) + self.nbytes(y) + 4 * img.numel() + (4 * skip.numel() if skip is not None else 0)
-            c, rgb_c = kwargs["rgb_weight"].shape[-1], kwargs["rgb_weight"].shape[-2]
-            flops = 2.0 * rgb_c * c * img.numel() / rgb_c  # toRGB's multiply-adds, one per channel and output
-            if not self._depth:
-                self.rows.append(("bias_act_torgb", flops, float(moved), x.shape[-1] >= self.fp16_res))
-            return y, img
-        return wrapper
-
     def fused(self, kind: str, fn):
         def wrapper(x, *args, **kwargs):
             self._depth += 1
@@ -99,8 +81,7 @@ class Traffic(TorchDispatchMode):
                 y = fn(x, *args, **kwargs)
             finally:
                 self._depth -= 1
-            if not self._depth:  # inside another kernel's stand-in: part of that kernel
-                self.rows.append((kind, 0.0, self.nbytes(x) + self.nbytes(y), x.shape[-1] >= self.fp16_res))
+            self.rows.append((kind, 0.0, self.nbytes(x) + self.nbytes(y), x.shape[-1] >= self.fp16_res))
             return y
         return wrapper
 
@@ -116,17 +97,10 @@ def count(G: Generator, kernels: bool, fp16_res: int, n: int, num_t: int, layout
     patches = []
     if kernels:
         patches = [(synthesis_mod, "bias_act"), (synthesis_mod, "upsample2d"), (conv2d_resample_mod, "upfirdn2d"),
-                   (fused_mod, "bias_act"), (conv2d_resample_mod, "upfirdn2d_bias_act")]
+                   (conv2d_resample_mod, "bias_act"), (conv2d_resample_mod, "upfirdn2d_bias_act")]
     saved = [(mod, name, getattr(mod, name)) for mod, name in patches]
     for mod, name, fn in saved:
         setattr(mod, name, mode.fused(name, fn))
-    if kernels:  # toRGB in the blocks' last pass, as on a GPU (the pass itself computes the reference here)
-        torgb = [(synthesis_mod, "bias_act_torgb"), (fused_mod, "bias_act_torgb"),
-                 (synthesis_mod, "torgb_epilogue_applies")]
-        saved += [(mod, name, getattr(mod, name)) for mod, name in torgb]
-        for mod, name in torgb[:2]:
-            setattr(mod, name, mode.fused_torgb(getattr(mod, name)))
-        synthesis_mod.torgb_epilogue_applies = lambda *args, **kwargs: True
     saved += [(modconv_mod, "FAST_PATH", modconv_mod.FAST_PATH),
               (synthesis_mod, "FUSE_INTO_BIAS_ACT", synthesis_mod.FUSE_INTO_BIAS_ACT)]
     modconv_mod.FAST_PATH = synthesis_mod.FUSE_INTO_BIAS_ACT = kernels
@@ -166,9 +140,7 @@ def main() -> int:
             "kernels": count(G, True, fp16_res, n, num_t, args.layout)}
     for mode in runs.values():  # per frame
         mode.rows = [(k, f / frames, b / frames, h) for k, f, b, h in mode.rows]
-    conv_rows = [r for r in runs["kernels"].rows if r[0] in ("conv", "bmm")]
-    # toRGB, inside the last bias_act pass of each block: its FLOPs count, its traffic is bias_act's
-    conv_rows += [(k, f, 0.0, h) for k, f, _, h in runs["kernels"].rows if k == "bias_act_torgb"]
+    conv_rows = [r for r in runs["kernels"].rows if r[0] in ("conv", "bmm")]  # toRGB is a bmm at inference
     flops = sum(r[1] for r in conv_rows)
     t_compute = sum(r[1] / rate(r[3]) for r in runs["kernels"].rows)
     print(f"preset {args.preset}, {n} videos x {num_t} frames, {args.layout} layout, "

@@ -36,8 +36,8 @@ class FullyConnectedLayer(nn.Module):
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         w = _scaled(self.weight, self.weight_gain, x.dtype)
         b = _scaled(self.bias, self.bias_gain, x.dtype) if self.bias is not None else None
-        if self.activation == "linear":  # bias_act would be the identity or a bias add: no pass of its own
-            return torch.addmm(b.unsqueeze(0), x, w.t()) if b is not None else x.matmul(w.t())
+        if self.activation == "linear" and b is not None:
+            return torch.addmm(b.unsqueeze(0), x, w.t())
         return bias_act(x.matmul(w.t()), b, act=self.activation)
 
     def extra_repr(self) -> str:

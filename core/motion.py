@@ -9,7 +9,6 @@ on tokens i .. i + 2(K-1) + 1: constant work and memory for any t.
 from __future__ import annotations
 
 from collections.abc import Sequence
-from dataclasses import dataclass
 
 import numpy as np
 import torch
@@ -18,30 +17,12 @@ from torch import nn
 from core.config import MotionConfig
 from core.layers import EqLRConv1d, FullyConnectedLayer
 from core.noise import token_noise
-from core.ops import _dispatch
 
 MAX_SPAN_CODES = 64  # above this, frames of one video get separate token windows instead of one range
-# bench/ops_gpu.py sets this to False to time the token hash and the time encoder in PyTorch ops instead of
-# one CUDA kernel each.
-MOTION_KERNELS = True
 
 
 class MotionError(ValueError):
     """Motion noise cannot serve the requested times."""
-
-
-def _on(x: torch.Tensor, device: torch.device) -> torch.Tensor:
-    """x on `device`; a small host tensor goes without waiting for the device's queue (non_blocking: a
-    pageable source is staged before the call returns, so it may be freed right after)."""
-    return x if x.device == device else x.to(device, non_blocking=True)
-
-
-def _motion_kernel(name: str, x: torch.Tensor, inputs: tuple[torch.Tensor, ...] = ()) -> bool:
-    """Whether the motion encoder's op `name` runs as one CUDA kernel: at inference on a GPU (training keeps
-    the differentiable PyTorch ops)."""
-    if not MOTION_KERNELS or (torch.is_grad_enabled() and any(t.requires_grad for t in inputs)):
-        return False
-    return _dispatch.resolve(name, "auto", x) == "cuda"
 
 
 class Motion:
@@ -88,14 +69,6 @@ class Motion:
             raise MotionError(f"motion has {len(motion)} videos, the batch has {n}")
         return motion
 
-    @classmethod
-    def unchecked(cls, seeds: torch.Tensor) -> Motion:
-        """Seeded motion from an int64 tensor used as is, on any device, without the >= 0 check (which
-        would wait for a GPU): for seeds already checked, e.g. copied into a CUDA graph's input buffer."""
-        motion = cls.__new__(cls)
-        motion.seeds, motion.noise = seeds, None
-        return motion
-
     def __len__(self) -> int:
         return len(self.seeds) if self.seeds is not None else self.noise.shape[0]
 
@@ -106,13 +79,9 @@ class Motion:
 
     def tokens(self, sample: torch.Tensor, start: torch.Tensor, length: int, z_dim: int) -> torch.Tensor:
         """Tokens start[m] .. start[m] + length - 1 of video sample[m] -> `[M, length, z_dim]`."""
-        if self.seeds is not None and _motion_kernel("token_noise", start):
-            from core.ops.cuda import token_noise_cuda  # one launch instead of ~60 (lazily: built on a GPU only)
-
-            return token_noise_cuda(_on(self.seeds, start.device), sample, start, length, z_dim)
         k = start.unsqueeze(1) + torch.arange(length, device=start.device)  # [M, length]
         if self.seeds is not None:
-            seeds = _on(self.seeds, start.device)[sample].unsqueeze(1)
+            seeds = self.seeds.to(start.device)[sample].unsqueeze(1)
             return token_noise(seeds, k, z_dim)
         noise = self.noise.to(start.device)
         if noise.shape[2] < z_dim:
@@ -146,13 +115,6 @@ class AlignedTimeEncoder(nn.Module):
         exact=False repeats the reference's float32 order of operations (its far frames drift);
         exact=True evaluates the wave arguments in float64, reduced modulo 2*pi, before the sine.
         """
-        if u_left.dtype == u_right.dtype == self.freqs.dtype == torch.float32 and \
-                _motion_kernel("time_encoding", t, (u_left, u_right, *self.parameters())):  # one launch, elementwise
-            from core.ops.cuda import time_encoding_cuda
-
-            return time_encoding_cuda(t, self.periods_predictor(u_left), self.phase_predictor(u_left),
-                                      self.aligners_predictor(u_left), self.aligners_predictor(u_right),
-                                      self.freqs, self.phase_scales, delta_z, exact)
         scale = self.periods_predictor(u_left).tanh() + 1  # [M, F], in (0, 2)
         phase = self.phase_predictor(u_left) * self.phase_scales  # [M, F]
         t_rem = torch.remainder(t, delta_z)
@@ -198,21 +160,7 @@ class MotionMappingNetwork(nn.Module):
 
     def forward(self, t: torch.Tensor, motion: Motion, c: torch.Tensor | None = None,
                 exact_time: bool = True) -> torch.Tensor:
-        """t `[N, T]` (frames, >= 0) -> motion codes v `[N * T, v_dim]` on the model's device.
-
-        The checks and the token-index arithmetic (`plan`) run where t is: times given on the host (the
-        renderer's timelines, the studio) cost the GPU no synchronisation; times on the GPU work too,
-        at the price of three waits for its queue (the checks and the token span).
-        """
-        return self.encode(self.plan(t), motion, c=c, exact_time=exact_time)
-
-    def plan(self, t: torch.Tensor, round_to: int = 1) -> MotionPlan:
-        """Which codes the frames at times t `[N, T]` need, as index tensors where t is (module docstring).
-
-        One token window per video when its frames span at most MAX_SPAN_CODES codes, else a 2-code
-        window per frame. `round_to` pads the windows to a multiple of it (a CUDA graph captured for one
-        window length then serves more time spans).
-        """
+        """t `[N, T]` (frames, >= 0) -> motion codes v `[N * T, v_dim]`."""
         n, num_t = t.shape
         dz = self.cfg.delta_z
         if (t < 0).any() or not torch.isfinite(t).all():
@@ -222,36 +170,11 @@ class MotionMappingNetwork(nn.Module):
         span = int((i.max(dim=1).values - lo).max()) + 2
         sample = torch.arange(n, device=t.device)
         if span <= MAX_SPAN_CODES:  # one token range per video covers all its frames
-            return MotionPlan(sample, lo, -(-span // round_to) * round_to, sample.repeat_interleave(num_t),
-                              (i - lo.unsqueeze(1)).reshape(-1), t.reshape(-1))
-        frames = torch.arange(n * num_t, device=t.device)  # frames far apart: a 2-code window per frame
-        return MotionPlan(sample.repeat_interleave(num_t), i.reshape(-1), 2, frames,
-                          torch.zeros_like(frames), t.reshape(-1))
-
-    def encode(self, plan: MotionPlan, motion: Motion, c: torch.Tensor | None = None,
-               exact_time: bool = True) -> torch.Tensor:
-        """The motion codes v `[N * T, v_dim]` of a plan: device work only, fixed shapes for a given plan
-        shape (so a CUDA graph can capture it for seeded motion already on the device)."""
-        dev = self.time_encoder.freqs.device
-        p = plan.to(dev)
-        u = self.codes(motion, p.sample, p.first, p.count, c)  # [M, count, z_dim]
-        u_left, u_right = u[p.rows, p.rel], u[p.rows, p.rel + 1]  # [N*T, z_dim] each
-        return self.time_encoder(p.t, u_left, u_right, self.cfg.delta_z, exact=exact_time)
-
-
-@dataclass(frozen=True)
-class MotionPlan:
-    """The codes frames need: window m holds codes first[m] .. first[m] + count - 1 of video sample[m];
-    frame f interpolates codes rel[f] and rel[f] + 1 of window rows[f] at time t[f]."""
-
-    sample: torch.Tensor  # [M] int64
-    first: torch.Tensor  # [M] int64
-    count: int
-    rows: torch.Tensor  # [N*T] int64
-    rel: torch.Tensor  # [N*T] int64
-    t: torch.Tensor  # [N*T] float
-
-    def to(self, device: torch.device) -> MotionPlan:
-        """The plan on `device`; host tensors go without waiting for the device's queue (`_on`)."""
-        return MotionPlan(_on(self.sample, device), _on(self.first, device), self.count, _on(self.rows, device),
-                          _on(self.rel, device), _on(self.t, device))
+            u = self.codes(motion, sample, lo, span, c)  # [N, span, z_dim]
+            rel = (i - lo.unsqueeze(1)).reshape(-1)
+            rows = sample.repeat_interleave(num_t)
+            u_left, u_right = u[rows, rel], u[rows, rel + 1]
+        else:  # frames far apart: a 2-code window per frame
+            u = self.codes(motion, sample.repeat_interleave(num_t), i.reshape(-1), 2, c)  # [N*T, 2, z_dim]
+            u_left, u_right = u[:, 0], u[:, 1]
+        return self.time_encoder(t.reshape(-1), u_left, u_right, dz, exact=exact_time)

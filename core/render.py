@@ -80,7 +80,7 @@ def iter_frames(G: Generator, ws: torch.Tensor, motion, timeline: Timeline, chun
     motion = Motion.coerce(motion, n)
     for start in range(0, timeline.num_frames, chunk):
         stop = min(start + chunk, timeline.num_frames)
-        t = torch.from_numpy(timeline.times(start, stop)).expand(n, -1)  # on the host: see MotionMappingNetwork
+        t = torch.from_numpy(timeline.times(start, stop)).to(ws.device).expand(n, -1)
         frames = to_uint8(G.synthesis(ws, t, motion, c=c))  # [N, T, H, W, 3]
         yield from frames.transpose(1, 0, 2, 3, 4)
 

@@ -187,7 +187,7 @@ class Backend:
         if ws is None:
             ws = self.ws_for(seed, truncation_psi)
         with self.lock, torch.no_grad():
-            times = torch.tensor([[float(t)]], dtype=torch.float64)  # on the host: the motion encoder needs no GPU wait
+            times = torch.tensor([[float(t)]], dtype=torch.float64, device=self.device)
             img = self.G.synthesis(ws.to(self.device), times, Motion.from_seeds([motion_seed]))  # [1, 1, C, H, W]
         return to_uint8(img[0, 0])
 

@@ -55,38 +55,19 @@ def test_channels_last_changes_nothing_but_the_speed(tiny_G):
     torch.testing.assert_close(nhwc, nchw, atol=1e-5, rtol=1e-5)
 
 
-@pytest.mark.parametrize("per_video", [False, True])
-def test_convolutions_get_weights_in_the_input_layout(tiny_G, monkeypatch, per_video):
-    # The backends convert a weight to the input's layout at every call otherwise (an extra pass per
-    # conv): cached weights are kept in NHWC, per-call (modulated) ones are produced in it.
-    seen = []
-    for name in ("conv2d", "conv_transpose2d"):
-        real = getattr(torch.nn.functional, name)
-
-        def spy(x, w, *args, real=real, **kwargs):
-            seen.append((x.is_contiguous(memory_format=torch.channels_last) and not x.is_contiguous(),
-                         w.is_contiguous(memory_format=torch.channels_last)))
-            return real(x, w, *args, **kwargs)
-        monkeypatch.setattr(torch.nn.functional, name, spy)
-    ws = tiny_G.mapping(torch.randn(2, tiny_G.z_dim))
-    with torch.no_grad():
-        tiny_G.synthesis(ws, torch.tensor([[0.0, 1.5, 3.0]] * 2), [1, 2], channels_last=True, per_video=per_video)
-    nhwc = [w_cl for x_cl, w_cl in seen if x_cl]
-    assert len(nhwc) >= 4 and all(nhwc)
-
-
-def test_fused_demodulation_switch_changes_nothing_on_cpu(tiny_G, monkeypatch):
-    import core.synthesis as synthesis
+def test_fused_demodulation_switch_changes_nothing_on_cpu(tiny_G):
+    from core.ops import options
 
     ws = tiny_G.mapping(torch.randn(2, tiny_G.z_dim)).detach().requires_grad_(True)
     t = torch.tensor([[0.0, 5.5]] * 2)
     outs = []
     for fused in (True, False):
-        monkeypatch.setattr(synthesis, "FUSE_INTO_BIAS_ACT", fused)
-        frames = tiny_G.synthesis(ws, t, [3, 4], fused_modconv=False)
+        with options.use(fuse_bias_act=fused):
+            frames = tiny_G.synthesis(ws, t, [3, 4], fused_modconv=False)
         outs.append((frames, torch.autograd.grad(frames.square().sum(), ws)[0]))
     (frames_a, grad_a), (frames_b, grad_b) = outs  # equal up to fp32 summation order
     torch.testing.assert_close(frames_a, frames_b, atol=1e-5, rtol=1e-5)
+    assert not torch.equal(frames_a, frames_b), "the switch must reach the synthesis layers"
     torch.testing.assert_close(grad_a, grad_b, atol=1e-4, rtol=1e-4)
 
 
@@ -130,24 +111,6 @@ def test_far_frame_equals_frame_from_local_tokens_only(tiny_G):
     from_local = tiny_G(z, [[t]], Motion.from_noise(local))
     torch.testing.assert_close(normal, from_local, atol=1e-6, rtol=0)
     assert torch.isfinite(normal).all()
-
-
-def test_motion_plan_windows_padded_or_per_frame_give_the_same_codes(tiny_G):
-    # The graphed synthesis pads token windows (fewer shapes to capture); frames far apart take a 2-code
-    # window each. Either way every frame's codes are the same.
-    enc = tiny_G.synthesis.motion_encoder
-    motion = Motion.from_seeds([3, 9])
-    t = torch.tensor([[0.5, 7.25, 20.0], [100.0, 101.5, 131.0]], dtype=torch.float64)
-    plan = enc.plan(t)
-    padded = enc.plan(t, round_to=32)
-    assert padded.count == 32 > plan.count and plan.rows.tolist() == [0, 0, 0, 1, 1, 1]
-    with torch.no_grad():
-        want = enc(t, motion)
-        torch.testing.assert_close(enc.encode(padded, motion), want, rtol=0, atol=0)
-        far = torch.cat([t, t + 64 * tiny_G.cfg.motion.delta_z], dim=1)  # spans more than MAX_SPAN_CODES
-        far_plan = enc.plan(far)
-        assert far_plan.count == 2 and len(far_plan.sample) == far.numel()
-        torch.testing.assert_close(enc.encode(far_plan, motion)[[0, 1, 2, 6, 7, 8]], want, rtol=0, atol=1e-6)
 
 
 def test_far_times_cost_the_same_tokens():

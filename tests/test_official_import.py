@@ -528,7 +528,8 @@ def test_image_only_stylegan2_pickle_renders_the_image_model_at_every_t(writer, 
         expected.synthesis.b4.conv1.weight[:, s.channels(4):] = 0
     times = [0.0, 2.5, 77.0, 5003.25]
     frames = render(G_img, cfg, times=times)
-    assert torch.equal(frames, render(expected, cfg, times=times))
+    # the motion channels differ (zero weights): only the convolution algorithm's rounding may differ
+    torch.testing.assert_close(frames, render(expected, cfg, times=times), rtol=0, atol=1e-5)
     for j in range(1, len(times)):  # the same image at every t, for every motion seed
         assert torch.equal(frames[:, j], frames[:, 0])
     with pytest.raises(OfficialImportError, match="image-only"):

@@ -1,22 +1,18 @@
 """CUDA ops: dispatch and fallback, reference parity, kernel logic on CPU, GPU parity.
 
-Without a GPU the kernels are still checked: core/ops/cuda/host_emulation.cpp compiles the same
-.cu sources as plain C++ (every block with its real thread count, each thread a fiber, barriers real),
-host_ops.cpp puts ops.cpp's torch bindings in front of them for CPU tensors, and the autograd wiring
-of core.ops.cuda runs on top, so forward, gradient and second-order gradient are compared with the
-PyTorch reference through the same code a GPU runs, launch configuration and bindings included.
+Without a GPU the kernels are still checked: tests/cuda_host/host_emulation.cpp compiles the same
+.cu sources as plain C++ (one thread per block), and the autograd wiring of core.ops.cuda runs on
+top of it, so forward, gradient and second-order gradient are compared with the PyTorch reference.
 Those tests skip when g++ or a CUDA toolkit's headers are missing. The `gpu` tests run the real
 kernels and skip without CUDA.
 """
 
 from __future__ import annotations
 
-import contextlib
 import ctypes
 import itertools
 import logging
 import math
-import os
 import shutil
 import subprocess
 from pathlib import Path
@@ -26,13 +22,14 @@ import numpy as np
 import pytest
 import torch
 
-import core.ops.cuda  # noqa: F401  (registers the loaders; must not build anything)
-from core.ops import _dispatch, modconv
+from core.ops import _dispatch, modconv, options
 from core.ops.bias_act import ACTIVATIONS, bias_act, bias_act_ref
+from core.ops.cuda.build import BuildError
 from core.ops.fused import upfirdn2d_bias_act
 from core.ops.upfirdn2d import downsample2d, setup_filter, upfirdn2d, upfirdn2d_ref, upsample2d
 
 CUDA_DIR = Path(__file__).resolve().parents[1] / "core" / "ops" / "cuda"
+EMULATION = Path(__file__).resolve().parent / "cuda_host" / "host_emulation.cpp"
 FILTER = [1, 3, 3, 1]
 # (up, down, padding, flip, filter kind) covering StyleGAN2's uses and the general code path.
 UPFIRDN_CASES = [
@@ -61,13 +58,20 @@ def _filter(kind: str) -> torch.Tensor:
 
 
 @pytest.fixture
-def fresh_dispatch(monkeypatch):
-    """Isolate _dispatch's module-level caches from other tests."""
-    monkeypatch.setattr(_dispatch, "_loaders", dict(_dispatch._loaders))
-    monkeypatch.setattr(_dispatch, "_loaded", {})
-    monkeypatch.setattr(_dispatch, "_failed", {})
-    monkeypatch.setattr(_dispatch, "_warned", set())
-    return _dispatch
+def broken_build(monkeypatch):
+    """The extension's build replaced by one that fails (counting its calls), with a fresh build cache."""
+    calls = []
+
+    def no_toolkit(*args, **kwargs):
+        calls.append(1)
+        raise BuildError("no CUDA toolkit found (planted)")
+
+    monkeypatch.setattr(_dispatch, "load_extension", no_toolkit)
+    _dispatch._build.cache_clear()
+    _dispatch._warn_fallback.cache_clear()
+    yield calls
+    _dispatch._build.cache_clear()
+    _dispatch._warn_fallback.cache_clear()
 
 
 def _fake_cuda_tensor():
@@ -75,77 +79,46 @@ def _fake_cuda_tensor():
     return SimpleNamespace(is_cuda=True, device=torch.device("cuda", 0))
 
 
-def test_auto_falls_back_with_one_warning_and_cuda_raises_build_error(fresh_dispatch, caplog):
-    calls = []
-
-    def broken_loader():
-        calls.append(1)
-        raise RuntimeError("nvcc: sm_90 kernel failed to compile (planted)")
-
-    fresh_dispatch.register_loader("planted_op", broken_loader)
+def test_auto_falls_back_with_one_warning_and_cuda_raises_the_build_error(broken_build, caplog):
     with caplog.at_level(logging.WARNING, logger=_dispatch.__name__):
         for _ in range(3):
-            assert fresh_dispatch.resolve("planted_op", "auto", _fake_cuda_tensor()) == "ref"
-    warnings = [r for r in caplog.records if "planted_op" in r.getMessage()]
-    assert len(warnings) == 1 and "planted" in warnings[0].getMessage()
-    assert len(calls) == 1, "a failed build must not be retried on every call"
+            assert _dispatch.resolve("bias_act", "auto", _fake_cuda_tensor()) == "ref"
+            assert _dispatch.resolve("upfirdn2d", None, _fake_cuda_tensor()) == "ref"
+    warnings = [r for r in caplog.records if "planted" in r.getMessage()]
+    assert len(warnings) == 1, "one warning, not one per call"
+    assert len(broken_build) == 1, "a failed build must not be retried on every call"
     with pytest.raises(RuntimeError, match="planted"):
-        fresh_dispatch.resolve("planted_op", "cuda", _fake_cuda_tensor())
+        _dispatch.resolve("bias_act", "cuda", _fake_cuda_tensor())
+    with options.use(impl="cuda"), pytest.raises(RuntimeError, match="planted"):
+        _dispatch.resolve("bias_act", None, _fake_cuda_tensor())
 
 
-def test_cuda_raises_the_first_build_error_itself(fresh_dispatch):
-    def broken_loader():
-        raise RuntimeError("ninja: build stopped (planted)")
-
-    fresh_dispatch.register_loader("planted_op2", broken_loader)
-    with pytest.raises(RuntimeError, match="ninja: build stopped"):
-        fresh_dispatch.resolve("planted_op2", "cuda", _fake_cuda_tensor())
-
-
-def test_real_ops_fall_back_when_the_extension_cannot_build(fresh_dispatch, monkeypatch, caplog):
-    import core.ops.cuda as cuda_pkg
-
-    def no_toolkit():
-        raise cuda_pkg.BuildError("no CUDA toolkit found (planted)")
-
-    for name in ("bias_act", "upfirdn2d"):
-        fresh_dispatch.register_loader(name, no_toolkit)
-    with caplog.at_level(logging.WARNING, logger=_dispatch.__name__):
-        for _ in range(2):
-            assert fresh_dispatch.resolve("bias_act", "auto", _fake_cuda_tensor()) == "ref"
-            assert fresh_dispatch.resolve("upfirdn2d", "auto", _fake_cuda_tensor()) == "ref"
-    assert len([r for r in caplog.records if "planted" in r.getMessage()]) == 2  # one per op
-    with pytest.raises(RuntimeError, match="planted"):
-        fresh_dispatch.resolve("bias_act", "cuda", _fake_cuda_tensor())
-
-
-def test_cpu_tensors_take_the_reference_and_reject_cuda(fresh_dispatch):
-    def must_not_build():
-        raise AssertionError("CPU tensors must never trigger a kernel build")
-
-    fresh_dispatch.register_loader("bias_act", must_not_build)
-    fresh_dispatch.register_loader("upfirdn2d", must_not_build)
+def test_cpu_tensors_take_the_reference_and_reject_cuda(broken_build):
     x = torch.randn(2, 3, 6, 6)
     b = torch.randn(3)
     f = setup_filter(FILTER)
-    for impl in ("auto", "ref"):
+    for impl in ("auto", "ref", None):
         assert torch.equal(bias_act(x, b, act="lrelu", clamp=1.0, impl=impl),
                            bias_act_ref(x, b, act="lrelu", alpha=0.2, gain=math.sqrt(2), clamp=1.0))
         assert torch.equal(upfirdn2d(x, f, up=2, padding=1, impl=impl), upfirdn2d_ref(x, f, up=2, padding=1))
+    assert not broken_build, "CPU tensors must never trigger a kernel build"
     with pytest.raises(RuntimeError, match="CUDA tensor"):
         bias_act(x, b, impl="cuda")
     with pytest.raises(RuntimeError, match="CUDA tensor"):
         upfirdn2d(x, f, impl="cuda")
+    with options.use(impl="cuda"), pytest.raises(RuntimeError, match="CUDA tensor"):
+        bias_act(x, b)
     with pytest.raises(ValueError, match="impl"):
         bias_act(x, b, impl="fast")
+    with pytest.raises(ValueError, match="impl"):
+        options.OpsOptions(impl="fast")
 
 
-def test_import_registers_loaders_without_building():
-    import core.ops.cuda as cuda_pkg
+def test_importing_the_ops_builds_nothing():
+    import core.ops.cuda.build as build
 
-    assert {"bias_act", "upfirdn2d"} <= set(_dispatch._loaders)
     if not torch.cuda.is_available():
-        assert cuda_pkg.load_extension.cache_info().currsize == 0
+        assert build.load_extension.cache_info().currsize == 0
 
 
 def test_build_without_gpu_or_arch_is_a_clear_error(monkeypatch):
@@ -316,39 +289,104 @@ def test_modconv_videos_rejects_a_sample_major_input():
         modconv.modulated_conv2d_videos(torch.randn(2, 4, 8, 8), torch.randn(5, 4, 3, 3), torch.randn(2, 4))
 
 
-def test_modconv_fast_path_switch(monkeypatch):
-    calls = []
-    monkeypatch.setattr(modconv, "_modconv_ref", lambda *a: calls.append("ref") or a[0])
-    monkeypatch.setattr(modconv, "_modconv_fast", lambda *a: calls.append("fast") or a[0])
-    x, w, s = torch.randn(1, 2, 4, 4), torch.randn(2, 2, 3, 3), torch.randn(1, 2)
-    modconv.modulated_conv2d(x, w, s)
-    modconv.modulated_conv2d(x, w, s, impl="ref")
-    monkeypatch.setattr(modconv, "FAST_PATH", False)
-    modconv.modulated_conv2d(x, w, s)
-    assert calls == ["fast", "ref", "ref"]
+def test_modconv_formulations_agree_and_the_options_pick_them():
+    # fast_modconv=False and impl="ref" run the reference's order (per-sample weights materialised):
+    # the same values to rounding, and not the same bits (so the switch reaches the code).
+    gen = torch.Generator().manual_seed(5)
+    x, w = torch.randn(3, 8, 6, 6, generator=gen), torch.randn(8, 8, 3, 3, generator=gen)
+    s = torch.rand(3, 8, generator=gen)
+    fast = modconv.modulated_conv2d(x, w, s, padding=1, fused_modconv=True)
+    with options.use(fast_modconv=False):
+        ref = modconv.modulated_conv2d(x, w, s, padding=1, fused_modconv=True)
+    explicit = modconv.modulated_conv2d(x, w, s, padding=1, fused_modconv=True, impl="ref")
+    torch.testing.assert_close(fast, ref, rtol=1e-5, atol=1e-5)
+    assert torch.equal(ref, explicit) and not torch.equal(fast, ref)
+    assert options.current().fast_modconv, "the block restores the options"
 
 
 # ---------------------------------------------------------------------------------------------
 # The kernels themselves, compiled for the host (no GPU needed)
 
-@pytest.fixture(scope="module")
-def emu_lib():
-    """The kernels' host emulation behind ops.cpp's bindings (core/ops/cuda/host_ops.cpp), built once per
-    source hash: `.ops` is its torch.ops namespace (CPU tensors), `.c` its library's steering functions."""
-    from core.ops.cuda.build import BuildError, cuda_include_dir, load_host_extension
+_CODES = {torch.float32: 0, torch.float16: 1, torch.bfloat16: 2, torch.float64: 3}
 
-    if shutil.which("g++") is None or cuda_include_dir() is None:
+
+def _cuda_include_dir() -> Path | None:
+    from core.ops.cuda.build import find_cuda_home
+
+    home = find_cuda_home()
+    if home and (Path(home) / "include" / "crt" / "host_config.h").exists():
+        return Path(home) / "include"
+    return None
+
+
+@pytest.fixture(scope="module")
+def emu_lib(tmp_path_factory):
+    include = _cuda_include_dir()
+    if shutil.which("g++") is None or include is None:
         pytest.skip("host emulation needs g++ and a CUDA toolkit's headers")
-    # SGV_EMU_CXXFLAGS: extra compiler and linker flags, e.g. the sanitizers' of .ci/emulation_sanitizers.sh
-    try:
-        ops, path = load_host_extension(tuple(os.environ.get("SGV_EMU_CXXFLAGS", "").split()))
-    except BuildError as exc:
-        pytest.fail(f"the CUDA sources do not compile as host C++: {str(exc)[-4000:]}")
-    c = ctypes.CDLL(str(path))
-    c.sgv_emu_set_schedule.argtypes = [ctypes.c_int, ctypes.c_uint]
-    c.sgv_emu_set_grid_cap.argtypes = [ctypes.c_int]
-    c.sgv_emu_selftest.argtypes = [ctypes.c_int, ctypes.c_void_p]
-    return SimpleNamespace(ops=ops, c=c)
+    out = tmp_path_factory.mktemp("emu") / "sgv_emu.so"
+    cmd = ["g++", "-std=c++17", "-O1", "-shared", "-fPIC", "-Wno-attributes", f"-I{include}",
+           f"-I{CUDA_DIR}", str(EMULATION), "-o", str(out)]
+    res = subprocess.run(cmd, capture_output=True, text=True)
+    assert res.returncode == 0, f"the CUDA sources do not compile as host C++:\n{res.stderr[-4000:]}"
+    lib = ctypes.CDLL(str(out))
+    lib.sgv_emu_bias_act.argtypes = [ctypes.c_int] + [ctypes.c_void_p] * 6 + [ctypes.c_int64] * 3 + \
+        [ctypes.c_int, ctypes.c_int, ctypes.c_double, ctypes.c_double, ctypes.c_double, ctypes.c_void_p,
+         ctypes.c_void_p, ctypes.c_int64]
+    lib.sgv_emu_upfirdn2d.argtypes = [ctypes.c_int] + [ctypes.c_void_p] * 3 + \
+        [ctypes.POINTER(ctypes.c_int64)] * 2 + [ctypes.POINTER(ctypes.c_int)] * 2 + [ctypes.c_double, ctypes.c_int] + \
+        [ctypes.c_void_p] * 3 + [ctypes.c_double] * 3
+    return lib
+
+
+class _EmuOps:
+    """The torch.ops namespace of ops.cpp, re-created over the host-compiled kernels."""
+
+    def __init__(self, lib):
+        self.lib = lib
+
+    @staticmethod
+    def _ptr(t):
+        return None if t is None else t.data_ptr()
+
+    def bias_act(self, x, b, xref, yref, dyref, mode, dim, act, alpha, gain, clamp, scale=None, out_scale=None):
+        assert x.is_contiguous() or x.is_contiguous(memory_format=torch.channels_last)
+        for ref in (xref, yref, dyref):
+            assert ref is None or (ref.shape == x.shape and ref.dtype == x.dtype and all(
+                s == 1 or ref.stride(i) == x.stride(i) for i, s in enumerate(x.shape))), "layout mismatch"
+        for sc in (scale, out_scale):  # the checks of ops.cpp
+            if sc is not None:
+                assert mode == 0 and dim > 0 and sc.shape == (x.shape[0], x.shape[dim]) and sc.is_contiguous()
+                assert x.shape[0] == 1 or x.stride(0) * x.shape[0] == x.numel()
+        y = torch.empty_like(x)
+        has_channel = b is not None or scale is not None or out_scale is not None
+        step, size = (x.stride(dim) if x.shape[dim] > 1 else 1, x.shape[dim]) if has_channel else (1, 1)
+        step_n = x.stride(0) if x.shape[0] > 1 else x.numel()
+        err = self.lib.sgv_emu_bias_act(_CODES[x.dtype], x.data_ptr(), self._ptr(b), self._ptr(xref),
+                                        self._ptr(yref), self._ptr(dyref), y.data_ptr(), x.numel(), step, size,
+                                        act, mode, alpha, gain, clamp, self._ptr(scale), self._ptr(out_scale),
+                                        step_n)
+        assert err == 0
+        return y
+
+    def upfirdn2d(self, x, f, upx, upy, downx, downy, px0, px1, py0, py1, flip, gain, b=None, scale=None,
+                  out_scale=None, act=0, alpha=0.0, act_gain=1.0, clamp=-1.0):
+        for t, shape in ((b, (x.shape[1],)), (scale, x.shape[:2]), (out_scale, x.shape[:2])):  # ops.cpp's checks
+            assert t is None or (act > 0 and t.shape == shape and t.dtype == x.dtype and t.is_contiguous())
+        fh, fw = f.shape[0], f.shape[-1]
+        oh = (x.shape[2] * upy + py0 + py1 - fh + downy) // downy
+        ow = (x.shape[3] * upx + px0 + px1 - fw + downx) // downx
+        channels_last = not x.is_contiguous() and x.is_contiguous(memory_format=torch.channels_last)
+        y = torch.empty(x.shape[0], x.shape[1], oh, ow, dtype=x.dtype,
+                        memory_format=torch.channels_last if channels_last else torch.contiguous_format)
+        sx, sy = (ctypes.c_int64 * 4)(*x.stride()), (ctypes.c_int64 * 4)(*y.stride())
+        dims = (ctypes.c_int * 6)(*x.shape, oh, ow)
+        cfg = (ctypes.c_int * 10)(upx, upy, downx, downy, px0, py0, fh, fw, int(f.ndim == 1), int(flip))
+        err = self.lib.sgv_emu_upfirdn2d(_CODES[x.dtype], x.data_ptr(), f.data_ptr(), y.data_ptr(), sx, sy,
+                                         dims, cfg, gain, act, self._ptr(b), self._ptr(scale),
+                                         self._ptr(out_scale), alpha, act_gain, clamp)
+        assert err == 0
+        return y
 
 
 @pytest.fixture
@@ -356,7 +394,8 @@ def emu(emu_lib, monkeypatch):
     """core.ops.cuda's autograd Functions running on the host-compiled kernels."""
     from core.ops.cuda import functions
 
-    monkeypatch.setattr(functions, "_ops", lambda: emu_lib.ops)
+    ops = _EmuOps(emu_lib)
+    monkeypatch.setattr(functions, "_ops", lambda: ops)
     return functions
 
 
@@ -423,34 +462,6 @@ def test_emulated_bias_act_fuses_per_sample_scales(emu, dtype):
     torch.testing.assert_close(got.double(), expect(b, scale[:1], out_scale[:1], -1.0, one), rtol=tol, atol=tol)
 
 
-@pytest.mark.parametrize("act", ["lrelu", "linear"])
-def test_emulated_lean_forward_kernel(emu, monkeypatch, act):
-    # The forward-only kernel (the default; SGV_BIAS_ACT_LEAN=0 selects the general one; activation as a
-    # template parameter, 4 runs per thread, the partial run at the end on its own) must give what the
-    # general kernel gives: NCHW and channels-last, odd sizes (tails), every scale, and
-    # each way of loading the per-channel operands: per element (odd sizes), once per run (NCHW with H*W a
-    # multiple of the vector), as vectors (channels-last with C a multiple of it: 8 / 16 / 24 channels).
-    gen = torch.Generator().manual_seed(43)
-    cases = [(3, 5, 7, 9), (2, 16, 4, 4), (1, 3, 1, 1), (2, 8, 3, 5), (3, 24, 2, 3), (2, 3, 4, 8)]
-    for shape, dtype in itertools.product(cases, (torch.float32, torch.float16, torch.float64)):
-        x = (torch.randn(*shape, generator=gen) * 2).to(dtype)
-        n, c = shape[:2]
-        b = torch.randn(c, generator=gen).to(dtype)
-        sc, osc = ((torch.rand(n, c, generator=gen) + 0.5).to(dtype) for _ in range(2))
-        for layout, (s, o), clamp in itertools.product((torch.contiguous_format, torch.channels_last),
-                                                       ((None, None), (sc, osc), (sc, None)), (-1.0, 1.1)):
-            xl = x.contiguous(memory_format=layout)
-            monkeypatch.setenv("SGV_BIAS_ACT_LEAN", "0")  # the general kernel
-            want = emu.bias_act_cuda(xl, b, 1, act, 0.2, 1.4, clamp, scale=s, out_scale=o)
-            monkeypatch.delenv("SGV_BIAS_ACT_LEAN")  # the default: the forward-only kernel
-            got = emu.bias_act_cuda(xl, b, 1, act, 0.2, 1.4, clamp, scale=s, out_scale=o)
-            torch.testing.assert_close(got, want, rtol=0, atol=0, msg=f"{shape} {dtype} {layout} {clamp}")
-            ref = bias_act_ref(xl.double(), b.double(), act=act, alpha=0.2, gain=1.4, clamp=clamp,
-                               scale=None if s is None else s.double(), out_scale=None if o is None else o.double())
-            tol = 4e-3 if dtype == torch.float16 else 1e-6
-            torch.testing.assert_close(got.double(), ref, rtol=tol, atol=tol)
-
-
 def test_emulated_bias_act_scales_keep_gradients(emu):
     """With a gradient wanted, the scales are PyTorch multiplies around the differentiable kernel."""
     gen = torch.Generator().manual_seed(9)
@@ -483,13 +494,12 @@ def _bias_act_derivatives(fn, x, b, r, v):
 
 @pytest.mark.parametrize("act", sorted(ACTIVATIONS))
 @pytest.mark.parametrize("layout", ["contiguous", "channels_last"])
-@pytest.mark.parametrize("shape", [(2, 4, 3, 5), (3, 5, 3, 3)])  # the second: a partial run at the end
-def test_emulated_bias_act_first_and_second_order(emu, act, layout, shape):
+def test_emulated_bias_act_first_and_second_order(emu, act, layout):
     gen = torch.Generator().manual_seed(11)
-    x = torch.randn(*shape, dtype=torch.float64, generator=gen) * 2
+    x = torch.randn(2, 4, 3, 5, dtype=torch.float64, generator=gen) * 2
     if layout == "channels_last":
         x = x.contiguous(memory_format=torch.channels_last)
-    b = torch.randn(shape[1], dtype=torch.float64, generator=gen)
+    b = torch.randn(4, dtype=torch.float64, generator=gen)
     r, v = torch.randn_like(x), torch.randn_like(x)
     for clamp in (-1.0, 1.5):
         args = (1, act, 0.25, 1.3, clamp)
@@ -537,35 +547,17 @@ def test_emulated_upfirdn2d_tiles_large_images_and_many_planes(emu):
         torch.testing.assert_close(got, want, rtol=1e-5, atol=1e-5)
 
 
-# The 4x4 filter's kernels: "direct" (the default: the window loaded first, the epilogue's activation
-# fixed at compile time), "rowwise" (the direct kernel the fourth session measured, kept to time against),
-# "vec2" (opt-in: two channels per thread for 16-bit channels-last tensors with even C; others keep the
-# direct kernel) and "tiled" (the general upfirdn2d kernel), chosen at launch by these variables.
-_FILTER_KERNEL_ENV = {"rowwise": "SGV_FIR4_ROWWISE", "tiled": "SGV_UPFIRDN2D_TILED", "vec2": "SGV_FIR4_VEC2"}
-FILTER_KERNELS = ["direct", "rowwise", "vec2", "tiled"]
-
-
-def _select_filter_kernel(monkeypatch, kernel: str) -> None:
-    for part in kernel.split("+"):
-        if part in _FILTER_KERNEL_ENV:
-            monkeypatch.setenv(_FILTER_KERNEL_ENV[part], "1")
-
-
-@pytest.mark.parametrize("kernel", FILTER_KERNELS)
-def test_emulated_4x4_filter_kernels(emu, monkeypatch, kernel):
+def test_emulated_4x4_filter_kernel(emu):
     # The 4x4 filter at up = down = 1 has its own direct kernel (8 rows per thread, channels-last
-    # aware); SGV_UPFIRDN2D_TILED=1 sends it to the tiled kernel. Both must agree with the
-    # reference for asymmetric and separable taps, either flip, cropping and padding, heights that
-    # are not a multiple of 8, and every memory layout.
-    _select_filter_kernel(monkeypatch, kernel)
+    # aware). It must agree with the reference for asymmetric and separable taps, either flip,
+    # cropping and padding, heights that are not a multiple of 8, and every memory layout.
+    kernel = "direct"
     gen = torch.Generator().manual_seed(29)
     filters = {"asym": torch.rand(4, 4, generator=gen) + 0.1,
                "sep4": setup_filter(torch.rand(4, generator=gen).tolist(), separable=True)}
     assert filters["sep4"].shape == (4,)
     for shape, pad in (((2, 5, 13, 11), (2, 1, 2, 1)), ((1, 3, 8, 9), (0, 0, 0, 0)), ((2, 2, 17, 6), (-1, 3, 4, -2)),
-                       ((1, 1, 3, 2), (3, 3, 3, 3)),
-                       ((2, 3, 24, 20), (2, 1, 2, 1)),  # windows that end exactly at the last row / column
-                       ((2, 6, 13, 11), (2, 1, 2, 1))):  # even C: channel pairs in channels-last
+                       ((1, 1, 3, 2), (3, 3, 3, 3))):
         x = torch.randn(*shape, generator=gen)
         for (fname, f), flip in itertools.product(filters.items(), (False, True)):
             want = upfirdn2d_ref(x.double(), f, 1, 1, pad, flip, 1.3)
@@ -577,11 +569,10 @@ def test_emulated_4x4_filter_kernels(emu, monkeypatch, kernel):
                                                msg=f"{kernel} {shape} {pad} {fname} flip={flip} {dtype} {name}")
 
 
-@pytest.mark.parametrize("kernel", FILTER_KERNELS)
-def test_emulated_filter_with_bias_act_epilogue(emu, monkeypatch, kernel):
-    # upfirdn2d_bias_act_cuda == bias_act(upfirdn2d(x)): in the direct kernel's registers, or (tiled)
-    # by bias_act in place on the filtered output; every optional operand, NCHW and channels-last.
-    _select_filter_kernel(monkeypatch, kernel)
+def test_emulated_filter_with_bias_act_epilogue(emu):
+    # upfirdn2d_bias_act_cuda == bias_act(upfirdn2d(x)) in the direct kernel's registers; every optional
+    # operand, NCHW and channels-last.
+    kernel = "direct"
     gen = torch.Generator().manual_seed(31)
     f, pad = setup_filter(FILTER), (2, 1, 2, 1)
     x = torch.randn(3, 4, 10, 9, generator=gen)
@@ -608,414 +599,22 @@ def test_emulated_filter_with_bias_act_epilogue(emu, monkeypatch, kernel):
 @pytest.mark.parametrize("layout", ["shared", "per_video", "grouped"])
 def test_emulated_kernels_render_the_reference_frames(tiny_G, emu, monkeypatch, layout):
     # The whole synthesis network on the host-compiled kernels, as a GPU runs it at inference (the
-    # direct 4x4 filter with its bias_act epilogue, bias_act's fused scales, toRGB inside the last
-    # bias_act of every block), against the reference ops.
-    import core.ops.cuda as cuda_pkg
+    # direct 4x4 filter with its bias_act epilogue, bias_act's fused scales), against the reference ops.
+    from core.ops import fused
 
     kw = dict(shared=dict(fused_modconv=False), per_video=dict(per_video=True), grouped=dict(fused_modconv=True))
-    gen = torch.Generator().manual_seed(37)
-    ws = tiny_G.mapping(torch.randn(2, tiny_G.z_dim, generator=gen))
-    ws = ws + 0.5 * torch.randn(ws.shape, generator=gen)  # a different w per layer (style mixing), as edits make
+    ws = tiny_G.mapping(torch.randn(2, tiny_G.z_dim, generator=torch.Generator().manual_seed(37)))
     t = torch.tensor([[0.0, 2.5, 9.0]] * 2)
-    fused_calls, fold_calls, coef_calls, rgb_calls = [], [], [], []
-    real, real_fold, real_coefs, real_rgb = (cuda_pkg.upfirdn2d_bias_act_cuda, cuda_pkg.modulate_weight_cuda,
-                                             cuda_pkg.modulation_coefs_cuda, cuda_pkg.bias_act_torgb_cuda)
-    monkeypatch.setattr(cuda_pkg, "upfirdn2d_bias_act_cuda", lambda *a, **k: fused_calls.append(1) or real(*a, **k))
-    monkeypatch.setattr(cuda_pkg, "bias_act_torgb_cuda", lambda *a, **k: rgb_calls.append(1) or real_rgb(*a, **k))
-    scaling_passes, real_scale = [], modconv._scale_input
-    monkeypatch.setattr(modconv, "_scale_input", lambda x, s: scaling_passes.append(s is not None) or real_scale(x, s))
-    monkeypatch.setattr(cuda_pkg, "modulate_weight_cuda", lambda *a, **k: fold_calls.append(1) or real_fold(*a, **k))
-    monkeypatch.setattr(cuda_pkg, "modulation_coefs_cuda", lambda *a, **k: coef_calls.append(1) or real_coefs(*a, **k))
+    fused_calls = []
+    real = fused.upfirdn2d_bias_act_cuda
+    monkeypatch.setattr(fused, "upfirdn2d_bias_act_cuda", lambda *a, **k: fused_calls.append(1) or real(*a, **k))
     with torch.no_grad():
         want = tiny_G.synthesis(ws, t, [3, 4], **kw[layout])
         monkeypatch.setattr(_dispatch, "resolve", lambda name, impl, x: "ref" if impl == "ref" else "cuda")
-        scaling_passes.clear()
         got = tiny_G.synthesis(ws, t, [3, 4], **kw[layout])
     torch.testing.assert_close(got, want, atol=2e-5, rtol=1e-5)
     ups = sum(1 for res in tiny_G.synthesis.block_resolutions if res > 4)
-    assert len(fused_calls) == ups, "the upsampling layers take the fused kernel"
-    layers = [m for m in tiny_G.synthesis.modules() if hasattr(m, "affine") and hasattr(m, "weight")]
-    convs = sum(1 for m in layers if m.weight.shape[-1] == 3)
-    # every block's toRGB rides in its last bias_act; per video / grouped: every conv's weights folded by
-    # the kernel; shared: the convs' coefficients (demodulation; conv1's input scale rides in conv0's bias_act)
-    assert len(rgb_calls) == len(tiny_G.synthesis.block_resolutions) == len(layers) - convs
-    assert len(fold_calls) == (0 if layout == "shared" else convs)
-    # shared: each conv's demodulation, conv1's input scale (in conv0's pass) and the next conv0's input scale
-    # (in the previous block's last pass: only the 4x4 block's conv1 scales its input in a pass of its own)
-    assert len(coef_calls) == (0 if layout != "shared" else convs + 2 * ups)
-    assert sum(scaling_passes) == (1 if layout == "shared" else 0), scaling_passes
-
-
-@contextlib.contextmanager
-def _steered(emu_lib, schedule: tuple[int, int] = (0, 0), grid_cap: int = 0):
-    """The emulation with an order for blocks and threads (mode, seed) and a grid cap; defaults after."""
-    emu_lib.c.sgv_emu_set_schedule(*schedule)
-    emu_lib.c.sgv_emu_set_grid_cap(grid_cap)
-    try:
-        yield
-    finally:
-        emu_lib.c.sgv_emu_set_schedule(0, 0)
-        emu_lib.c.sgv_emu_set_grid_cap(0)
-
-
-def test_host_emulation_runs_blocks_with_their_threads_and_checks_launches(emu_lib):
-    # The emulator itself, on kernels of known behaviour: a block-wide reduction gives the sum of
-    # 0..255 in every block; a read of a neighbour's shared-memory slot without a barrier gives
-    # different values in thread order (the uninitialized NaN bytes) and reversed (the neighbour's
-    # index); a barrier some threads skip, and launches beyond the hardware's limits, are errors.
-    def run(which, schedule=0):
-        out = np.zeros(256, np.float32)
-        with _steered(emu_lib, schedule=(schedule, 0)):
-            return emu_lib.c.sgv_emu_selftest(which, out.ctypes.data), out
-
-    err, out = run(0, schedule=1)
-    assert err == 0 and out[:2].tolist() == [255 * 256 / 2] * 2
-    (err0, fwd), (err1, rev) = run(1, 0), run(1, 1)
-    assert err0 == err1 == 0 and np.isnan(fwd[:255]).all() and rev[:255].tolist() == list(range(1, 256))
-    for which in (2, 3, 4, 5, 6):  # divergent barrier; 2048 threads; 64 KiB shared; grid.y 70000; empty grid
-        assert run(which)[0] != 0, which
-
-
-def _kernel_battery(emu) -> list[torch.Tensor]:
-    """One call of each kernel variant the model uses, with shapes over one block of threads."""
-    gen = torch.Generator().manual_seed(5)
-    x = torch.randn(2, 16, 9, 11, generator=gen) * 2
-    b, s = torch.randn(16, generator=gen), torch.rand(2, 16, generator=gen) + 0.5
-    f = setup_filter(FILTER)
-    outs = []
-    nhwc = torch.channels_last
-    for xl in (x, x.contiguous(memory_format=nhwc), x.half().contiguous(memory_format=nhwc)):
-        bl, sl = b.to(xl.dtype), s.to(xl.dtype)
-        outs.append(emu.bias_act_cuda(xl, bl, 1, "lrelu", 0.2, 1.4, 1.0, scale=sl, out_scale=sl))  # the lean kernel
-        outs.append(emu.bias_act_cuda(xl, bl, 1, "tanh", 0.0, 1.4, -1.0))  # the general one
-        for up, down, pad in (((2, 2), (1, 1), (2, 1, 2, 1)), ((1, 1), (2, 2), (1, 1, 1, 1)),
-                              ((1, 1), (1, 1), (2, 1, 2, 1))):  # tiled up, tiled down, direct 4x4
-            outs.append(emu.upfirdn2d_cuda(xl, f, up, down, pad, False, 1.5))
-        outs.append(emu.upfirdn2d_bias_act_cuda(xl, f, (2, 1, 2, 1), False, 4.0, bl, "lrelu", 0.2, 1.4, 1.0, sl, sl))
-    big = torch.randn(1, 2, 40, 70, generator=gen)  # the tiled kernel's several tiles per plane (15 at 2x up)
-    outs += [emu.upfirdn2d_cuda(big, f, (2, 2), (1, 1), (2, 1, 2, 1), False, 4.0),
-             emu.upfirdn2d_cuda(big.half(), f, (1, 1), (2, 2), (1, 1, 1, 1), False, 1.0)]
-    for _, xt, kw in _torgb_cases(3, "cpu"):
-        for xl in (xt, xt.half().contiguous(memory_format=torch.channels_last)):
-            cast = {k: kw[k].to(xl.dtype) if kw[k] is not None else None for k in ("b", "scale", "out_scale")}
-            outs.extend(emu.bias_act_torgb_cuda(
-                xl, cast["b"], kw["act"], ACTIVATIONS[kw["act"]].def_alpha, kw["gain"],
-                -1.0 if kw["clamp"] is None else kw["clamp"], cast["scale"], cast["out_scale"], kw["rgb_weight"],
-                kw["rgb_styles"], kw["rgb_bias"], -1.0 if kw["rgb_clamp"] is None else kw["rgb_clamp"], kw["skip"]))
-    weight, styles = torch.randn(6, 300, 3, 3, generator=gen), torch.randn(3, 300, generator=gen) * 3 + 1
-    wsq = weight.square().sum(dim=[2, 3])
-    for fmt in (torch.contiguous_format, torch.channels_last):
-        outs.append(emu.modulate_weight_cuda(weight.contiguous(memory_format=fmt), wsq, styles, True, torch.float16))
-        outs.append(emu.modulate_weight_cuda(weight.contiguous(memory_format=fmt), wsq, styles, False, torch.float32))
-    outs.extend(emu.modulation_coefs_cuda(styles, wsq.t().contiguous(), True, torch.float16, True))
-    return outs
-
-
-def test_emulated_kernels_do_not_depend_on_the_thread_order(emu, emu_lib):
-    # A race (a missing barrier, two threads or blocks writing one address) makes a kernel's output depend
-    # on the order in which its blocks, and its threads between barriers, run: every kernel the model uses,
-    # in index order, reversed and shuffled, must give the same bits.
-    runs = []
-    for schedule in ((0, 0), (1, 0), (2, 1), (2, 2)):
-        with _steered(emu_lib, schedule=schedule), torch.no_grad():
-            runs.append(_kernel_battery(emu))
-    assert len(runs[0]) == 50
-    for mode, run in enumerate(runs[1:], 1):
-        for i, (a, b) in enumerate(zip(runs[0], run)):
-            assert torch.equal(a, b), f"output {i} differs between thread orders 0 and {mode}"
-
-
-def test_emulated_grid_stride_loops_give_the_same_bits(emu, emu_lib):
-    # On a GPU at the model's shapes (2^20 filters, 65,536 blocks of bias_act) the grid-stride kernels
-    # take several turns per block, and the barriers that end a turn matter; small test tensors never
-    # get there. With the grids capped at 2 blocks every loop turns many times: same bits.
-    with torch.no_grad():
-        want = _kernel_battery(emu)
-        with _steered(emu_lib, grid_cap=2):
-            got = _kernel_battery(emu)
-    assert len(got) == len(want) == 50
-    for i, (a, b) in enumerate(zip(want, got)):
-        assert torch.equal(a, b), f"output {i} differs with the grids capped"
-
-
-@pytest.mark.slow
-@pytest.mark.parametrize("name,fp16", [("256", False), ("small", True)], ids=["256-fp32", "small-fp16"])
-def test_emulated_kernels_render_the_presets_at_their_real_shapes(emu, monkeypatch, name, fp16):
-    # The tiny model's 16-64 channels never reach the launch configurations of the real ones (512 channels:
-    # torgb's 12 KiB of shared memory, 2^18 threads folding a layer's weights, fp16 16-byte packs over 64-512
-    # channels). The `256` preset in float32 and the `small` one with its fp16 blocks (forced on the CPU),
-    # 2 videos x 2 frames, in the three layouts: the kernels' path against the reference ops. ~3 min.
-    from core import synthesis as syn
-    from core.config import preset
-    from core.generator import Generator
-
-    torch.manual_seed(0)
-    G = Generator(preset(name)).eval()
-    if fp16:
-        monkeypatch.setattr(syn.SynthesisBlock, "dtype", lambda self, ws, force_fp32=False:
-                            torch.float16 if self.use_fp16 and not force_fp32 else torch.float32)
-    gen = torch.Generator().manual_seed(1)
-    with torch.no_grad():
-        ws = G.mapping(torch.randn(2, G.z_dim, generator=gen))
-    t = torch.tensor([[0.0, 3.5]] * 2)
-    reference = _dispatch.resolve
-    for layout, kw in (("shared", dict(fused_modconv=False)), ("per_video", dict(per_video=True)),
-                       ("grouped", dict(fused_modconv=True))):
-        with torch.no_grad():
-            monkeypatch.setattr(_dispatch, "resolve", reference)
-            want = G.synthesis(ws, t, [3, 4], **kw)
-            monkeypatch.setattr(_dispatch, "resolve", lambda op, impl, x: "ref" if impl == "ref" else "cuda")
-            got = G.synthesis(ws, t, [3, 4], **kw)
-        scale = want.abs().max().item()
-        tol = 1e-2 * scale if fp16 else 1e-5 * scale  # measured: 0.14% (fp16), 2.3e-6 (fp32) of the scale
-        assert got.shape == want.shape == (2, 2, 3, G.img_resolution, G.img_resolution), layout
-        torch.testing.assert_close(got, want, rtol=0, atol=tol, msg=layout)
-
-
-@pytest.mark.parametrize("layout", ["shared", "per_video"])
-def test_emulated_torgb_epilogue_keeps_style_offsets(tiny_G, emu, monkeypatch, layout):
-    # StyleSpace edits hook the affine layers' outputs: the toRGB weights the fused pass reads must carry
-    # them (an offset on the last toRGB's styles changes the frames exactly as in the unfused layers).
-    last_rgb = getattr(tiny_G.synthesis, f"b{tiny_G.synthesis.block_resolutions[-1]}").torgb
-    off = torch.linspace(-0.7, 0.7, last_rgb.weight.shape[1])
-    ws = tiny_G.mapping(torch.randn(2, tiny_G.z_dim, generator=torch.Generator().manual_seed(5)))
-    t = torch.tensor([[0.0, 1.5]] * 2)
-    kw = dict(per_video=layout == "per_video")
-    handle = last_rgb.affine.register_forward_hook(lambda mod, args, out: out + off)
-    try:
-        with torch.no_grad():
-            want = tiny_G.synthesis(ws, t, [1, 2], **kw)
-            monkeypatch.setattr(_dispatch, "resolve", lambda name, impl, x: "ref" if impl == "ref" else "cuda")
-            got = tiny_G.synthesis(ws, t, [1, 2], **kw)
-    finally:
-        handle.remove()
-    with torch.no_grad():
-        plain = tiny_G.synthesis(ws, t, [1, 2], **kw)
-    torch.testing.assert_close(got, want, atol=2e-5, rtol=1e-5)
-    assert (got - plain).abs().max() > 1e-2
-
-
-def _check_modulate_weight(kernel, device, dtype, fmt, seed: int, n, shapes, fp32_tol: float):
-    """modulate_weight (`kernel`) against the PyTorch fold for (O, I, k) shapes, sample counts n and both
-    demodulation settings; returns the last weight and styles."""
-    gen = torch.Generator().manual_seed(seed)
-    tol = {torch.float32: fp32_tol, torch.float16: 1e-3, torch.bfloat16: 8e-3}[dtype]
-    for (c_out, c_in, k), num, demodulate in itertools.product(shapes, n, [True, False]):
-        weight = torch.randn(c_out, c_in, k, k, generator=gen).to(device)
-        styles = (torch.randn(num, c_in, generator=gen) * 3 + 1).to(device)
-        norm = dtype == torch.float16 and demodulate
-        w = modconv._prenormalized_weight(weight) if norm else weight
-        wsq = w.square().sum(dim=[2, 3]) if demodulate else None
-        got = kernel(w.contiguous(memory_format=fmt), wsq, styles, norm, dtype)
-        want = modconv._folded_weight_ops(weight, styles, demodulate, dtype, fmt)
-        label = f"{dtype} {fmt} {c_out}x{c_in}x{k} n={num} demod={demodulate}"
-        assert got.shape == want.shape and got.dtype == dtype and got.is_contiguous(memory_format=fmt), label
-        torch.testing.assert_close(got.float(), want.float(), rtol=tol, atol=tol * want.abs().max().item(),
-                                   msg=label)
-        if demodulate:  # eq. 3: every output filter of every sample has unit norm
-            norms = got.float().reshape(num * c_out, -1).norm(dim=1)
-            torch.testing.assert_close(norms, torch.ones_like(norms), rtol=2 * tol, atol=0)
-    return weight, styles
-
-
-@pytest.mark.parametrize("dtype", [torch.float32, torch.float16, torch.bfloat16])
-@pytest.mark.parametrize("fmt", [torch.contiguous_format, torch.channels_last], ids=["nchw", "nhwc"])
-def test_emulated_modulate_weight_matches_the_pytorch_fold(emu, dtype, fmt):
-    weight, styles = _check_modulate_weight(emu.modulate_weight_cuda, "cpu", dtype, fmt, seed=11, n=(1, 3),
-                                            shapes=[(5, 7, 3), (3, 6, 1), (4, 300, 3)], fp32_tol=1e-6)
-    with pytest.raises(AssertionError, match="forward-only"):
-        emu.modulate_weight_cuda(weight, None, styles.requires_grad_(True), False, torch.float32)
-    with pytest.raises(TypeError, match="float16 or bfloat16"):
-        emu.modulate_weight_cuda(weight, None, styles.detach(), False, torch.float64)
-
-
-def _torgb_cases(seed: int, device):
-    """Inputs of bias_act_torgb: planes below one warp, over one block, odd sizes; 1 and 2 groups; the toRGB
-    styles one per sample or one for the batch; every optional operand present or absent; three activations."""
-    gen = torch.Generator().manual_seed(seed)
-    cases = [  # (batch, groups, channels, rgb channels, h, w, weights shared, act, all operands)
-        (2, 1, 16, 3, 4, 4, False, "lrelu", True), (3, 2, 12, 3, 17, 19, True, "lrelu", True),
-        (1, 1, 24, 3, 9, 7, False, "lrelu", False), (2, 2, 8, 4, 5, 6, False, "linear", True),
-        (2, 1, 9, 1, 3, 5, True, "tanh", True), (1, 1, 64, 3, 16, 16, False, "lrelu", True)]
-    for batch, groups, c, rgb_c, h, w, shared, act, full in cases:
-        x = torch.randn(batch, groups * c, h, w, generator=gen) * 2
-        ops = dict(
-            b=torch.randn(groups * c, generator=gen) if full else None,
-            scale=torch.rand(batch, groups * c, generator=gen) + 0.5 if full else None,
-            out_scale=torch.rand(batch, groups * c, generator=gen) + 0.5 if full and act != "tanh" else None,
-            rgb_weight=torch.randn(rgb_c, c, generator=gen) / c**0.5,
-            rgb_styles=torch.randn(1 if shared else batch, groups, c, generator=gen) + 1,
-            rgb_bias=torch.randn(rgb_c, generator=gen) if full else None,
-            skip=torch.randn(batch, groups * rgb_c, h, w, generator=gen) if full or shared else None)
-        kw = dict(act=act, gain=1.4, clamp=1.7 if full else None, rgb_clamp=0.8 if full else None)
-        yield f"{batch}x{groups}x{c}x{h}x{w} rgb={rgb_c} shared={shared} {act} full={full}", x.to(device), \
-            {k: (v.to(device) if isinstance(v, torch.Tensor) else v) for k, v in ops.items()} | kw
-
-
-def _check_bias_act_torgb(run, device, dtype, seed: int) -> None:
-    """`run(x, **kw)` (the kernel through its entry point) against the ops one after the other in float64
-    (tolerances: the rounding of x and of the activations to dtype; the kernel sums the rgb in float32)."""
-    from core.ops.fused import bias_act_torgb
-
-    tol = {torch.float32: 2e-5, torch.float16: 4e-3, torch.bfloat16: 3e-2}[dtype]
-    for label, x, kw in _torgb_cases(seed, device):
-        for fmt in (torch.contiguous_format, torch.channels_last):
-            xd = x.to(dtype).contiguous(memory_format=fmt)
-            ops = {k: (v.to(dtype) if k in ("b", "scale", "out_scale") and v is not None else v) for k, v in kw.items()}
-            y, img = run(xd, **ops)
-            ops64 = {k: (v.double() if isinstance(v, torch.Tensor) else v) for k, v in ops.items()}
-            want_y, want_img = bias_act_torgb(xd.double(), **ops64, impl="ref")
-            want_img = want_img.double()
-            name = f"{label} {dtype} {fmt}"
-            assert y.dtype == dtype and y.shape == x.shape and y.is_contiguous(memory_format=fmt), name
-            assert img.dtype == torch.float32 and img.shape == want_img.shape and img.is_contiguous(), name
-            torch.testing.assert_close(y.double(), want_y, rtol=tol, atol=tol * want_y.abs().max().item(), msg=name)
-            torch.testing.assert_close(img.double(), want_img, rtol=tol, atol=tol * want_img.abs().max().item(),
-                                       msg=name)
-
-
-@pytest.mark.parametrize("dtype", [torch.float32, torch.float16, torch.bfloat16])
-def test_emulated_bias_act_torgb_matches_the_ops(emu, dtype):
-    def run(x, act, gain, clamp, rgb_clamp, **ops):
-        spec = ACTIVATIONS[act]
-        return emu.bias_act_torgb_cuda(x, ops["b"], act, spec.def_alpha, gain, -1.0 if clamp is None else clamp,
-                                       ops["scale"], ops["out_scale"], ops["rgb_weight"], ops["rgb_styles"],
-                                       ops["rgb_bias"], -1.0 if rgb_clamp is None else rgb_clamp, ops["skip"])
-    _check_bias_act_torgb(run, "cpu", dtype, seed=21)
-    x = torch.randn(1, 4, 2, 2, requires_grad=True)
-    with pytest.raises(AssertionError, match="forward-only"):
-        emu.bias_act_torgb_cuda(x, None, "lrelu", 0.2, 1.0, -1.0, None, None, torch.randn(3, 4),
-                                torch.randn(1, 1, 4), None, -1.0, None)
-    with pytest.raises(TypeError, match="bfloat16"):
-        emu.bias_act_torgb_cuda(x.detach().double(), None, "lrelu", 0.2, 1.0, -1.0, None, None,
-                                torch.randn(3, 4), torch.randn(1, 1, 4), None, -1.0, None)
-
-
-@pytest.mark.parametrize("dtype", [torch.float32, torch.float16, torch.bfloat16])
-def test_emulated_modulation_coefs_match_the_pytorch_ops(emu, dtype):
-    gen = torch.Generator().manual_seed(13)
-    tol = {torch.float32: 1e-6, torch.float16: 1e-3, torch.bfloat16: 8e-3}[dtype]
-    for c_out, c_in, k, n in ((5, 7, 3, 3), (300, 260, 3, 2), (3, 16, 1, 1)):
-        weight = torch.randn(c_out, c_in, k, k, generator=gen)
-        styles = torch.randn(n, c_in, generator=gen) * 3 + 1
-        w, s = modconv._prenormalize(dtype, weight, styles, True)
-        want_d, want_s = modconv._demod_coefs(w, s), s
-        with torch.no_grad():
-            got_d, got_s = modconv._coefs_kernel(weight, styles, dtype, want_styles=True)
-            only_d, none_s = modconv._coefs_kernel(weight, styles, dtype, want_styles=False)
-            none_d, only_s = modconv._coefs_kernel(weight, styles, dtype, want_styles=True, demod=False)
-        assert none_s is None and none_d is None
-        for got, want in ((got_d, want_d), (only_d, want_d), (got_s, want_s), (only_s, want_s)):
-            assert got.dtype == dtype and got.shape == want.shape
-            torch.testing.assert_close(got.float(), want.to(dtype).float(), rtol=tol, atol=0)
-
-
-def test_emulated_token_noise_is_the_pytorch_hash_bit_for_bit(emu):
-    from core.noise import token_noise
-
-    seeds = torch.tensor([0, 1, 2**62 + 12345, 987654321, 2**63 - 1])
-    for dim, length in ((6, 4), (7, 3), (1, 5), (512, 2)):
-        sample = torch.tensor([4, 0, 2, 2, 3, 1])
-        start = torch.tensor([0, 5, 2**40, 17, 3, 1000000])
-        got = emu.token_noise_cuda(seeds, sample, start, length, dim)
-        want = token_noise(seeds[sample].unsqueeze(1), start.unsqueeze(1) + torch.arange(length), dim)
-        assert got.shape == want.shape == (6, length, dim) and got.dtype == torch.float32
-        # the same integer hash; float64 Box-Muller through libm instead of PyTorch's vectorized math
-        assert (got != want).float().mean() < 1e-3, f"dim {dim}"
-        torch.testing.assert_close(got, want, rtol=2e-7, atol=2e-7)
-    no_sample = emu.token_noise_cuda(seeds, None, torch.arange(5), 3, 8)
-    torch.testing.assert_close(no_sample, token_noise(seeds.unsqueeze(1), torch.arange(5).unsqueeze(1) +
-                                                      torch.arange(3), 8), rtol=2e-7, atol=2e-7)
-    bad = emu.token_noise_cuda(seeds, torch.tensor([1, 5, -1]), torch.zeros(3, dtype=torch.int64), 2, 4)
-    assert bad[0].isfinite().all() and bad[1:].isnan().all(), "an out-of-range video index gives NaN tokens"
-
-
-@pytest.mark.parametrize("exact", [True, False])
-@pytest.mark.parametrize("t_dtype", [torch.float64, torch.float32])
-def test_emulated_time_encoding_matches_the_time_encoder(tiny_G, emu, monkeypatch, exact, t_dtype):
-    import copy
-
-    from core import motion as motion_mod
-
-    enc = tiny_G.synthesis.motion_encoder.time_encoder
-    dz = tiny_G.synthesis.motion_encoder.cfg.delta_z
-    gen = torch.Generator().manual_seed(21)
-    u_dim = enc.periods_predictor.weight.shape[1]
-    # scale = tanh(.) + 1 is float32: one ulp of libm's tanh against PyTorch's moves a far frame's wave by
-    # freq * t * 1e-7. So: far times with the periods predictor zeroed (tanh(0) = 0 on any libm), and
-    # random predictors at near times.
-    flat = copy.deepcopy(enc)
-    with torch.no_grad():
-        flat.periods_predictor.weight.zero_()
-    far = torch.tensor([0.0, 0.5, dz - 1e-3, dz, 2.5 * dz, 90000.0, 1e7 + 0.25, 3e11 + 0.5]
-                       + (torch.rand(24, generator=gen) * 5000).tolist(), dtype=torch.float64)
-    near = torch.rand(32, generator=gen) * 200
-    calls = []
-    real = emu.time_encoding_cuda
-    for module, t, atol in ((flat, far, 2e-6), (enc, near, 2e-5)):
-        t = t.to(t_dtype)
-        u_left, u_right = (torch.randn(len(t), u_dim, generator=gen) for _ in range(2))
-        with torch.no_grad(), monkeypatch.context() as m:
-            want = module(t, u_left, u_right, dz, exact=exact)
-            m.setattr(core.ops.cuda, "time_encoding_cuda", lambda *a: calls.append(1) or real(*a))
-            m.setattr(_dispatch, "resolve", lambda name, impl, x: "cuda")
-            got = module(t, u_left, u_right, dz, exact=exact)
-            m.setattr(motion_mod, "MOTION_KERNELS", False)
-            assert torch.equal(module(t, u_left, u_right, dz, exact=exact), want), "MOTION_KERNELS = False: the ops"
-        assert got.shape == want.shape and got.dtype == torch.float32
-        if not exact and module is flat:  # float32 waves of far frames: both sides are rounding noise there
-            got, want = got[t < 1000], want[t < 1000]
-        # the same operations in the same order (no FMA contraction); libm's sin / cos / tanh against PyTorch's:
-        # a last-bit difference of scale moves wave f of frame t by up to 3 waves x freq_f x t x 2^-23
-        tt = t[:, None].double() if exact or module is not flat else t[t < 1000][:, None].double()
-        slack = 3 * enc.freqs.double().repeat(1, 2) * tt * 2.0**-23 if module is enc else 0
-        err = (got.double() - want.double()).abs()
-        assert (err <= (atol if exact else 20 * atol) + slack).all(), f"max error {err.max().item():.2e}"
-    assert calls == [1, 1]
-
-
-def test_time_encoder_keeps_its_gradients_off_the_kernel(tiny_G, emu, monkeypatch):
-    enc = tiny_G.synthesis.motion_encoder.time_encoder
-    monkeypatch.setattr(_dispatch, "resolve", lambda name, impl, x: "cuda")
-    monkeypatch.setattr(core.ops.cuda, "time_encoding_cuda", lambda *a: pytest.fail("the kernel has no backward"))
-    u = torch.randn(3, enc.periods_predictor.weight.shape[1])
-    v = enc(torch.tensor([0.0, 1.0, 2.0], dtype=torch.float64), u, u, 4)  # the predictors' weights need a gradient
-    v.sum().backward()
-    assert enc.periods_predictor.weight.grad is not None
-
-
-def test_motion_tokens_take_the_kernel_on_the_gpu_path(emu, monkeypatch):
-    from core import motion as motion_mod
-
-    motion = motion_mod.Motion.from_seeds([7, 2**50, 3])
-    sample, start = torch.tensor([2, 0, 1, 1]), torch.tensor([0, 9, 4, 100])
-    want = motion.tokens(sample, start, 5, 16)  # CPU tensors: the PyTorch ops
-    calls = []
-    real = emu.token_noise_cuda  # core.ops.cuda's, over the host-compiled kernel
-    monkeypatch.setattr(core.ops.cuda, "token_noise_cuda", lambda *a: calls.append(1) or real(*a))
-    monkeypatch.setattr(_dispatch, "resolve", lambda name, impl, x: "cuda")
-    got = motion.tokens(sample, start, 5, 16)
-    assert calls == [1]
-    torch.testing.assert_close(got, want, rtol=2e-7, atol=2e-7)
-    monkeypatch.setattr(motion_mod, "MOTION_KERNELS", False)
-    motion.tokens(sample, start, 5, 16)
-    assert calls == [1], "MOTION_KERNELS = False keeps the PyTorch ops"
-
-
-def test_modulate_weight_kernel_is_for_inference_on_the_gpu(fresh_dispatch, monkeypatch):
-    weight, styles = torch.randn(4, 3, 3, 3), torch.randn(2, 3)
-    apply = modconv._modulation_kernels_apply
-    assert not apply(weight, styles, "auto", torch.float16)  # a CPU tensor: the PyTorch fold
-    monkeypatch.setattr(_dispatch, "resolve", lambda name, impl, x: "cuda")
-    assert apply(weight, styles, "auto", torch.float16) and apply(weight, styles, "auto", torch.float32)
-    assert not apply(weight, styles, "ref", torch.float16)
-    assert not apply(weight.double(), styles, "auto", torch.float32)  # float64 parameters: the PyTorch ops
-    assert not apply(weight, styles, "auto", torch.float64)  # float64 activations (parity runs): the ops
-    assert not apply(weight.requires_grad_(True), styles, "auto", torch.float16)  # training
-    with torch.no_grad():
-        assert apply(weight, styles, "auto", torch.float16)
-    monkeypatch.setattr(modconv, "FOLD_KERNEL", False)
-    assert not apply(weight.detach(), styles, "auto", torch.float16)
+    assert len(fused_calls) == (0 if layout == "grouped" else ups), "the upsampling layers take the fused kernel"
 
 
 @pytest.mark.parametrize("case", UPFIRDN_CASES, ids=lambda c: f"{c[0]}-{c[1]}-{c[2]}-{c[4]}")
@@ -1059,87 +658,6 @@ def _check_gpu_parity(label, names, got, ref, ref64, dtype):
         assert g.dtype == w.dtype and g.shape == w.shape, f"{label} {name}"
         err = _rel(g, w) if w.norm() > 0 else g.double().norm().item()
         assert err <= max(limit, 3 * _rel(w, w64)), f"{label} {dtype} {name}: {err:.2e}"
-
-
-@pytest.mark.gpu
-@gpu
-@pytest.mark.parametrize("dtype", [torch.float32, torch.float16])
-def test_gpu_modulation_coefs_match_the_pytorch_ops(dtype):
-    gen = torch.Generator().manual_seed(6)
-    for c_out, c_in, n in ((512, 512, 32), (3, 64, 1), (300, 257, 5)):
-        weight = torch.randn(c_out, c_in, 3, 3, generator=gen).to(GPU_DEVICE)
-        styles = (torch.randn(n, c_in, generator=gen) * 3 + 1).to(GPU_DEVICE)
-        w, s = modconv._prenormalize(dtype, weight, styles, True)
-        with torch.no_grad():
-            got_d, got_s = modconv._coefs_kernel(weight, styles, dtype, want_styles=True)
-        tol = 1e-5 if dtype == torch.float32 else 1e-3
-        torch.testing.assert_close(got_d.float(), modconv._demod_coefs(w, s).to(dtype).float(), rtol=tol, atol=0)
-        torch.testing.assert_close(got_s.float(), s.to(dtype).float(), rtol=tol, atol=0)
-
-
-@pytest.mark.gpu
-@gpu
-@pytest.mark.parametrize("dtype", [torch.float32, torch.float16, torch.bfloat16])
-def test_gpu_bias_act_torgb_matches_the_ops(dtype):
-    from core.ops.cuda import bias_act_torgb_cuda
-
-    def run(x, act, gain, clamp, rgb_clamp, **ops):
-        with torch.no_grad():
-            return bias_act_torgb_cuda(x, ops["b"], act, ACTIVATIONS[act].def_alpha, gain,
-                                       -1.0 if clamp is None else clamp, ops["scale"], ops["out_scale"],
-                                       ops["rgb_weight"], ops["rgb_styles"], ops["rgb_bias"],
-                                       -1.0 if rgb_clamp is None else rgb_clamp, ops["skip"])
-    _check_bias_act_torgb(run, GPU_DEVICE, dtype, seed=22)
-
-
-@pytest.mark.gpu
-@gpu
-@pytest.mark.parametrize("exact", [True, False])
-def test_gpu_time_encoding_matches_the_time_encoder(tiny_G, exact, monkeypatch):
-    from core import motion as motion_mod
-
-    enc = tiny_G.synthesis.motion_encoder.time_encoder.to(GPU_DEVICE)
-    dz = tiny_G.synthesis.motion_encoder.cfg.delta_z
-    gen = torch.Generator().manual_seed(4)
-    t = torch.cat([torch.tensor([0.0, 0.5, 90000.25, 3e11 + 0.5], dtype=torch.float64),
-                   torch.rand(60, generator=gen, dtype=torch.float64) * 1000]).to(GPU_DEVICE)
-    u_left, u_right = (torch.randn(len(t), enc.periods_predictor.weight.shape[1], generator=gen).to(GPU_DEVICE)
-                       for _ in range(2))
-    with torch.no_grad():
-        got = enc(t, u_left, u_right, dz, exact=exact)
-        monkeypatch.setattr(motion_mod, "MOTION_KERNELS", False)
-        want = enc(t, u_left, u_right, dz, exact=exact)
-    # the same libdevice functions and operation order as PyTorch's CUDA ops (no FMA contraction)
-    torch.testing.assert_close(got, want, rtol=0, atol=1e-6 if exact else 1e-4)
-
-
-@pytest.mark.gpu
-@gpu
-def test_gpu_token_noise_matches_the_pytorch_hash():
-    from core.noise import token_noise
-    from core.ops.cuda import token_noise_cuda
-
-    gen = torch.Generator().manual_seed(9)
-    seeds = torch.randint(0, 2**62, (16,), generator=gen)
-    sample, start = torch.randint(0, 16, (40,), generator=gen), torch.randint(0, 2**40, (40,), generator=gen)
-    for dim, length in ((512, 7), (33, 2)):
-        got = token_noise_cuda(seeds.to(GPU_DEVICE), sample.to(GPU_DEVICE), start.to(GPU_DEVICE), length, dim)
-        k = start.unsqueeze(1) + torch.arange(length)
-        on_gpu = token_noise(seeds[sample].unsqueeze(1).to(GPU_DEVICE), k.to(GPU_DEVICE), dim)
-        on_cpu = token_noise(seeds[sample].unsqueeze(1), k, dim)
-        torch.testing.assert_close(got, on_gpu, rtol=2e-7, atol=2e-7)
-        torch.testing.assert_close(got.cpu(), on_cpu, rtol=2e-7, atol=2e-7)  # the same noise on any device
-
-
-@pytest.mark.gpu
-@gpu
-@pytest.mark.parametrize("dtype", [torch.float32, torch.float16, torch.bfloat16])
-@pytest.mark.parametrize("fmt", [torch.contiguous_format, torch.channels_last], ids=["nchw", "nhwc"])
-def test_gpu_modulate_weight_matches_the_pytorch_fold(dtype, fmt):
-    from core.ops.cuda import modulate_weight_cuda
-
-    _check_modulate_weight(modulate_weight_cuda, GPU_DEVICE, dtype, fmt, seed=5, n=(1, 4),
-                           shapes=[(512, 512, 3), (3, 64, 1), (7, 300, 3)], fp32_tol=1e-5)
 
 
 @pytest.mark.gpu
@@ -1201,30 +719,7 @@ def test_gpu_upfirdn2d_parity(case, dtype):
 @pytest.mark.gpu
 @gpu
 @pytest.mark.parametrize("dtype", [torch.float32, torch.float16])
-@pytest.mark.parametrize("channels_last", [False, True])
-@pytest.mark.parametrize("size", [(17, 15), (16, 16)])  # per-element / per-run (NCHW) operand loads
-def test_gpu_lean_bias_act_forward_matches_the_general_kernel(dtype, channels_last, size, monkeypatch):
-    gen = torch.Generator(device=GPU_DEVICE).manual_seed(33)
-    x = torch.randn(4, 32, *size, device=GPU_DEVICE, generator=gen).to(dtype)
-    x = x.contiguous(memory_format=torch.channels_last) if channels_last else x
-    b = torch.randn(32, device=GPU_DEVICE, generator=gen).to(dtype)
-    scale, out_scale = ((torch.rand(4, 32, device=GPU_DEVICE, generator=gen) + 0.5).to(dtype) for _ in range(2))
-    tol = 2e-3 if dtype == torch.float16 else 1e-6
-    with torch.no_grad():
-        for act, kw in itertools.product(("lrelu", "linear"), ({}, dict(scale=scale, out_scale=out_scale))):
-            monkeypatch.setenv("SGV_BIAS_ACT_LEAN", "0")
-            want = bias_act(x, b, act=act, clamp=1.0, impl="cuda", **kw)
-            monkeypatch.setenv("SGV_BIAS_ACT_LEAN", "1")
-            got = bias_act(x, b, act=act, clamp=1.0, impl="cuda", **kw)
-            torch.testing.assert_close(got, want, rtol=tol, atol=tol)
-
-
-@pytest.mark.gpu
-@gpu
-@pytest.mark.parametrize("dtype", [torch.float32, torch.float16])
-@pytest.mark.parametrize("kernel", FILTER_KERNELS)
-def test_gpu_4x4_filter_and_its_bias_act_epilogue(dtype, kernel, monkeypatch):
-    _select_filter_kernel(monkeypatch, kernel)
+def test_gpu_4x4_filter_and_its_bias_act_epilogue(dtype):
     gen = torch.Generator(device=GPU_DEVICE).manual_seed(32)
     f, pad = setup_filter(FILTER).to(GPU_DEVICE), (2, 1, 2, 1)
     x0 = torch.randn(4, 24, 37, 21, device=GPU_DEVICE, generator=gen)

@@ -2,61 +2,49 @@
 
 `impl="ref"` always runs the reference. `impl="cuda"` runs the kernel and raises if it cannot be
 built. `impl="auto"` (the default) runs the kernel for CUDA tensors when it builds and falls back to
-the reference, with one warning per op, when it does not; CPU tensors always take the reference.
+the reference, with one warning, when it does not; CPU tensors always take the reference. `impl=None`
+means the choice of `core.ops.options.current()`. Both ops live in one extension, built at most once
+per process (`core/ops/cuda/build.py`); nothing is built at import.
 """
 
 from __future__ import annotations
 
+import functools
 import logging
-from collections.abc import Callable
 
 import torch
 
+from core.ops.cuda.build import load_extension
+from core.ops.options import IMPLS, resolve_impl
+
 log = logging.getLogger(__name__)
 
-IMPLS = ("auto", "ref", "cuda")
-_warned: set[str] = set()
 
-# name -> loader returning the compiled module (raises on failure). Filled by core.ops.cuda.
-_loaders: dict[str, Callable[[], object]] = {}
-_loaded: dict[str, object] = {}
-_failed: dict[str, BaseException] = {}
-
-
-def register_loader(name: str, loader: Callable[[], object]) -> None:
-    _loaders[name] = loader
-
-
-def load_plugin(name: str) -> object:
-    """Build (once, lazily) and return the CUDA extension for op `name`; raise on failure."""
-    if name in _loaded:
-        return _loaded[name]
-    if name in _failed:
-        raise RuntimeError(f"CUDA kernel for {name!r} failed to build earlier: {_failed[name]}")
-    if name not in _loaders:
-        _register_builtin_loaders()
-    loader = _loaders.get(name)
-    if loader is None:
-        err = RuntimeError(f"no CUDA kernel is registered for op {name!r}")
-        _failed[name] = err
-        raise err
+@functools.cache
+def _build() -> tuple[object | None, BaseException | None]:
+    """(the extension's op namespace, None) or (None, the error): a failed build is not retried."""
     try:
-        _loaded[name] = loader()
-    except Exception as exc:  # the build error is kept and re-raised for impl="cuda"
-        _failed[name] = exc
-        raise
-    return _loaded[name]
+        return load_extension(), None
+    except Exception as exc:  # kept, re-raised for impl="cuda", warned about once for "auto"
+        return None, exc
 
 
-def _register_builtin_loaders() -> None:
-    try:
-        from core.ops import cuda  # noqa: F401  (registers its loaders on import)
-    except ImportError:
-        pass
+def extension():
+    """The CUDA extension's op namespace (`torch.ops.sgv_ops_<hash>`); raise the build's error."""
+    module, error = _build()
+    if error is not None:
+        raise RuntimeError(f"the CUDA ops could not be built: {error}") from error
+    return module
 
 
-def resolve(name: str, impl: str, x: torch.Tensor) -> str:
+@functools.cache
+def _warn_fallback(reason: str) -> None:
+    log.warning("CUDA kernels unavailable (%s); using the PyTorch reference ops", reason)
+
+
+def resolve(name: str, impl: str | None, x: torch.Tensor) -> str:
     """Return "ref" or "cuda" for running op `name` on tensor `x`."""
+    impl = resolve_impl(impl)
     if impl not in IMPLS:
         raise ValueError(f"impl must be one of {IMPLS}, got {impl!r}")
     if impl == "ref":
@@ -64,15 +52,12 @@ def resolve(name: str, impl: str, x: torch.Tensor) -> str:
     if impl == "cuda":
         if not x.is_cuda:
             raise RuntimeError(f"impl='cuda' for {name!r} needs a CUDA tensor, got device {x.device}")
-        load_plugin(name)
+        extension()
         return "cuda"
     if not x.is_cuda:
         return "ref"
-    try:
-        load_plugin(name)
-        return "cuda"
-    except Exception as exc:
-        if name not in _warned:
-            _warned.add(name)
-            log.warning("CUDA kernel for %s unavailable (%s); using the PyTorch reference", name, exc)
+    module, error = _build()
+    if error is not None:
+        _warn_fallback(str(error))
         return "ref"
+    return "cuda"

@@ -2,36 +2,11 @@
 
 from __future__ import annotations
 
-import math
-from dataclasses import dataclass
-
 import torch
-import torch.nn.functional as F
 
 from core.ops import _dispatch
-
-
-@dataclass(frozen=True)
-class Activation:
-    name: str
-    func: object  # callable(x, alpha) -> tensor
-    def_alpha: float
-    def_gain: float
-    cuda_ref: str  # "x" or "y": which tensor the CUDA kernel keeps for the gradient
-    cuda_idx: int
-
-
-ACTIVATIONS: dict[str, Activation] = {
-    "linear": Activation("linear", lambda x, a: x, 0.0, 1.0, "", 1),
-    "relu": Activation("relu", lambda x, a: F.relu(x), 0.0, math.sqrt(2), "y", 2),
-    "lrelu": Activation("lrelu", lambda x, a: F.leaky_relu(x, a), 0.2, math.sqrt(2), "y", 3),
-    "tanh": Activation("tanh", lambda x, a: torch.tanh(x), 0.0, 1.0, "y", 4),
-    "sigmoid": Activation("sigmoid", lambda x, a: torch.sigmoid(x), 0.0, 1.0, "y", 5),
-    "elu": Activation("elu", lambda x, a: F.elu(x), 0.0, 1.0, "y", 6),
-    "selu": Activation("selu", lambda x, a: F.selu(x), 0.0, 1.0, "y", 7),
-    "softplus": Activation("softplus", lambda x, a: F.softplus(x), 0.0, 1.0, "y", 8),
-    "swish": Activation("swish", lambda x, a: torch.sigmoid(x) * x, 0.0, math.sqrt(2), "x", 9),
-}
+from core.ops.activations import ACTIVATIONS
+from core.ops.cuda.functions import bias_act_cuda
 
 
 def bias_act(
@@ -42,7 +17,7 @@ def bias_act(
     alpha: float | None = None,
     gain: float | None = None,
     clamp: float | None = None,
-    impl: str = "auto",
+    impl: str | None = None,
     scale: torch.Tensor | None = None,
     out_scale: torch.Tensor | None = None,
 ) -> torch.Tensor:
@@ -66,8 +41,6 @@ def bias_act(
             assert t.shape == (x.shape[0], x.shape[dim]), f"scale {tuple(t.shape)} vs x {tuple(x.shape)}"
     kw = dict(dim=dim, act=act, alpha=alpha, gain=gain, clamp=clamp, scale=scale, out_scale=out_scale)
     if _dispatch.resolve("bias_act", impl, x) == "cuda":
-        from core.ops.cuda import bias_act_cuda
-
         return bias_act_cuda(x, b, **kw)
     return bias_act_ref(x, b, **kw)
 

@@ -5,23 +5,15 @@ from __future__ import annotations
 import torch
 import torch.nn.functional as F
 
-from core.ops.fused import bias_act_epilogue, upfirdn2d_bias_act
+from core.ops.bias_act import bias_act
+from core.ops.fused import upfirdn2d_bias_act
 from core.ops.upfirdn2d import filter_size, parse_padding, upfirdn2d
 from core.ops.weight_cache import derived
-
-
-def layout(x: torch.Tensor) -> torch.memory_format:
-    """x's memory format: channels-last for an NHWC-dense 4-D tensor, else contiguous."""
-    cl = x.dim() == 4 and not x.is_contiguous() and x.is_contiguous(memory_format=torch.channels_last)
-    return torch.channels_last if cl else torch.contiguous_format
 
 
 def _conv(x, w, stride=1, padding=0, groups=1, transpose=False, flip_weight=True):
     if not flip_weight:  # F.conv2d is a correlation; flip_weight=False asks for a true convolution
         w = derived(w, "flipped", lambda t: t.flip([2, 3]))
-    fmt = layout(x)  # the backend converts the weight to the input's layout at every call otherwise
-    if not w.is_contiguous(memory_format=fmt):
-        w = derived(w, ("layout", fmt), lambda t: t.contiguous(memory_format=fmt))
     if transpose:
         return F.conv_transpose2d(x, w, stride=stride, padding=padding, groups=groups)
     return F.conv2d(x, w, stride=stride, padding=padding, groups=groups)
@@ -29,19 +21,18 @@ def _conv(x, w, stride=1, padding=0, groups=1, transpose=False, flip_weight=True
 
 def conv2d_resample(x: torch.Tensor, w: torch.Tensor, f: torch.Tensor | None = None, up: int = 1,
                     down: int = 1, padding=0, groups: int = 1, flip_weight: bool = True,
-                    flip_filter: bool = False, impl: str = "auto", bias_act_args: dict | None = None) -> torch.Tensor:
+                    flip_filter: bool = False, impl: str | None = None,
+                    bias_act_args: dict | None = None) -> torch.Tensor:
     """Conv of x `[N, C_in, H, W]` with w `[C_out, C_in/groups, kh, kw]`, up/down-sampling by `f`.
 
     `padding` refers to the upsampled image. The paths are chosen as StyleGAN2 does (transposed
     conv for up=2, strided conv for down=2), so outputs match its checkpoints' behaviour exactly.
     `bias_act_args`: the result goes through `bias_act(y, **bias_act_args)`, inside the upsampling
-    filter's pass where the kernel can (core/ops/fused.py); with a `torgb` entry (no resampling) through
-    `bias_act_torgb(y, **bias_act_args, **torgb)`, and the result is its pair (y, img).
+    filter's pass where the kernel can (core/ops/fused.py).
     """
     if bias_act_args is not None and not (up > 1 and down == 1):
-        assert "torgb" not in bias_act_args or up == down == 1, "toRGB follows a conv without resampling"
         y = conv2d_resample(x, w, f, up, down, padding, groups, flip_weight, flip_filter, impl)
-        return bias_act_epilogue(y, bias_act_args, impl)
+        return bias_act(y, impl=impl, **bias_act_args)
     assert x.ndim == 4 and w.ndim == 4 and w.dtype == x.dtype, f"x {x.shape} {x.dtype}, w {w.shape} {w.dtype}"
     c_out, c_in_g, kh, kw = (int(s) for s in w.shape)
     fw, fh = filter_size(f)
@@ -69,9 +60,8 @@ def conv2d_resample(x: torch.Tensor, w: torch.Tensor, f: torch.Tensor | None = N
         x = upfirdn2d(x, f, padding=pad, **ops)
         return _conv(x, w, stride=down, groups=groups, flip_weight=flip_weight)
     if up > 1:  # transposed strided conv, then filter
-        if groups == 1:  # dense in x's layout, so the transposed conv does not copy it at every call
-            fmt = layout(x)
-            w = derived(w, ("transposed", fmt), lambda t: t.transpose(0, 1).contiguous(memory_format=fmt))
+        if groups == 1:  # contiguous, so the transposed conv does not copy it at every call
+            w = derived(w, "transposed", lambda t: t.transpose(0, 1).contiguous())
         else:
             w = w.reshape(groups, c_out // groups, c_in_g, kh, kw).transpose(1, 2)
             w = w.reshape(groups * c_in_g, c_out // groups, kh, kw)
@@ -84,7 +74,6 @@ def conv2d_resample(x: torch.Tensor, w: torch.Tensor, f: torch.Tensor | None = N
         x = _conv(x, w, stride=up, padding=[pyt, pxt], groups=groups, transpose=True, flip_weight=not flip_weight)
         pad = [px0 + pxt, px1 + pxt, py0 + pyt, py1 + pyt]
         if bias_act_args is not None:  # down == 1
-            assert "torgb" not in bias_act_args, "toRGB follows a conv without resampling"
             args = dict(bias_act_args)
             return upfirdn2d_bias_act(x, f, padding=pad, gain=up**2, act_gain=args.pop("gain", None), **args, **ops)
         x = upfirdn2d(x, f, padding=pad, gain=up**2, **ops)

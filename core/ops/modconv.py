@@ -1,7 +1,7 @@
 """Modulated convolution with weight demodulation (StyleGAN2, Karras et al. 2020, eqs. 1-3).
 
 Two formulations of the same function:
-- the reference (`impl="ref"`, or `FAST_PATH = False`): the per-sample weights
+- the reference (`impl="ref"`, or `OpsOptions.fast_modconv=False`): the per-sample weights
   `w[n, o, i, k] = weight[o, i, k] * styles[n, i]` are materialised to compute the demodulation
   coefficients, as in the paper's eq. 3;
 - the fast path (the default): eq. 3's sum factorises,
@@ -10,9 +10,6 @@ Two formulations of the same function:
   built for the shared-conv (training) path; the grouped-conv path scales the weight once by
   `styles * dcoefs` and fuses the noise addition with the demodulation.
 Both are differentiable to any order; they agree to rounding (bench/ops_gpu.py measures both).
-At inference on a GPU the per-sample weights (grouped conv, per-video layout, a separate toRGB) and the shared
-conv's coefficients (demodulation, input scales) come from CUDA kernels (core/ops/cuda/modulate_weight.cu):
-one launch per layer instead of ~10 small PyTorch ops.
 """
 
 from __future__ import annotations
@@ -20,89 +17,47 @@ from __future__ import annotations
 import numpy as np
 import torch
 
-from core.ops import _dispatch
-from core.ops.conv2d_resample import conv2d_resample, layout
-from core.ops.fused import bias_act_epilogue
+from core.ops.bias_act import bias_act
+from core.ops.conv2d_resample import conv2d_resample
+from core.ops.options import current, resolve_impl
 from core.ops.weight_cache import derived
 
-# Benchmarks set this to False to time the reference formulation under impl="auto".
-FAST_PATH = True
-# bench/ops_gpu.py sets this to False to time the modulation at inference (weight folds, demodulation
-# coefficients, input scales) in PyTorch ops instead of one kernel launch per layer.
-FOLD_KERNEL = True
+
+def _fast(impl: str | None) -> bool:
+    return current().fast_modconv and resolve_impl(impl) != "ref"
 
 
 def modulated_conv2d(x: torch.Tensor, weight: torch.Tensor, styles: torch.Tensor, noise=None, up: int = 1,
                      down: int = 1, padding: int = 0, resample_filter=None, demodulate: bool = True,
                      flip_weight: bool = True, fused_modconv: bool = True,
-                     impl: str = "auto", bias_act_args: dict | None = None, input_scaled: bool = False):
+                     impl: str | None = None, bias_act_args: dict | None = None, input_scaled: bool = False):
     """x `[N, I, H, W]`, weight `[O, I, kh, kw]`, styles `[N, I]` -> `[N, O, H', W']` in x's dtype.
 
     fused_modconv=True folds the per-sample weights into one grouped convolution; False scales the
     activations before and after a shared convolution (cheaper for large batches in training).
-    `bias_act_args` (no noise): return `bias_act(y, **bias_act_args)` (with a `torgb` entry
-    `bias_act_torgb`'s pair, core/ops/fused.py); for the shared conv the demodulation is bias_act's
-    `scale`, so it costs no pass of its own. At inference on a GPU it rides in bias_act's pass, or with
-    bias_act in the upsampling filter's pass. `input_scaled` (shared conv): x already carries its
-    modulation, `input_styles(...)` (the producer's bias_act `out_scale`).
+    `bias_act_args` (shared conv, no noise): return `bias_act(y, **bias_act_args)` with the
+    demodulation as bias_act's `scale`, so it costs no pass of its own: it rides in bias_act's pass,
+    or with bias_act in the upsampling filter's pass (core/ops/fused.py). `input_scaled` (shared
+    conv): x already carries its modulation, `input_styles(...)` (the producer's bias_act `out_scale`).
     """
     n = x.shape[0]
     c_out, c_in, kh, kw = weight.shape
     assert x.ndim == 4 and x.shape[1] == c_in, f"x {tuple(x.shape)} vs weight {tuple(weight.shape)}"
     assert styles.shape == (n, c_in), f"styles {tuple(styles.shape)}, expected {(n, c_in)}"
-    assert bias_act_args is None or noise is None, "bias_act_args take no noise"
-    if fused_modconv and not input_scaled and _modulation_kernels_apply(weight, styles, impl, x.dtype):
-        x = x.reshape(1, -1, *x.shape[2:])
-        w = _folded_weight_kernel(weight, styles, demodulate, x.dtype, layout(x))  # [N*O, I, kh, kw]
-        args = None if bias_act_args is None else _grouped_args(bias_act_args, n)  # in the filter's pass at up=2
-        out = conv2d_resample(x, w, groups=n, f=resample_filter, up=up, down=down, padding=padding,
-                              flip_weight=flip_weight, impl=impl, bias_act_args=args)
-        if isinstance(out, tuple):  # (y, img) of bias_act_torgb
-            return tuple(t.reshape(n, -1, *t.shape[2:]) for t in out)
-        x = out.reshape(n, -1, *out.shape[2:])
-        return x + noise.to(x.dtype) if noise is not None else x
 
-    assert not (input_scaled and fused_modconv), "input_scaled is for the shared conv"
-    kwargs = dict(f=resample_filter, up=up, down=down, padding=padding, flip_weight=flip_weight, impl=impl)
-    if bias_act_args is not None and fused_modconv:  # the grouped conv in PyTorch ops: bias_act after it
-        y = modulated_conv2d(x, weight, styles, up=up, down=down, padding=padding, resample_filter=resample_filter,
-                             demodulate=demodulate, flip_weight=flip_weight, fused_modconv=True, impl=impl)
-        return bias_act_epilogue(y, bias_act_args, impl)
-    if bias_act_args is not None:
-        assert demodulate, "the shared conv's bias_act_args carry its demodulation"
-        assert "scale" not in bias_act_args, "the demodulation is bias_act's scale"
-        if _modulation_kernels_apply(weight, styles, impl, x.dtype):  # the coefficients in one launch, in x's dtype
-            dcoefs, x_styles = _coefs_kernel(weight, styles, x.dtype, want_styles=not input_scaled)
-            weight = _prenormalized_weight(weight) if x.dtype == torch.float16 else weight  # cached: no launch
-        else:
-            weight, styles = _prenormalize(x.dtype, weight, styles, demodulate)
-            dcoefs, x_styles = _demod_coefs(weight, styles), None if input_scaled else styles
-        x = _scale_input(x, x_styles)
-        args = dict(bias_act_args, scale=dcoefs)
-        return conv2d_resample(x, _as(weight, x.dtype), bias_act_args=args, **kwargs)
     weight, styles = _prenormalize(x.dtype, weight, styles, demodulate)
+    assert not (input_scaled and fused_modconv), "input_scaled is for the shared conv"
     x_styles = None if input_scaled else styles
-    if FAST_PATH and impl != "ref":
+    kwargs = dict(f=resample_filter, up=up, down=down, padding=padding, flip_weight=flip_weight, impl=impl)
+    if bias_act_args is not None:
+        assert demodulate and not fused_modconv and noise is None, "bias_act_args is for the shared conv"
+        assert "scale" not in bias_act_args, "the demodulation is bias_act's scale"
+        x = _scale_input(x, x_styles)
+        args = dict(bias_act_args, scale=_demod_coefs(weight, styles))
+        return conv2d_resample(x, _as(weight, x.dtype), bias_act_args=args, **kwargs)
+    if _fast(impl):
         return _modconv_fast(x, weight, styles, x_styles, noise, demodulate, fused_modconv, kwargs)
     return _modconv_ref(x, weight, styles, x_styles, noise, demodulate, fused_modconv, kwargs)
-
-
-def _grouped_args(bias_act_args: dict, n: int) -> dict:
-    """bias_act_args of N samples `[N, O, H, W]` for their grouped conv's output `[1, N*O, H, W]`."""
-    args = dict(bias_act_args)
-    assert "scale" not in args, "the grouped conv's weights are demodulated already"
-    if n > 1:
-        if args.get("b") is not None:
-            args["b"] = args["b"].repeat(n)
-        if args.get("out_scale") is not None:
-            args["out_scale"] = args["out_scale"].reshape(1, -1)
-        if args.get("torgb") is not None:
-            torgb = dict(args["torgb"])
-            torgb["rgb_styles"] = torgb["rgb_styles"].reshape(1, n, -1)  # [1, N, C]
-            if torgb.get("skip") is not None:
-                torgb["skip"] = torgb["skip"].reshape(1, -1, *torgb["skip"].shape[2:])
-            args["torgb"] = torgb
-    return args
 
 
 def modulated_conv1x1(x: torch.Tensor, weight: torch.Tensor, styles: torch.Tensor) -> torch.Tensor:
@@ -115,10 +70,7 @@ def modulated_conv1x1(x: torch.Tensor, weight: torch.Tensor, styles: torch.Tenso
     n, c_in = x.shape[:2]
     c_out = weight.shape[0]
     assert weight.shape == (c_out, c_in, 1, 1) and styles.shape == (n, c_in), (weight.shape, styles.shape)
-    if _modulation_kernels_apply(weight, styles, "auto", x.dtype):  # one launch: multiply and cast
-        w = _folded_weight_kernel(weight, styles, False, x.dtype, torch.contiguous_format).reshape(n, c_out, c_in)
-    else:
-        w = (weight.reshape(1, c_out, c_in) * styles.reshape(n, 1, c_in)).to(x.dtype)  # [N, O, I]
+    w = (weight.reshape(1, c_out, c_in) * styles.reshape(n, 1, c_in)).to(x.dtype)  # [N, O, I]
     h, wd = x.shape[2:]
     if x.is_contiguous(memory_format=torch.channels_last) and not x.is_contiguous():
         y = torch.bmm(x.permute(0, 2, 3, 1).reshape(n, h * wd, c_in), w.transpose(1, 2))  # [N, HW, O]
@@ -129,8 +81,6 @@ def modulated_conv1x1(x: torch.Tensor, weight: torch.Tensor, styles: torch.Tenso
 def input_styles(dtype: torch.dtype, weight: torch.Tensor, styles: torch.Tensor) -> torch.Tensor:
     """What the shared conv multiplies its input by (`[N, I]`, after the fp16 pre-normalization), for a
     producer that applies it in its own pass (`input_scaled=True` then skips it here)."""
-    if _modulation_kernels_apply(weight, styles, "auto", dtype):
-        return _coefs_kernel(weight, styles, dtype, want_styles=True, demod=False)[1]
     return _prenormalize(dtype, weight, styles, demodulate=True)[1]
 
 
@@ -144,7 +94,7 @@ def _scale_input(x: torch.Tensor, x_styles: torch.Tensor | None) -> torch.Tensor
 
 def modulated_conv2d_videos(x: torch.Tensor, weight: torch.Tensor, styles: torch.Tensor, up: int = 1,
                             padding: int = 0, resample_filter=None, demodulate: bool = True,
-                            flip_weight: bool = True, impl: str = "auto",
+                            flip_weight: bool = True, impl: str | None = None,
                             bias_act_args: dict | None = None) -> torch.Tensor:
     """Modulated conv of T frames of N videos that share their styles, in the frame-major layout.
 
@@ -158,11 +108,9 @@ def modulated_conv2d_videos(x: torch.Tensor, weight: torch.Tensor, styles: torch
     c_out, c_in, kh, kw = weight.shape
     assert x.ndim == 4 and x.shape[1] == n * c_in, f"x {tuple(x.shape)}: expected [T, {n}*{c_in}, H, W]"
     assert styles.shape == (n, c_in), f"styles {tuple(styles.shape)}, expected [N, {c_in}]"
-    if _modulation_kernels_apply(weight, styles, impl, x.dtype):
-        w = _folded_weight_kernel(weight, styles, demodulate, x.dtype, layout(x))  # [N*O, I, kh, kw]
-    else:
-        w = _folded_weight_ops(weight, styles, demodulate, x.dtype, layout(x), fast=FAST_PATH and impl != "ref")
-    return conv2d_resample(x, w, f=resample_filter, up=up,
+    weight, styles = _prenormalize(x.dtype, weight, styles, demodulate)
+    w = _folded_weight(weight, styles, demodulate, fast=_fast(impl))  # [N, O, I, kh, kw]
+    return conv2d_resample(x, w.reshape(-1, c_in, kh, kw).to(x.dtype), f=resample_filter, up=up,
                            padding=padding, groups=n, flip_weight=flip_weight, impl=impl,
                            bias_act_args=bias_act_args)
 
@@ -171,49 +119,13 @@ def _prenormalize(dtype: torch.dtype, weight: torch.Tensor, styles: torch.Tensor
     """Scale weight and styles so that fp16 products cannot overflow (demodulation undoes the scale)."""
     if dtype != torch.float16 or not demodulate:
         return weight, styles
-    return _prenormalized_weight(weight), styles / styles.norm(float("inf"), dim=1, keepdim=True)
-
-
-def _prenormalized_weight(weight: torch.Tensor) -> torch.Tensor:
     c_in, kh, kw = weight.shape[1:]
 
     def prenormalized(w):
         return w * (1 / np.sqrt(c_in * kh * kw) / w.norm(float("inf"), dim=[1, 2, 3], keepdim=True))
-    return derived(weight, "prenormalized", prenormalized)
-
-
-def _folded_weight_ops(weight: torch.Tensor, styles: torch.Tensor, demodulate: bool, dtype: torch.dtype,
-                       memory_format: torch.memory_format, fast: bool = True) -> torch.Tensor:
-    """The per-sample weights `[N*O, I, kh, kw]` in the conv's dtype and layout from PyTorch ops: what
-    `_folded_weight_kernel` computes in one launch."""
-    w, s = _prenormalize(dtype, weight, styles, demodulate)
-    w = _folded_weight(w, s, demodulate, fast=fast)  # [N, O, I, kh, kw]
-    return w.reshape(-1, *weight.shape[1:]).to(dtype, memory_format=memory_format)  # one pass: cast and layout
-
-
-def _modulation_kernels_apply(weight: torch.Tensor, styles: torch.Tensor, impl: str, dtype: torch.dtype) -> bool:
-    """Whether the modulation's per-sample tensors (folded weights, demodulation coefficients, input
-    scales) come from the CUDA kernels: at inference (no gradient to keep) on a GPU."""
-    if not (FOLD_KERNEL and FAST_PATH) or impl == "ref":
-        return False
-    if weight.dtype != torch.float32 or dtype not in (torch.float32, torch.float16, torch.bfloat16):
-        return False  # float64 runs (parity checks) and non-float32 parameters keep the PyTorch ops
-    if torch.is_grad_enabled() and (weight.requires_grad or styles.requires_grad):
-        return False
-    return _dispatch.resolve("modulate_weight", impl, weight) == "cuda"
-
-
-def _folded_weight_kernel(weight: torch.Tensor, styles: torch.Tensor, demodulate: bool, dtype: torch.dtype,
-                          memory_format: torch.memory_format) -> torch.Tensor:
-    """`_folded_weight` (after `_prenormalize`) as one kernel launch, written as `[N*O, I, kh, kw]` in the
-    conv's dtype and memory format; the weight-only tensors it reads are cached (`derived`)."""
-    from core.ops.cuda import modulate_weight_cuda  # lazily: the build is only wanted on a GPU
-
-    norm = dtype == torch.float16 and demodulate  # the styles' share of _prenormalize, done in the kernel
-    w = _prenormalized_weight(weight) if norm else weight
-    wsq = derived(w, "sum_k_squares", lambda t: t.square().sum(dim=[2, 3])) if demodulate else None
-    w = derived(w, ("memory_format", memory_format), lambda t: t.contiguous(memory_format=memory_format))
-    return modulate_weight_cuda(w, wsq, styles, norm, dtype)
+    weight = derived(weight, "prenormalized", prenormalized)
+    styles = styles / styles.norm(float("inf"), dim=1, keepdim=True)
+    return weight, styles
 
 
 def _folded_weight(weight: torch.Tensor, styles: torch.Tensor, demodulate: bool, fast: bool) -> torch.Tensor:
@@ -228,20 +140,6 @@ def _folded_weight(weight: torch.Tensor, styles: torch.Tensor, demodulate: bool,
     if demodulate:
         scale = scale * _demod_coefs(weight, styles).reshape(n, -1, 1)  # [N, O, I]
     return weight.unsqueeze(0) * scale.unsqueeze(-1).unsqueeze(-1)
-
-
-def _coefs_kernel(weight: torch.Tensor, styles: torch.Tensor, dtype: torch.dtype, want_styles: bool,
-                  demod: bool = True) -> tuple[torch.Tensor | None, torch.Tensor | None]:
-    """The shared conv's demodulation coefficients `[N, O]` (eq. 3, `_demod_coefs` after `_prenormalize`)
-    and, if wanted, its input modulation (the pre-normalized styles `[N, I]`), in `dtype`, one launch."""
-    from core.ops.cuda import modulation_coefs_cuda  # lazily: the build is only wanted on a GPU
-
-    norm = dtype == torch.float16  # _prenormalize's styles scaling (the shared conv always demodulates)
-    wsq_t = None
-    if demod:
-        w = _prenormalized_weight(weight) if norm else weight
-        wsq_t = derived(w, "sum_k_squares_t", lambda t: t.square().sum(dim=[2, 3]).t().contiguous())  # [I, O]
-    return modulation_coefs_cuda(styles, wsq_t, norm, dtype, want_styles)
 
 
 def _modconv_ref(x, weight, styles, x_styles, noise, demodulate, fused_modconv, kwargs):
@@ -275,7 +173,7 @@ def _modconv_ref(x, weight, styles, x_styles, noise, demodulate, fused_modconv, 
 
 def _demod_coefs(weight: torch.Tensor, styles: torch.Tensor) -> torch.Tensor:
     """Eq. 3 as a matmul: `[N, O]` = rsqrt(styles^2 @ (sum_k weight^2)^T + eps)."""
-    wsq = derived(weight, "sum_k_squares", lambda w: w.square().sum(dim=[2, 3]))  # [O, I] (as the kernel's)
+    wsq = derived(weight, "sum_k_squares", lambda w: w.square().sum(dim=[2, 3]))  # [O, I]
     return (styles.square() @ wsq.t() + 1e-8).rsqrt()
 
 
@@ -299,3 +197,42 @@ def _modconv_fast(x, weight, styles, x_styles, noise, demodulate, fused_modconv,
     if noise is not None:
         x = x + noise.to(x.dtype)
     return x
+
+
+def modulated_conv_act(x: torch.Tensor, weight: torch.Tensor, styles: torch.Tensor, bias: torch.Tensor,
+                       act_gain: float, clamp: float | None, up: int = 1, padding: int = 1, resample_filter=None,
+                       flip_weight: bool = True, fused_modconv: bool = True, input_scaled: bool = False,
+                       out_scale: torch.Tensor | None = None) -> torch.Tensor:
+    """A synthesis layer: `clamp(lrelu(modconv(x) + bias) * act_gain) * out_scale`, x `[M, I, r, r]`.
+
+    How it runs is the ops' business (`OpsOptions.fuse_bias_act`): with the shared conv the
+    demodulation, bias, activation and `out_scale` (the next layer's input modulation) take one pass,
+    inside the upsampling filter's on a GPU; otherwise conv, then bias_act. `input_scaled`: x already
+    carries its modulation (see `chains_input_modulation`).
+    """
+    act_args = dict(b=bias.to(x.dtype), act="lrelu", gain=act_gain, clamp=clamp)
+    kw = dict(up=up, padding=padding, resample_filter=resample_filter, flip_weight=flip_weight)
+    if fused_modconv:
+        assert not input_scaled and out_scale is None, "the grouped conv modulates its weights"
+        x = modulated_conv2d(x, weight, styles, fused_modconv=True, **kw)
+    elif current().fuse_bias_act:
+        return modulated_conv2d(x, weight, styles, fused_modconv=False, input_scaled=input_scaled,
+                                bias_act_args=dict(act_args, out_scale=out_scale), **kw)
+    else:
+        x = modulated_conv2d(x, weight, styles, fused_modconv=False, input_scaled=input_scaled, **kw)
+    return bias_act(x, out_scale=out_scale, **act_args)
+
+
+def chains_input_modulation(fused_modconv: bool) -> bool:
+    """Whether a layer's input modulation should ride in the previous layer's pass (`out_scale`)."""
+    return not fused_modconv and current().fuse_bias_act
+
+
+def modulated_torgb(x: torch.Tensor, weight: torch.Tensor, styles: torch.Tensor, bias: torch.Tensor,
+                    clamp: float | None, fused_modconv: bool = True) -> torch.Tensor:
+    """toRGB: a 1x1 modulated conv without demodulation, + bias, clamped; x `[M, I, R, R]` -> `[M, 3, R, R]`."""
+    if chains_input_modulation(fused_modconv):  # one read of x, no scaling pass (3 outputs only)
+        x = modulated_conv1x1(x, weight, styles)
+    else:
+        x = modulated_conv2d(x, weight, styles, demodulate=False, fused_modconv=fused_modconv)
+    return bias_act(x, bias.to(x.dtype), clamp=clamp)

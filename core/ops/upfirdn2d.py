@@ -8,6 +8,7 @@ import torch
 import torch.nn.functional as F
 
 from core.ops import _dispatch
+from core.ops.cuda.functions import upfirdn2d_cuda
 
 
 def setup_filter(f=(1, 3, 3, 1), normalize: bool = True, flip_filter: bool = False, gain: float = 1.0,
@@ -56,7 +57,7 @@ def filter_size(f: torch.Tensor | None) -> tuple[int, int]:
 
 
 def upfirdn2d(x: torch.Tensor, f: torch.Tensor | None, up=1, down=1, padding: int | Sequence[int] = 0,
-              flip_filter: bool = False, gain: float = 1.0, impl: str = "auto") -> torch.Tensor:
+              flip_filter: bool = False, gain: float = 1.0, impl: str | None = None) -> torch.Tensor:
     """Pad, upsample by zero insertion, convolve with `f`, and keep every `down`-th pixel.
 
     x: `[N, C, H, W]`; f: `[fh, fw]` or `[taps]` float32 (None = identity); `padding` is applied
@@ -67,7 +68,6 @@ def upfirdn2d(x: torch.Tensor, f: torch.Tensor | None, up=1, down=1, padding: in
         f = torch.ones([1, 1], dtype=torch.float32, device=x.device)
     assert f.dtype == torch.float32 and f.ndim in (1, 2) and not f.requires_grad
     if _dispatch.resolve("upfirdn2d", impl, x) == "cuda":
-        from core.ops.cuda import upfirdn2d_cuda
 
         return upfirdn2d_cuda(x, f, up=parse_scaling(up), down=parse_scaling(down),
                               padding=parse_padding(padding), flip_filter=flip_filter, gain=gain)
@@ -98,7 +98,7 @@ def upfirdn2d_ref(x, f, up=1, down=1, padding=0, flip_filter=False, gain=1.0):
     return x[:, :, ::downy, ::downx]
 
 
-def upsample2d(x, f, up=2, padding=0, flip_filter=False, gain=1.0, impl="auto"):
+def upsample2d(x, f, up=2, padding=0, flip_filter=False, gain=1.0, impl=None):
     """Upsample by `up` with filter `f`, keeping the signal magnitude (gain up^2)."""
     upx, upy = parse_scaling(up)
     px0, px1, py0, py1 = parse_padding(padding)
@@ -107,7 +107,7 @@ def upsample2d(x, f, up=2, padding=0, flip_filter=False, gain=1.0, impl="auto"):
     return upfirdn2d(x, f, up=(upx, upy), padding=p, flip_filter=flip_filter, gain=gain * upx * upy, impl=impl)
 
 
-def downsample2d(x, f, down=2, padding=0, flip_filter=False, gain=1.0, impl="auto"):
+def downsample2d(x, f, down=2, padding=0, flip_filter=False, gain=1.0, impl=None):
     """Low-pass with `f` and keep every `down`-th pixel."""
     dx, dy = parse_scaling(down)
     px0, px1, py0, py1 = parse_padding(padding)

@@ -12,42 +12,24 @@ from __future__ import annotations
 
 import contextlib
 import threading
-from collections.abc import Callable, Hashable, Iterator
+from collections.abc import Callable, Hashable
 
 import torch
 
 _ATTR = "_sgv_derived"
 _disabled = threading.local()
-_recording = threading.local()
 
 
 @contextlib.contextmanager
 def disabled():
-    """Compute every derived tensor afresh inside this block (a CUDA graph captured inside it recomputes
-    them at every replay; core/cuda_graph.py's default instead keeps the cached ones it reads alive)."""
+    """Compute every derived tensor afresh inside this block (CUDA-graph capture: the graph must
+    recompute them at each replay, or it would keep reading tensors the cache may later free)."""
     before = getattr(_disabled, "on", False)
     _disabled.on = True
     try:
         yield
     finally:
         _disabled.on = before
-
-
-@contextlib.contextmanager
-def recording() -> Iterator[list[torch.Tensor]]:
-    """Collect every cached tensor `derived` hands out inside the block. A CUDA graph captured there
-    reads them by address: its owner keeps the list, so the tensors outlive any cache eviction."""
-    before = getattr(_recording, "into", None)
-    _recording.into = into = []
-    try:
-        yield into
-    finally:
-        _recording.into = before
-
-
-def version_state(tensors: list[torch.Tensor]) -> tuple:
-    """What changes when any of `tensors` is updated in place (version counter) or re-allocated."""
-    return tuple((t._version, t.data_ptr()) for t in tensors)
 
 
 def derived(t: torch.Tensor, tag: Hashable, fn: Callable[[torch.Tensor], torch.Tensor]) -> torch.Tensor:
@@ -59,14 +41,10 @@ def derived(t: torch.Tensor, tag: Hashable, fn: Callable[[torch.Tensor], torch.T
     cache = t.__dict__.setdefault(_ATTR, {})
     hit = cache.get(tag)
     if hit is not None and hit[0] == state:
-        value = hit[1]
-    else:
-        with torch.inference_mode(False), torch.no_grad():  # a normal tensor, usable by autograd later
-            value = fn(t)
-        cache[tag] = (state, value)
-    into = getattr(_recording, "into", None)
-    if into is not None:
-        into.append(value)
+        return hit[1]
+    with torch.inference_mode(False), torch.no_grad():  # a normal tensor, usable by autograd later
+        value = fn(t)
+    cache[tag] = (state, value)
     return value
 
 

@@ -135,7 +135,7 @@ def render_fake_videos(G, seeds: Sequence[int], t: np.ndarray, device: torch.dev
             labels = np.eye(G.c_dim, dtype=np.float32)[rs.randint(G.c_dim, size=len(seeds))]
         c = torch.as_tensor(labels, dtype=torch.float32, device=device)
     ws = G.mapping(z, c)
-    tt = torch.as_tensor(t, dtype=torch.float32)[None].repeat(len(seeds), 1)  # [N, T] on the host: no GPU wait
+    tt = torch.as_tensor(t, dtype=torch.float32, device=device)[None].repeat(len(seeds), 1)  # [N, T]
     frames = G.synthesis(ws, tt, list(seeds), c=c)  # [N, T, C, H, W] in ~[-1, 1]
     if frames.ndim != 5 or frames.shape[1] != len(t):
         raise MetricsError(f"generator returned {tuple(frames.shape)}, expected [N, {len(t)}, C, H, W]")

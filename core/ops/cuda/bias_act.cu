@@ -1,13 +1,11 @@
 // Fused bias + activation + gain + clamp, and its first- and second-order gradients.
 //
 // One elementwise kernel walks the tensor in memory order (any dense layout: NCHW or channels-last),
-// each thread a run of VEC consecutive elements loaded with one 16-byte access per tensor. The bias
-// channel is found with one division per run and then advanced incrementally, so the integer work stays
-// well below the memory traffic. Maths is done in float (double for float64) and rounded once.
+// each thread a run of VEC consecutive elements loaded with one 16-byte access. The bias channel is
+// found with one division per run and then advanced incrementally, so the integer work stays well
+// below the memory traffic. Maths is done in float (double for float64) and rounded once.
 
 #include <algorithm>
-#include <cstdint>
-#include <cstdlib>
 
 #include "act.cuh"
 #include "common.h"
@@ -83,220 +81,72 @@ __device__ __forceinline__ A element(const BiasActParams& p, A alpha, A gain, A 
   return x * dr * gain * act_d2(p.act, xr + bias);
 }
 
-// y[i0 .. i0 + count) of the general kernel from the loaded runs (x and the reference tensors).
-template <typename T, int VEC, typename I>
-__device__ __forceinline__ void general_run(const BiasActParams& p, I i0, int count,
-                                            typename Acc<T>::type (&x)[VEC], const typename Acc<T>::type (&xr)[VEC],
-                                            const typename Acc<T>::type (&yr)[VEC],
-                                            const typename Acc<T>::type (&dr)[VEC]) {
-  using A = typename Acc<T>::type;
-  const I step_b = static_cast<I>(p.step_b), size_b = static_cast<I>(p.size_b), step_n = static_cast<I>(p.step_n);
-  const T* b = static_cast<const T*>(p.b);
-  const T* scale = static_cast<const T*>(p.scale);
-  const T* out_scale = static_cast<const T*>(p.out_scale);
-  const A alpha = A(p.alpha), gain = A(p.gain), clamp = A(p.clamp);
-  const I q = i0 / step_b;
-  I r = i0 - q * step_b;  // position inside the current bias channel's stretch
-  I c = q % size_b;       // bias channel of element i0
-  const bool scaled = scale || out_scale;
-  I n = 0, rn = 0;        // sample of element i0 and the position inside it (scales only)
-  if (scaled) { n = i0 / step_n; rn = i0 - n * step_n; }
-  Pack<T, VEC> pk;
-#pragma unroll
-  for (int k = 0; k < VEC; ++k) {
-    if (k >= count) break;  // the partial run: past its end the sample index (scales) leaves the tensor
-    const A bias = b ? to_acc(b[c]) : A(0);
-    if (scale) x[k] *= to_acc(scale[n * size_b + c]);
-    A out = element<A>(p, alpha, gain, clamp, x[k], bias, xr[k], yr[k], dr[k]);
-    if (out_scale) out *= to_acc(out_scale[n * size_b + c]);
-    pk.v[k] = from_acc<T>(out);
-    if (++r == step_b) { r = 0; if (++c == size_b) c = 0; }
-    if (scaled && ++rn == step_n) { rn = 0; ++n; }
-  }
-  T* y = static_cast<T*>(p.y);
-  if (count == VEC) {
-    *reinterpret_cast<Pack<T, VEC>*>(y + i0) = pk;
-  } else {
-    for (int k = 0; k < count; ++k) y[i0 + k] = pk.v[k];
-  }
-}
+template <typename T, int VEC> struct alignas(sizeof(T) * VEC) Pack { T v[VEC]; };
 
-// The count (<= VEC) elements at i of tensor t, converted (absent tensor or past count: zeros).
+// Load VEC elements starting at i (all of them when full, else only those below numel).
 template <typename T, int VEC, typename I>
-__device__ __forceinline__ void load_run(const T* t, const T* stand_in, I i, int count,
-                                         typename Acc<T>::type (&out)[VEC]) {
-  using A = typename Acc<T>::type;
-  if (count == VEC) {  // unconditional (an absent tensor reads x's run instead): no branch between the loads
-    const Pack<T, VEC> pk = *reinterpret_cast<const Pack<T, VEC>*>((t ? t : stand_in) + i);
+__device__ __forceinline__ void load(const void* ptr, I i, bool full, I numel,
+                                     typename Acc<T>::type (&out)[VEC]) {
+  const T* p = static_cast<const T*>(ptr);
+  if (full) {
+    Pack<T, VEC> pk = *reinterpret_cast<const Pack<T, VEC>*>(p + i);
 #pragma unroll
-    for (int k = 0; k < VEC; ++k) out[k] = t ? to_acc(pk.v[k]) : A(0);
+    for (int k = 0; k < VEC; ++k) out[k] = to_acc(pk.v[k]);
   } else {
 #pragma unroll
-    for (int k = 0; k < VEC; ++k) out[k] = (t && k < count) ? to_acc(t[i + k]) : A(0);
+    for (int k = 0; k < VEC; ++k) out[k] = (i + k < numel) ? to_acc(p[i + k]) : 0;
   }
 }
 
-// Elements i0 .. i0 + count (count <= VEC) of the general kernel: x and the reference tensors loaded first.
-template <typename T, int VEC, typename I>
-__device__ __forceinline__ void general_step(const BiasActParams& p, I i0, int count) {
-  using A = typename Acc<T>::type;
-  const T* x = static_cast<const T*>(p.x);
-  A xv[VEC], xr[VEC], yr[VEC], dr[VEC];
-  load_run<T, VEC, I>(x, x, i0, count, xv);
-  load_run<T, VEC, I>(static_cast<const T*>(p.xref), x, i0, count, xr);
-  load_run<T, VEC, I>(static_cast<const T*>(p.yref), x, i0, count, yr);
-  load_run<T, VEC, I>(static_cast<const T*>(p.dyref), x, i0, count, dr);
-  general_run<T, VEC, I>(p, i0, count, xv, xr, yr, dr);
-}
-
-// Every mode and activation. Each thread takes whole runs of VEC elements, whose loads (x and the
-// reference tensors) are unconditional, so they are all in flight at once; the partial run at the end,
-// if any, is one thread's work.
 template <typename T, int VEC, typename I>
 __global__ void bias_act_kernel(BiasActParams p) {
-  const I numel = static_cast<I>(p.numel), whole = numel / VEC;
-  for (I run = I(blockIdx.x) * blockDim.x + threadIdx.x; run < whole; run += I(gridDim.x) * blockDim.x)
-    general_step<T, VEC, I>(p, run * VEC, VEC);
-  const int tail = static_cast<int>(numel - whole * VEC);
-  if (tail > 0 && blockIdx.x == 0 && threadIdx.x == 0) general_step<T, VEC, I>(p, whole * VEC, tail);
-}
-
-// Forward only (mode 0) with a leaky ReLU or linear activation: the pass inference and every training
-// forward run. The general kernel above keeps the reference tensors, the gradient modes and a run-time
-// activation switch in one body; torch.compile's fused kernel beat it 2.4x at the op level on an H200
-// (bench/RESULTS.md), and its SASS shows one 16-byte load in flight per thread, the others waiting
-// behind branches (bench/kernel_sass.py). This one has the activation as a template parameter, no
-// reference tensors, and RUNS whole runs per thread loaded unconditionally before any maths (the
-// index clamped to the last whole run, so no branch sits between the loads); the partial run at the
-// end, if any, is one thread's work. The per-channel operands (bias, scale, out_scale) are loaded as
-// the layout allows (LAYOUT, chosen on the host):
-//   kPerElement: one load per element and operand (any layout; the general kernel's walk);
-//   kPlanar:     the bias dimension's stride is a multiple of VEC (NCHW, H*W % VEC == 0): the VEC
-//                elements of a run share their channel and sample, one load per run and operand;
-//   kChannelsInner: the bias dimension is the innermost (channels-last) and size_b % VEC == 0: the run's
-//                channels are c0 .. c0 + VEC - 1, one 16-byte load per run and operand.
-// The default forward for these activations since the fifth session, on that static evidence (64-112
-// bytes in flight per thread against 16: bench/kernel_sass.py); SGV_BIAS_ACT_LEAN=0 selects the general
-// kernel, to time against on a GPU.
-enum Layout : int { kPerElement = 0, kPlanar = 1, kChannelsInner = 2 };
-
-// The VEC values of a per-channel operand t for one run whose first element reads t[at] (dflt if no t).
-template <typename T, int VEC, int LAYOUT>
-__device__ __forceinline__ void channel_operand(const T* t, uint32_t at, typename Acc<T>::type (&out)[VEC],
-                                                typename Acc<T>::type dflt) {
   using A = typename Acc<T>::type;
-  if (!t) {
-#pragma unroll
-    for (int j = 0; j < VEC; ++j) out[j] = dflt;
-    return;
-  }
-  if (LAYOUT == kChannelsInner) {
-    const Pack<T, VEC> pk = *reinterpret_cast<const Pack<T, VEC>*>(t + at);
-#pragma unroll
-    for (int j = 0; j < VEC; ++j) out[j] = to_acc(pk.v[j]);
-  } else if (LAYOUT == kPlanar) {
-    const A v = to_acc(t[at]);
-#pragma unroll
-    for (int j = 0; j < VEC; ++j) out[j] = v;
-  }
-}
-
-// y[i0 .. i0 + count) from the values v (elements i0 ...); LAYOUT != kPerElement needs a whole run.
-template <typename T, int VEC, int ACT, int LAYOUT>
-__device__ __forceinline__ void forward_run(const BiasActParams& p, const typename Acc<T>::type (&v)[VEC],
-                                            uint32_t i0, int count) {
-  using A = typename Acc<T>::type;
-  const uint32_t step_b = static_cast<uint32_t>(p.step_b), size_b = static_cast<uint32_t>(p.size_b);
-  const uint32_t step_n = static_cast<uint32_t>(p.step_n);
+  const I numel = static_cast<I>(p.numel);
+  const I step_b = static_cast<I>(p.step_b), size_b = static_cast<I>(p.size_b);
   const T* b = static_cast<const T*>(p.b);
   const T* scale = static_cast<const T*>(p.scale);
   const T* out_scale = static_cast<const T*>(p.out_scale);
+  const I step_n = static_cast<I>(p.step_n);
+  const I nruns = (numel + VEC - 1) / VEC;
   const A alpha = A(p.alpha), gain = A(p.gain), clamp = A(p.clamp);
-  const uint32_t q = i0 / step_b;
-  uint32_t r = i0 - q * step_b, c = q % size_b, n = 0, rn = 0;
-  if (scale || out_scale) { n = i0 / step_n; rn = i0 - n * step_n; }
-  A bv[VEC], sv[VEC], ov[VEC];
-  if (LAYOUT != kPerElement) {
-    channel_operand<T, VEC, LAYOUT>(b, c, bv, A(0));
-    channel_operand<T, VEC, LAYOUT>(scale, n * size_b + c, sv, A(1));
-    channel_operand<T, VEC, LAYOUT>(out_scale, n * size_b + c, ov, A(1));
-  }
-  Pack<T, VEC> pk;
+  for (I run = I(blockIdx.x) * blockDim.x + threadIdx.x; run < nruns; run += I(gridDim.x) * blockDim.x) {
+    const I i0 = run * VEC;
+    const bool full = i0 + VEC <= numel;
+    A x[VEC], xr[VEC], yr[VEC], dr[VEC], out[VEC];
+    load<T, VEC, I>(p.x, i0, full, numel, x);
 #pragma unroll
-  for (int j = 0; j < VEC; ++j) {
-    if (j >= count) break;  // the partial run: past its end the sample index (scales) leaves the tensor
-    A u = v[j];
-    if (LAYOUT == kPerElement) {
-      if (scale) u *= to_acc(scale[n * size_b + c]);
-      if (b) u += to_acc(b[c]);
-    } else {
-      u = u * sv[j] + bv[j];
-    }
-    if (ACT == kLrelu) u = u > A(0) ? u : u * alpha;
-    u *= gain;
-    if (clamp >= A(0)) u = u > clamp ? clamp : (u < -clamp ? -clamp : u);
-    if (LAYOUT == kPerElement) {
-      if (out_scale) u *= to_acc(out_scale[n * size_b + c]);
+    for (int k = 0; k < VEC; ++k) xr[k] = yr[k] = dr[k] = A(0);
+    if (p.xref) load<T, VEC, I>(p.xref, i0, full, numel, xr);
+    if (p.yref) load<T, VEC, I>(p.yref, i0, full, numel, yr);
+    if (p.dyref) load<T, VEC, I>(p.dyref, i0, full, numel, dr);
+    const I q = i0 / step_b;
+    I r = i0 - q * step_b;  // position inside the current bias channel's stretch
+    I c = q % size_b;       // bias channel of element i0
+    const bool scaled = scale || out_scale;
+    I n = 0, rn = 0;        // sample of element i0 and the position inside it (scales only)
+    if (scaled) { n = i0 / step_n; rn = i0 - n * step_n; }
+#pragma unroll
+    for (int k = 0; k < VEC; ++k) {
+      const A bias = b ? to_acc(b[c]) : A(0);
+      if (scale) x[k] *= to_acc(scale[n * size_b + c]);
+      out[k] = element<A>(p, alpha, gain, clamp, x[k], bias, xr[k], yr[k], dr[k]);
+      if (out_scale) out[k] *= to_acc(out_scale[n * size_b + c]);
       if (++r == step_b) { r = 0; if (++c == size_b) c = 0; }
-      if (++rn == step_n) { rn = 0; ++n; }
+      if (scaled && ++rn == step_n) { rn = 0; ++n; }
+    }
+    T* y = static_cast<T*>(p.y);
+    if (full) {
+      Pack<T, VEC> pk;
+#pragma unroll
+      for (int k = 0; k < VEC; ++k) pk.v[k] = from_acc<T>(out[k]);
+      *reinterpret_cast<Pack<T, VEC>*>(y + i0) = pk;
     } else {
-      u *= ov[j];
+      for (int k = 0; k < VEC && i0 + k < numel; ++k) y[i0 + k] = from_acc<T>(out[k]);
     }
-    pk.v[j] = from_acc<T>(u);
-  }
-  T* y = static_cast<T*>(p.y);
-  if (count == VEC) {
-    *reinterpret_cast<Pack<T, VEC>*>(y + i0) = pk;
-  } else {
-    for (int j = 0; j < count; ++j) y[i0 + j] = pk.v[j];
-  }
-}
-
-template <typename T, int VEC, int RUNS, int ACT, int LAYOUT>
-__global__ void __launch_bounds__(256) bias_act_fwd_kernel(BiasActParams p) {
-  using A = typename Acc<T>::type;
-  const T* x = static_cast<const T*>(p.x);
-  const uint32_t numel = static_cast<uint32_t>(p.numel), whole = numel / VEC;  // runs inside the tensor
-  const uint32_t stride = gridDim.x * blockDim.x;
-  for (uint32_t run0 = blockIdx.x * blockDim.x + threadIdx.x; run0 < whole; run0 += stride * RUNS) {
-    Pack<T, VEC> xs[RUNS];
-#pragma unroll
-    for (int k = 0; k < RUNS; ++k) {  // RUNS 16-byte loads in flight: past the end, the last run again
-      const uint32_t last = whole - 1, run = run0 + k * stride < last ? run0 + k * stride : last;
-      xs[k] = *reinterpret_cast<const Pack<T, VEC>*>(x + run * VEC);
-    }
-#pragma unroll
-    for (int k = 0; k < RUNS; ++k) {
-      const uint32_t run = run0 + k * stride;
-      if (run >= whole) break;
-      A v[VEC];
-#pragma unroll
-      for (int j = 0; j < VEC; ++j) v[j] = to_acc(xs[k].v[j]);
-      forward_run<T, VEC, ACT, LAYOUT>(p, v, run * VEC, VEC);
-    }
-  }
-  const int tail = static_cast<int>(numel - whole * VEC);
-  if (tail > 0 && blockIdx.x == 0 && threadIdx.x == 0) {  // the partial run: per element, any layout
-    A v[VEC];
-#pragma unroll
-    for (int j = 0; j < VEC; ++j) v[j] = j < tail ? to_acc(x[whole * VEC + j]) : A(0);
-    forward_run<T, VEC, ACT, kPerElement>(p, v, whole * VEC, tail);
   }
 }
 
 bool aligned16(const void* ptr) { return ptr == nullptr || reinterpret_cast<uintptr_t>(ptr) % 16 == 0; }
-
-// How the forward kernel may load the per-channel operands of a run of vec elements (see Layout):
-// the run must not cross a channel (nor, with scales, a sample), and 16-byte operand loads need
-// aligned operands whose rows are whole vectors.
-int operand_layout(const BiasActParams& p, int vec) {
-  const bool scaled = p.scale || p.out_scale;
-  if (scaled && p.step_n % vec != 0 && p.step_n < p.numel) return kPerElement;
-  if (p.step_b % vec == 0) return kPlanar;
-  if (p.step_b == 1 && p.size_b % vec == 0 && aligned16(p.b) && aligned16(p.scale) && aligned16(p.out_scale))
-    return kChannelsInner;
-  return kPerElement;
-}
 
 template <typename T>
 cudaError_t launch_typed(const BiasActParams& p, cudaStream_t stream) {
@@ -306,26 +156,7 @@ cudaError_t launch_typed(const BiasActParams& p, cudaStream_t stream) {
                    aligned16(p.y);
   const bool small = p.numel + kVec < (int64_t(1) << 31);
   const int64_t runs = vec ? (p.numel + kVec - 1) / kVec : p.numel;
-  const int blocks = static_cast<int>(grid_blocks((runs + kThreads - 1) / kThreads, 65536));
-  const char* general = std::getenv("SGV_BIAS_ACT_LEAN");  // "0": the general kernel, to time against
-  if (!(general && general[0] == '0') && vec && small && p.mode == 0 && !p.xref && !p.yref && !p.dyref &&
-      (p.act == kLrelu || p.act == kLinear)) {
-    constexpr int kRuns = 4;
-    const int lean_blocks = static_cast<int>(grid_blocks((runs + kThreads * kRuns - 1) / (kThreads * kRuns), 65536));
-    const int layout = operand_layout(p, kVec);
-    void (*fwd)(BiasActParams) = nullptr;
-    if (p.act == kLrelu) {
-      fwd = layout == kChannelsInner ? bias_act_fwd_kernel<T, kVec, kRuns, kLrelu, kChannelsInner>
-          : layout == kPlanar        ? bias_act_fwd_kernel<T, kVec, kRuns, kLrelu, kPlanar>
-                                     : bias_act_fwd_kernel<T, kVec, kRuns, kLrelu, kPerElement>;
-    } else {
-      fwd = layout == kChannelsInner ? bias_act_fwd_kernel<T, kVec, kRuns, kLinear, kChannelsInner>
-          : layout == kPlanar        ? bias_act_fwd_kernel<T, kVec, kRuns, kLinear, kPlanar>
-                                     : bias_act_fwd_kernel<T, kVec, kRuns, kLinear, kPerElement>;
-    }
-    SGV_LAUNCH(fwd, lean_blocks, kThreads, 0, stream, p);
-    return cudaGetLastError();
-  }
+  const int blocks = static_cast<int>(std::min<int64_t>((runs + kThreads - 1) / kThreads, 65536));
   void (*kernel)(BiasActParams) = vec ? (small ? bias_act_kernel<T, kVec, uint32_t> : bias_act_kernel<T, kVec, int64_t>)
                                       : (small ? bias_act_kernel<T, 1, uint32_t> : bias_act_kernel<T, 1, int64_t>);
   SGV_LAUNCH(kernel, blocks, kThreads, 0, stream, p);

@@ -1,6 +1,6 @@
 """Building the CUDA extension: lazily, once per source hash, with ninja.
 
-Every op lives in one extension (`ops.cpp` + the `.cu` files of SOURCES). The build directory and the module
+Both ops live in one extension (`ops.cpp` + one `.cu` per op). The build directory and the module
 name carry a hash of the sources, the compiler flags, the target architectures and the torch/CUDA/
 Python versions, so a changed kernel never loads a stale binary and unchanged ones rebuild nothing.
 Nothing here runs at import: `load_extension()` is called by the op loaders on first GPU use.
@@ -24,7 +24,7 @@ import torch
 log = logging.getLogger(__name__)
 
 SOURCE_DIR = Path(__file__).resolve().parent
-SOURCES = ("ops.cpp", "bias_act.cu", "upfirdn2d.cu", "modulate_weight.cu", "motion.cu", "torgb.cu")
+SOURCES = ("ops.cpp", "bias_act.cu", "upfirdn2d.cu")
 HEADERS = ("common.h", "types.cuh", "act.cuh")
 CUDA_FLAGS = ("-O3", "-std=c++17", "--expt-relaxed-constexpr")
 CXX_FLAGS = ("-O3",)  # the C++ standard is torch's own (C++20 for recent versions)
@@ -127,49 +127,6 @@ def load_extension(verbose: bool = False):
     return module
 
 
-HOST_SOURCES = ("host_ops.cpp", "host_emulation.cpp")  # + SOURCES' ops.cpp and .cu files, #included
-HOST_FLAGS = ("-O1", "-Wno-attributes")
-
-
-def cuda_include_dir() -> Path | None:
-    """A CUDA toolkit's include directory (cuda_runtime.h, cuda_fp16.h), or None."""
-    home = find_cuda_home()
-    if home and (Path(home) / "include" / "crt" / "host_config.h").exists():
-        return Path(home) / "include"
-    return None
-
-
-def load_host_extension(extra_flags: tuple[str, ...] = ()) -> tuple[object, Path]:
-    """Build (if needed) and load the kernels' host emulation behind ops.cpp's bindings, for CPU tensors.
-
-    Tests only: the same `.cu` sources compiled as C++ (host_emulation.cpp: every block with its real
-    thread count) and ops.cpp registered for the CPU dispatch key. Returns the op namespace
-    `torch.ops.sgv_host_ops_<hash>` (the methods of `load_extension()`'s) and the library's path, whose
-    C functions (sgv_emu_set_schedule, sgv_emu_set_grid_cap, sgv_emu_selftest) steer the emulation.
-    `extra_flags` go to the compiler and the linker (e.g. the sanitizers'). Raises BuildError.
-    """
-    include = cuda_include_dir()
-    if include is None:
-        raise BuildError("no CUDA toolkit headers found (the emulation compiles the kernels' CUDA types as C++)")
-    from torch.utils import cpp_extension
-
-    h = hashlib.sha256(source_hash("host").encode())
-    for name in HOST_SOURCES:
-        h.update((SOURCE_DIR / name).read_bytes())
-    h.update(" ".join(HOST_FLAGS + tuple(extra_flags)).encode())
-    name = f"sgv_host_ops_{h.hexdigest()[:12]}"
-    build_dir = cache_root() / name
-    build_dir.mkdir(parents=True, exist_ok=True)
-    try:
-        cpp_extension.load(name=name, sources=[str(SOURCE_DIR / "host_ops.cpp")],
-                           extra_cflags=[*HOST_FLAGS, *extra_flags], extra_ldflags=list(extra_flags),
-                           extra_include_paths=[str(SOURCE_DIR), str(include)], build_directory=str(build_dir),
-                           with_cuda=False, is_python_module=False)
-    except Exception as exc:
-        raise BuildError(f"building the host emulation in {build_dir} failed: {exc}") from exc
-    return getattr(torch.ops, name), build_dir / f"{name}.so"
-
-
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description="Compile the StyleGAN-V Studio CUDA ops (no GPU needed).")
     parser.add_argument("--arch", help="TORCH_CUDA_ARCH_LIST, e.g. 9.0 (default: the visible GPUs)")
@@ -184,9 +141,7 @@ def main(argv: list[str] | None = None) -> int:
     except BuildError as exc:
         print(f"FAILED: {exc}", file=sys.stderr)
         return 1
-    ops = ("bias_act", "upfirdn2d", "modulate_weight", "modulation_coefs", "bias_act_torgb", "token_noise",
-           "time_encoding")
-    missing = [fn for fn in ops if not hasattr(module, fn)]
+    missing = [fn for fn in ("bias_act", "upfirdn2d") if not hasattr(module, fn)]
     if missing:
         print(f"FAILED: the built module lacks {missing}", file=sys.stderr)
         return 1

@@ -13,7 +13,7 @@ from __future__ import annotations
 import torch
 
 from core.ops import _dispatch
-from core.ops.bias_act import ACTIVATIONS
+from core.ops.activations import ACTIVATIONS
 
 # Activations whose act' depends smoothly on the input: they need act'' for second-order gradients.
 _HAS_2ND_GRAD = frozenset({"tanh", "sigmoid", "elu", "selu", "softplus", "swish"})
@@ -21,7 +21,7 @@ _DTYPES = (torch.float32, torch.float16, torch.bfloat16, torch.float64)
 
 
 def _ops():
-    return _dispatch.load_plugin("bias_act")  # both ops live in one extension
+    return _dispatch.extension()
 
 
 def _memory_format(x: torch.Tensor) -> torch.memory_format:
@@ -193,89 +193,3 @@ def upfirdn2d_bias_act_cuda(x: torch.Tensor, f: torch.Tensor, padding: tuple[int
     b, scale, out_scale = (None if t is None else t.to(x.dtype).contiguous() for t in (b, scale, out_scale))
     return _ops().upfirdn2d(x, f, 1, 1, 1, 1, px0, px1, py0, py1, bool(flip_filter), float(gain), b, scale,
                             out_scale, ACTIVATIONS[act].cuda_idx, float(alpha), float(act_gain), float(clamp))
-
-
-def bias_act_torgb_cuda(x: torch.Tensor, b: torch.Tensor | None, act: str, alpha: float, gain: float, clamp: float,
-                        scale: torch.Tensor | None, out_scale: torch.Tensor | None, rgb_weight: torch.Tensor,
-                        rgb_styles: torch.Tensor, rgb_bias: torch.Tensor | None, rgb_clamp: float,
-                        skip: torch.Tensor | None) -> tuple[torch.Tensor, torch.Tensor]:
-    """bias_act's forward with toRGB as its epilogue, in one pass over x, forward only.
-
-    x `[B, G*C, H, W]` (any dense layout), rgb_weight `[R, C]` (toRGB's 1x1 weight, its gain included),
-    rgb_styles `[B or 1, G, C]` (its styles, one row per sample or one for the whole batch: the modulated
-    weights are their product, formed in the kernel), rgb_bias `[R]`, skip `[B, G*R, H, W]` or None.
-    Returns (y = bias_act(x, b, act, alpha, gain, clamp, scale=scale, out_scale=out_scale) in x's layout,
-    img = skip + clamp(toRGB(bias_act(x, ..., scale=scale)) + rgb_bias, rgb_clamp) in float32). Arguments
-    resolved as by bias_act (clamp < 0 = none); `core.ops.fused.bias_act_torgb` is the reference.
-    """
-    tensors = (x, b, scale, out_scale, rgb_weight, rgb_styles, rgb_bias, skip)
-    assert not (torch.is_grad_enabled() and any(t is not None and t.requires_grad for t in tensors)), \
-        "bias_act_torgb_cuda is forward-only; compose bias_act and toRGB when a gradient is needed"
-    if x.dtype not in (torch.float32, torch.float16, torch.bfloat16):
-        raise TypeError(f"bias_act_torgb_cuda supports float32, float16 and bfloat16, not {x.dtype}")
-    b, scale, out_scale = (None if t is None else t.to(x.dtype).contiguous() for t in (b, scale, out_scale))
-    rgb_weight, rgb_styles, rgb_bias, skip = (None if t is None else t.to(torch.float32).contiguous()
-                                              for t in (rgb_weight, rgb_styles, rgb_bias, skip))
-    x = x.contiguous(memory_format=_memory_format(x))
-    return _ops().bias_act_torgb(x, b, scale, out_scale, ACTIVATIONS[act].cuda_idx, float(alpha), float(gain),
-                                 float(clamp), rgb_weight, rgb_styles, rgb_bias, float(rgb_clamp), skip)
-
-
-def modulate_weight_cuda(weight: torch.Tensor, wsq: torch.Tensor | None, styles: torch.Tensor, norm_styles: bool,
-                         dtype: torch.dtype) -> torch.Tensor:
-    """The N samples' modulated (and, given `wsq`, demodulated) conv weights in one kernel, forward only.
-
-    weight float32 `[O, I, kh, kw]` (contiguous or channels-last: the result gets the same layout),
-    wsq float32 `[O, I]` = sum over the taps of weight^2 (None: no demodulation), styles `[N, I]`;
-    `norm_styles` divides each sample's styles by their largest magnitude first (the fp16
-    pre-normalization). Returns `[N * O, I, kh, kw]` in `dtype`, the grouped conv's operand. Equal to
-    `core.ops.modconv._folded_weight` cast to `dtype` (tests/test_ops_cuda.py).
-    """
-    assert not (torch.is_grad_enabled() and (weight.requires_grad or styles.requires_grad)), \
-        "modulate_weight_cuda is forward-only; the PyTorch fold is differentiable"
-    if dtype not in (torch.float32, torch.float16, torch.bfloat16):
-        raise TypeError(f"modulate_weight_cuda writes float32, float16 or bfloat16, not {dtype}")
-    styles = styles.to(torch.float32).contiguous()
-    wsq = None if wsq is None else wsq.to(torch.float32).contiguous()
-    return _ops().modulate_weight(weight, wsq, styles, bool(norm_styles), dtype)
-
-
-def modulation_coefs_cuda(styles: torch.Tensor, wsq_t: torch.Tensor | None, norm_styles: bool, dtype: torch.dtype,
-                          want_styles: bool) -> tuple[torch.Tensor | None, torch.Tensor | None]:
-    """The shared modulated conv's coefficients in one kernel, forward only: (d `[N, O]` or None,
-    s' `[N, I]` or None) in `dtype`, with s' = styles (divided by their largest magnitude per sample if
-    `norm_styles`) and d = rsqrt(s'^2 @ wsq_t + 1e-8) (eq. 3) when wsq_t `[I, O]` (sum over the taps of
-    weight^2, transposed) is given."""
-    assert not (torch.is_grad_enabled() and styles.requires_grad), "modulation_coefs_cuda is forward-only"
-    if dtype not in (torch.float32, torch.float16, torch.bfloat16):
-        raise TypeError(f"modulation_coefs_cuda writes float32, float16 or bfloat16, not {dtype}")
-    styles = styles.to(torch.float32).contiguous()
-    wsq_t = None if wsq_t is None else wsq_t.to(torch.float32).contiguous()
-    d, s = _ops().modulation_coefs(styles, wsq_t, bool(norm_styles), dtype, bool(want_styles))
-    return (d if wsq_t is not None else None), (s if want_styles else None)
-
-
-def token_noise_cuda(seeds: torch.Tensor, sample: torch.Tensor | None, start: torch.Tensor, length: int,
-                     dim: int) -> torch.Tensor:
-    """Motion noise tokens `[M, length, dim]` float32 in one kernel: row m holds tokens start[m] ..
-    start[m] + length - 1 of video sample[m] (None: video m), i.e. `core.noise.token_noise(seeds[sample]
-    [:, None], start[:, None] + arange(length), dim)` (tests/test_ops_cuda.py). A sample index out of
-    range gives NaN tokens."""
-    seeds, start = seeds.to(torch.int64).contiguous(), start.to(torch.int64).contiguous()
-    sample = None if sample is None else sample.to(torch.int64).contiguous()
-    return _ops().token_noise(seeds, sample, start, int(length), int(dim))
-
-
-def time_encoding_cuda(t: torch.Tensor, scale_logits: torch.Tensor, phase_logits: torch.Tensor,
-                       aligners_left: torch.Tensor, aligners_right: torch.Tensor, freqs: torch.Tensor,
-                       phase_scales: torch.Tensor, delta_z: int, exact: bool) -> torch.Tensor:
-    """The acyclic positional encoding v_t `[M, 2F]` (paper eqs. 2-5) in one kernel, forward only: t `[M]`,
-    the predictors' outputs `[M, F]` (periods before tanh + 1, phases before the scale) and aligners at
-    the left / right anchors `[M, 2F]`. Equal to `core.motion.AlignedTimeEncoder.forward` given them."""
-    tensors = (scale_logits, phase_logits, aligners_left, aligners_right)
-    assert not (torch.is_grad_enabled() and any(x.requires_grad for x in tensors)), "time_encoding_cuda is forward-only"
-    t = t.contiguous() if t.dtype in (torch.float32, torch.float64) else t.to(torch.float64).contiguous()
-    scale_logits, phase_logits, aligners_left, aligners_right, freqs, phase_scales = (
-        x.to(torch.float32).contiguous() for x in (*tensors, freqs, phase_scales))
-    return _ops().time_encoding(t, scale_logits, phase_logits, aligners_left, aligners_right, freqs, phase_scales,
-                                int(delta_z), bool(exact))

@@ -10,9 +10,6 @@
 namespace sgv {
 
 template <typename T> struct Acc { using type = float; };
-
-// VEC consecutive elements moved with one aligned access (16 bytes: one LDG.128 / STG.128).
-template <typename T, int VEC> struct alignas(sizeof(T) * VEC) Pack { T v[VEC]; };
 template <> struct Acc<double> { using type = double; };
 
 __device__ __forceinline__ float to_acc(float v) { return v; }
@@ -36,18 +33,13 @@ __device__ __forceinline__ float m_log1p(float v) { return log1pf(v); }
 __device__ __forceinline__ double m_log1p(double v) { return log1p(v); }
 __device__ __forceinline__ float m_tanh(float v) { return tanhf(v); }
 __device__ __forceinline__ double m_tanh(double v) { return tanh(v); }
-#ifdef SGV_HOST_EMULATION
-inline float m_rsqrt(float v) { return 1.f / std::sqrt(v); }
-#else
-__device__ __forceinline__ float m_rsqrt(float v) { return rsqrtf(v); }
-#endif
 __device__ __forceinline__ float m_abs(float v) { return fabsf(v); }
 __device__ __forceinline__ double m_abs(double v) { return fabs(v); }
 
 }  // namespace sgv
 
 // Kernel launches and dynamic shared memory go through these macros so that host_emulation.cpp can
-// compile the same kernels as plain C++ (each thread a fiber, blocks run in turn) for CPU tests.
+// compile the same kernels as plain C++ (one thread per block, blocks run in turn) for CPU tests.
 #ifndef SGV_HOST_EMULATION
 #define SGV_LAUNCH(kernel, grid, block, smem, stream, ...) kernel<<<(grid), (block), (smem), (stream)>>>(__VA_ARGS__)
 #define SGV_DYNAMIC_SMEM(name) extern __shared__ unsigned char name[]

@@ -8,7 +8,6 @@
 // loop bounds; everything else runs the same code with run-time bounds.
 
 #include <algorithm>
-#include <cstdint>
 #include <cstdlib>
 
 #include "act.cuh"
@@ -140,70 +139,25 @@ bool choose_tile(const Upfirdn2dParams& p, int elem_bytes, Tile& t, int& smem) {
 // The 4x4 filter at up = down = 1 (the FIR pass after every upsampling transposed conv and before
 // every downsampling conv: the largest tensors of both networks) gets a direct kernel instead: no
 // shared memory, the 16 taps in registers, and each thread computes kRows consecutive output rows
-// of one column from a window of kRows + 3 input rows x 4 columns (44 loads for 128 multiply-adds
-// instead of 16 loads and index divisions per output). Consecutive threads take consecutive elements
-// of the innermost memory dimension (x for NCHW, c for channels-last), so loads and stores coalesce
-// and the horizontally overlapping reads of neighbouring threads hit L1. On an H200 (bench/RESULTS.md)
-// it was 2.0-2.1x the tiled kernel above on the generator's shapes; a channels-last variant with
-// 16-byte accesses and 8 channels per thread measured 1.9x slower than it and was dropped.
+// of one column, sliding down kRows + 3 input rows (44 loads for 128 multiply-adds instead of 16
+// loads and index divisions per output). Consecutive threads take consecutive elements of the
+// innermost memory dimension (x for NCHW, c for channels-last), so loads and stores coalesce and
+// the horizontally overlapping reads of neighbouring threads hit L1. On an H200 (bench/RESULTS.md)
+// it is 2.0-2.1x the tiled kernel above on the generator's shapes; a channels-last variant with
+// 16-byte accesses and 8 channels per thread measured 1.9x slower than this one and was dropped.
 constexpr int kRows = 8;
 
-// bias_act's forward on one accumulated value (the epilogue; see Upfirdn2dParams). EPI < 0: the
-// activation p.act read at run time; else fixed at compile time (kLinear, kLrelu).
-template <int EPI, typename A>
+// bias_act's forward on one accumulated value (the epilogue; see Upfirdn2dParams).
+template <typename A>
 __device__ __forceinline__ A epilogue(const Upfirdn2dParams& p, A v, A sc, A bias, A osc) {
-  v = v * sc + bias;
-  if (EPI < 0) v = act_fwd(p.act, v, A(p.alpha));
-  if (EPI == kLrelu) v = v > A(0) ? v : v * A(p.alpha);
-  v *= A(p.act_gain);
+  v = act_fwd(p.act, v * sc + bias, A(p.alpha)) * A(p.act_gain);
   const A clamp = A(p.clamp);
   if (clamp >= A(0)) v = v > clamp ? clamp : (v < -clamp ? -clamp : v);
   return v * osc;
 }
 
-// How the window is read. The H200 profile of the fourth session found this kernel at ~0.65 TB/s,
-// and its SASS shows why: kRowwise (loads next to their use, bounds-tested with branches; the kernel
-// measured then, kept as SGV_FIR4_ROWWISE=1 to time against) has at most 6 loads in flight per thread
-// (1-3 with the activation fixed at compile time). kWindow loads the whole window first, outside the
-// image from the always-valid pixel (0, 0) and zeroed afterwards, so there is no branch between the
-// loads: ptxas issues 21 (42 bytes) before the first use; __launch_bounds__(256, 3) holds it at 80
-// registers (3 blocks per SM, a few bytes spilled) where the row-wise kernel has 39 (6 blocks).
-enum Loads : int { kRowwise = 0, kWindow = 1 };
-
-// The window's kRows + 3 rows x 4 columns of CPT channels, inside / outside the image as bits.
-template <typename T, int CPT>
-struct Window {
-  Pack<T, CPT> v[kRows + 3][4];
-  unsigned row_in = 0, col_in = 0;  // bit r: input row iy0 + r inside the image; bit kx: column ix0 + kx
-
-  __device__ __forceinline__ Window(const Upfirdn2dParams& p, const T* xp, int iy0, int ix0, int sx2, int sx3) {
-#pragma unroll
-    for (int r = 0; r < kRows + 3; ++r) row_in |= unsigned(iy0 + r >= 0 && iy0 + r < p.in_h) << r;
-#pragma unroll
-    for (int kx = 0; kx < 4; ++kx) col_in |= unsigned(ix0 + kx >= 0 && ix0 + kx < p.in_w) << kx;
-#pragma unroll
-    for (int r = 0; r < kRows + 3; ++r)
-#pragma unroll
-      for (int kx = 0; kx < 4; ++kx)
-        v[r][kx] = *reinterpret_cast<const Pack<T, CPT>*>(
-            xp + (in(r, kx) ? (iy0 + r) * sx2 + (ix0 + kx) * sx3 : 0));
-  }
-  __device__ __forceinline__ bool in(int r, int kx) const { return (row_in >> r) & (col_in >> kx) & 1u; }
-  __device__ __forceinline__ typename Acc<T>::type at(int r, int kx, int j) const {
-    return in(r, kx) ? to_acc(v[r][kx].v[j]) : typename Acc<T>::type(0);
-  }
-};
-
-// EPI < 0: the epilogue's activation read at run time (any activation); EPI >= 0: fixed at compile time
-// (0: no epilogue; kLinear, kLrelu: every call the networks make). CPT channels per thread
-// (channels-last only; opt-in SGV_FIR4_VEC2=1 for CPT = 2 with 16-bit types, until a GPU has timed it):
-// a warp then moves 128 bytes per load instead of 64, with half the load instructions and index work
-// per output, at 2 x kRows accumulators (15 loads, 60 bytes in flight per thread; 80 registers).
-template <typename T, bool CL, int EPI, int CPT, int LOADS>
-__global__ void __launch_bounds__(kThreads, LOADS == kWindow ? 3 : 0)
-    fir4_kernel(Upfirdn2dParams p, int row_groups) {
-  static_assert(CPT == 1 || CL, "several channels per thread need channels-last");
-  static_assert(LOADS == kWindow || CPT == 1, "the row-wise loads read one channel");
+template <typename T, bool CL>
+__global__ void __launch_bounds__(kThreads) fir4_kernel(Upfirdn2dParams p, int row_groups) {
   using A = typename Acc<T>::type;
   A F[4][4];
   const A gain = A(p.gain);
@@ -219,13 +173,12 @@ __global__ void __launch_bounds__(kThreads, LOADS == kWindow ? 3 : 0)
   // 32-bit offsets: fir4_applies checked that every element of x and y lies below 2^31
   const int sx0 = int(p.sx[0]), sx1 = int(p.sx[1]), sx2 = int(p.sx[2]), sx3 = int(p.sx[3]);
   const int sy0 = int(p.sy[0]), sy1 = int(p.sy[1]), sy2 = int(p.sy[2]), sy3 = int(p.sy[3]);
-  const unsigned groups = unsigned(p.c) / CPT;  // channel groups (the launch checked C % CPT == 0)
-  const unsigned total = unsigned(p.n) * groups * unsigned(row_groups) * unsigned(p.out_w);
+  const unsigned total = unsigned(p.n) * unsigned(p.c) * unsigned(row_groups) * unsigned(p.out_w);
   for (unsigned i = blockIdx.x * blockDim.x + threadIdx.x; i < total; i += blockDim.x * gridDim.x) {
     unsigned rest = i;
     int n, c, g, ox;
-    if constexpr (CL) {  // i = ((n * G + g) * W + ox) * (C / CPT) + c / CPT
-      c = int(rest % groups) * CPT, rest /= groups;
+    if constexpr (CL) {  // i = ((n * G + g) * W + ox) * C + c
+      c = rest % unsigned(p.c), rest /= unsigned(p.c);
       ox = rest % unsigned(p.out_w), rest /= unsigned(p.out_w);
       g = rest % unsigned(row_groups), n = rest / unsigned(row_groups);
     } else {  // i = ((n * C + c) * G + g) * W + ox
@@ -236,110 +189,52 @@ __global__ void __launch_bounds__(kThreads, LOADS == kWindow ? 3 : 0)
     const int oy0 = g * kRows;
     const int iy0 = oy0 - p.pad_y0, ix0 = ox - p.pad_x0;  // output (oy, ox) reads x[oy-pad+ky][ox-pad+kx]
     const T* xp = x + (n * sx0 + c * sx1);
-    A acc[kRows][CPT];
+    A acc[kRows];
 #pragma unroll
-    for (int r = 0; r < kRows; ++r)
+    for (int r = 0; r < kRows; ++r) acc[r] = A(0);
 #pragma unroll
-      for (int j = 0; j < CPT; ++j) acc[r][j] = A(0);
-    if constexpr (LOADS == kWindow) {
-      const Window<T, CPT> win(p, xp, iy0, ix0, sx2, sx3);
+    for (int r = 0; r < kRows + 3; ++r) {
+      const int iy = iy0 + r;
+      A v[4];
 #pragma unroll
-      for (int r = 0; r < kRows + 3; ++r)
+      for (int kx = 0; kx < 4; ++kx) {
+        const int ix = ix0 + kx;
+        const bool in = iy >= 0 && iy < p.in_h && ix >= 0 && ix < p.in_w;
+        v[kx] = in ? to_acc(xp[iy * sx2 + ix * sx3]) : A(0);
+      }
 #pragma unroll
-        for (int kx = 0; kx < 4; ++kx)
+      for (int ky = 0; ky < 4; ++ky) {
+        const int o = r - ky;  // this input row is tap ky of output row o
+        if (o >= 0 && o < kRows) {
 #pragma unroll
-          for (int j = 0; j < CPT; ++j) {
-            const A v = win.at(r, kx, j);
-#pragma unroll
-            for (int ky = 0; ky < 4; ++ky) {
-              const int o = r - ky;  // this input row is tap ky of output row o
-              if (o >= 0 && o < kRows) acc[o][j] += F[ky][kx] * v;
-            }
-          }
-    } else {
-#pragma unroll
-      for (int r = 0; r < kRows + 3; ++r) {
-        const int iy = iy0 + r;
-        A v[4];
-#pragma unroll
-        for (int kx = 0; kx < 4; ++kx) {
-          const int ix = ix0 + kx;
-          v[kx] = (iy >= 0 && iy < p.in_h && ix >= 0 && ix < p.in_w) ? to_acc(xp[iy * sx2 + ix * sx3]) : A(0);
-        }
-#pragma unroll
-        for (int ky = 0; ky < 4; ++ky) {
-          const int o = r - ky;
-          if (o >= 0 && o < kRows) {
-#pragma unroll
-            for (int kx = 0; kx < 4; ++kx) acc[o][0] += F[ky][kx] * v[kx];
-          }
+          for (int kx = 0; kx < 4; ++kx) acc[o] += F[ky][kx] * v[kx];
         }
       }
     }
-    if (EPI < 0 ? p.act > 0 : EPI > 0) {  // bias_act's forward on the registers: the filtered tensor is never stored
+    if (p.act > 0) {  // bias_act's forward on the registers: the filtered tensor is never stored
       const T* b = static_cast<const T*>(p.b);
       const T* scale = static_cast<const T*>(p.scale);
       const T* out_scale = static_cast<const T*>(p.out_scale);
+      const A sc = scale ? to_acc(scale[n * p.c + c]) : A(1), bias = b ? to_acc(b[c]) : A(0);
+      const A osc = out_scale ? to_acc(out_scale[n * p.c + c]) : A(1);
 #pragma unroll
-      for (int j = 0; j < CPT; ++j) {
-        const A sc = scale ? to_acc(scale[n * p.c + c + j]) : A(1), bias = b ? to_acc(b[c + j]) : A(0);
-        const A osc = out_scale ? to_acc(out_scale[n * p.c + c + j]) : A(1);
-#pragma unroll
-        for (int r = 0; r < kRows; ++r) acc[r][j] = epilogue<EPI>(p, acc[r][j], sc, bias, osc);
-      }
+      for (int r = 0; r < kRows; ++r) acc[r] = epilogue(p, acc[r], sc, bias, osc);
     }
     T* yp = y + (n * sy0 + c * sy1 + ox * sy3);
 #pragma unroll
-    for (int r = 0; r < kRows; ++r) {
-      if (oy0 + r >= p.out_h) break;
-      Pack<T, CPT> pk;
-#pragma unroll
-      for (int j = 0; j < CPT; ++j) pk.v[j] = from_acc<T>(acc[r][j]);
-      *reinterpret_cast<Pack<T, CPT>*>(yp + (oy0 + r) * sy2) = pk;
-    }
+    for (int r = 0; r < kRows; ++r)
+      if (oy0 + r < p.out_h) yp[(oy0 + r) * sy2] = from_acc<T>(acc[r]);
   }
-}
-
-bool env_on(const char* name) {
-  const char* v = std::getenv(name);
-  return v && v[0] == '1';
-}
-
-bool even(int64_t v) { return v % 2 == 0; }
-
-// Whether the channel-pair kernel may run: channels-last 16-bit tensors whose every pixel starts on a
-// 4-byte boundary (even C, even strides, aligned base pointers), so each pair is one aligned access.
-template <typename T>
-bool pairs_apply(const Upfirdn2dParams& p, bool cl) {
-  return env_on("SGV_FIR4_VEC2") && cl && sizeof(T) == 2 && even(p.c) && even(p.sx[0]) && even(p.sx[2]) &&
-         even(p.sx[3]) && even(p.sy[0]) && even(p.sy[2]) && even(p.sy[3]) &&
-         reinterpret_cast<uintptr_t>(p.x) % 4 == 0 && reinterpret_cast<uintptr_t>(p.y) % 4 == 0;
-}
-
-// The window kernel for this layout, with the epilogue's activation fixed at compile time where it is
-// one the networks use.
-template <typename T, bool CL, int CPT>
-void (*window_kernel(int act))(Upfirdn2dParams, int) {
-  if (act == 0) return fir4_kernel<T, CL, 0, CPT, kWindow>;
-  if (act == kLinear) return fir4_kernel<T, CL, kLinear, CPT, kWindow>;
-  if (act == kLrelu) return fir4_kernel<T, CL, kLrelu, CPT, kWindow>;
-  return fir4_kernel<T, CL, -1, CPT, kWindow>;
 }
 
 template <typename T>
 cudaError_t launch_fir4(const Upfirdn2dParams& p, cudaStream_t stream) {
   const int row_groups = (p.out_h + kRows - 1) / kRows;
+  const int64_t total = int64_t(p.n) * p.c * row_groups * p.out_w;
+  const int64_t blocks = std::min<int64_t>((total + kThreads - 1) / kThreads, int64_t(1) << 20);
   // channels-last when C is the innermost dimension of both tensors (and there is more than one)
   const bool cl = p.c > 1 && p.sx[1] == 1 && p.sy[1] == 1;
-  const bool pairs = pairs_apply<T>(p, cl);
-  const int64_t total = int64_t(p.n) * (pairs ? p.c / 2 : p.c) * row_groups * p.out_w;
-  const int64_t blocks = grid_blocks((total + kThreads - 1) / kThreads, int64_t(1) << 20);
-  void (*kernel)(Upfirdn2dParams, int) = cl ? window_kernel<T, true, 1>(p.act) : window_kernel<T, false, 1>(p.act);
-  if constexpr (sizeof(T) == 2) {  // channel pairs: 16-bit types only (not instantiated for the others)
-    if (pairs) kernel = window_kernel<T, true, 2>(p.act);
-  }
-  if (env_on("SGV_FIR4_ROWWISE"))  // the kernel the fourth session measured, to time against
-    kernel = cl ? fir4_kernel<T, true, -1, 1, kRowwise> : fir4_kernel<T, false, -1, 1, kRowwise>;
+  void (*kernel)(Upfirdn2dParams, int) = cl ? fir4_kernel<T, true> : fir4_kernel<T, false>;
   SGV_LAUNCH(kernel, static_cast<unsigned>(blocks), kThreads, 0, stream, p, row_groups);
   return cudaGetLastError();
 }
@@ -348,14 +243,14 @@ int64_t max_offset(const int64_t* s, int n, int c, int h, int w) {
   return (n - 1) * std::abs(s[0]) + (c - 1) * std::abs(s[1]) + (h - 1) * std::abs(s[2]) + (w - 1) * std::abs(s[3]);
 }
 
-// Whether the direct kernel takes these parameters (else the tiled kernel does). The environment
-// variable SGV_UPFIRDN2D_TILED=1 sends everything to the tiled kernel (bench/ops_gpu.py times both).
+// Whether the direct kernel takes these parameters (else the tiled kernel does): a 4x4 filter without
+// resampling, with 32-bit offsets. Measured 1.5-2.1x faster than the tiled kernel there (H200).
 bool fir4_applies(const Upfirdn2dParams& p) {
   constexpr int64_t kMax = int64_t(1) << 31;
   const int64_t total = int64_t(p.n) * p.c * ((p.out_h + kRows - 1) / kRows) * p.out_w;
   return p.up_x == 1 && p.up_y == 1 && p.down_x == 1 && p.down_y == 1 && p.f_h == 4 && p.f_w == 4 &&
          total < kMax && max_offset(p.sx, p.n, p.c, p.in_h, p.in_w) < kMax &&
-         max_offset(p.sy, p.n, p.c, p.out_h, p.out_w) < kMax && !env_on("SGV_UPFIRDN2D_TILED");
+         max_offset(p.sy, p.n, p.c, p.out_h, p.out_w) < kMax;
 }
 
 template <typename T>
@@ -367,7 +262,7 @@ cudaError_t launch_typed(const Upfirdn2dParams& p, cudaStream_t stream) {
   if (!choose_tile(p, sizeof(A), t, smem)) return cudaErrorInvalidConfiguration;
   const int64_t plane_blocks = (int64_t(p.n) * p.c + t.planes - 1) / t.planes;
   if (plane_blocks > 0x7fffffff) return cudaErrorInvalidConfiguration;
-  const dim3 grid(static_cast<unsigned>(plane_blocks), static_cast<unsigned>(grid_blocks(t.tiles_x * t.tiles_y, 65535)));
+  const dim3 grid(static_cast<unsigned>(plane_blocks), static_cast<unsigned>(std::min(t.tiles_x * t.tiles_y, 65535)));
   const bool sq = p.up_x == p.up_y && p.down_x == p.down_y && p.f_h == 4 && p.f_w == 4;
   void (*kernel)(Upfirdn2dParams, Tile) = upfirdn2d_kernel<T, 0, 0, 0, 0>;
   if (sq && p.up_x == 1 && p.down_x == 1) kernel = upfirdn2d_kernel<T, 1, 1, 4, 4>;
