@@ -21,10 +21,10 @@ import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
+from core import weight_cache  # noqa: E402
 from core.config import preset  # noqa: E402
 from core.generator import Generator, z_from_seed  # noqa: E402
 from core.motion import Motion  # noqa: E402
-from core.ops import weight_cache  # noqa: E402
 from core.render import Timeline, render_video  # noqa: E402
 
 
@@ -72,7 +72,7 @@ LAYOUTS = {  # how the modulated convolutions run (core/synthesis.py)
     "grouped per frame": dict(fused_modconv=True),  # the reference's inference rule for fp32
     "shared conv": dict(fused_modconv=False),  # the default (NHWC on the CPU from 4 frames)
     "shared, NCHW": dict(fused_modconv=False, channels_last=False),
-    "shared, no weight cache": dict(fused_modconv=False),  # core/ops/weight_cache.py disabled
+    "shared, no weight cache": dict(fused_modconv=False),  # core/weight_cache.py disabled
     "per video": dict(per_video=True),  # frame-major: one folded weight per video
 }
 

@@ -9,8 +9,8 @@ from __future__ import annotations
 
 import torch
 
+from core import weight_cache
 from core.motion import Motion
-from core.ops import weight_cache
 from core.synthesis import SynthesisNetwork, _as_times
 
 

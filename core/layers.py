@@ -9,7 +9,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from core.ops import ACTIVATIONS, bias_act, conv2d_resample, setup_filter
-from core.ops.weight_cache import derived
+from core.weight_cache import derived
 
 
 def normalize_2nd_moment(x: torch.Tensor, dim: int = 1, eps: float = 1e-8) -> torch.Tensor:
@@ -17,7 +17,7 @@ def normalize_2nd_moment(x: torch.Tensor, dim: int = 1, eps: float = 1e-8) -> to
 
 
 def _scaled(param: torch.Tensor, gain: float, dtype: torch.dtype) -> torch.Tensor:
-    """param in `dtype` times its equalized-lr gain (cached at inference, core/ops/weight_cache.py)."""
+    """param in `dtype` times its equalized-lr gain (cached at inference, core/weight_cache.py)."""
     if gain == 1:
         return derived(param, ("as", dtype), lambda t: t.to(dtype))
     return derived(param, ("gain", gain, dtype), lambda t: t.to(dtype) * gain)

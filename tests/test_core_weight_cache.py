@@ -1,9 +1,9 @@
-"""core/ops/weight_cache.py: weight-derived tensors are reused at inference and never stale."""
+"""core/weight_cache.py: weight-derived tensors are reused at inference and never stale."""
 
 import torch
 
 from core.generator import Generator
-from core.ops.weight_cache import clear, derived, disabled
+from core.weight_cache import clear, derived, disabled
 
 
 def _counting(fn):

@@ -25,6 +25,7 @@ import torch
 from core.ops import _dispatch, modconv, options
 from core.ops.bias_act import ACTIVATIONS, bias_act, bias_act_ref
 from core.ops.cuda.build import BuildError
+from core.ops.cuda.functions import KERNEL_ACTS
 from core.ops.fused import upfirdn2d_bias_act
 from core.ops.upfirdn2d import downsample2d, setup_filter, upfirdn2d, upfirdn2d_ref, upsample2d
 
@@ -330,7 +331,7 @@ def emu_lib(tmp_path_factory):
     res = subprocess.run(cmd, capture_output=True, text=True)
     assert res.returncode == 0, f"the CUDA sources do not compile as host C++:\n{res.stderr[-4000:]}"
     lib = ctypes.CDLL(str(out))
-    lib.sgv_emu_bias_act.argtypes = [ctypes.c_int] + [ctypes.c_void_p] * 6 + [ctypes.c_int64] * 3 + \
+    lib.sgv_emu_bias_act.argtypes = [ctypes.c_int] + [ctypes.c_void_p] * 4 + [ctypes.c_int64] * 3 + \
         [ctypes.c_int, ctypes.c_int, ctypes.c_double, ctypes.c_double, ctypes.c_double, ctypes.c_void_p,
          ctypes.c_void_p, ctypes.c_int64]
     lib.sgv_emu_upfirdn2d.argtypes = [ctypes.c_int] + [ctypes.c_void_p] * 3 + \
@@ -349,9 +350,10 @@ class _EmuOps:
     def _ptr(t):
         return None if t is None else t.data_ptr()
 
-    def bias_act(self, x, b, xref, yref, dyref, mode, dim, act, alpha, gain, clamp, scale=None, out_scale=None):
+    def bias_act(self, x, b, yref, mode, dim, act, alpha, gain, clamp, scale=None, out_scale=None):
         assert x.is_contiguous() or x.is_contiguous(memory_format=torch.channels_last)
-        for ref in (xref, yref, dyref):
+        assert act in (1, 3) and mode in (0, 1)  # the checks of ops.cpp
+        for ref in (yref,):
             assert ref is None or (ref.shape == x.shape and ref.dtype == x.dtype and all(
                 s == 1 or ref.stride(i) == x.stride(i) for i, s in enumerate(x.shape))), "layout mismatch"
         for sc in (scale, out_scale):  # the checks of ops.cpp
@@ -362,10 +364,9 @@ class _EmuOps:
         has_channel = b is not None or scale is not None or out_scale is not None
         step, size = (x.stride(dim) if x.shape[dim] > 1 else 1, x.shape[dim]) if has_channel else (1, 1)
         step_n = x.stride(0) if x.shape[0] > 1 else x.numel()
-        err = self.lib.sgv_emu_bias_act(_CODES[x.dtype], x.data_ptr(), self._ptr(b), self._ptr(xref),
-                                        self._ptr(yref), self._ptr(dyref), y.data_ptr(), x.numel(), step, size,
-                                        act, mode, alpha, gain, clamp, self._ptr(scale), self._ptr(out_scale),
-                                        step_n)
+        err = self.lib.sgv_emu_bias_act(_CODES[x.dtype], x.data_ptr(), self._ptr(b), self._ptr(yref), y.data_ptr(),
+                                        x.numel(), step, size, act, mode, alpha, gain, clamp, self._ptr(scale),
+                                        self._ptr(out_scale), step_n)
         assert err == 0
         return y
 
@@ -408,7 +409,7 @@ def _layouts(x: torch.Tensor):
     yield "unaligned", view
 
 
-@pytest.mark.parametrize("act", sorted(ACTIVATIONS))
+@pytest.mark.parametrize("act", sorted(KERNEL_ACTS))
 @pytest.mark.parametrize("dtype", [torch.float32, torch.float16, torch.float64])
 def test_emulated_bias_act_forward(emu, act, dtype):
     gen = torch.Generator().manual_seed(7)
@@ -492,7 +493,7 @@ def _bias_act_derivatives(fn, x, b, r, v):
     return y, gx, gb, hx, hb
 
 
-@pytest.mark.parametrize("act", sorted(ACTIVATIONS))
+@pytest.mark.parametrize("act", sorted(KERNEL_ACTS))
 @pytest.mark.parametrize("layout", ["contiguous", "channels_last"])
 def test_emulated_bias_act_first_and_second_order(emu, act, layout):
     gen = torch.Generator().manual_seed(11)
@@ -509,7 +510,7 @@ def test_emulated_bias_act_first_and_second_order(emu, act, layout):
             torch.testing.assert_close(g, w, rtol=1e-9, atol=1e-9, msg=f"{act} clamp={clamp}: {name}")
 
 
-@pytest.mark.parametrize("act", ["tanh", "swish", "lrelu"])
+@pytest.mark.parametrize("act", sorted(KERNEL_ACTS))
 def test_emulated_bias_act_gradgradcheck(emu, act):
     gen = torch.Generator().manual_seed(13)
     x = (torch.randn(2, 3, 4, dtype=torch.float64, generator=gen) + 0.05).requires_grad_(True)
@@ -520,6 +521,17 @@ def test_emulated_bias_act_gradgradcheck(emu, act):
 
     assert torch.autograd.gradcheck(fn, (x, b))
     assert torch.autograd.gradgradcheck(fn, (x, b))
+
+
+def test_activations_without_a_kernel_run_the_reference(emu, monkeypatch):
+    # The kernels implement the model's two activations; bias_act sends the others to the reference even
+    # where the kernels run, and the kernel itself refuses them.
+    monkeypatch.setattr(_dispatch, "resolve", lambda name, impl, x: "ref" if impl == "ref" else "cuda")
+    x, b = torch.randn(2, 3, 4, 4), torch.randn(3)
+    for act in sorted(set(ACTIVATIONS) - set(KERNEL_ACTS)):
+        assert torch.equal(bias_act(x, b, act=act), bias_act(x, b, act=act, impl="ref")), act
+        with pytest.raises(ValueError, match="implements"):
+            emu.bias_act_cuda(x, b, 1, act)
 
 
 @pytest.mark.parametrize("case", UPFIRDN_CASES, ids=lambda c: f"{c[0]}-{c[1]}-{c[2]}-{c[4]}")
@@ -579,7 +591,7 @@ def test_emulated_filter_with_bias_act_epilogue(emu):
     b, scale, out_scale = torch.randn(4, generator=gen), torch.rand(3, 4, generator=gen) + 0.5, \
         torch.rand(3, 4, generator=gen) + 0.5
     uses = ((1, 1, 1), (0, 1, 0), (1, 0, 1))  # which of b, scale, out_scale are given
-    for act, clamp, use in itertools.product(("lrelu", "tanh", "linear"), (-1.0, 0.4), uses):
+    for act, clamp, use in itertools.product(("lrelu", "linear"), (-1.0, 0.4), uses):
         operands = [t if u else None for t, u in zip((b, scale, out_scale), use)]
         want = bias_act_ref(upfirdn2d_ref(x.double(), f, 1, 1, pad, False, 4.0),
                             *[None if t is None else t.double() for t in operands[:1]], act=act, alpha=0.2,
@@ -664,7 +676,7 @@ def _check_gpu_parity(label, names, got, ref, ref64, dtype):
 @gpu
 @pytest.mark.parametrize("dtype", [torch.float32, torch.float16])
 @pytest.mark.parametrize("act", sorted(ACTIVATIONS))
-def test_gpu_bias_act_parity(act, dtype):
+def test_gpu_bias_act_parity(act, dtype):  # the activations without a kernel take the reference
     gen = torch.Generator(device=GPU_DEVICE).manual_seed(29)
     x = torch.randn(4, 32, 16, 16, device=GPU_DEVICE, generator=gen)
     b = torch.randn(32, device=GPU_DEVICE, generator=gen)

@@ -15,7 +15,7 @@ from dataclasses import dataclass
 import torch
 import torch.distributed as dist
 
-from core.ops import weight_cache
+from core import weight_cache
 
 log = logging.getLogger(__name__)
 

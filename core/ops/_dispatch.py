@@ -1,10 +1,9 @@
 """Choosing between the pure-PyTorch reference and the CUDA kernel of an op.
 
-`impl="ref"` always runs the reference. `impl="cuda"` runs the kernel and raises if it cannot be
-built. `impl="auto"` (the default) runs the kernel for CUDA tensors when it builds and falls back to
-the reference, with one warning, when it does not; CPU tensors always take the reference. `impl=None`
-means the choice of `core.ops.options.current()`. Both ops live in one extension, built at most once
-per process (`core/ops/cuda/build.py`); nothing is built at import.
+"ref": the reference. "cuda": the kernel, or the build's error. "auto": the kernel for CUDA tensors
+when it builds, else the reference (one warning); CPU tensors always take the reference. None: the
+choice of `core.ops.options.current()`. One extension holds both ops; it is built at most once per
+process (`core/ops/cuda/build.py`), never at import.
 """
 
 from __future__ import annotations

@@ -6,7 +6,7 @@ import torch
 
 from core.ops import _dispatch
 from core.ops.activations import ACTIVATIONS
-from core.ops.cuda.functions import bias_act_cuda
+from core.ops.cuda.functions import KERNEL_ACTS, bias_act_cuda
 
 
 def bias_act(
@@ -40,7 +40,7 @@ def bias_act(
             assert x.ndim >= 2 and dim % x.ndim != 0, "scales need a sample dimension 0 and a channel dimension"
             assert t.shape == (x.shape[0], x.shape[dim]), f"scale {tuple(t.shape)} vs x {tuple(x.shape)}"
     kw = dict(dim=dim, act=act, alpha=alpha, gain=gain, clamp=clamp, scale=scale, out_scale=out_scale)
-    if _dispatch.resolve("bias_act", impl, x) == "cuda":
+    if act in KERNEL_ACTS and _dispatch.resolve("bias_act", impl, x) == "cuda":
         return bias_act_cuda(x, b, **kw)
     return bias_act_ref(x, b, **kw)
 

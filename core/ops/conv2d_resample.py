@@ -8,7 +8,7 @@ import torch.nn.functional as F
 from core.ops.bias_act import bias_act
 from core.ops.fused import upfirdn2d_bias_act
 from core.ops.upfirdn2d import filter_size, parse_padding, upfirdn2d
-from core.ops.weight_cache import derived
+from core.weight_cache import derived
 
 
 def _conv(x, w, stride=1, padding=0, groups=1, transpose=False, flip_weight=True):

@@ -14,7 +14,7 @@ import torch
 from core.ops import _dispatch
 from core.ops.activations import ACTIVATIONS
 from core.ops.bias_act import bias_act
-from core.ops.cuda.functions import upfirdn2d_bias_act_cuda
+from core.ops.cuda.functions import KERNEL_ACTS, upfirdn2d_bias_act_cuda
 from core.ops.options import current
 from core.ops.upfirdn2d import filter_size, parse_padding, upfirdn2d
 
@@ -26,7 +26,7 @@ def upfirdn2d_bias_act(x: torch.Tensor, f: torch.Tensor, padding=0, flip_filter:
                        impl: str | None = None) -> torch.Tensor:
     """`bias_act(upfirdn2d(x, f, padding=padding, flip_filter=..., gain=gain), b, act=act, alpha=alpha,
     gain=act_gain, clamp=clamp, scale=scale, out_scale=out_scale)` (x `[N, C, H, W]`, no resampling)."""
-    if _fusable(x, f, impl, (x, b, scale, out_scale)):
+    if _fusable(x, f, act, impl, (x, b, scale, out_scale)):
         spec = ACTIVATIONS[act]
         assert b is None or b.shape == (x.shape[1],), f"bias {tuple(b.shape)} vs x {tuple(x.shape)}"
         for t in (scale, out_scale):
@@ -40,9 +40,9 @@ def upfirdn2d_bias_act(x: torch.Tensor, f: torch.Tensor, padding=0, flip_filter:
                     impl=impl)
 
 
-def _fusable(x: torch.Tensor, f: torch.Tensor, impl: str | None, tensors) -> bool:
+def _fusable(x: torch.Tensor, f: torch.Tensor, act: str, impl: str | None, tensors) -> bool:
     # the kernel's epilogue is in its 4x4 path
-    if not current().fuse_bias_act or x.ndim != 4 or filter_size(f) != (4, 4):
+    if not current().fuse_bias_act or act not in KERNEL_ACTS or x.ndim != 4 or filter_size(f) != (4, 4):
         return False
     if torch.is_grad_enabled() and any(t is not None and t.requires_grad for t in tensors):
         return False  # forward-only kernel: training composes the two differentiable ops

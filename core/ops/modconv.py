@@ -20,7 +20,7 @@ import torch
 from core.ops.bias_act import bias_act
 from core.ops.conv2d_resample import conv2d_resample
 from core.ops.options import current, resolve_impl
-from core.ops.weight_cache import derived
+from core.weight_cache import derived
 
 
 def _fast(impl: str | None) -> bool:

@@ -1,9 +1,6 @@
-"""The ops layer's one switchboard: which implementation runs and which fusions apply.
-
-Every choice the ops make that is not part of the maths lives in one frozen `OpsOptions`, read with
-`current()` and set for a block with `use(...)` (a context variable, so threads and nested blocks see
-their own choice; nothing mutates a module global). The defaults are what the measurements in
-`bench/RESULTS.md` chose; the others exist so that benchmarks and parity tests can run the
+"""The ops layer's one switchboard: every choice that is not maths, in one frozen `OpsOptions`, read
+with `current()`, set for a block with `use(...)` (a context variable: no module global changes).
+Defaults are what `bench/RESULTS.md` measured best; the rest let benchmarks and tests run the
 reference formulation through the same public functions:
 
     with use(impl="ref", fast_modconv=False, fuse_bias_act=False):

@@ -68,7 +68,6 @@ def upfirdn2d(x: torch.Tensor, f: torch.Tensor | None, up=1, down=1, padding: in
         f = torch.ones([1, 1], dtype=torch.float32, device=x.device)
     assert f.dtype == torch.float32 and f.ndim in (1, 2) and not f.requires_grad
     if _dispatch.resolve("upfirdn2d", impl, x) == "cuda":
-
         return upfirdn2d_cuda(x, f, up=parse_scaling(up), down=parse_scaling(down),
                               padding=parse_padding(padding), flip_filter=flip_filter, gain=gain)
     return upfirdn2d_ref(x, f, up, down, padding, flip_filter, gain)

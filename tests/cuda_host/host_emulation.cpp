@@ -46,11 +46,10 @@ inline void __syncthreads() {}
 
 extern "C" {
 
-int sgv_emu_bias_act(int dtype, const void* x, const void* b, const void* xref, const void* yref, const void* dyref,
-                     void* y, int64_t numel, int64_t step_b, int64_t size_b, int act, int mode, double alpha,
+int sgv_emu_bias_act(int dtype, const void* x, const void* b, const void* yref, void* y, int64_t numel, int64_t step_b, int64_t size_b, int act, int mode, double alpha,
                      double gain, double clamp, const void* scale, const void* out_scale, int64_t step_n) {
   sgv::BiasActParams p;
-  p.x = x; p.b = b; p.xref = xref; p.yref = yref; p.dyref = dyref; p.y = y;
+  p.x = x; p.b = b; p.yref = yref; p.y = y;
   p.scale = scale; p.out_scale = out_scale; p.step_n = step_n;
   p.numel = numel; p.step_b = step_b; p.size_b = size_b;
   p.act = act; p.mode = mode; p.alpha = alpha; p.gain = gain; p.clamp = clamp;

@@ -1,4 +1,4 @@
-// Fused bias + activation + gain + clamp, and its first- and second-order gradients.
+// Fused bias + activation + gain + clamp, and its gradient.
 //
 // One elementwise kernel walks the tensor in memory order (any dense layout: NCHW or channels-last),
 // each thread a run of VEC consecutive elements loaded with one 16-byte access. The bias channel is
@@ -14,71 +14,17 @@
 namespace sgv {
 namespace {
 
-// f'(v)
-template <typename A> __device__ __forceinline__ A act_d1(int act, A v, A alpha) {
-  switch (act) {
-    case kRelu: return v > A(0) ? A(1) : A(0);
-    case kLrelu: return v > A(0) ? A(1) : alpha;
-    case kTanh: { A t = m_tanh(v); return A(1) - t * t; }
-    case kSigmoid: { A s = sigmoid(v); return s * (A(1) - s); }
-    case kElu: return v > A(0) ? A(1) : m_exp(v);
-    case kSelu: return v > A(0) ? A(kSeluScale) : A(kSeluScale * kSeluAlpha) * m_exp(v);
-    case kSoftplus: return v > A(kSoftplusThreshold) ? A(1) : sigmoid(v);
-    case kSwish: { A s = sigmoid(v); return s + v * s * (A(1) - s); }
-    default: return A(1);
-  }
-}
-
-// f'(v) expressed through u = f(v) (the forward output divided by the gain), for the activations
-// whose gradient keeps the output rather than the input (cuda_ref == "y").
-template <typename A> __device__ __forceinline__ A act_d1_from_y(int act, A u, A alpha) {
-  switch (act) {
-    case kRelu: return u > A(0) ? A(1) : A(0);
-    case kLrelu: return u > A(0) ? A(1) : alpha;
-    case kTanh: return A(1) - u * u;
-    case kSigmoid: return u * (A(1) - u);
-    case kElu: return u > A(0) ? A(1) : u + A(1);
-    case kSelu: return u > A(0) ? A(kSeluScale) : u + A(kSeluScale * kSeluAlpha);
-    case kSoftplus: return A(1) - m_exp(-u);
-    default: return A(1);
-  }
-}
-
-// f''(v)
-template <typename A> __device__ __forceinline__ A act_d2(int act, A v) {
-  switch (act) {
-    case kTanh: { A t = m_tanh(v); return A(-2) * t * (A(1) - t * t); }
-    case kSigmoid: { A s = sigmoid(v); return s * (A(1) - s) * (A(1) - A(2) * s); }
-    case kElu: return v > A(0) ? A(0) : m_exp(v);
-    case kSelu: return v > A(0) ? A(0) : A(kSeluScale * kSeluAlpha) * m_exp(v);
-    case kSoftplus: { if (v > A(kSoftplusThreshold)) return A(0); A s = sigmoid(v); return s * (A(1) - s); }
-    case kSwish: { A s = sigmoid(v); return s * (A(1) - s) * (A(2) + v * (A(1) - A(2) * s)); }
-    default: return A(0);  // piecewise linear: zero almost everywhere
-  }
-}
-
 // alpha, gain and clamp arrive already converted to A (once per thread, not per element).
 template <typename A>
-__device__ __forceinline__ A element(const BiasActParams& p, A alpha, A gain, A clamp, A x, A bias, A xr, A yr,
-                                     A dr) {
+__device__ __forceinline__ A element(const BiasActParams& p, A alpha, A gain, A clamp, A x, A bias, A yr) {
   if (p.mode == 0) {
     A y = act_fwd(p.act, x + bias, alpha) * gain;
     if (clamp >= A(0)) y = y > clamp ? clamp : (y < -clamp ? -clamp : y);
     return y;
   }
-  bool pass = true;  // false where the forward output was clamped (the gradient is zero there)
-  if (clamp >= A(0)) {
-    if (p.yref) pass = m_abs(yr) < clamp;
-    else pass = m_abs(act_fwd(p.act, xr + bias, alpha) * gain) <= clamp;  // exact pre-clamp test
-  }
-  if (!pass) return A(0);
-  if (p.mode == 1) {
-    A d;
-    if (p.xref) d = act_d1(p.act, xr + bias, alpha);
-    else d = act_d1_from_y(p.act, gain != A(0) ? yr / gain : A(0), alpha);
-    return x * gain * d;
-  }
-  return x * dr * gain * act_d2(p.act, xr + bias);
+  // mode 1: the gradient, zero where the forward output was clamped; act' read off the output's sign
+  if (clamp >= A(0) && !(m_abs(yr) < clamp)) return A(0);
+  return x * gain * act_d1(p.act, yr, alpha);
 }
 
 template <typename T, int VEC> struct alignas(sizeof(T) * VEC) Pack { T v[VEC]; };
@@ -112,13 +58,11 @@ __global__ void bias_act_kernel(BiasActParams p) {
   for (I run = I(blockIdx.x) * blockDim.x + threadIdx.x; run < nruns; run += I(gridDim.x) * blockDim.x) {
     const I i0 = run * VEC;
     const bool full = i0 + VEC <= numel;
-    A x[VEC], xr[VEC], yr[VEC], dr[VEC], out[VEC];
+    A x[VEC], yr[VEC], out[VEC];
     load<T, VEC, I>(p.x, i0, full, numel, x);
 #pragma unroll
-    for (int k = 0; k < VEC; ++k) xr[k] = yr[k] = dr[k] = A(0);
-    if (p.xref) load<T, VEC, I>(p.xref, i0, full, numel, xr);
+    for (int k = 0; k < VEC; ++k) yr[k] = A(0);
     if (p.yref) load<T, VEC, I>(p.yref, i0, full, numel, yr);
-    if (p.dyref) load<T, VEC, I>(p.dyref, i0, full, numel, dr);
     const I q = i0 / step_b;
     I r = i0 - q * step_b;  // position inside the current bias channel's stretch
     I c = q % size_b;       // bias channel of element i0
@@ -127,9 +71,10 @@ __global__ void bias_act_kernel(BiasActParams p) {
     if (scaled) { n = i0 / step_n; rn = i0 - n * step_n; }
 #pragma unroll
     for (int k = 0; k < VEC; ++k) {
+      if (!full && i0 + k >= numel) break;  // past the end the sample index (scales) leaves the tensor
       const A bias = b ? to_acc(b[c]) : A(0);
       if (scale) x[k] *= to_acc(scale[n * size_b + c]);
-      out[k] = element<A>(p, alpha, gain, clamp, x[k], bias, xr[k], yr[k], dr[k]);
+      out[k] = element<A>(p, alpha, gain, clamp, x[k], bias, yr[k]);
       if (out_scale) out[k] *= to_acc(out_scale[n * size_b + c]);
       if (++r == step_b) { r = 0; if (++c == size_b) c = 0; }
       if (scaled && ++rn == step_n) { rn = 0; ++n; }
@@ -152,8 +97,7 @@ template <typename T>
 cudaError_t launch_typed(const BiasActParams& p, cudaStream_t stream) {
   constexpr int kVec = 16 / sizeof(T);
   constexpr int kThreads = 256;
-  const bool vec = aligned16(p.x) && aligned16(p.xref) && aligned16(p.yref) && aligned16(p.dyref) &&
-                   aligned16(p.y);
+  const bool vec = aligned16(p.x) && aligned16(p.yref) && aligned16(p.y);
   const bool small = p.numel + kVec < (int64_t(1) << 31);
   const int64_t runs = vec ? (p.numel + kVec - 1) / kVec : p.numel;
   const int blocks = static_cast<int>(std::min<int64_t>((runs + kThreads - 1) / kThreads, 65536));

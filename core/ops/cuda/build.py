@@ -5,12 +5,11 @@ name carry a hash of the sources, the compiler flags, the target architectures a
 Python versions, so a changed kernel never loads a stale binary and unchanged ones rebuild nothing.
 Nothing here runs at import: `load_extension()` is called by the op loaders on first GPU use.
 
-CLI (the CI compile check, no GPU needed): `python -m core.ops.cuda --arch 9.0`.
+CLI (the CI compile check, no GPU needed): `python -m core.ops.cuda --arch 9.0` (`__main__.py`).
 """
 
 from __future__ import annotations
 
-import argparse
 import functools
 import hashlib
 import logging
@@ -125,29 +124,3 @@ def load_extension(verbose: bool = False):
         raise BuildError(f"building the CUDA ops in {build_dir} failed: {exc}") from exc
     log.info("CUDA ops %s ready in %.1f s (arch %s, %s)", name, time.perf_counter() - t0, arch, build_dir)
     return module
-
-
-def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(description="Compile the StyleGAN-V Studio CUDA ops (no GPU needed).")
-    parser.add_argument("--arch", help="TORCH_CUDA_ARCH_LIST, e.g. 9.0 (default: the visible GPUs)")
-    parser.add_argument("--verbose", action="store_true", help="show the compiler command lines")
-    args = parser.parse_args(argv)
-    if args.arch:
-        os.environ["TORCH_CUDA_ARCH_LIST"] = args.arch
-    logging.basicConfig(level=logging.INFO, format="%(message)s")
-    t0 = time.perf_counter()
-    try:
-        module = load_extension(verbose=args.verbose)
-    except BuildError as exc:
-        print(f"FAILED: {exc}", file=sys.stderr)
-        return 1
-    missing = [fn for fn in ("bias_act", "upfirdn2d") if not hasattr(module, fn)]
-    if missing:
-        print(f"FAILED: the built module lacks {missing}", file=sys.stderr)
-        return 1
-    print(f"OK: {module.name} built and loaded in {time.perf_counter() - t0:.1f} s")
-    return 0
-
-
-if __name__ == "__main__":
-    sys.exit(main())

@@ -10,12 +10,14 @@ namespace sgv {
 // Element types the kernels are instantiated for.
 enum DType : int { kFloat32 = 0, kFloat16 = 1, kBFloat16 = 2, kFloat64 = 3 };
 
+// The model's two activations, the ones the kernels implement (codes: functions.py KERNEL_ACTS).
+enum Act : int { kLinear = 1, kLrelu = 3 };
+
 // Fused bias + activation + gain + clamp over a dense tensor walked in memory order.
 //   mode 0: y = clamp(act(x + b) * gain)                        (forward)
-//   mode 1: y = x * gain * act'(v) * mask                      (x holds dL/dy; first-order grad)
-//   mode 2: y = x * dyref * gain * act''(v) * mask             (x holds d/d(dx); second-order grad)
-// where v = xref + b when xref is given (else act' is read off yref = the forward output) and
-// mask zeroes the gradient where the forward output was clamped. In mode 0 an optional `scale`
+//   mode 1: y = x * gain * act'(yref) * mask                   (x holds dL/dy; the gradient)
+// where yref is the forward output (for linear and leaky ReLU act' is read off its sign; act'' is
+// zero, so mode 1 differentiates to itself) and mask zeroes the gradient where it was clamped. In mode 0 an optional `scale`
 // [N, size_b] multiplies x first: y = clamp(act(x * scale[n, c] + b) * gain), n the index along the
 // outermost dimension (memory stride step_n): a modulated conv's demodulation fused into this pass;
 // an optional `out_scale` [N, size_b] multiplies the clamped output (the next modulated conv's
@@ -23,9 +25,7 @@ enum DType : int { kFloat32 = 0, kFloat16 = 1, kBFloat16 = 2, kFloat64 = 3 };
 struct BiasActParams {
   const void* x = nullptr;
   const void* b = nullptr;      // [size_b] or nullptr
-  const void* xref = nullptr;   // forward input, same layout as x, or nullptr
   const void* yref = nullptr;   // forward output, same layout as x, or nullptr
-  const void* dyref = nullptr;  // first-order incoming gradient (mode 2 only)
   void* y = nullptr;
   int64_t numel = 0;
   int64_t step_b = 1;  // memory stride of the bias dimension

@@ -1,8 +1,8 @@
 """Autograd wiring of the CUDA kernels (first- and second-order gradients, as R1 needs).
 
-bias_act: the forward kernel keeps x and/or y for the backward; the gradient is the same kernel in
-mode 1 (wrapped in its own autograd Function, so it is itself differentiable), and the gradient of
-that gradient w.r.t. x is mode 2 (act''), for the activations whose act' is not piecewise constant.
+bias_act (linear and leaky ReLU, the model's two activations): the forward kernel keeps y for the
+backward; the gradient is the same kernel in mode 1 (act' read off the sign of y), wrapped in its own
+autograd Function so that it is itself differentiable; act'' is zero, so that is the whole story.
 
 upfirdn2d is linear in x, so its gradient is another upfirdn2d (up and down swapped, the filter
 flipped, the padding mirrored) and differentiates to any order.
@@ -13,10 +13,9 @@ from __future__ import annotations
 import torch
 
 from core.ops import _dispatch
-from core.ops.activations import ACTIVATIONS
 
-# Activations whose act' depends smoothly on the input: they need act'' for second-order gradients.
-_HAS_2ND_GRAD = frozenset({"tanh", "sigmoid", "elu", "selu", "softplus", "swish"})
+# The activations the kernels implement, with their codes in common.h; the others run the reference.
+KERNEL_ACTS = {"linear": 1, "lrelu": 3}
 _DTYPES = (torch.float32, torch.float16, torch.bfloat16, torch.float64)
 
 
@@ -39,53 +38,36 @@ class _BiasAct(torch.autograd.Function):
     @staticmethod
     def forward(ctx, x, b, cfg):
         dim, act, alpha, gain, clamp = cfg
-        spec = ACTIVATIONS[act]
         x = x.contiguous(memory_format=_memory_format(x))
-        y = _ops().bias_act(x, b, None, None, None, 0, dim, spec.cuda_idx, alpha, gain, clamp)
-        keep_x = spec.cuda_ref == "x" or act in _HAS_2ND_GRAD
-        keep_y = spec.cuda_ref == "y" or clamp >= 0
-        ctx.save_for_backward(x if keep_x else None, b, y if keep_y else None)
+        y = _ops().bias_act(x, b, None, 0, dim, KERNEL_ACTS[act], alpha, gain, clamp)
+        ctx.save_for_backward(y if act == "lrelu" or clamp >= 0 else None)
         ctx.cfg = cfg
         return y
 
     @staticmethod
     def backward(ctx, dy):
-        x, b, y = ctx.saved_tensors
-        dim = ctx.cfg[0]
-        dx = _BiasActGrad.apply(dy, x, b, y, ctx.cfg)
-        db = dx.sum(_reduce_dims(dx, dim)) if ctx.needs_input_grad[1] else None
+        (y,) = ctx.saved_tensors
+        dx = _BiasActGrad.apply(dy, y, ctx.cfg)
+        db = dx.sum(_reduce_dims(dx, ctx.cfg[0])) if ctx.needs_input_grad[1] else None
         return dx, db, None
 
 
 class _BiasActGrad(torch.autograd.Function):
-    """dx = dy * gain * act'(x + b) * [not clamped]; differentiable w.r.t. dy, x and b."""
+    """dx = dy * gain * act'(x + b) * [not clamped]: linear in dy, constant in x and b almost everywhere."""
 
     @staticmethod
-    def forward(ctx, dy, x, b, y, cfg):
+    def forward(ctx, dy, y, cfg):
         dim, act, alpha, gain, clamp = cfg
-        spec = ACTIVATIONS[act]
-        ref = x if x is not None else y
-        dy = dy.contiguous(memory_format=_memory_format(ref)) if ref is not None else dy.contiguous()
-        xref = x if spec.cuda_ref == "x" else None
-        b_used = b if xref is not None else None  # the bias only matters where act' is evaluated at x + b
-        dx = _ops().bias_act(dy, b_used, xref, y, None, 1, dim, spec.cuda_idx, alpha, gain, clamp)
-        ctx.save_for_backward(dy if act in _HAS_2ND_GRAD else None, x, b, y)
+        dy = dy.contiguous(memory_format=_memory_format(y)) if y is not None else dy.contiguous()
+        ctx.save_for_backward(y)
         ctx.cfg = cfg
-        return dx
+        return _ops().bias_act(dy, None, y, 1, dim, KERNEL_ACTS[act], alpha, gain, clamp)
 
     @staticmethod
     def backward(ctx, d_dx):
-        dy, x, b, y = ctx.saved_tensors
-        dim, act, alpha, gain, clamp = ctx.cfg
-        d_dy = d_x = d_b = None
-        if ctx.needs_input_grad[0]:
-            d_dy = _BiasActGrad.apply(d_dx, x, b, y, ctx.cfg)
-        if act in _HAS_2ND_GRAD and (ctx.needs_input_grad[1] or ctx.needs_input_grad[2]):
-            d_dx = d_dx.contiguous(memory_format=_memory_format(x))
-            d_x = _ops().bias_act(d_dx, b, x, y, dy, 2, dim, ACTIVATIONS[act].cuda_idx, alpha, gain, clamp)
-            if ctx.needs_input_grad[2]:
-                d_b = d_x.sum(_reduce_dims(d_x, dim))
-        return d_dy, d_x, d_b, None, None
+        (y,) = ctx.saved_tensors
+        d_dy = _BiasActGrad.apply(d_dx, y, ctx.cfg) if ctx.needs_input_grad[0] else None
+        return d_dy, None, None
 
 
 def bias_act_cuda(x: torch.Tensor, b: torch.Tensor | None, dim: int = 1, act: str = "linear",
@@ -96,8 +78,8 @@ def bias_act_cuda(x: torch.Tensor, b: torch.Tensor | None, dim: int = 1, act: st
     `scale` / `out_scale` `[N, C]` multiply the input / the output; the kernel fuses them when no
     gradient is needed (inference), else they are PyTorch multiplies around the differentiable kernel.
     """
-    if act not in ACTIVATIONS:
-        raise ValueError(f"unknown activation {act!r}; expected one of {sorted(ACTIVATIONS)}")
+    if act not in KERNEL_ACTS:
+        raise ValueError(f"the bias_act kernel implements {sorted(KERNEL_ACTS)}, not {act!r}")
     if b is not None and b.dtype != x.dtype:  # the reference's x + b promotes; do the same
         dtype = torch.promote_types(x.dtype, b.dtype)
         x, b = x.to(dtype), b.to(dtype)
@@ -112,8 +94,7 @@ def bias_act_cuda(x: torch.Tensor, b: torch.Tensor | None, dim: int = 1, act: st
         return _BiasAct.apply(x, b, cfg)
     if not (torch.is_grad_enabled() and any(t is not None and t.requires_grad for t in (x, b, scale, out_scale))):
         x = x.contiguous(memory_format=_memory_format(x))  # inference: both scales inside the kernel's pass
-        return _ops().bias_act(x, b, None, None, None, 0, dim, ACTIVATIONS[act].cuda_idx, *cfg[2:], scale,
-                               out_scale)
+        return _ops().bias_act(x, b, None, 0, dim, KERNEL_ACTS[act], *cfg[2:], scale, out_scale)
     shape = [x.shape[i] if i in (0, dim) else 1 for i in range(x.ndim)]
     y = _BiasAct.apply(x * scale.reshape(shape) if scale is not None else x, b, cfg)
     return y * out_scale.reshape(shape) if out_scale is not None else y
@@ -186,10 +167,10 @@ def upfirdn2d_bias_act_cuda(x: torch.Tensor, f: torch.Tensor, padding: tuple[int
     """
     assert not (torch.is_grad_enabled() and any(t is not None and t.requires_grad for t in (x, b, scale, out_scale))), \
         "upfirdn2d_bias_act_cuda is forward-only; compose upfirdn2d and bias_act when a gradient is needed"
-    if x.dtype not in _DTYPES:
-        raise TypeError(f"upfirdn2d_bias_act_cuda supports {_DTYPES}, got {x.dtype}")
+    if x.dtype not in _DTYPES or act not in KERNEL_ACTS:
+        raise TypeError(f"upfirdn2d_bias_act_cuda supports {_DTYPES} and {sorted(KERNEL_ACTS)}, got {x.dtype}, {act}")
     f = f.to(device=x.device, dtype=torch.float32).contiguous()
     px0, px1, py0, py1 = (int(v) for v in padding)
     b, scale, out_scale = (None if t is None else t.to(x.dtype).contiguous() for t in (b, scale, out_scale))
     return _ops().upfirdn2d(x, f, 1, 1, 1, 1, px0, px1, py0, py1, bool(flip_filter), float(gain), b, scale,
-                            out_scale, ACTIVATIONS[act].cuda_idx, float(alpha), float(act_gain), float(clamp))
+                            out_scale, KERNEL_ACTS[act], float(alpha), float(act_gain), float(clamp))

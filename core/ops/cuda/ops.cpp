@@ -35,13 +35,13 @@ void check_like(const at::Tensor& t, const at::Tensor& x, const char* name) {
 }
 
 // See sgv::BiasActParams for the meaning of mode and of the reference tensors.
-at::Tensor bias_act(const at::Tensor& x, const std::optional<at::Tensor>& b, const std::optional<at::Tensor>& xref,
-                    const std::optional<at::Tensor>& yref, const std::optional<at::Tensor>& dyref, int64_t mode,
-                    int64_t dim, int64_t act, double alpha, double gain, double clamp,
+at::Tensor bias_act(const at::Tensor& x, const std::optional<at::Tensor>& b, const std::optional<at::Tensor>& yref,
+                    int64_t mode, int64_t dim, int64_t act, double alpha, double gain, double clamp,
                     const std::optional<at::Tensor>& scale, const std::optional<at::Tensor>& out_scale) {
   TORCH_CHECK(x.is_cuda(), "bias_act: x must be a CUDA tensor");
   TORCH_CHECK(x.is_non_overlapping_and_dense(), "bias_act: x must be dense (contiguous in some memory format)");
-  TORCH_CHECK(mode >= 0 && mode <= 2, "bias_act: mode must be 0, 1 or 2");
+  TORCH_CHECK(mode == 0 || mode == 1, "bias_act: mode must be 0 or 1");
+  TORCH_CHECK(act == sgv::kLinear || act == sgv::kLrelu, "bias_act: the kernel implements linear and lrelu");
   TORCH_CHECK(x.numel() == 0 || (dim >= 0 && dim < x.dim()), "bias_act: dim out of range");
   const int code = dtype_code(x);
   sgv::BiasActParams p;
@@ -70,15 +70,10 @@ at::Tensor bias_act(const at::Tensor& x, const std::optional<at::Tensor>& b, con
     p.size_b = x.size(dim);
     p.step_b = x.size(dim) > 1 ? x.stride(dim) : 1;
   }
-  for (const auto* ref : {&xref, &yref, &dyref})
-    if (*ref && (*ref)->defined()) check_like(**ref, x, "a reference tensor");
-  const auto ptr = [](const std::optional<at::Tensor>& t) -> const void* {
-    return (t && t->defined()) ? t->data_ptr() : nullptr;
-  };
-  p.xref = ptr(xref);
-  p.yref = ptr(yref);
-  p.dyref = ptr(dyref);
-  TORCH_CHECK(mode != 2 || (p.xref && p.dyref), "bias_act: mode 2 needs xref and dyref");
+  if (yref && yref->defined()) {
+    check_like(*yref, x, "yref");
+    p.yref = yref->data_ptr();
+  }
   at::Tensor y = at::empty_like(x);
   if (x.numel() == 0) return y;
   p.x = x.data_ptr();
@@ -148,6 +143,7 @@ at::Tensor upfirdn2d(const at::Tensor& x, const at::Tensor& f, int64_t up_x, int
     const auto& t = *extras[i];
     if (!t || !t->defined()) continue;
     TORCH_CHECK(act > 0, "upfirdn2d: b, scale and out_scale need an activation (act > 0)");
+    TORCH_CHECK(act == sgv::kLinear || act == sgv::kLrelu, "upfirdn2d: the epilogue implements linear and lrelu");
     TORCH_CHECK(t->device() == x.device() && t->scalar_type() == x.scalar_type() && t->is_contiguous(),
                 "upfirdn2d: b, scale and out_scale must be contiguous, on x's device, with x's dtype");
     const bool shape_ok = i == 0 ? (t->dim() == 1 && t->size(0) == x.size(1))
@@ -167,7 +163,7 @@ at::Tensor upfirdn2d(const at::Tensor& x, const at::Tensor& f, int64_t up_x, int
 // Registered as torch.ops.<TORCH_EXTENSION_NAME>.{bias_act, upfirdn2d}: plain torch headers, no pybind,
 // which keeps this file's compile time (and so the CI compile check) short.
 TORCH_LIBRARY(TORCH_EXTENSION_NAME, m) {
-  m.def("bias_act(Tensor x, Tensor? b, Tensor? xref, Tensor? yref, Tensor? dyref, int mode, int dim, int act, "
+  m.def("bias_act(Tensor x, Tensor? b, Tensor? yref, int mode, int dim, int act, "
         "float alpha, float gain, float clamp, Tensor? scale=None, Tensor? out_scale=None) -> Tensor");
   m.def("upfirdn2d(Tensor x, Tensor f, int up_x, int up_y, int down_x, int down_y, int pad_x0, int pad_x1, "
         "int pad_y0, int pad_y1, bool flip, float gain, Tensor? b=None, Tensor? scale=None, "

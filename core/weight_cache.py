@@ -11,31 +11,29 @@ autograd records through the tensor (training) it recomputes, so gradients are n
 from __future__ import annotations
 
 import contextlib
-import threading
+import contextvars
 from collections.abc import Callable, Hashable
 
 import torch
 
 _ATTR = "_sgv_derived"
-_disabled = threading.local()
+_DISABLED = contextvars.ContextVar("sgv_weight_cache_disabled", default=False)
 
 
 @contextlib.contextmanager
 def disabled():
     """Compute every derived tensor afresh inside this block (CUDA-graph capture: the graph must
     recompute them at each replay, or it would keep reading tensors the cache may later free)."""
-    before = getattr(_disabled, "on", False)
-    _disabled.on = True
+    token = _DISABLED.set(True)
     try:
         yield
     finally:
-        _disabled.on = before
+        _DISABLED.reset(token)
 
 
 def derived(t: torch.Tensor, tag: Hashable, fn: Callable[[torch.Tensor], torch.Tensor]) -> torch.Tensor:
     """fn(t), cached on t under `tag` (which must name everything else fn depends on)."""
-    if (torch.is_grad_enabled() and t.requires_grad) or torch.compiler.is_compiling() or \
-            getattr(_disabled, "on", False):
+    if (torch.is_grad_enabled() and t.requires_grad) or torch.compiler.is_compiling() or _DISABLED.get():
         return fn(t)
     state = (t._version, t.data_ptr(), t.device, t.dtype, tuple(t.shape))
     cache = t.__dict__.setdefault(_ATTR, {})
