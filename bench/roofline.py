@@ -9,9 +9,10 @@ would run it: fp16 for tensors of the fp16 blocks (>= the fp16 resolution), fp32
 traffic figures:
 - "reference ops": the reference implementation's structure (modconv's reference formulation, the
   modulation as separate multiplies), every PyTorch op reading its inputs and writing its output;
-- "kernels": this project's CUDA path: bias_act and upfirdn2d as our kernels (one read, one write),
-  the modulation fused into bias_act's pass, bias_act fused into the upsampling filter's pass, toRGB
-  as one batched matmul;
+- "kernels": this project's CUDA path (the default `core.ops.options`): bias_act and upfirdn2d as our
+  kernels (one read, one write: every call of these public ops, and of upsample2d / downsample2d /
+  upfirdn2d_bias_act, counts as one op, seen with `sys.setprofile`), the modulation fused into bias_act's
+  pass, bias_act fused into the upsampling filter's pass, toRGB as one batched matmul;
 - "convolutions only": the floor for an implementation that fuses everything into the convolutions
   (and toRGB's batched matmul).
 The defaults are the H200's rates measured by bench/ops_gpu.py (bench/RESULTS.md) and its nominal
@@ -31,13 +32,15 @@ from torch.utils.flop_counter import flop_registry
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-import core.synthesis as synthesis_mod  # noqa: E402
 from core.config import preset  # noqa: E402
 from core.generator import Generator  # noqa: E402
+from core.ops import bias_act, downsample2d, upfirdn2d, upsample2d  # noqa: E402
+from core.ops.fused import upfirdn2d_bias_act  # noqa: E402
+from core.ops.options import use  # noqa: E402
 
-# the module, not the function of the same name that core.ops exports
-conv2d_resample_mod = sys.modules["core.ops.conv2d_resample"]
-modconv_mod = sys.modules["core.ops.modconv"]
+# The ops our kernels run in one pass each: a call of one of these counts as one read of x, one write of y.
+KERNELS = {f.__code__: f.__name__ for f in (bias_act, upfirdn2d, upsample2d, downsample2d, upfirdn2d_bias_act)}
+REFERENCE = dict(impl="ref", fast_modconv=False, fuse_bias_act=False)  # the reference implementation's structure
 
 _FREE = {"view", "_unsafe_view", "reshape", "expand", "permute", "transpose", "t", "unsqueeze", "squeeze",
          "select", "slice", "narrow", "unbind", "split", "alias", "detach", "as_strided", "_to_copy_noop",
@@ -46,13 +49,13 @@ _CONV = {"convolution", "conv2d", "conv_transpose2d", "_convolution", "mkldnn_co
 
 
 class Traffic(TorchDispatchMode):
-    """Per-op FLOPs and bytes, by op kind; `fused(...)` regions count as one op (a custom kernel)."""
+    """Per-op FLOPs and bytes, by op kind; with `kernels`, a call of a KERNELS function counts as one op."""
 
-    def __init__(self, fp16_res: int):
+    def __init__(self, fp16_res: int, kernels: bool):
         super().__init__()
-        self.fp16_res = fp16_res
+        self.fp16_res, self.kernels = fp16_res, kernels
         self.rows: list[tuple[str, float, float, bool]] = []  # (kind, flops, bytes, fp16)
-        self._depth = 0
+        self._inputs: list[torch.Tensor] = []  # x of the KERNELS calls under way (outermost first)
 
     def nbytes(self, t: torch.Tensor) -> float:
         half = t.ndim == 4 and t.shape[-1] >= self.fp16_res
@@ -62,7 +65,7 @@ class Traffic(TorchDispatchMode):
         kwargs = kwargs or {}
         out = func(*args, **kwargs)
         name = func._overloadpacket.__name__
-        if self._depth or name in _FREE:
+        if self._inputs or name in _FREE:
             return out
         tensors = [a for a in args if isinstance(a, torch.Tensor)]
         tensors += [a for v in args if isinstance(v, (list, tuple)) for a in v if isinstance(a, torch.Tensor)]
@@ -74,16 +77,27 @@ class Traffic(TorchDispatchMode):
         self.rows.append(("conv" if name in _CONV else name, float(flops), float(moved), half))
         return out
 
-    def fused(self, kind: str, fn):
-        def wrapper(x, *args, **kwargs):
-            self._depth += 1
-            try:
-                y = fn(x, *args, **kwargs)
-            finally:
-                self._depth -= 1
-            self.rows.append((kind, 0.0, self.nbytes(x) + self.nbytes(y), x.shape[-1] >= self.fp16_res))
-            return y
-        return wrapper
+    def _profile(self, frame, event, arg):
+        """sys.setprofile hook: the calls of the KERNELS functions (nothing is patched)."""
+        kind = KERNELS.get(frame.f_code)
+        if kind is None or event not in ("call", "return"):
+            return
+        if event == "call":
+            self._inputs.append(frame.f_locals["x"])
+            return
+        x = self._inputs.pop()
+        if not self._inputs and isinstance(arg, torch.Tensor):  # the outermost one is the kernel
+            self.rows.append((kind, 0.0, self.nbytes(x) + self.nbytes(arg), x.shape[-1] >= self.fp16_res))
+
+    def __enter__(self):
+        self._prev_profile = sys.getprofile()
+        if self.kernels:
+            sys.setprofile(self._profile)
+        return super().__enter__()
+
+    def __exit__(self, *exc):
+        sys.setprofile(self._prev_profile)
+        return super().__exit__(*exc)
 
 
 LAYOUTS = {"shared": dict(fused_modconv=False), "grouped": dict(fused_modconv=True),
@@ -93,25 +107,11 @@ LAYOUTS = {"shared": dict(fused_modconv=False), "grouped": dict(fused_modconv=Tr
 def count(G: Generator, kernels: bool, fp16_res: int, n: int, num_t: int, layout: str) -> Traffic:
     """kernels=False: the reference implementation's structure (modconv's reference formulation, no
     fusions into bias_act) in PyTorch ops; True: this project's CUDA path (kernels, fast path, fusions)."""
-    mode = Traffic(fp16_res)
-    patches = []
-    if kernels:
-        patches = [(synthesis_mod, "bias_act"), (synthesis_mod, "upsample2d"), (conv2d_resample_mod, "upfirdn2d"),
-                   (conv2d_resample_mod, "bias_act"), (conv2d_resample_mod, "upfirdn2d_bias_act")]
-    saved = [(mod, name, getattr(mod, name)) for mod, name in patches]
-    for mod, name, fn in saved:
-        setattr(mod, name, mode.fused(name, fn))
-    saved += [(modconv_mod, "FAST_PATH", modconv_mod.FAST_PATH),
-              (synthesis_mod, "FUSE_INTO_BIAS_ACT", synthesis_mod.FUSE_INTO_BIAS_ACT)]
-    modconv_mod.FAST_PATH = synthesis_mod.FUSE_INTO_BIAS_ACT = kernels
-    try:
-        ws = G.mapping(torch.randn(n, G.z_dim), None)
-        t = torch.arange(num_t, dtype=torch.float64).expand(n, -1)
-        with torch.no_grad(), mode:
-            G.synthesis(ws, t, list(range(n)), **LAYOUTS[layout])
-    finally:
-        for mod, name, fn in saved:
-            setattr(mod, name, fn)
+    mode = Traffic(fp16_res, kernels)
+    ws = G.mapping(torch.randn(n, G.z_dim), None)
+    t = torch.arange(num_t, dtype=torch.float64).expand(n, -1)
+    with torch.no_grad(), use(**({} if kernels else REFERENCE)), mode:
+        G.synthesis(ws, t, list(range(n)), **LAYOUTS[layout])
     return mode
 
 
