@@ -9,8 +9,6 @@ from __future__ import annotations
 
 import json
 import os
-import tempfile
-from dataclasses import dataclass, field
 from pathlib import Path
 
 import torch
@@ -19,44 +17,13 @@ from safetensors.torch import load_file, save_file
 from torch import nn
 
 from core.config import ConfigError, ModelConfig
+from core.files import atomic_write
+from core.state import Checkpoint, CheckpointError, load_state, state_mismatch
+
+__all__ = ["FORMAT", "Checkpoint", "CheckpointError", "atomic_write", "load_checkpoint", "load_generator",
+           "load_state", "read_header", "save_checkpoint", "state_mismatch"]
 
 FORMAT = "stylegan-v-studio/1"
-
-
-class CheckpointError(RuntimeError):
-    """A checkpoint is missing, unreadable, truncated or does not fit the model."""
-
-
-@dataclass
-class Checkpoint:
-    cfg: ModelConfig
-    tensors: dict[str, torch.Tensor]
-    metadata: dict = field(default_factory=dict)
-
-    def module_state(self, prefix: str) -> dict[str, torch.Tensor]:
-        p = prefix + "."
-        return {k[len(p):]: v for k, v in self.tensors.items() if k.startswith(p)}
-
-    @property
-    def modules(self) -> list[str]:
-        return sorted({k.split(".", 1)[0] for k in self.tensors})
-
-
-def atomic_write(path: str | os.PathLike, write_fn) -> Path:
-    """Call `write_fn(tmp_path)` and move the result to `path` only once it is complete."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    os.close(fd)
-    try:
-        write_fn(tmp)
-        with open(tmp, "rb") as f:
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
-    return path
 
 
 def save_checkpoint(path: str | os.PathLike, modules: dict[str, nn.Module], cfg: ModelConfig,
@@ -110,25 +77,6 @@ def load_checkpoint(path: str | os.PathLike) -> Checkpoint:
         raise CheckpointError(f"{path} is truncated or corrupt: {exc}") from None
     tensors = {k: v.float() if v.dtype == torch.float16 else v for k, v in tensors.items()}
     return Checkpoint(cfg, tensors, metadata)
-
-
-def state_mismatch(own: dict[str, torch.Tensor], state: dict[str, torch.Tensor]):
-    """(missing, unexpected, shape mismatches) between a module's state dict `own` and `state`, sorted."""
-    missing = sorted(set(own) - set(state))
-    unexpected = sorted(set(state) - set(own))
-    shapes = [f"{k} {tuple(state[k].shape)} vs ours {tuple(own[k].shape)}"
-              for k in sorted(set(own) & set(state)) if state[k].shape != own[k].shape]
-    return missing, unexpected, shapes
-
-
-def load_state(module: nn.Module, state: dict[str, torch.Tensor], what: str) -> None:
-    """Load `state` into `module` strictly, naming every missing, unexpected or mis-shaped tensor."""
-    missing, unexpected, shapes = state_mismatch(module.state_dict(), state)
-    if missing or unexpected or shapes:
-        parts = [f"missing {missing[:8]}" if missing else "", f"unexpected {unexpected[:8]}" if unexpected else "",
-                 f"shape mismatch {shapes[:8]}" if shapes else ""]
-        raise CheckpointError(f"{what} does not fit the model: " + "; ".join(p for p in parts if p))
-    module.load_state_dict(state)
 
 
 def load_generator(path: str | os.PathLike, device: str | torch.device = "cpu", which: str = "G_ema"):

@@ -1,7 +1,8 @@
 """Model configuration: frozen dataclasses, validated on construction, saved in every checkpoint.
 
-Presets: "256" is the paper's 256x256 model (the released checkpoints' shapes, REFERENCE.md 1-2),
-"small" a 64x64 model for CPU demos and the bundled default, "tiny" a 16x16 model for tests.
+Presets: "256" is the paper's 256x256 model (the released checkpoints' shapes: docs/reference.md,
+'Generator' and 'Discriminator'), "small" a 64x64 model for CPU demos and the bundled default, "tiny" a
+16x16 model for tests.
 """
 
 from __future__ import annotations

@@ -1,6 +1,6 @@
-"""The holistic StyleGAN-V discriminator (paper section 3.3): a StyleGAN2 "resnet" D run on each of the
-k frames separately, the frames' features concatenated channel-wise at `concat_res`, and the time gaps
-between the frames fed through a projection head."""
+"""The holistic StyleGAN-V discriminator (paper section 3.2, Fig. 6): a StyleGAN2 "resnet" D run on each of
+the k frames separately (the backbone D_b), the frames' features concatenated channel-wise at `concat_res`
+(the head D_h), and the time gaps between the frames fed through a projection head."""
 
 from __future__ import annotations
 
@@ -41,7 +41,8 @@ class DiscriminatorBlock(nn.Module):
 
 
 class FixedTimeEncoder(nn.Module):
-    """sin/cos of log-spaced frequencies pi * 2^i / 2^ceil(log2 max_num_frames)."""
+    """sin/cos of log-spaced frequencies pi * 2^i / 2^ceil(log2 max_num_frames): eq. 1 with unit amplitudes,
+    fixed frequencies and zero phases, the positional encoding of the time gaps (section 3.2)."""
 
     def __init__(self, max_num_frames: int):
         super().__init__()
@@ -56,7 +57,10 @@ class FixedTimeEncoder(nn.Module):
 
 
 class TemporalDifferenceEncoder(nn.Module):
-    """Embeds the k-1 gaps between a clip's sorted frame times: a learned table plus Fourier features."""
+    """Embeds the k-1 gaps delta_i = t_{i+1} - t_i between a clip's sorted frame times (section 3.2): a
+    learned table plus Fourier features per gap, concatenated. The 2-layer MLP that follows is the
+    discriminator's `mapping`; the paper applies it per gap before concatenating, the released model
+    (and this one) after."""
 
     def __init__(self, num_frames: int, max_num_frames: int, embed_dim: int):
         super().__init__()
@@ -94,7 +98,7 @@ class DiscriminatorEpilogue(nn.Module):
         if self.mbstd is not None:
             x = self.mbstd(x)
         x = self.out(self.fc(self.conv(x).flatten(1)))
-        if self.cmap_dim > 0:  # projection discriminator: <features, conditioning> / sqrt(dim)
+        if self.cmap_dim > 0:  # projection discriminator (section 3.2): <features, conditioning> / sqrt(dim)
             x = (x * cmap).sum(dim=1, keepdim=True) * (1 / np.sqrt(self.cmap_dim))
         return x
 

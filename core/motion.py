@@ -93,20 +93,43 @@ class Motion:
 
 
 class AlignedTimeEncoder(nn.Module):
-    """Acyclic positional encoding v_t (eqs. 2-5): sin/cos waves whose periods and phases are predicted
-    from the left motion code, minus their linear interpolation between the anchors t_l and t_r, plus an
-    interpolated aligner, so that v_t is continuous across anchors without being periodic."""
+    """Acyclic positional encoding v_t (paper section 3.1, eqs. 2-5) of a time t in the segment
+    [t_l, t_r = t_l + delta_z] between the motion codes u_l and u_r.
+
+    The wave parameters of eq. 3 are bias-free linear maps of the LEFT code u_l:
+    - amplitude alpha_l (eqs. 1-3): fixed at 1, there is no W_alpha (the released checkpoints have none);
+      each wave gives a sine and a cosine instead, so v_t has 2F dims;
+    - frequency omega_l = (tanh(W_omega u_l) + 1) * sigma (eq. 5): W_omega is `periods_predictor`, sigma
+      the buffer `freqs` = 2*pi / period for F periods spaced geometrically (2^linspace) from min_period
+      to max_period, lowest frequency first (the paper says "linearly-spaced"; the released code and
+      checkpoints space the periods geometrically);
+    - phase rho_l = W_rho u_l (eq. 3, `phase_predictor`), scaled per wave by `phase_scales` =
+      max_period / period.
+    The raw code (eq. 2) is emb(t) = [sin, cos](omega_l * t + rho_l); eq. 4 subtracts its linear
+    interpolation between emb(t_l) and emb(t_r) and adds the interpolated aligners W_a u_l, W_a u_r
+    (`aligners_predictor`), so that v_t is continuous across anchors without being periodic."""
 
     def __init__(self, u_dim: int, cfg: MotionConfig):
         super().__init__()
         n = cfg.num_freqs
         periods = 2 ** np.linspace(np.log2(cfg.min_period), np.log2(cfg.max_period), n)
         freqs = torch.from_numpy((2 * np.pi / periods)[::-1].copy().astype(np.float32)).unsqueeze(0)
-        self.register_buffer("freqs", freqs)  # [1, F], lowest frequency first
+        self.register_buffer("freqs", freqs)  # [1, F] sigma of eq. 5, lowest frequency first
         self.register_buffer("phase_scales", cfg.max_period / (2 * np.pi / freqs))  # [1, F]
         self.periods_predictor = FullyConnectedLayer(u_dim, n, bias=False)
         self.phase_predictor = FullyConnectedLayer(u_dim, n, bias=False)
         self.aligners_predictor = FullyConnectedLayer(u_dim, 2 * n, bias=False)
+
+    def wave_parameters(self, u_left: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """Frequency scales and phases `[M, F]` of the waves, from the left codes u_l `[M, u_dim]`.
+
+        Eq. 5: omega_l = (tanh(W_omega u_l) + 1) * sigma, returned as the scale in (0, 2) that multiplies
+        sigma (`freqs`); eq. 3: rho_l = W_rho u_l, scaled per wave by `phase_scales`. The amplitude alpha_l
+        of eq. 3 is fixed at 1 (no W_alpha).
+        """
+        scale = self.periods_predictor(u_left).tanh() + 1
+        phase = self.phase_predictor(u_left) * self.phase_scales
+        return scale, phase
 
     def forward(self, t: torch.Tensor, u_left: torch.Tensor, u_right: torch.Tensor, delta_z: int,
                 exact: bool = True) -> torch.Tensor:
@@ -115,14 +138,13 @@ class AlignedTimeEncoder(nn.Module):
         exact=False repeats the reference's float32 order of operations (its far frames drift);
         exact=True evaluates the wave arguments in float64, reduced modulo 2*pi, before the sine.
         """
-        scale = self.periods_predictor(u_left).tanh() + 1  # [M, F], in (0, 2)
-        phase = self.phase_predictor(u_left) * self.phase_scales  # [M, F]
+        scale, phase = self.wave_parameters(u_left)  # [M, F] each: omega_l / sigma and rho_l
         t_rem = torch.remainder(t, delta_z)
         t_left = t - t_rem
         t_right = t_left + delta_z
-        alpha = (t_rem / delta_z).to(torch.float32).unsqueeze(1)  # [M, 1]
+        alpha = (t_rem / delta_z).to(torch.float32).unsqueeze(1)  # [M, 1] eq. 4's lerp weight (not an amplitude)
 
-        def emb(tt: torch.Tensor) -> torch.Tensor:
+        def emb(tt: torch.Tensor) -> torch.Tensor:  # eq. 2 with amplitude alpha_l = 1: [sin, cos](omega_l t + rho_l)
             if exact:
                 arg = (self.freqs.double() * scale.double()) * tt.double().unsqueeze(1)
                 arg = torch.remainder(arg, 2 * np.pi) + phase.double()
@@ -132,12 +154,13 @@ class AlignedTimeEncoder(nn.Module):
 
         a_left, a_right = self.aligners_predictor(u_left), self.aligners_predictor(u_right)
         remove = emb(t_left) * (1 - alpha) + emb(t_right) * alpha  # eq. (4): the linear part between anchors
-        add = a_left * (1 - alpha) + a_right * alpha  # eq. (5): aligners keep v_t distinct per segment
+        add = a_left * (1 - alpha) + a_right * alpha  # eq. (4): aligners W_a u keep v_t distinct per segment
         return emb(t) - remove + add
 
 
 class MotionMappingNetwork(nn.Module):
-    """F_m: noise tokens -> motion codes u (two padding-less conv1d) -> v_t via the time encoder."""
+    """F_m (paper section 3.1): noise tokens -> motion codes u (two padding-less conv1d) -> v_t via the
+    acyclic positional encoding (`AlignedTimeEncoder`)."""
 
     def __init__(self, cfg: MotionConfig, c_dim: int = 0):
         super().__init__()

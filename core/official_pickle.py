@@ -1,7 +1,7 @@
 """A restricted unpickler for the NVIDIA-style "persistent" pickles released with the paper.
 
 Those files embed the source code of their network classes; loading them with `pickle.load` runs that
-code (REFERENCE.md section 6). Here no embedded code runs and no class of the file is imported:
+code (docs/reference.md, 'Released checkpoints'). Here no embedded code runs and no class of the file is imported:
 
 - `torch_utils.persistence._reconstruct_persistent_obj(meta)` is replaced by a function that stores
   `meta` in an inert `PersistentRecord` (class name, version, the module's `__dict__` state);
@@ -28,7 +28,7 @@ from typing import Any
 import numpy as np
 import torch
 
-from core.checkpoint import CheckpointError
+from core.state import CheckpointError
 
 log = logging.getLogger(__name__)
 

@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import logging
 import os
-import tempfile
 import zipfile
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
@@ -18,7 +17,9 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from core.files import PendingFile
 from core.generator import Generator, z_from_seed
+from core.images import image_to_uint8
 from core.motion import Motion
 
 log = logging.getLogger(__name__)
@@ -58,8 +59,7 @@ class Timeline:
 
 def to_uint8(frames: torch.Tensor) -> np.ndarray:
     """`[..., C, H, W]` in [-1, 1] -> uint8 `[..., H, W, 3]` (grayscale repeated to RGB)."""
-    x = ((frames.detach().float().clamp(-1, 1) + 1) * 127.5).round().to(torch.uint8).cpu()
-    x = x.movedim(-3, -1)
+    x = image_to_uint8(frames).movedim(-3, -1)
     if x.shape[-1] == 1:
         x = x.expand(*x.shape[:-1], 3)
     return x.numpy()
@@ -96,10 +96,9 @@ class FrameWriter:
         self.fmt = fmt or self.path.suffix.lstrip(".").lower().replace("zip", "png")
         if self.fmt not in FORMATS:
             raise RenderError(f"unknown video format {self.fmt!r}; use one of {', '.join(FORMATS)}")
-        self.path.parent.mkdir(parents=True, exist_ok=True)
         self.fps, self.count = float(fps), 0
-        fd, self.tmp = tempfile.mkstemp(prefix=f".{self.path.name}.", suffix=f".{self.fmt}", dir=self.path.parent)
-        os.close(fd)
+        self._pending = PendingFile(self.path, suffix=f".{self.fmt}")
+        self.tmp = self._pending.tmp
         import imageio.v2 as imageio  # imported here: training on bare GPU images does not need it
 
         if self.fmt == "mp4":
@@ -126,15 +125,14 @@ class FrameWriter:
         if self.count == 0:
             self.abort()
             raise RenderError("no frames were written")
-        os.replace(self.tmp, self.path)
-        return self.path
+        return self._pending.commit()
 
     def abort(self) -> None:
         try:
             self._w.close()
         except Exception:  # the writer may already be closed or broken; the temp file goes either way
             pass
-        Path(self.tmp).unlink(missing_ok=True)
+        self._pending.discard()
 
     def __enter__(self):
         return self

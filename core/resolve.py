@@ -16,9 +16,12 @@ def cache_dir() -> Path:
 
 
 def network_available(host: str, port: int = 443, timeout: float = 3.0) -> bool:
-    """One TCP connect to `host` (DNS included) bounded by `timeout`; SGV_OFFLINE=1 forces False."""
-    if os.environ.get("SGV_OFFLINE", "") not in ("", "0"):
-        return False
+    """One TCP connect to `host` (DNS included) bounded by `timeout`.
+
+    There is no switch here: callers that must stay offline say so with their resolver's parameters
+    (`allow_download=False`, `offline=True`, a `network_check` returning False), set by the entry points'
+    `--offline` flags, and then this check is not reached at all.
+    """
     ok: list[bool] = []
 
     def probe() -> None:

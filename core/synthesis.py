@@ -1,5 +1,5 @@
 """StyleGAN2 "skip" synthesis network whose 4x4 input is the learned constant concatenated with the
-tiled motion code v_t (paper section 3.2).
+tiled motion code v_t (paper section 3.1, Fig. 5: the only change to StyleGAN2's synthesis network S).
 
 Two layouts of the activations, same function:
 - sample-major `[N*T, C, H, W]` (the default): every frame is a sample with its own copy of its

@@ -24,6 +24,8 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--directions-images", type=int, default=16,
                    help="global directions: images per channel when precomputing (once per model)")
     p.add_argument("--clip-weights", default=None, help="CLIP ViT-B/32 weights file (or $SGV_CLIP_WEIGHTS)")
+    p.add_argument("--offline", action="store_true", help="never download CLIP: --clip-weights, "
+                   "$SGV_CLIP_WEIGHTS or the cache only")
     p.add_argument("--video", default=None, help="also render motion variations to this .mp4/.gif")
     p.add_argument("--motion-seeds", default="0,1,2", help="motion seeds for --video")
     p.add_argument("--seconds", type=float, default=2.0, help="length of --video")
@@ -46,7 +48,7 @@ def main(argv: list[str] | None = None) -> int:
         latent = load_latent(args.latent)
         G = load_generator(args.checkpoint, device=args.device)
         check_compatible(latent, G)
-        clip = load_clip(weights=args.clip_weights, device=args.device)
+        clip = load_clip(weights=args.clip_weights, device=args.device, allow_download=not args.offline)
         if args.method == "optimize":
             result = latent_edit(G, latent.ws, args.prompt, clip, steps=args.steps, l2_lambda=args.l2,
                                  motion_seed=latent.motion_seed, t=latent.t)

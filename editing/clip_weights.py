@@ -118,7 +118,7 @@ def _load_safetensors(model_name: str, tag: str, path: Path) -> nn.Module:
 def _save_cache(model: nn.Module, model_name: str, tag: str) -> Path:
     from safetensors.torch import save_file
 
-    from core.checkpoint import atomic_write
+    from core.files import atomic_write
 
     state = {k: v.detach().contiguous() for k, v in model.state_dict().items()}
 

@@ -1,6 +1,6 @@
 """StyleCLIP text edits of a latent at time t with the motion fixed.
 
-Two methods (Patashnik et al. 2021, defaults in REFERENCE.md section 7):
+Two methods (Patashnik et al. 2021, defaults in docs/reference.md, 'Projection and editing'):
 
 - latent optimization: Adam on W+ from the start latent, loss = CLIP (1 - cos(image, prompt)) +
   l2_lambda * ||ws - ws_start||^2 (+ lpips_lambda * LPIPS(image, start image)); the StyleGAN-V
@@ -23,7 +23,6 @@ import json
 import logging
 import math
 import os
-import tempfile
 import time
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
@@ -33,8 +32,10 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
+from core.files import atomic_write
 from core.styles import StyleError, style_layers, style_offsets  # noqa: F401  (re-exported)
 from editing.clip_weights import ClipModel, cache_dir
+from projection.photo import to_uint8
 from projection.projector import lr_schedule
 
 log = logging.getLogger(__name__)
@@ -66,12 +67,6 @@ class EditResult:
     similarity_after: float
     losses: list[float] = field(default_factory=list)
     seconds: float = 0.0
-
-
-def _to_uint8(x: torch.Tensor) -> np.ndarray:
-    from projection.photo import to_uint8
-
-    return to_uint8(x)
 
 
 # --------------------------------------------------------------------------------------------------
@@ -120,14 +115,14 @@ def _latent_edit(G, ws, prompt, clip, steps, lr, l2_lambda, lpips_lambda, lpips_
         optimizer.step()
         losses.append(float(loss.detach()))
         if callback is not None:
-            preview = _to_uint8(img[0]) if step % preview_every == 0 or step == steps - 1 else None
+            preview = to_uint8(img[0]) if step % preview_every == 0 or step == steps - 1 else None
             if callback(step, losses[-1], preview) is False:
                 break
     with torch.no_grad():
         w = w.detach()
         img = synthesize(G, w, motion_seed, t)
         sim_after = float((clip.encode_image(img) * text).sum(-1).mean())
-    return EditResult(ws=w.cpu(), style_offsets={}, image=_to_uint8(img[0]), similarity_before=sim_before,
+    return EditResult(ws=w.cpu(), style_offsets={}, image=to_uint8(img[0]), similarity_before=sim_before,
                       similarity_after=sim_after, losses=losses, seconds=time.perf_counter() - started)
 
 
@@ -174,20 +169,10 @@ class GlobalDirections:
     def save(self, path: str | os.PathLike) -> Path:
         from safetensors.torch import save_file
 
-        path = Path(path)
-        path.parent.mkdir(parents=True, exist_ok=True)
-        fd, tmp = tempfile.mkstemp(dir=path.parent, suffix=".tmp")
-        os.close(fd)
-        try:
-            meta = {"layers": json.dumps(self.layers), "channels": json.dumps(self.channels),
-                    "meta": json.dumps(self.meta)}
-            save_file({"directions": self.directions.contiguous(), "style_std": self.style_std.contiguous()},
-                      tmp, metadata=meta)
-            os.replace(tmp, path)
-        finally:
-            if os.path.exists(tmp):
-                os.remove(tmp)
-        return path
+        meta = {"layers": json.dumps(self.layers), "channels": json.dumps(self.channels),
+                "meta": json.dumps(self.meta)}
+        tensors = {"directions": self.directions.contiguous(), "style_std": self.style_std.contiguous()}
+        return atomic_write(path, lambda tmp: save_file(tensors, tmp, metadata=meta))
 
     @classmethod
     def load(cls, path: str | os.PathLike) -> GlobalDirections:
@@ -321,5 +306,5 @@ def global_edit(G, ws: torch.Tensor, prompt: str, clip: ClipModel, directions: G
         sim_before = float((clip.encode_image(before) * prompt_emb).sum(-1).mean())
         sim_after = float((clip.encode_image(after) * prompt_emb).sum(-1).mean())
     return EditResult(ws=ws.cpu(), style_offsets={k: v.cpu() for k, v in offsets.items()},
-                      image=_to_uint8(after[0]), similarity_before=sim_before, similarity_after=sim_after,
+                      image=to_uint8(after[0]), similarity_before=sim_before, similarity_after=sim_after,
                       seconds=time.perf_counter() - started)

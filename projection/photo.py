@@ -19,6 +19,8 @@ import numpy as np
 import torch
 from PIL import Image, ImageOps, UnidentifiedImageError
 
+from core.images import image_from_uint8, image_to_uint8
+
 log = logging.getLogger(__name__)
 
 PhotoInput = Union[str, os.PathLike, bytes, Image.Image, np.ndarray]  # noqa: UP007 (a runtime alias)
@@ -204,7 +206,7 @@ def load_photo(src: PhotoInput, resolution: int, *, fit: Fit = "crop", face: boo
 def to_tensor(img: np.ndarray) -> torch.Tensor:
     """uint8 [H, W, C] -> float32 [1, C, H, W] in [-1, 1] (the generator's range)."""
     assert img.ndim == 3 and img.dtype == np.uint8, (img.shape, img.dtype)
-    return torch.from_numpy(img.copy()).permute(2, 0, 1)[None].float() / 127.5 - 1.0
+    return image_from_uint8(torch.from_numpy(img.copy()).permute(2, 0, 1)[None])
 
 
 def to_uint8(x: torch.Tensor) -> np.ndarray:
@@ -213,5 +215,4 @@ def to_uint8(x: torch.Tensor) -> np.ndarray:
         assert x.shape[0] == 1, x.shape
         x = x[0]
     assert x.ndim == 3, x.shape
-    x = ((x.detach().float().cpu().clamp(-1, 1) + 1.0) * 127.5).round().to(torch.uint8)
-    return x.permute(1, 2, 0).numpy()
+    return image_to_uint8(x).permute(1, 2, 0).numpy()

@@ -1,7 +1,7 @@
 """Projection of a photo into the generator's W / W+ space at t = 0 with the motion fixed.
 
-Defaults follow the StyleGAN2-ADA projector (REFERENCE.md section 7): Adam (0.9, 0.999), lr 0.1 with a
-5% linear ramp-up and a 25% cosine ramp-down, start at w_avg of 10,000 z samples, w noise of std
+Defaults follow the StyleGAN2-ADA projector (docs/reference.md, 'Projection and editing'): Adam (0.9, 0.999),
+lr 0.1 with a 5% linear ramp-up and a 25% cosine ramp-down, start at w_avg of 10,000 z samples, w noise of std
 w_std * 0.05 * max(0, 1 - step / (0.75 * steps))^2, LPIPS (VGG16) on images area-downsampled to 256.
 Mode "w" optimizes one w broadcast to every layer (the StyleGAN2 default); "w+" one w per layer
 (the StyleGAN-V variant).

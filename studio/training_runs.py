@@ -1,4 +1,5 @@
-"""The trainer as a child process (DESIGN.md decision 8) and readers for its run folder.
+"""The trainer as a child process (docs/design.md, 'Training runs in its own process') and readers
+for its run folder.
 
 The studio starts `python -m training ...` (or torchrun for several GPUs) with its output in a log
 file, learns the run folder from the "run folder: ..." line, stops it with SIGTERM (the trainer
@@ -46,8 +47,9 @@ class TrainStatus:
 class TrainingProcess:
     """At most one trainer at a time per studio."""
 
-    def __init__(self, outdir: str | os.PathLike = "runs"):
+    def __init__(self, outdir: str | os.PathLike = "runs", offline: bool = False):
         self.outdir = Path(outdir)
+        self.offline = offline  # the trainer gets --offline: its metrics never download detector weights
         self._proc: subprocess.Popen | None = None
         self._log_path: Path | None = None
         self._log_file = None
@@ -86,6 +88,8 @@ class TrainingProcess:
         for key, value in (extra or {}).items():
             if value is not None and value != "":
                 cmd += ["--" + key.replace("_", "-"), str(value)]
+        if self.offline:
+            cmd.append("--offline")
         return cmd
 
     def start(self, data: str | None, preset: str = "small", total_kimg: float = 25000, gpus: int = 1,

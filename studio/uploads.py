@@ -1,4 +1,4 @@
-"""Checks on uploaded files before anything heavy touches them (DESIGN.md decision 9).
+"""Checks on uploaded files before anything heavy touches them (docs/design.md, 'Safe by default').
 
 Gradio already caps the upload size (`max_file_size` at launch); here: the file exists and is not
 empty, images are really images of at most MAX_MEGAPIXELS (checked from the header, before decoding),

@@ -99,8 +99,6 @@ def test_latent_optimization_with_lpips_preservation(G, clip):
 
 
 def test_global_directions_cached_and_reused(G, clip, tmp_path, monkeypatch):
-    import editing.styleclip as sc
-
     monkeypatch.setenv("SGV_CACHE", str(tmp_path))
     progress = []
     d = compute_global_directions(G, clip, num_images=2, callback=lambda done, total: progress.append((done, total)))
@@ -108,20 +106,25 @@ def test_global_directions_cached_and_reused(G, clip, tmp_path, monkeypatch):
     assert d.directions.shape == (total, clip.embed_dim) and d.style_std.shape == (total,)
     assert torch.allclose(d.directions.norm(dim=1), torch.ones(total), atol=1e-5)
     assert progress[-1] == (total, total) and all(a[0] < b[0] for a, b in zip(progress, progress[1:]))
-    files = list((tmp_path / "styleclip").glob("*.safetensors"))
-    assert len(files) == 1
-
-    def must_not_run(*args, **kwargs):
-        raise AssertionError("directions were recomputed instead of loaded from the cache")
-
-    monkeypatch.setattr(sc, "_channel_directions", must_not_run)
-    again = compute_global_directions(G, clip, num_images=2)
-    assert torch.equal(again.directions, d.directions) and again.layers == d.layers
-    # Another model (or other settings) is another cache entry.
+    (cached,) = list((tmp_path / "styleclip").glob("*.safetensors"))
+    assert torch.equal(GlobalDirections.load(cached).directions, d.directions)
+    # Mark the cache entry: a second call returns the file's content (loaded, not recomputed) and measures
+    # no channel.
+    marked = GlobalDirections(d.layers, d.channels, -d.directions, d.style_std, d.meta)
+    marked.save(cached)
+    progress.clear()
+    again = compute_global_directions(G, clip, num_images=2, callback=lambda done, total: progress.append(done))
+    assert torch.equal(again.directions, -d.directions) and again.layers == d.layers and progress == []
+    # Another model (or other settings) is another cache entry: measured afresh, the marked entry untouched.
     with torch.no_grad():
         G.synthesis.b16.conv1.affine.bias.add_(0.1)
-    with pytest.raises(AssertionError, match="recomputed"):
-        compute_global_directions(G, clip, num_images=2)
+    other = compute_global_directions(G, clip, num_images=2, callback=lambda done, total: progress.append(done))
+    assert progress and progress[-1] == total and not torch.equal(other.directions, -d.directions)
+    assert len(list((tmp_path / "styleclip").glob("*.safetensors"))) == 2
+    assert torch.equal(GlobalDirections.load(cached).directions, -d.directions)
+    other_settings = compute_global_directions(G, clip, num_images=3)
+    assert len(list((tmp_path / "styleclip").glob("*.safetensors"))) == 3
+    assert not torch.equal(other_settings.directions, other.directions)
 
 
 def test_global_edit_moves_toward_the_prompt(G, clip, tmp_path):
@@ -157,33 +160,62 @@ def test_clip_resolver_offline_message(tmp_path, monkeypatch):
         cw.load_clip(weights=tmp_path / "missing.pt", network_check=lambda: False)
 
 
-def test_clip_resolver_order(tmp_path, monkeypatch):
+@pytest.fixture(scope="module")
+def tiny_clip_name(tmp_path_factory):
+    """An open_clip model config of editing.testing.tiny_clip's architecture, registered through open_clip's
+    public add_model_config, so the resolver builds real (tiny) models by name."""
+    import json
+
+    import open_clip
+
+    cfg = {"embed_dim": 32, "vision_cfg": {"layers": 1, "width": 32, "head_width": 16, "patch_size": 8,
+                                           "image_size": 32},
+           "text_cfg": {"context_length": 77, "vocab_size": 49408, "width": 32, "heads": 2, "layers": 1}}
+    path = tmp_path_factory.mktemp("clip-config") / "sgv-tiny-test.json"
+    path.write_text(json.dumps(cfg))
+    open_clip.add_model_config(path)
+    return "sgv-tiny-test"
+
+
+def test_clip_resolver_order(tmp_path, monkeypatch, tiny_clip_name):
     from safetensors.torch import save_file
 
     monkeypatch.setenv("SGV_CACHE", str(tmp_path))
     monkeypatch.delenv("SGV_CLIP_WEIGHTS", raising=False)
-    tiny_a, tiny_b = tiny_clip(seed=1), tiny_clip(seed=2)
-    # Stand in for open_clip.create_model: a fresh tiny CLIP of the same class (weights come from the file).
-    monkeypatch.setattr(cw, "_build", lambda name, tag, **kw: tiny_clip(seed=9).model)
+    name, tag = tiny_clip_name, "test"
+    tiny_a, tiny_b, tiny_c = tiny_clip(seed=1), tiny_clip(seed=2), tiny_clip(seed=3)
     state = lambda m: {k: v.contiguous() for k, v in m.model.state_dict().items()}  # noqa: E731
-    cw.cached_clip_path().parent.mkdir(parents=True)
-    save_file(state(tiny_a), str(cw.cached_clip_path()))
-    explicit = tmp_path / "mine.safetensors"
-    save_file(state(tiny_b), str(explicit))
+    cached = cw.cached_clip_path(name, tag)
+    assert cached == tmp_path / "clip" / f"{name}__{tag}.safetensors"
+    cached.parent.mkdir(parents=True)
+    save_file(state(tiny_a), str(cached))
+    from_env_file, explicit = tmp_path / "env.safetensors", tmp_path / "mine.safetensors"
+    save_file(state(tiny_b), str(from_env_file))
+    save_file(state(tiny_c), str(explicit))
     text = ["a photo of a cat"]
 
     def no_network():
         raise AssertionError("network checked although weights were available")
 
-    from_cache = cw.load_clip(network_check=no_network)
+    # cache < $SGV_CLIP_WEIGHTS < explicit argument; none of them looks at the network
+    from_cache = cw.load_clip(name, tag, network_check=no_network)
     assert torch.allclose(from_cache.encode_text(text), tiny_a.encode_text(text))
-    monkeypatch.setenv("SGV_CLIP_WEIGHTS", str(explicit))
-    from_env = cw.load_clip(network_check=no_network)
+    monkeypatch.setenv("SGV_CLIP_WEIGHTS", str(from_env_file))
+    from_env = cw.load_clip(name, tag, network_check=no_network)
     assert torch.allclose(from_env.encode_text(text), tiny_b.encode_text(text))
+    from_arg = cw.load_clip(name, tag, weights=explicit, network_check=no_network)
+    assert torch.allclose(from_arg.encode_text(text), tiny_c.encode_text(text))
+    img = torch.rand(1, 3, 32, 32) * 2 - 1
+    assert torch.allclose(from_arg.encode_image(img), tiny_c.encode_image(img), atol=1e-6)
     bad = tmp_path / "bad.safetensors"
     save_file({"x": torch.zeros(1)}, str(bad))
     with pytest.raises(cw.ClipWeightsError, match="does not hold"):
-        cw.load_clip(weights=bad)
+        cw.load_clip(name, tag, weights=bad)
+    # offline (allow_download=False) with the cache gone: the instructions, and no network check either
+    monkeypatch.delenv("SGV_CLIP_WEIGHTS")
+    cached.unlink()
+    with pytest.raises(cw.ClipWeightsError, match="downloads disabled"):
+        cw.load_clip(name, tag, allow_download=False, network_check=no_network)
 
 
 def test_clip_preprocess_is_differentiable_for_any_size(clip):

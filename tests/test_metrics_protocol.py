@@ -172,14 +172,14 @@ def test_compute_metrics_counts_cache_and_callback(tmp_path, monkeypatch):
 
 def test_compute_metrics_missing_inception_weights(tmp_path, monkeypatch):
     monkeypatch.setenv("SGV_CACHE", str(tmp_path / "cache"))
-    monkeypatch.setenv("SGV_OFFLINE", "1")
     ds = TinyVideos([16] * 3)
-    res = compute_metrics(RecordingG(), ds, ["fid"], num_videos=2, skip_unavailable=True)
+    res = compute_metrics(RecordingG(), ds, ["fid"], num_videos=2, skip_unavailable=True, offline=True)
     assert res["fid"] is None and "not available" in res["errors"]["inception"]
+    assert "download: disabled" in res["errors"]["inception"]  # offline: the download was not tried
     from training.metrics.weights import WeightsNotFoundError
 
     with pytest.raises(WeightsNotFoundError, match="torchvision"):
-        compute_metrics(RecordingG(), ds, ["fid"], num_videos=2)
+        compute_metrics(RecordingG(), ds, ["fid"], num_videos=2, offline=True)
 
 
 def test_compute_metrics_with_the_core_generator(tmp_path, monkeypatch):

@@ -147,3 +147,10 @@ def test_cli_writes_latent(G, tmp_path, monkeypatch, capsys):
     (tmp_path / "empty.jpg").write_bytes(b"")
     assert main([str(tmp_path / "empty.jpg"), "--checkpoint", str(ckpt), "--steps", "1"]) == 2
     assert "empty" in capsys.readouterr().err
+    # --offline with no LPIPS backbone anywhere: the real resolver's message, exit code 2, no download tried
+    monkeypatch.undo()
+    monkeypatch.setenv("SGV_CACHE", str(tmp_path / "empty-cache"))
+    monkeypatch.delenv("SGV_LPIPS_WEIGHTS", raising=False)
+    assert main([str(photo), "--checkpoint", str(ckpt), "--steps", "1", "--offline"]) == 2
+    err = capsys.readouterr().err
+    assert "LPIPS needs ImageNet vgg backbone weights" in err and "downloads disabled" in err

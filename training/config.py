@@ -1,6 +1,6 @@
 """Training configuration: one frozen dataclass, written to `config.json` in every run folder.
 
-Defaults are the paper's 256x256 settings (REFERENCE.md section 3); values left at None are derived
+Defaults are the paper's 256x256 settings (docs/reference.md, 'Training'); values left at None are derived
 from the batch size and resolution exactly as the reference's "auto" configuration does.
 """
 

@@ -1,4 +1,4 @@
-"""Video datasets read lazily, frame by frame (REFERENCE.md section 4).
+"""Video datasets read lazily, frame by frame (docs/reference.md, 'Data').
 
 Three on-disk formats are accepted, detected from the path:
 
@@ -362,12 +362,13 @@ DISTANCES = (1, 2, 4, 8, 16, 32, 64, 128, 256, 512, 1024)
 def sample_clip_times(video_len: int, num_frames: int, rng: np.random.Generator, *, max_dist: int = 32,
                       window: int = 1024, fractional: bool = False,
                       distances: Sequence[int] = DISTANCES) -> tuple[int, np.ndarray]:
-    """Pick k = num_frames sorted times in one video, as in the paper's sparse training.
+    """Pick k = num_frames sorted times in one video, as in the paper's sparse training (section 3.3).
 
     A video longer than `window` frames is first cut to a random window of that many frames. The
     first-to-last distance d is drawn from `distances` within [k - 1, min(max_dist, len - 1)]
     ({2, 4, 8, 16, 32} for k = 3); the first time is uniform in [0, len - 1 - d] (fractional for G);
-    the middle times at distinct random integer steps in between.
+    the middle times at distinct random integer steps in between. (The paper's text draws d from
+    U[k - 1, 32]; the released code draws it from powers of two, and so does this function.)
 
     Returns (window_offset, t) with t float64 [k], times relative to the window start; the frame
     indices to read are window_offset + t (integers unless fractional).

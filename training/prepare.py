@@ -1,4 +1,4 @@
-"""Turn raw videos into the frames format the trainer reads (REFERENCE.md section 4).
+"""Turn raw videos into the frames format the trainer reads (docs/reference.md, 'Data').
 
     python -m training.prepare SRC DST --resolution R [--fps F] [--max-frames N] [--face-crop]
 
@@ -17,13 +17,13 @@ import logging
 import os
 import shutil
 import sys
-import tempfile
 import zipfile
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 
 import numpy as np
 
+from core.files import PendingFile
 from training.dataset import (
     DatasetError,
     _is_image,
@@ -215,15 +215,11 @@ class _Writer:
 
     def __init__(self, dst: str, ext: str):
         self.dst, self.ext = os.path.abspath(dst), ext
-        parent = os.path.dirname(self.dst)
-        os.makedirs(parent, exist_ok=True)
         self.is_zip = dst.lower().endswith(".zip")
+        self._pending = PendingFile(self.dst, suffix=".zip.tmp" if self.is_zip else "", directory=not self.is_zip)
+        self.tmp = self._pending.tmp
         if self.is_zip:
-            fd, self.tmp = tempfile.mkstemp(suffix=".zip.tmp", dir=parent)
-            os.close(fd)
             self.zip = zipfile.ZipFile(self.tmp, "w", compression=zipfile.ZIP_STORED)
-        else:
-            self.tmp = tempfile.mkdtemp(prefix=".prepare-", dir=parent)
 
     def write(self, clip: str, index: int, frame: np.ndarray) -> None:
         ok, buf = cv2.imencode("." + self.ext, np.ascontiguousarray(frame[:, :, ::-1]))
@@ -245,14 +241,12 @@ class _Writer:
     def commit(self) -> None:
         if self.is_zip:
             self.zip.close()
-        os.replace(self.tmp, self.dst)
+        self._pending.commit()
 
     def abort(self) -> None:
         if self.is_zip:
             self.zip.close()
-            os.unlink(self.tmp)
-        else:
-            shutil.rmtree(self.tmp, ignore_errors=True)
+        self._pending.discard()
 
 
 def _process(item: _Item, cfg: PrepareConfig, emit: Callable[[str, list[np.ndarray]], None]) -> int:

@@ -8,13 +8,14 @@ from __future__ import annotations
 
 import logging
 import os
-import tempfile
 
 import numpy as np
 import torch
 
+from core.files import atomic_write
 from core.generator import z_from_seed
 from core.motion import Motion
+from core.render import to_uint8
 
 log = logging.getLogger(__name__)
 
@@ -32,25 +33,18 @@ def sample_grid(G: torch.nn.Module, num_videos: int, num_frames: int, far_t: flo
         t = torch.arange(num_frames, dtype=torch.float64, device=device).add(start).expand(num_videos, -1)
         img = G.synthesis(ws, t, Motion.from_seeds(seeds), c=c if G.c_dim else None)  # [N, F, C, H, W]
         rows.append(img)
-    x = torch.cat(rows, dim=3)  # [N, F, C, 2H, W]
-    x = (x.clamp(-1, 1) + 1) * 127.5
-    x = x.round().to(torch.uint8).permute(1, 3, 0, 4, 2)  # [F, 2H, N, W, C]
-    f, h, n, w, ch = x.shape
-    x = x.reshape(f, h, n * w, ch).cpu().numpy()
-    if ch == 1:
-        x = np.repeat(x, 3, axis=3)
-    return x
+    x = to_uint8(torch.cat(rows, dim=3))  # [N, F, 2H, W, 3]
+    n, f, h, w, ch = x.shape
+    return x.transpose(1, 2, 0, 3, 4).reshape(f, h, n * w, ch)
 
 
 def write_video(frames: np.ndarray, path: str, fps: float = 25.0) -> str:
     """uint8 [F, H, W, 3] -> mp4 (H.264 via imageio-ffmpeg) or GIF; atomic. Returns the written path."""
     import imageio.v2 as iio
 
-    os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
     ext = os.path.splitext(path)[1].lower()
-    fd, tmp = tempfile.mkstemp(suffix=ext, prefix=".tmp-", dir=os.path.dirname(os.path.abspath(path)))
-    os.close(fd)
-    try:
+
+    def write(tmp: str) -> None:
         if ext == ".mp4":
             # H.264 needs even sizes; macro_block_size=1 keeps the exact size (tiny test grids).
             with iio.get_writer(tmp, fps=fps, codec="libx264", quality=8, macro_block_size=1,
@@ -60,10 +54,10 @@ def write_video(frames: np.ndarray, path: str, fps: float = 25.0) -> str:
                     w.append_data(frame)
         else:
             iio.mimsave(tmp, list(frames), duration=1000 / fps, loop=0)
-        os.replace(tmp, path)
+
+    try:
+        atomic_write(path, write, suffix=ext)
     except Exception:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
         if ext == ".mp4":  # no ffmpeg on this machine: fall back to a GIF
             log.warning("mp4 writing failed, writing a GIF instead", exc_info=True)
             return write_video(frames, os.path.splitext(path)[0] + ".gif", fps)

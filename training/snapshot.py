@@ -4,7 +4,7 @@
     snapshots/state-00012.345.pt              optimizers, augment p, ADA accumulators, counters
 
 Names carry the kimg (frames seen by D / 1000) to three decimals, so snapshots never overwrite one
-another. Each file is written to a temp name and renamed (core.checkpoint.atomic_write), the network
+another. Each file is written to a temp name and renamed (core.files.atomic_write), the network
 first: a kill at any moment leaves either the previous complete pair or the new one. The state file
 holds only tensors, dicts, lists and numbers and is read with `torch.load(weights_only=True)`.
 
@@ -21,9 +21,10 @@ from typing import Any
 
 import torch
 
-from core.checkpoint import Checkpoint, CheckpointError, atomic_write, load_checkpoint, read_header, save_checkpoint
+from core.checkpoint import Checkpoint, CheckpointError, load_checkpoint, read_header, save_checkpoint
 from core.checkpoint import load_state as _load_module_state
 from core.config import ConfigError, ModelConfig
+from core.files import atomic_write
 
 STATE_FORMAT = "stylegan-v-studio/train-state/1"
 _SNAPSHOT_RE = re.compile(r"(?:state|network)-([0-9.]+)\.(?:pt|safetensors)$")

@@ -1,4 +1,4 @@
-"""Video and image generation metrics with the paper's protocol (REFERENCE.md 5).
+"""Video and image generation metrics with the paper's protocol (docs/reference.md, 'Metrics').
 
 FVD_16 / FVD_128 / FVD_128 at stride 8 with a PyTorch Kinetics-400 I3D, FID with the 2015-12-05
 Inception-v3; Frechet distance in float64. Detector weights come through resolvers (weights.py).

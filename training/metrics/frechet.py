@@ -1,4 +1,4 @@
-"""Feature statistics and the Frechet distance (REFERENCE.md 5: float64, scipy sqrtm, real part).
+"""Feature statistics and the Frechet distance (docs/reference.md, 'Metrics': float64, scipy sqrtm, real part).
 
 FID and FVD are the same formula on different features (Heusel et al. 2017):
     d^2 = ||mu_1 - mu_2||^2 + Tr(S_1 + S_2 - 2 (S_1 S_2)^(1/2)).
@@ -11,11 +11,11 @@ from __future__ import annotations
 import json
 import logging
 import os
-import tempfile
-from pathlib import Path
 
 import numpy as np
 import scipy.linalg
+
+from core.files import atomic_write
 
 log = logging.getLogger(__name__)
 
@@ -66,17 +66,8 @@ class FeatureStats:
     # --- persistence: .npz (no pickle) plus a JSON description, written atomically ---
     def save(self, path: str | os.PathLike, meta: dict | None = None) -> None:
         mean, cov = self.mean_cov()
-        path = Path(path)
-        path.parent.mkdir(parents=True, exist_ok=True)
-        fd, tmp = tempfile.mkstemp(dir=path.parent, suffix=".tmp.npz")
-        os.close(fd)
-        try:
-            np.savez(tmp, mean=mean, cov=cov, num_items=np.int64(self.num_items),
-                     meta=np.array(json.dumps(meta or {})))
-            os.replace(tmp, path)
-        finally:
-            if os.path.exists(tmp):
-                os.remove(tmp)
+        atomic_write(path, lambda tmp: np.savez(tmp, mean=mean, cov=cov, num_items=np.int64(self.num_items),
+                                                meta=np.array(json.dumps(meta or {}))), suffix=".tmp.npz")
 
     @staticmethod
     def load_mean_cov(path: str | os.PathLike) -> tuple[np.ndarray, np.ndarray, int, dict]:

@@ -5,7 +5,7 @@ Matches DeepMind's Sonnet model that FVD uses (the TF-Hub `i3d-kinetics-400` gra
 - batch norm with eps 1e-3, a learned offset and no scale (Sonnet v1 BatchNorm, scale=False);
 - the logits are a 1x1x1 conv after a [2, 7, 7] VALID average pool, averaged over time.
 Module names follow the Sonnet scopes (`Mixed_4b.Branch_1.Conv3d_0b_3x3`), so converted weights
-map one-to-one. FVD uses the 400-d averaged logits as features (REFERENCE.md 5).
+map one-to-one. FVD uses the 400-d averaged logits as features (docs/reference.md, 'Metrics').
 """
 
 from __future__ import annotations
@@ -16,6 +16,8 @@ from dataclasses import dataclass
 import torch
 import torch.nn.functional as F
 from torch import nn
+
+from core.images import image_from_uint8
 
 # Output channels of each Inception block: [b0, b1a, b1b, b2a, b2b, b3] (Sonnet i3d.py).
 MIXED_CHANNELS: dict[str, tuple[int, ...]] = {
@@ -188,7 +190,7 @@ def to_i3d_input(videos: torch.Tensor, input_size: int) -> torch.Tensor:
         videos = videos.permute(0, 4, 1, 2, 3)  # [N, T, H, W, 3] -> [N, 3, T, H, W]
     elif videos.shape[1] != 3:
         raise ValueError(f"cannot find the RGB axis in videos of shape {tuple(videos.shape)}")
-    x = videos.float() / 127.5 - 1.0
+    x = image_from_uint8(videos)
     if tuple(x.shape[3:]) != (input_size, input_size):
         x = F.interpolate(x, size=(x.shape[2], input_size, input_size), mode="trilinear", align_corners=False)
     return x

@@ -12,6 +12,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from core.images import image_from_uint8
+
 
 class BasicConv2d(nn.Module):
     """conv (no bias) -> batch norm (eps 1e-3) -> ReLU."""
@@ -166,7 +168,7 @@ def to_inception_input(images: torch.Tensor, size: int = 299) -> torch.Tensor:
                          f"{tuple(images.shape)}")
     if images.shape[-1] == 3 and images.shape[1] != 3:
         images = images.permute(0, 3, 1, 2)
-    x = images.float() / 127.5 - 1.0
+    x = image_from_uint8(images)
     if tuple(x.shape[2:]) != (size, size):
         x = F.interpolate(x, size=(size, size), mode="bilinear", align_corners=False)
     return x

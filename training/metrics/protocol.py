@@ -1,4 +1,4 @@
-"""The paper's evaluation protocol (REFERENCE.md 5, paper Appx C): which clips, which times, how many.
+"""The paper's evaluation protocol (docs/reference.md, 'Metrics'; paper Appx C): which clips, which times, how many.
 
 FVD_16: one 16-frame clip per real video at a uniform random offset, from the first 2048 videos
 in sorted order that are long enough (as the paper's code does: short videos are dropped first,
@@ -16,6 +16,8 @@ from dataclasses import dataclass
 
 import numpy as np
 import torch
+
+from core.images import image_to_uint8
 
 from .frechet import FeatureStats, MetricsError
 
@@ -141,8 +143,8 @@ def render_fake_videos(G, seeds: Sequence[int], t: np.ndarray, device: torch.dev
         raise MetricsError(f"generator returned {tuple(frames.shape)}, expected [N, {len(t)}, C, H, W]")
     if frames.shape[2] == 1:
         frames = frames.repeat(1, 1, 3, 1, 1)
-    frames = (frames * 127.5 + 128).clamp(0, 255).to(torch.uint8)  # the paper's float -> uint8 rule
-    return frames.permute(0, 2, 1, 3, 4).cpu()  # [N, 3, T, H, W]
+    frames = image_to_uint8(frames, reference_rule=True)  # the paper's float -> uint8 rule
+    return frames.permute(0, 2, 1, 3, 4)  # [N, 3, T, H, W]
 
 
 def _fake_labels(dataset, seeds: Sequence[int]) -> np.ndarray | None:

