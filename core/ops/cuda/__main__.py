@@ -2,7 +2,6 @@
 
 import argparse
 import logging
-import os
 import sys
 import time
 
@@ -12,12 +11,10 @@ parser = argparse.ArgumentParser(description="Compile the StyleGAN-V Studio CUDA
 parser.add_argument("--arch", help="TORCH_CUDA_ARCH_LIST, e.g. 9.0 (default: the visible GPUs)")
 parser.add_argument("--verbose", action="store_true", help="show the compiler command lines")
 args = parser.parse_args()
-if args.arch:
-    os.environ["TORCH_CUDA_ARCH_LIST"] = args.arch
 logging.basicConfig(level=logging.INFO, format="%(message)s")
 t0 = time.perf_counter()
 try:
-    module = load_extension(verbose=args.verbose)
+    module = load_extension(verbose=args.verbose, arch=args.arch)
 except BuildError as exc:
     sys.exit(f"FAILED: {exc}")
 if not all(hasattr(module, fn) for fn in ("bias_act", "upfirdn2d")):

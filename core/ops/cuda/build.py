@@ -79,12 +79,12 @@ def _arch_list() -> str | None:
 
 
 @functools.lru_cache(maxsize=1)
-def load_extension(verbose: bool = False):
+def load_extension(verbose: bool = False, arch: str | None = None):
     """Build (if needed) and load the extension; return its op namespace `torch.ops.sgv_ops_<hash>`.
 
     Raises BuildError with the compiler's message when it cannot be built or loaded.
     """
-    arch = _arch_list()
+    arch = arch or _arch_list()  # an explicit arch (the CLI's --arch) wins
     if arch is None:
         raise BuildError("no CUDA device visible and TORCH_CUDA_ARCH_LIST unset: cannot pick a target arch")
     cuda_home = find_cuda_home()
