@@ -5,8 +5,9 @@
     python -m core.generate --checkpoint m.safetensors --seeds 0 --t-offset 90000 --fps 50 --slowmo 2 --out far.gif
     python -m core.generate --checkpoint m.safetensors --latent latent.npz --motion-seeds 1,2,3 --out anim.mp4
 
-A latent .npz (from projection or editing) brings its StyleSpace offsets (global-direction edits) and,
-unless --motion-seeds is given, its motion seed.
+A latent .npz (from projection or editing) brings its tuned weights (pivotal tuning; refused with a message
+for another checkpoint), its StyleSpace offsets (global-direction edits) and, unless --motion-seeds is
+given, its motion seed.
 """
 
 from __future__ import annotations
@@ -14,15 +15,14 @@ from __future__ import annotations
 import argparse
 import json
 import sys
-import zipfile
 
-import numpy as np
 import torch
 
 from core.checkpoint import CheckpointError, load_generator, read_header
+from core.latent import LatentFileError, latent_generator, load_latent
 from core.motion import MotionError
 from core.render import RenderError, Timeline, render_video
-from core.styles import StyleError, offsets_from_arrays, style_offsets
+from core.styles import StyleError, style_offsets
 
 
 def parse_seeds(text: str) -> list[int]:
@@ -34,26 +34,6 @@ def parse_seeds(text: str) -> list[int]:
     if not seeds or min(seeds) < 0:
         raise argparse.ArgumentTypeError(f"bad seed list {text!r}")
     return seeds
-
-
-def load_latent(path: str, G) -> tuple[torch.Tensor, dict[str, torch.Tensor], int | None]:
-    """(ws `[N, num_ws, w_dim]`, StyleSpace offsets {layer: [C]}, motion seed or None) from a `.npz`
-    written by projection/editing (keys "ws", optional "style/<layer>" and "motion_seed")."""
-    try:
-        with np.load(path, allow_pickle=False) as data:
-            arrays = {k: np.asarray(data[k]) for k in data.files}
-    except (OSError, ValueError, zipfile.BadZipFile) as exc:
-        raise RenderError(f"{path} is not a latent .npz: {exc}") from exc
-    if "ws" not in arrays:
-        raise RenderError(f"{path} has no 'ws' array")
-    ws = torch.from_numpy(arrays["ws"].astype(np.float32))
-    if ws.ndim == 2:
-        ws = ws.unsqueeze(0)
-    if ws.shape[1:] != (G.num_ws, G.w_dim):
-        raise RenderError(f"latent {tuple(ws.shape)} does not fit this model ([N, {G.num_ws}, {G.w_dim}])")
-    offsets = offsets_from_arrays(arrays)
-    seed = int(arrays["motion_seed"]) if "motion_seed" in arrays else None
-    return ws, offsets, seed
 
 
 def native_fps_of(path: str, default: float = 25.0) -> float:
@@ -93,17 +73,18 @@ def main(argv: list[str] | None = None) -> int:
         native = args.native_fps or native_fps_of(args.checkpoint)
         timeline = Timeline(args.t_offset, args.duration, args.fps, args.slowmo, native)
         ws, offsets, motion_seeds = None, {}, args.motion_seeds
-        if args.latent:  # a projected / edited photo: its StyleSpace edits and (by default) its motion seed
-            ws, offsets, latent_seed = load_latent(args.latent, G)
-            if motion_seeds is None and latent_seed is not None:
-                motion_seeds = [latent_seed]
+        if args.latent:  # a projected / edited photo: its tuned weights, StyleSpace edits and motion seed
+            latent = load_latent(args.latent)
+            G = latent_generator(latent, G)
+            ws, offsets = latent.ws.to(device), latent.style_offsets
+            motion_seeds = motion_seeds or [latent.motion_seed]
         from tqdm import tqdm
 
         with tqdm(total=timeline.num_frames, unit="frame", desc="rendering") as bar, style_offsets(G, offsets):
             out = render_video(G, args.out, timeline, content_seeds=args.seeds, motion_seeds=motion_seeds,
                                ws=ws, grid=args.grid, truncation_psi=args.truncation, chunk=args.chunk,
                                callback=lambda done, total: bar.update(done - bar.n))
-    except (CheckpointError, RenderError, MotionError, StyleError, OSError) as exc:
+    except (CheckpointError, LatentFileError, RenderError, MotionError, StyleError, OSError) as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 1
     print(f"wrote {out} ({timeline.num_frames} frames, t = {timeline.times(0, 1)[0]:g} .. "

@@ -38,16 +38,15 @@ def main(argv: list[str] | None = None) -> int:
     from tqdm import tqdm
 
     from core.checkpoint import CheckpointError, load_generator
+    from core.latent import Latent, LatentFileError, latent_generator, load_latent, save_latent
     from editing.animate import AnimationError, Timeline, motion_variations
     from editing.clip_weights import ClipWeightsError, load_clip
     from editing.styleclip import EditError, compute_global_directions, global_edit, latent_edit
-    from projection.latent import Latent, LatentFileError, check_compatible, load_latent, save_latent
 
     out = Path(args.out) if args.out else Path(args.latent).with_suffix(".edit.npz")
     try:
         latent = load_latent(args.latent)
-        G = load_generator(args.checkpoint, device=args.device)
-        check_compatible(latent, G)
+        G = latent_generator(latent, load_generator(args.checkpoint, device=args.device))  # tuned weights, if any
         clip = load_clip(weights=args.clip_weights, device=args.device, allow_download=not args.offline)
         if args.method == "optimize":
             result = latent_edit(G, latent.ws, args.prompt, clip, steps=args.steps, l2_lambda=args.l2,
@@ -67,7 +66,8 @@ def main(argv: list[str] | None = None) -> int:
                                  alpha=args.alpha, beta=args.beta, motion_seed=latent.motion_seed, t=latent.t)
         edited = Latent(ws=result.ws, motion_seed=latent.motion_seed, t=latent.t,
                         checkpoint=latent.checkpoint, mode=latent.mode,
-                        style_offsets={**latent.style_offsets, **result.style_offsets})
+                        style_offsets={**latent.style_offsets, **result.style_offsets},
+                        tuned_weights=latent.tuned_weights, base_hash=latent.base_hash)
         save_latent(out, edited)
         Image.fromarray(result.image.squeeze()).save(out.with_suffix(".png"))
         if args.video:

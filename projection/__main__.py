@@ -1,4 +1,8 @@
-"""python -m projection photo.jpg --checkpoint model.safetensors --out latent.npz"""
+"""python -m projection photo.jpg --checkpoint model.safetensors --out latent.npz [--tune]
+
+--tune adds pivotal tuning (projection.tuning): the generator's synthesis weights are fitted to the photo
+and saved as a small delta next to the latent (<out stem>.tuned.safetensors), which every renderer applies.
+"""
 
 from __future__ import annotations
 
@@ -6,6 +10,8 @@ import argparse
 import logging
 import sys
 from pathlib import Path
+
+from projection.tuning import TuneOptions
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -18,6 +24,11 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--mode", choices=["w", "w+"], default="w+")
     p.add_argument("--lr", type=float, default=0.1)
     p.add_argument("--motion-seed", type=int, default=0)
+    p.add_argument("--tune", action="store_true", help="pivotal tuning after the projection (looks like the photo)")
+    p.add_argument("--tune-steps", type=int, default=TuneOptions.steps)
+    p.add_argument("--tune-lr", type=float, default=TuneOptions.lr)
+    p.add_argument("--tune-anchor", type=float, default=TuneOptions.anchor,
+                   help="pull towards the base weights (0: closest reconstruction, less locality)")
     p.add_argument("--face", action="store_true", help="crop around the largest detected face first")
     p.add_argument("--fit", choices=["crop", "pad"], default="crop")
     p.add_argument("--lpips-weights", default=None, help="VGG16 backbone file (else the resolver's routes)")
@@ -33,10 +44,12 @@ def main(argv: list[str] | None = None) -> int:
     from tqdm import tqdm
 
     from core.checkpoint import CheckpointError, load_generator
-    from projection.latent import Latent, save_latent
+    from core.latent import Latent, save_latent
+    from core.tuned import generator_hash, save_delta
     from projection.lpips_weights import LPIPSWeightsError, load_lpips
     from projection.photo import PhotoError, load_photo
     from projection.projector import ProjectionError, project
+    from projection.tuning import tune
 
     out = Path(args.out) if args.out else Path(args.photo).with_suffix(".npz")
     try:
@@ -55,15 +68,35 @@ def main(argv: list[str] | None = None) -> int:
                          motion_seed=args.motion_seed, lpips_model=lpips_model, device=args.device,
                          callback=on_step)
         bar.close()
+        tuned = None
+        if args.tune:
+            bar = tqdm(total=args.tune_steps, desc="tuning")
+
+            def on_tune_step(s) -> None:
+                bar.update(1)
+                bar.set_postfix(lpips=f"{s.lpips:.4f}")
+
+            options = TuneOptions(steps=args.tune_steps, lr=args.tune_lr, anchor=args.tune_anchor)
+            tuned = tune(G, result.ws, target, motion_seed=args.motion_seed, options=options,
+                         lpips_model=lpips_model, device=args.device, callback=on_tune_step)
+            bar.close()
     except (CheckpointError, PhotoError, ProjectionError, LPIPSWeightsError) as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2
-    save_latent(out, Latent(ws=result.ws, motion_seed=args.motion_seed, t=0.0,
-                            checkpoint=Path(args.checkpoint).name, mode=args.mode))
+    latent = Latent(ws=result.ws, motion_seed=args.motion_seed, t=0.0, checkpoint=Path(args.checkpoint).name,
+                    mode=args.mode)
+    recon, lp, psnr = result.reconstruction, result.lpips, result.psnr
+    if tuned is not None:
+        latent.base_hash = generator_hash(G)
+        latent.tuned_weights = str(save_delta(out.with_suffix(".tuned.safetensors"), tuned.delta, latent.base_hash))
+        recon, lp, psnr = tuned.reconstruction, tuned.lpips, tuned.psnr
+        print(f"projection: LPIPS {result.lpips:.4f}, PSNR {result.psnr:.2f} dB; tuned: LPIPS {lp:.4f}, "
+              f"PSNR {psnr:.2f} dB ({tuned.seconds:.1f} s); weights -> {latent.tuned_weights}")
+    save_latent(out, latent)
     if args.save_images:
         Image.fromarray(np.squeeze(result.target)).save(out.with_suffix(".target.png"))
-        Image.fromarray(np.squeeze(result.reconstruction)).save(out.with_suffix(".recon.png"))
-    print(f"wrote {out}: LPIPS {result.lpips:.4f}, PSNR {result.psnr:.2f} dB, {result.seconds:.1f} s")
+        Image.fromarray(np.squeeze(recon)).save(out.with_suffix(".recon.png"))
+    print(f"wrote {out}: LPIPS {lp:.4f}, PSNR {psnr:.2f} dB, {result.seconds + (tuned.seconds if tuned else 0):.1f} s")
     return 0
 
 

@@ -108,6 +108,8 @@ class Backend:
         self._ws_cache_size = ws_cache_size
         self._cancel: dict[str, threading.Event] = {}
         self._clip = None
+        self._tuned: OrderedDict = OrderedDict()  # (model version, delta path) -> tuned copy of G
+        self._hash: tuple[int, str] | None = None  # (model version, generator_hash)
         self._version = 0
         self._set_model(G, source, random_weights)
         from studio.training_runs import TrainingProcess
@@ -149,10 +151,44 @@ class Backend:
     def notice(self) -> str:
         return RANDOM_NOTICE if self.info.random_weights else ""
 
-    def private_G(self) -> Generator:
-        """A copy of G for jobs that hook into it (style offsets) while others keep rendering."""
+    def private_G(self, state: dict | None = None) -> Generator:
+        """A copy of the generator for `state` (see generator_for) for jobs that hook into it (style
+        offsets) while others keep rendering."""
+        G = self.generator_for(state)
         with self.lock:
-            return copy.deepcopy(self.G)
+            return copy.deepcopy(G)
+
+    def model_hash(self) -> str:
+        """`core.tuned.generator_hash` of the loaded model (computed once per load)."""
+        from core.tuned import generator_hash
+
+        with self.lock:
+            if self._hash is None or self._hash[0] != self._version:
+                self._hash = (self._version, generator_hash(self.G))
+            return self._hash[1]
+
+    def generator_for(self, state: dict | None) -> Generator:
+        """The loaded G, or its tuned copy when `state` (a projected photo) carries tuned weights ("tuned":
+        a delta file). Copies are cached per model; another model refuses the delta with a message."""
+        path = (state or {}).get("tuned")
+        if not path:
+            return self.G
+        from core.tuned import TunedWeightsError, apply_delta, load_delta
+
+        key = (self._version, str(path))
+        with self.lock:
+            G = self._tuned.get(key)
+            if G is None:
+                try:
+                    delta, base_hash = load_delta(path)
+                    G = apply_delta(self.G, delta, base_hash, self.model_hash())
+                except TunedWeightsError as exc:
+                    raise StudioError(f"the projected photo's tuned weights do not apply: {exc}") from None
+                self._tuned[key] = G
+                while len(self._tuned) > 4:
+                    self._tuned.popitem(last=False)
+            self._tuned.move_to_end(key)
+            return G
 
     # ------------------------------------------------------------------------------------ latents
 
@@ -180,8 +216,9 @@ class Backend:
         return offset_minutes * 60.0 * self.native_fps + seconds * self.native_fps / slowmo
 
     def frame(self, seed: int, motion_seed: int, truncation_psi: float, t: float,
-              ws: torch.Tensor | None = None) -> np.ndarray:
-        """One frame uint8 `[H, W, 3]` at model time t: one synthesis call (what scrubbing needs)."""
+              ws: torch.Tensor | None = None, G: Generator | None = None) -> np.ndarray:
+        """One frame uint8 `[H, W, 3]` at model time t: one synthesis call (what scrubbing needs).
+        `G`: another generator than the loaded one (a tuned copy from `generator_for`)."""
         motion_seed = _seed(motion_seed, "motion seed")
         if not (np.isfinite(t) and t >= 0):
             raise StudioError(f"time must be finite and >= 0, got {t}")
@@ -189,7 +226,8 @@ class Backend:
             ws = self.ws_for(seed, truncation_psi)
         with self.lock, torch.no_grad():
             times = torch.tensor([[float(t)]], dtype=torch.float64, device=self.device)
-            img = self.G.synthesis(ws.to(self.device), times, Motion.from_seeds([motion_seed]))  # [1, 1, C, H, W]
+            motion = Motion.from_seeds([motion_seed])
+            img = (G or self.G).synthesis(ws.to(self.device), times, motion)  # [1, 1, C, H, W]
         return to_uint8(img[0, 0])
 
     # ------------------------------------------------------------------------------------ jobs
@@ -274,12 +312,14 @@ class Backend:
                                 truncation_psi=truncation_psi, callback=callback)
 
     def save_latent(self, path: Path, ws: torch.Tensor, motion_seed: int = 0, t: float = 0.0, mode: str = "w+",
-                    style_offsets: dict | None = None) -> Path:
-        """The shared latent file (.npz, key "ws" [1, num_ws, w_dim]) of projection.latent."""
-        from projection.latent import Latent, save_latent
+                    style_offsets: dict | None = None, tuned: str | None = None) -> Path:
+        """The shared latent file (.npz, key "ws" [1, num_ws, w_dim]) of core.latent; `tuned`: the path of
+        the tuned-weights delta it references (made from the loaded model)."""
+        from core.latent import Latent, save_latent
 
         latent = Latent(ws=ws.detach().float().cpu(), motion_seed=int(motion_seed), t=float(t),
-                        checkpoint=self.info.source, mode=mode, style_offsets=style_offsets or {})
+                        checkpoint=self.info.source, mode=mode, style_offsets=style_offsets or {},
+                        tuned_weights=str(tuned or ""), base_hash=self.model_hash() if tuned else "")
         return save_latent(path, latent)
 
     # ------------------------------------------------------------------------------------ weights

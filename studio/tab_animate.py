@@ -1,5 +1,5 @@
-"""Animate a photo: project it into W / W+ at t = 0 (live reconstruction), then animate the latent with
-several motion seeds."""
+"""Animate a photo: project it into W / W+ at t = 0 (live reconstruction), fit the generator to it (pivotal
+tuning, on by default), then animate the latent with several motion seeds."""
 
 
 import time
@@ -9,6 +9,7 @@ from pathlib import Path
 import numpy as np
 
 from core.render import Timeline
+from projection.tuning import TuneOptions
 from studio.backend import Backend, StudioError, parse_seeds
 from studio.common import display, session_of, side_by_side, stream_job, ui_errors
 from studio.uploads import IMAGE_SUFFIXES, check_image
@@ -32,14 +33,19 @@ def preview(backend: Backend, upload, face_crop: bool) -> np.ndarray | None:
 
 
 def animate(backend: Backend, upload, face_crop: bool, mode: str, steps, motion_seeds: str, seconds: float = 3.0,
-            fps: float = 25.0, session: str = "local") -> Iterator[dict]:
-    """Project, then animate. Yields dicts of partial results, the last one complete:
-    {"status", "preview"} while projecting; then {"comparison", "video", "latent", "state", ...}."""
-    from projection.projector import project
+            fps: float = 25.0, session: str = "local", fit: bool = True, tune_steps=None) -> Iterator[dict]:
+    """Project, optionally fit the generator to the photo (pivotal tuning), then animate. Yields dicts of
+    partial results, the last one complete: {"status", "preview"} while working; then {"comparison",
+    "video", "latent", "state", ...}. The loaded model is never changed: tuned weights are a per-photo
+    file that the session's state and the latent file reference."""
+    from projection.tuning import TuneOptions
 
     steps = int(steps)
     if not 1 <= steps <= MAX_STEPS:
-        raise StudioError(f"steps must be in 1 .. {MAX_STEPS}")
+        raise StudioError(f"projection steps must be in 1 .. {MAX_STEPS}")
+    tune_steps = TuneOptions.steps if tune_steps is None else int(tune_steps)
+    if fit and not 1 <= tune_steps <= MAX_STEPS:
+        raise StudioError(f"tuning steps must be in 1 .. {MAX_STEPS}")
     mode = {"W": "w", "W+": "w+"}.get(mode, mode)
     if mode not in ("w", "w+"):
         raise StudioError(f"mode must be W or W+, got {mode!r}")
@@ -52,6 +58,43 @@ def animate(backend: Backend, upload, face_crop: bool, mode: str, steps, motion_
     G = backend.G  # this job keeps the model it started with
     lpips_model = backend.lpips()
 
+    result = yield from _project(backend, G, target, mode, steps, seeds[0], lpips_model, cancel)
+    if result is None:
+        return
+    tuned = None
+    if fit:
+        tuned = yield from _tune(backend, G, result, TuneOptions(steps=tune_steps), lpips_model, cancel)
+        if tuned is None:
+            return
+    out = backend.session_dir(session)
+    stem = f"photo-{time.strftime('%H%M%S')}"
+    recon, lp, psnr = result.reconstruction, result.lpips, result.psnr
+    delta_path = None
+    if tuned is not None:
+        from core.tuned import save_delta
+
+        delta_path = str(save_delta(out / f"{stem}-latent.tuned.safetensors", tuned.delta, backend.model_hash()))
+        recon, lp, psnr = tuned.reconstruction, tuned.lpips, tuned.psnr
+    state = {"ws": result.ws.numpy(), "motion_seed": seeds[0], "t": result.t, "source": "projected photo",
+             "tuned": delta_path}
+    fitted = f"fitted generator: LPIPS {lp:.3f}, PSNR {psnr:.1f} dB" if tuned else "generator not fitted"
+    summary = f"Projection LPIPS {result.lpips:.3f}, PSNR {result.psnr:.1f} dB; {fitted}"
+    yield {"status": f"{summary}. Animating {len(seeds)} motion seeds...",
+           "preview": display(side_by_side(result.target, recon))}
+    video = _animate_latent(backend, backend.generator_for(state), result.ws, seeds, out / f"{stem}-motions.mp4",
+                            seconds, fps)
+    latent = backend.save_latent(out / f"{stem}-latent.npz", result.ws, seeds[0], result.t, result.mode,
+                                 tuned=delta_path)
+    yield {"status": f"Done. {summary}; {len(seeds)} animations (motion seeds {', '.join(map(str, seeds))}).",
+           "preview": display(side_by_side(result.target, recon)),
+           "comparison": display(side_by_side(result.target, recon)),
+           "video": str(video), "latent": str(latent), "state": state}
+
+
+def _project(backend: Backend, G, target, mode, steps, motion_seed, lpips_model, cancel):
+    """The projection job with live previews; returns its ProjectionResult, None when cancelled."""
+    from projection.projector import project
+
     def work(emit):
         def callback(step):
             if step.preview is not None:
@@ -59,7 +102,7 @@ def animate(backend: Backend, upload, face_crop: bool, mode: str, steps, motion_
             return not cancel.is_set()
 
         with backend.job():
-            return project(G, target, steps=steps, mode=mode, motion_seed=seeds[0], lpips_model=lpips_model,
+            return project(G, target, steps=steps, mode=mode, motion_seed=motion_seed, lpips_model=lpips_model,
                            lpips_resolution=min(256, max(64, G.img_resolution)),
                            w_avg_samples=backend.w_avg_samples, device=backend.device, callback=callback,
                            preview_every=max(1, steps // 20))
@@ -73,21 +116,40 @@ def animate(backend: Backend, upload, face_crop: bool, mode: str, steps, motion_
         else:
             result = item
     if cancel.is_set():
-        yield {"status": f"Cancelled after {result.steps} steps.", "preview": None}
-        return
-    yield {"status": f"Projected in {result.steps} steps ({result.seconds:.1f} s): LPIPS {result.lpips:.3f}, "
-                     f"PSNR {result.psnr:.1f} dB. Animating {len(seeds)} motion seeds...",
-           "preview": display(side_by_side(result.target, result.reconstruction))}
-    out = backend.session_dir(session)
-    stem = f"photo-{time.strftime('%H%M%S')}"
-    video = _animate_latent(backend, G, result.ws, seeds, out / f"{stem}-motions.mp4", seconds, fps)
-    latent = backend.save_latent(out / f"{stem}-latent.npz", result.ws, seeds[0], result.t, result.mode)
-    state = {"ws": result.ws.numpy(), "motion_seed": seeds[0], "t": result.t, "source": "projected photo"}
-    yield {"status": f"Done: projection LPIPS {result.lpips:.3f}, PSNR {result.psnr:.1f} dB; "
-                     f"{len(seeds)} animations (motion seeds {', '.join(map(str, seeds))}).",
-           "preview": display(side_by_side(result.target, result.reconstruction)),
-           "comparison": display(side_by_side(result.target, result.reconstruction)),
-           "video": str(video), "latent": str(latent), "state": state}
+        yield {"status": f"Cancelled after {result.steps} projection steps.", "preview": None}
+        return None
+    return result
+
+
+def _tune(backend: Backend, G, projected, options, lpips_model, cancel):
+    """The pivotal-tuning job with live previews; returns its TuneResult, None when cancelled."""
+    from projection.tuning import tune
+
+    def work(emit):
+        def callback(step):
+            if step.preview is not None:
+                emit((step.step + 1, step.num_steps, step.lpips, step.preview))
+            return not cancel.is_set()
+
+        with backend.job():
+            return tune(G, projected.ws, projected.target, motion_seed=projected.motion_seed, t=projected.t,
+                        options=options, lpips_model=lpips_model,
+                        lpips_resolution=min(256, max(64, G.img_resolution)), device=backend.device,
+                        callback=callback, preview_every=max(1, options.steps // 20))
+
+    head = f"Projected: LPIPS {projected.lpips:.3f}, PSNR {projected.psnr:.1f} dB. Fitting the generator"
+    result = None
+    for kind, item in stream_job(work):
+        if kind == "update":
+            done, total, lp, img = item
+            yield {"status": f"{head}: step {done}/{total}, LPIPS {lp:.3f}",
+                   "preview": display(side_by_side(projected.target, img))}
+        else:
+            result = item
+    if cancel.is_set():
+        yield {"status": f"Cancelled after {result.steps} tuning steps; nothing was saved.", "preview": None}
+        return None
+    return result
 
 
 def _animate_latent(backend: Backend, G, ws, seeds, path, seconds: float, fps: float):
@@ -114,6 +176,11 @@ def build(backend: Backend, latent_state) -> dict:
             with gr.Row():
                 mode = gr.Radio(["W", "W+"], value="W+", label="Latent space")
                 steps = gr.Slider(1, MAX_STEPS, 100, step=1, label="Projection steps", elem_id="anim-steps")
+            fit = gr.Checkbox(True, label="Fit the generator to this photo (pivotal tuning: looks like the photo; "
+                              "saved as a small per-photo file, the loaded model is not changed)",
+                              elem_id="anim-fit")
+            tune_steps = gr.Slider(1, MAX_STEPS, TuneOptions.steps, step=1, label="Tuning steps",
+                                   elem_id="anim-tune-steps")
             seeds = gr.Textbox("0, 1, 2", label="Motion seeds (one animation each)")
             seconds = gr.Slider(0.5, 20, 3, step=0.5, label="Animation length (s)")
             with gr.Row():
@@ -121,10 +188,11 @@ def build(backend: Backend, latent_state) -> dict:
                 cancel_btn = gr.Button("Cancel", variant="stop")
         with gr.Column(scale=2, min_width=300):
             status = gr.Markdown("Upload a photo, then press Animate.", elem_id="anim-status")
-            live = gr.Image(label="Target | current reconstruction", interactive=False, height=260, format="png",
-                            elem_id="anim-live")
-            video = gr.Video(label="Animations (one per motion seed)", autoplay=True, loop=True,
-                             elem_id="anim-video")
+            with gr.Row():
+                live = gr.Image(label="Photo | reconstruction", interactive=False, height=260, format="png",
+                                elem_id="anim-live")
+                video = gr.Video(label="Animations (one per motion seed)", autoplay=True, loop=True,
+                                 elem_id="anim-video")
             latent = gr.File(label="Latent (.npz)")
 
     @ui_errors
@@ -135,12 +203,13 @@ def build(backend: Backend, latent_state) -> dict:
     face.change(on_upload, [upload, face], target, api_visibility="private", concurrency_id="light")
 
     @ui_errors
-    def on_animate(u, f, m, n, s, sec, state, request: gr.Request):
-        for out in animate(backend, u, f, m, n, s, sec, session=session_of(request)):
+    def on_animate(u, f, m, n, s, sec, fit_on, tsteps, state, request: gr.Request):
+        for out in animate(backend, u, f, m, n, s, sec, session=session_of(request), fit=bool(fit_on),
+                           tune_steps=tsteps):
             yield (out["status"], out.get("preview", gr.skip()), out.get("video", gr.skip()),
                    out.get("latent", gr.skip()), out.get("state", state))
 
-    ev = go.click(on_animate, [upload, face, mode, steps, seeds, seconds, latent_state],
+    ev = go.click(on_animate, [upload, face, mode, steps, seeds, seconds, fit, tune_steps, latent_state],
                   [status, live, video, latent, latent_state], api_name="animate", concurrency_id="device")
 
     def on_cancel(request: gr.Request):

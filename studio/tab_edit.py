@@ -49,7 +49,8 @@ def edit(backend: Backend, prompt: str, method: str, source: str, seed, motion_s
     clip = backend.clip()  # ClipWeightsError (offline, no weights) becomes the resolver's message in the UI
     cancel = backend.cancel_event(session)
     cancel.clear()
-    G = backend.private_G()  # style offsets hook into the model: edit a copy, scrubbing goes on meanwhile
+    photo_state = state if source == "projected photo" else None  # its tuned weights, if it has them
+    G = backend.private_G(photo_state)  # style offsets hook into the model: edit a copy, scrubbing goes on
 
     def work(emit):
         with backend.job():
@@ -71,7 +72,7 @@ def edit(backend: Backend, prompt: str, method: str, source: str, seed, motion_s
             return latent_edit(G, ws, prompt, clip, steps=int(steps), l2_lambda=float(l2), motion_seed=mseed, t=t,
                                callback=callback)
 
-    before = backend.frame(0, mseed, 1.0, t, ws=ws)
+    before = backend.frame(0, mseed, 1.0, t, ws=ws, G=backend.generator_for(photo_state))
     result = None
     try:
         for kind, item in stream_job(work):
@@ -91,7 +92,8 @@ def edit(backend: Backend, prompt: str, method: str, source: str, seed, motion_s
         tl = Timeline(t_offset=t, duration=float(seconds), fps=float(fps), native_fps=backend.native_fps)
         video = motion_variations(G, result.ws.to(backend.device), [mseed], out / f"{stem}.mp4", timeline=tl,
                                   offsets=result.style_offsets or None)
-    latent = backend.save_latent(out / f"{stem}-latent.npz", result.ws, mseed, t, "w+", result.style_offsets)
+    latent = backend.save_latent(out / f"{stem}-latent.npz", result.ws, mseed, t, "w+", result.style_offsets,
+                                 tuned=(photo_state or {}).get("tuned"))
     yield {"status": f"'{prompt}' ({method}): CLIP similarity {result.similarity_before:.3f} -> "
                      f"{result.similarity_after:.3f} in {result.seconds:.1f} s.",
            "before_after": display(side_by_side(before, result.image)), "video": str(video), "latent": str(latent)}

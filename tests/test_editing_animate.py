@@ -146,9 +146,9 @@ def test_content_variations_keep_motion(G, tmp_path):
 def test_editing_cli_global_and_video(G, tmp_path, monkeypatch, capsys):
     import editing.clip_weights as cw
     from core.checkpoint import save_checkpoint
+    from core.latent import Latent, load_latent, save_latent
     from editing.__main__ import main
     from editing.testing import tiny_clip
-    from projection.latent import Latent, load_latent, save_latent
 
     monkeypatch.setenv("SGV_CACHE", str(tmp_path / "cache"))
     monkeypatch.delenv("SGV_CLIP_WEIGHTS", raising=False)

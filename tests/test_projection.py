@@ -4,7 +4,7 @@ import numpy as np
 import pytest
 import torch
 
-from projection.latent import Latent, LatentFileError, check_compatible, load_latent, save_latent
+from core.latent import Latent, LatentFileError, check_compatible, load_latent, save_latent
 from projection.photo import to_uint8
 from projection.projector import (
     ProjectionError,

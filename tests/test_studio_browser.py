@@ -1,5 +1,6 @@
 """The studio in a real browser (Debian chromium through Playwright): open the page, upload a photo, animate
-it with a few steps, see a playable video, scrub the time slider, save a screenshot."""
+it with a few projection and tuning steps (fitting the generator is on by default), see the reconstruction
+next to a playable video, scrub the time slider, save a screenshot."""
 
 import os
 import shutil
@@ -46,8 +47,16 @@ def test_animate_a_photo_and_scrub_in_chromium(tmp_path):
             steps = page.locator("#anim-steps input[type=number]")
             steps.fill("4")
             steps.press("Enter")
+            expect(page.locator("#anim-fit input[type=checkbox]")).to_be_checked()  # on by default
+            tune_steps = page.locator("#anim-tune-steps input[type=number]")
+            tune_steps.fill("10")
+            tune_steps.press("Enter")
             page.locator("#anim-go").click()
             expect(page.locator("#anim-status")).to_contain_text("Done", timeout=180_000)
+            expect(page.locator("#anim-status")).to_contain_text("fitted generator: LPIPS")
+            recon = page.locator("#anim-live img")  # photo | reconstruction, beside the animations
+            expect(recon).to_be_visible()
+            assert recon.evaluate("img => img.naturalWidth") > 0
             video = page.locator("#anim-video video")
             expect(video).to_have_count(1, timeout=30_000)
             page.wait_for_function("document.querySelector('#anim-video video').readyState >= 2", timeout=30_000)

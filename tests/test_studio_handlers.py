@@ -7,6 +7,7 @@ import re
 import sys
 import time
 import zipfile
+from pathlib import Path
 
 import gradio as gr
 import imageio.v2 as imageio
@@ -17,6 +18,8 @@ import torch
 from core.generator import z_from_seed
 from core.motion import Motion
 from core.styles import style_offsets
+from projection.photo import to_tensor
+from projection.testing import TinyLPIPS
 from studio import backend as backend_mod
 from studio import tab_animate, tab_edit, tab_generate, tab_model, tab_train
 from studio.backend import Backend, StudioError, parse_seeds
@@ -103,7 +106,7 @@ def test_ws_cache_per_seed_and_truncation(be):
 
 
 def test_render_exports_every_format(be):
-    from projection.latent import load_latent
+    from core.latent import load_latent
 
     video, files = tab_generate.render(be, 2, 1, 0.7, 0, 10, 1, 1.0, ["mp4", "gif", "png", "npz"], "s1")
     by_ext = {p.rsplit(".", 1)[1]: p for p in files}
@@ -206,11 +209,11 @@ def test_photo_preview_and_face_crop(be, tmp_path):
 
 
 def test_animate_reports_progress_then_projection_and_animations(be, tmp_path):
-    from projection.latent import load_latent
+    from core.latent import load_latent
 
     photo = write_photo(tmp_path / "p.png")
     target = tab_animate.load_target(be, str(photo), face_crop=False)
-    outs = list(tab_animate.animate(be, str(photo), False, "W+", 4, "0, 1, 2", seconds=0.4, fps=10))
+    outs = list(tab_animate.animate(be, str(photo), False, "W+", 4, "0, 1, 2", seconds=0.4, fps=10, fit=False))
     # Live progress: "step k/4" with k rising to 4 (queued previews may be merged), each preview showing
     # the target on the left.
     progress = outs[:-2]
@@ -218,11 +221,11 @@ def test_animate_reports_progress_then_projection_and_animations(be, tmp_path):
              for o in progress]
     assert steps and steps == sorted(set(steps)) and steps[-1] == 4, steps
     assert all(np.array_equal(_halves(o["preview"], 8)[0], target) for o in progress)
-    assert re.fullmatch(r"Projected in 4 steps \(.+\): LPIPS .+, PSNR .+ dB\. Animating 3 motion seeds\.\.\.",
-                        outs[-2]["status"])
+    summary = r"Projection LPIPS \d\.\d{3}, PSNR -?\d+\.\d dB; generator not fitted"
+    assert re.fullmatch(summary + r"\. Animating 3 motion seeds\.\.\.", outs[-2]["status"]), outs[-2]["status"]
     last = outs[-1]
-    assert re.fullmatch(r"Done: projection LPIPS \d\.\d{3}, PSNR -?\d+\.\d dB; 3 animations \(motion seeds 0, 1, 2\)\.",
-                        last["status"]), last["status"]
+    assert re.fullmatch(r"Done\. " + summary + r"; 3 animations \(motion seeds 0, 1, 2\)\.", last["status"]), \
+        last["status"]
     state = last["state"]
     ws = torch.as_tensor(state["ws"])
     assert ws.shape == (1, be.G.num_ws, be.G.w_dim) and state["motion_seed"] == 0 and state["t"] == 0.0
@@ -241,15 +244,68 @@ def test_animate_reports_progress_then_projection_and_animations(be, tmp_path):
     assert torch.equal(latent.ws, ws) and latent.motion_seed == 0 and latent.mode == "w+"
 
 
+def test_animate_fits_the_generator_to_the_photo(be, tmp_path):
+    """Pivotal tuning on (the default): a tuning phase with live previews, a reconstruction closer to the
+    photo than the projection's, animations and the latent file rendered from the tuned weights, and the
+    loaded model untouched."""
+    from core.latent import latent_generator, load_latent
+
+    photo = write_photo(tmp_path / "p.png")
+    target = tab_animate.load_target(be, str(photo), face_crop=False)
+    weights = {k: v.clone() for k, v in be.G.state_dict().items()}
+    outs = list(tab_animate.animate(be, str(photo), False, "W+", 4, "0, 1", seconds=0.4, fps=10, tune_steps=30))
+    tuning = [o for o in outs if "Fitting the generator" in o["status"]]
+    assert tuning and re.search(r"step 30/30, LPIPS \d\.\d{3}$", tuning[-1]["status"]), tuning[-1]["status"]
+    last = outs[-1]
+    m = re.fullmatch(r"Done\. Projection LPIPS (\d\.\d{3}), PSNR -?\d+\.\d dB; fitted generator: LPIPS (\d\.\d{3}), "
+                     r"PSNR -?\d+\.\d dB; 2 animations \(motion seeds 0, 1\)\.", last["status"])
+    assert m and float(m.group(2)) < float(m.group(1)), last["status"]
+    assert all(torch.equal(v, weights[k]) for k, v in be.G.state_dict().items())  # the loaded model is untouched
+    state = last["state"]
+    ws = torch.as_tensor(state["ws"])
+    G_tuned = be.generator_for(state)
+    assert G_tuned is not be.G
+    tuned_frame = be.frame(0, 0, 1.0, 0.0, ws=ws, G=G_tuned)
+    left, right = _halves(last["comparison"], 8)
+    assert np.array_equal(left, target) and np.array_equal(right, tuned_frame)
+    lp = TinyLPIPS()
+    assert float(lp(to_tensor(tuned_frame), to_tensor(target))) < float(
+        lp(to_tensor(be.frame(0, 0, 1.0, 0.0, ws=ws)), to_tensor(target)))
+    frames = _mp4(last["video"])  # the animations come from the tuned generator
+    tiles = [be.frame(0, s, 1.0, 0.0, ws=ws, G=G_tuned) for s in (0, 1)]
+    for s in (0, 1):
+        _assert_shows(frames[0, :, s * 16:(s + 1) * 16], tiles[s], tiles, f"motion seed {s}")
+    latent = load_latent(last["latent"])  # the latent file references the tuned weights
+    assert latent.tuned_weights == str(Path(state["tuned"]).resolve())
+    with torch.no_grad():
+        G_file = latent_generator(latent, be.G)
+        times = torch.zeros(1, 1, dtype=torch.float64)
+        assert torch.equal(G_file.synthesis(ws, times, [0]), G_tuned.synthesis(ws, times, [0]))
+
+
+def test_animate_cancel_during_tuning_saves_nothing(be, tmp_path):
+    photo = write_photo(tmp_path / "p.png")
+    gen = tab_animate.animate(be, str(photo), False, "W", 2, "0", session="c2", tune_steps=500)
+    for out in gen:
+        if "Fitting the generator" in out["status"]:
+            break
+    before = set(be.session_dir("c2").iterdir())
+    be.cancel("c2")
+    rest = list(gen)
+    m = re.fullmatch(r"Cancelled after (\d+) tuning steps; nothing was saved\.", rest[-1]["status"])
+    assert m and int(m.group(1)) < 500 and "video" not in rest[-1]
+    assert set(be.session_dir("c2").iterdir()) == before
+
+
 def test_animate_cancel_stops_the_projection(be, tmp_path):
     photo = write_photo(tmp_path / "p.png")
-    gen = tab_animate.animate(be, str(photo), False, "W", 200, "0", session="c1")
+    gen = tab_animate.animate(be, str(photo), False, "W", 200, "0", session="c1", fit=True)
     first = next(gen)
     assert "step" in first["status"]
     be.cancel("c1")
     before = set(be.session_dir("c1").iterdir())
     rest = list(gen)
-    m = re.fullmatch(r"Cancelled after (\d+) steps\.", rest[-1]["status"])
+    m = re.fullmatch(r"Cancelled after (\d+) projection steps\.", rest[-1]["status"])
     assert m and int(m.group(1)) < 200 and "video" not in rest[-1] and "latent" not in rest[-1]
     assert set(be.session_dir("c1").iterdir()) == before  # no video and no latent written
 
@@ -261,7 +317,7 @@ def _edited_frames(be, latent, times):
 
 def _check_edit(be, out, source_ws, motion_seed, t, method, prompt, frames):
     """The last update of an edit: its status, before | after, the latent file, the video of the edit."""
-    from projection.latent import load_latent
+    from core.latent import load_latent
 
     assert re.fullmatch(rf"'{prompt}' \({method}\): CLIP similarity -?\d\.\d{{3}} -> -?\d\.\d{{3}} in .+ s\.",
                         out["status"]), out["status"]

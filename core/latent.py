@@ -1,7 +1,9 @@
 """The latent file shared by projection, editing and rendering: an .npz of plain arrays (no pickles).
 
 Keys: `ws` float32 [1, num_ws, w_dim]; `motion_seed` int; `t` float; `checkpoint` str; `mode` str;
-optional `style/<synthesis layer>` float32 [C] StyleSpace offsets (from StyleCLIP global directions).
+optional `style/<synthesis layer>` float32 [C] StyleSpace offsets (from StyleCLIP global directions);
+optional `tuned_weights` str (a `core.tuned` delta file, relative to the latent's folder) with
+`base_hash` str (the `generator_hash` of the model it was tuned from).
 """
 
 from __future__ import annotations
@@ -15,6 +17,7 @@ import torch
 
 from core.files import atomic_write
 from core.styles import STYLE_PREFIX, offsets_from_arrays
+from core.tuned import TunedWeightsError, apply_delta, load_delta
 
 
 class LatentFileError(ValueError):
@@ -29,10 +32,12 @@ class Latent:
     checkpoint: str = ""
     mode: str = "w+"
     style_offsets: dict[str, torch.Tensor] = field(default_factory=dict)  # layer name -> [C]
+    tuned_weights: str = ""  # absolute path of the delta file in memory; relative to the .npz on disk
+    base_hash: str = ""
 
 
 def save_latent(path: str | os.PathLike, latent: Latent) -> Path:
-    """Write atomically (core.files.atomic_write)."""
+    """Write atomically (core.files.atomic_write). The tuned-weights file must already exist."""
     path = Path(path)
     assert latent.ws.ndim == 3 and latent.ws.shape[0] == 1, latent.ws.shape
     arrays = {"ws": latent.ws.detach().float().cpu().numpy(), "motion_seed": np.int64(latent.motion_seed),
@@ -40,6 +45,12 @@ def save_latent(path: str | os.PathLike, latent: Latent) -> Path:
               "mode": np.str_(latent.mode)}
     for name, offset in latent.style_offsets.items():
         arrays[STYLE_PREFIX + name] = offset.detach().float().cpu().numpy()
+    if latent.tuned_weights:
+        weights = Path(latent.tuned_weights).resolve()
+        if not weights.is_file() or not latent.base_hash:
+            raise LatentFileError(f"tuned weights {weights} missing (or no base hash): save them first")
+        arrays["tuned_weights"] = np.str_(os.path.relpath(weights, path.resolve().parent))
+        arrays["base_hash"] = np.str_(latent.base_hash)
 
     def write(tmp: str) -> None:
         with open(tmp, "wb") as f:
@@ -60,9 +71,13 @@ def load_latent(path: str | os.PathLike) -> Latent:
     if "ws" not in d or d["ws"].ndim != 3 or d["ws"].shape[0] != 1:
         raise LatentFileError(f"{path} lacks `ws` [1, num_ws, w_dim]")
     offsets = offsets_from_arrays(d)
+    tuned = str(d.get("tuned_weights", ""))
+    if tuned:
+        tuned = str((path.resolve().parent / tuned).resolve())
     return Latent(ws=torch.from_numpy(d["ws"].astype(np.float32)), motion_seed=int(d.get("motion_seed", 0)),
                   t=float(d.get("t", 0.0)), checkpoint=str(d.get("checkpoint", "")),
-                  mode=str(d.get("mode", "w+")), style_offsets=offsets)
+                  mode=str(d.get("mode", "w+")), style_offsets=offsets, tuned_weights=tuned,
+                  base_hash=str(d.get("base_hash", "")))
 
 
 def check_compatible(latent: Latent, G) -> None:
@@ -70,3 +85,19 @@ def check_compatible(latent: Latent, G) -> None:
         raise LatentFileError(f"latent ws {tuple(latent.ws.shape)} does not fit this model "
                               f"[1, {G.num_ws}, {G.w_dim}]; was it projected with another checkpoint "
                               f"({latent.checkpoint or 'unknown'})?")
+
+
+def latent_generator(latent: Latent, G, G_hash: str | None = None):
+    """The generator to render this latent with: G itself, or a tuned copy when the latent has tuned
+    weights (refused, with a message, when G is not the model they were tuned from)."""
+    check_compatible(latent, G)
+    if not latent.tuned_weights:
+        return G
+    try:
+        delta, base_hash = load_delta(latent.tuned_weights)
+        if latent.base_hash and latent.base_hash != base_hash:
+            raise TunedWeightsError(f"{latent.tuned_weights} was tuned from another model than this latent "
+                                    f"records ({base_hash[:12]} vs {latent.base_hash[:12]})")
+        return apply_delta(G, delta, base_hash, G_hash)
+    except TunedWeightsError as exc:
+        raise LatentFileError(str(exc)) from None

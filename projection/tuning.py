@@ -1,0 +1,201 @@
+"""Pivotal tuning (Roich et al., "Pivotal Tuning for Latent-based Editing of Real Images", 2021) for a
+video generator: after `projector.project` has found the pivot ws, fine-tune a copy of the synthesis
+network briefly so that G(ws, t = 0) reproduces the photo, while the rest of the model keeps working.
+
+Per step: reconstruction at t = 0 with the projection's motion seed, LPIPS + L2 (L2 weighted 10: at 64x64
+PSNR >= 30 dB needs it); every `regularize_every` steps PTI's locality regularizer (a latent interpolated
+between the pivot and a random w renders the same under the tuned and the original network, LPIPS + L2,
+weight lambda_R) at two random instants of a random motion; after every step a decoupled pull of the
+tuned weights back to the base ones (`anchor`), which bounds the drift that the sparse regularizer misses.
+
+Keeping the motion (measured, bench/pivotal_tuning.py, docs/pivotal_tuning.md): motion enters the
+synthesis network only through the codes v_t concatenated to its 4x4 constant (paper section 3.1), so the
+coarse blocks (4x4, 8x8) that turn v_t into pose stay frozen and only blocks from `min_resolution` up are
+tuned. Tuning every block let the network memorize the photo and freeze the motion (frame-to-frame change
+0.23x the untuned model's); with the coarse blocks frozen it stays 1.0-1.3x. A pixel-space temporal term
+(the tuned and original networks' change between consecutive frames of the pivot) was tried and dropped:
+it lowered reconstruction, motion and locality at once.
+
+The mapping network and the motion mapping F_m stay frozen: the latent space and the motion codes keep
+their meaning, so saved motion seeds, edits and directions still apply.
+"""
+
+from __future__ import annotations
+
+import copy
+import logging
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+
+import numpy as np
+import torch
+
+from projection.photo import to_uint8
+from projection.projector import ProjectionError, _resize_for_lpips, _target_tensor, lr_schedule, psnr_uint8
+
+log = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True)
+class TuneOptions:
+    """Defaults measured on the bundled 64x64 model on 2 CPU cores (bench/pivotal_tuning.py)."""
+
+    steps: int = 400
+    lr: float = 1e-2  # peak; 5% linear ramp-up, 25% cosine ramp-down (projector.lr_schedule)
+    lpips_weight: float = 1.0
+    l2_weight: float = 10.0
+    locality_weight: float = 0.3  # PTI's lambda_R, on both its LPIPS and L2
+    regularize_every: int = 4  # steps between locality evaluations (each costs two tuned frames)
+    locality_span: float = 48.0  # model frames: the locality term's instants are drawn from [0, span)
+    min_resolution: int = 16  # synthesis blocks below this resolution stay frozen (they carry the motion)
+    anchor: float = 1.0  # after each step w -= lr * anchor * (w - w_base); 0 turns it off
+    seed: int = 0
+
+    def check(self) -> None:
+        if self.steps < 1:
+            raise ProjectionError(f"tuning steps must be >= 1, got {self.steps}")
+        if not self.lr > 0:
+            raise ProjectionError(f"tuning lr must be > 0, got {self.lr}")
+        weights = (self.lpips_weight, self.l2_weight, self.locality_weight, self.anchor)
+        if min(weights) < 0 or not all(np.isfinite(weights)):
+            raise ProjectionError("tuning loss weights and the anchor must be finite and >= 0")
+        if self.regularize_every < 1 or not self.locality_span > 0:
+            raise ProjectionError("regularize_every must be >= 1 and locality_span > 0")
+
+
+@dataclass
+class TuneStep:
+    """What the callback receives each step; `preview` (uint8 [H, W, C]) every `preview_every` steps."""
+
+    step: int  # 0-based
+    num_steps: int
+    loss: float
+    lpips: float  # reconstruction LPIPS at t = 0
+    preview: np.ndarray | None = None
+
+
+@dataclass
+class TuneResult:
+    G: torch.nn.Module  # the tuned generator (a copy), eval mode, no grad, weights = base + fp16 delta
+    delta: dict[str, torch.Tensor]  # {parameter name: fp16 change}: what `core.tuned.save_delta` stores
+    reconstruction: np.ndarray  # uint8 [H, W, C] from the tuned generator
+    target: np.ndarray
+    lpips: float
+    psnr: float
+    steps: int  # run (fewer when the callback stopped it)
+    losses: list[float] = field(default_factory=list)
+    seconds: float = 0.0
+
+
+def tune(G, ws: torch.Tensor, target_image, *, motion_seed: int = 0, t: float = 0.0,
+         options: TuneOptions = TuneOptions(), lpips_model: torch.nn.Module | None = None,
+         lpips_resolution: int = 256, device: torch.device | str | None = None,
+         callback: Callable[[TuneStep], bool | None] | None = None, preview_every: int = 10) -> TuneResult:
+    """Tune a copy of G's synthesis network so that G(ws [1, num_ws, w_dim], t, motion_seed) ~ the photo.
+
+    The returned generator's changed weights are rounded to base + fp16(delta), exactly what
+    `core.tuned.save_delta` stores, so the figures reported here are those of the saved artifact.
+    """
+    options.check()
+    if ws.ndim != 3 or ws.shape[0] != 1 or ws.shape[1:] != (G.num_ws, G.w_dim):
+        raise ProjectionError(f"ws must be [1, {G.num_ws}, {G.w_dim}], got {tuple(ws.shape)}")
+    device = torch.device(device) if device is not None else G.mapping.w_avg.device
+    if lpips_model is None:
+        from projection.lpips_weights import load_lpips
+
+        lpips_model = load_lpips("vgg", device=device)
+    started = time.perf_counter()
+    G0 = copy.deepcopy(G).eval().requires_grad_(False).to(device)
+    G1 = copy.deepcopy(G0)
+    params = _tunable(G1, options.min_resolution)
+    if not params:
+        raise ProjectionError(f"no synthesis block at or above min_resolution {options.min_resolution} "
+                              f"(the model's blocks: {G1.synthesis.block_resolutions})")
+    target, target_u8 = _target_tensor(G0, target_image)
+    target = target.to(device)
+    target_lp = _resize_for_lpips(target, lpips_resolution)
+    ws = ws.detach().float().to(device)
+    gen = torch.Generator(device="cpu").manual_seed(options.seed)
+    optimizer = torch.optim.Adam(params, lr=options.lr, betas=(0.9, 0.999))
+    anchors = [(p, p.detach().clone()) for p in params]
+
+    def lp(a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
+        return lpips_model(_resize_for_lpips(a, lpips_resolution), _resize_for_lpips(b, lpips_resolution)).mean()
+
+    losses: list[float] = []
+    for step in range(options.steps):
+        for group in optimizer.param_groups:
+            group["lr"] = lr_schedule(step, options.steps, options.lr)
+        img = G1.synthesis(ws, [[float(t)]], [motion_seed])[:, 0]  # [1, C, H, W]
+        rec_lpips = lpips_model(_resize_for_lpips(img, lpips_resolution), target_lp).mean()
+        loss = options.lpips_weight * rec_lpips + options.l2_weight * (img - target).square().mean()
+        if options.locality_weight and step % options.regularize_every == 0:
+            locality = _locality(G0, G1, ws, gen, options.locality_span, lp)
+            loss = loss + options.locality_weight * locality
+            log.debug("step %d: reconstruction LPIPS %.4f, locality %.4f", step, float(rec_lpips.detach()),
+                      float(locality.detach()))
+        optimizer.zero_grad(set_to_none=True)
+        loss.backward()
+        optimizer.step()
+        if options.anchor:
+            with torch.no_grad():
+                for p, p0 in anchors:
+                    p.sub_(p - p0, alpha=optimizer.param_groups[0]["lr"] * options.anchor)
+        losses.append(float(loss.detach()))
+        if callback is not None:
+            last = step == options.steps - 1
+            preview = to_uint8(img[0].detach()) if (step % preview_every == 0 or last) else None
+            if callback(TuneStep(step, options.steps, losses[-1], float(rec_lpips.detach()), preview)) is False:
+                log.info("tuning stopped by the callback at step %d", step)
+                break
+
+    G1.eval().requires_grad_(False)
+    delta = _round_to_fp16_delta(G0, G1)
+    with torch.no_grad():
+        recon = G1.synthesis(ws, [[float(t)]], [motion_seed])[:, 0]
+        final_lpips = float(lpips_model(_resize_for_lpips(recon, lpips_resolution), target_lp).mean())
+    recon_u8 = to_uint8(recon[0])
+    return TuneResult(G=G1, delta=delta, reconstruction=recon_u8, target=target_u8, lpips=final_lpips,
+                      psnr=psnr_uint8(recon_u8, target_u8), steps=len(losses), losses=losses,
+                      seconds=time.perf_counter() - started)
+
+
+def _tunable(G, min_resolution: int = 4) -> list[torch.nn.Parameter]:
+    """The synthesis blocks' parameters from `min_resolution` up; the motion mapping F_m stays frozen (see
+    the module doc)."""
+    G.requires_grad_(False)
+    blocks = [getattr(G.synthesis, f"b{res}") for res in G.synthesis.block_resolutions if res >= min_resolution]
+    params = [p for block in blocks for p in block.parameters()]
+    for p in params:
+        p.requires_grad_(True)
+    return params
+
+
+def _locality(G0, G1, ws, gen: torch.Generator, span: float, lp) -> torch.Tensor:
+    """PTI's locality regularizer: w_r = w_p + a (w_z - w_p), a ~ U(0.5, 1) for a random w_z (away from the
+    pivot, where the reconstruction term rules), rendered at two random instants of a random motion seed by
+    both networks: LPIPS + L2 between them."""
+    z = torch.randn(1, G0.z_dim, generator=gen).to(ws.device)
+    a = 0.5 + 0.5 * float(torch.rand((), generator=gen))
+    times = (torch.rand(1, 2, generator=gen, dtype=torch.float64) * span).to(ws.device)
+    seeds = torch.randint(0, 2**31 - 1, (1,), generator=gen).tolist()
+    with torch.no_grad():
+        w_r = ws + a * (G0.mapping(z, None) - ws)  # [1, num_ws, w_dim]
+        ref = G0.synthesis(w_r, times, seeds)[0]  # [2, C, H, W]
+    out = G1.synthesis(w_r, times, seeds)[0]
+    return lp(out, ref) + (out - ref).square().mean()
+
+
+@torch.no_grad()
+def _round_to_fp16_delta(G0, G1) -> dict[str, torch.Tensor]:
+    """G1 := G0 + fp16(G1 - G0) for every changed tensor, as `core.tuned.apply_delta` computes it from
+    the saved file, so the tuned copy and a reload of the file agree bit for bit. Returns the delta."""
+    base = dict(G0.named_parameters())
+    delta = {}
+    for name, p in G1.named_parameters():
+        d = (p - base[name]).half()
+        if bool(d.any()):
+            delta[name] = d.cpu()
+            p.copy_(base[name]).add_(d.float())
+    return delta
