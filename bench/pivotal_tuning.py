@@ -7,9 +7,11 @@ the person and still moves, and how much of the rest of the model the tuning tou
 Per photo: W+ projection (--proj-steps), then pivotal tuning (projection.tuning defaults unless overridden).
 Figures (LPIPS = the projector's VGG16 LPIPS, on the model's resolution):
 - t = 0 reconstruction LPIPS / PSNR before and after tuning, seconds (projection + tuning);
-- animation over --frames frames x 3 motion seeds (tuned generator): max over frames of
-  LPIPS(frame, photo) / LPIPS(t = 0 reconstruction, photo) (must stay <= 2), and the mean LPIPS of
-  consecutive frames divided by the untuned generator's for the same latent and seeds (0.5 .. 2);
+- animation over --frames frames x 3 motion seeds (tuned generator), as the studio and core.generate
+  render a latent (every motion passes through the photo's frame at t = 0), and with free motion (each
+  seed from its own pose): max over frames of LPIPS(frame, photo) / LPIPS(t = 0 reconstruction, photo)
+  (must stay <= 2), and the mean LPIPS of consecutive frames divided by the untuned generator's for the
+  same latent and seeds (0.5 .. 2);
 - locality: mean LPIPS between original and tuned generator's frames for 16 random latents (<= 0.1).
 """
 
@@ -29,6 +31,7 @@ import torch
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from core.checkpoint import load_generator  # noqa: E402
+from core.motion import Motion  # noqa: E402
 from projection.lpips_weights import load_lpips  # noqa: E402
 from projection.photo import load_photo, to_tensor  # noqa: E402
 from projection.projector import project  # noqa: E402
@@ -38,14 +41,17 @@ MOTION_SEEDS = (1, 2, 3)
 
 
 @torch.no_grad()
-def animation_figures(G0, G1, ws, target, lp, frames: int, motion_seeds=MOTION_SEEDS) -> tuple[float, float, float]:
+def animation_figures(G0, G1, ws, target, lp, frames: int, motion_seeds=MOTION_SEEDS,
+                      origin: tuple[int, float] | None = None) -> tuple[float, float, float]:
     """(max LPIPS(frame, photo) over frames and seeds, tuned / untuned mean consecutive-frame LPIPS,
-    the tuned mean consecutive LPIPS)."""
+    the tuned mean consecutive LPIPS). `origin`: the motions pass through the photo's frame (the studio's
+    and core.generate's animations of a latent) instead of starting from their own poses."""
     ts = torch.arange(frames, dtype=torch.float64)[None]
     worst, cons1, cons0 = 0.0, [], []
     for m in motion_seeds:
-        v1 = G1.synthesis(ws, ts, [m])[0]  # [T, C, H, W]
-        v0 = G0.synthesis(ws, ts, [m])[0]
+        motion = Motion.from_seeds([m], origin=origin)
+        v1 = G1.synthesis(ws, ts, motion)[0]  # [T, C, H, W]
+        v0 = G0.synthesis(ws, ts, motion)[0]
         worst = max(worst, float(lp(v1, target.expand(frames, -1, -1, -1)).max()))
         cons1.append(float(lp(v1[1:], v1[:-1]).mean()))
         cons0.append(float(lp(v0[1:], v0[:-1]).mean()))
@@ -103,18 +109,23 @@ def main() -> None:
         r = project(G, target_u8, steps=args.proj_steps, mode="w+", lpips_model=lp_model)
         tr = tune(G, r.ws, target_u8, motion_seed=r.motion_seed, options=opts, lpips_model=lp_model)
         seconds = time.perf_counter() - t0
-        worst, cons_ratio, cons = animation_figures(G, tr.G, r.ws, target, lp, args.frames)
+        worst, cons_ratio, cons = animation_figures(G, tr.G, r.ws, target, lp, args.frames,
+                                                    origin=(r.motion_seed, r.t))
+        free_worst, free_ratio, _ = animation_figures(G, tr.G, r.ws, target, lp, args.frames)
         loc = locality(G, tr.G, lp)
-        rows.append((r.lpips, r.psnr, tr.lpips, tr.psnr, seconds, worst / tr.lpips, cons_ratio, loc))
+        rows.append((r.lpips, r.psnr, tr.lpips, tr.psnr, seconds, worst / tr.lpips, cons_ratio, loc,
+                     free_worst / tr.lpips, free_ratio))
         print(f"  {f.name:28s} projected LPIPS {r.lpips:.4f} PSNR {r.psnr:5.2f} | tuned LPIPS {tr.lpips:.4f} "
-              f"PSNR {tr.psnr:5.2f} | {seconds:5.1f} s ({r.seconds:.1f} + {tr.seconds:.1f}) | animation: "
-              f"max frame/t0 LPIPS {worst / tr.lpips:.2f}, motion {cons_ratio:.2f}x untuned ({cons:.4f}) | "
-              f"locality {loc:.4f}", flush=True)
+              f"PSNR {tr.psnr:5.2f} | {seconds:5.1f} s ({r.seconds:.1f} + {tr.seconds:.1f}) | animation from "
+              f"the photo: max frame/t0 LPIPS {worst / tr.lpips:.2f}, motion {cons_ratio:.2f}x untuned "
+              f"({cons:.4f}); free motion: {free_worst / tr.lpips:.2f}, {free_ratio:.2f}x | locality {loc:.4f}",
+              flush=True)
     a = np.asarray(rows)
     print(f"mean of {len(rows)}: projected LPIPS {a[:, 0].mean():.4f} PSNR {a[:, 1].mean():.2f} | tuned LPIPS "
           f"{a[:, 2].mean():.4f} PSNR {a[:, 3].mean():.2f} | {a[:, 4].mean():.1f} s/photo | max frame/t0 "
           f"{a[:, 5].max():.2f} | motion ratio {a[:, 6].min():.2f}..{a[:, 6].max():.2f} | locality "
-          f"{a[:, 7].mean():.4f}")
+          f"{a[:, 7].mean():.4f} | free motion: max frame/t0 {a[:, 8].max():.2f}, motion ratio "
+          f"{a[:, 9].min():.2f}..{a[:, 9].max():.2f}")
 
 
 if __name__ == "__main__":

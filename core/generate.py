@@ -7,7 +7,8 @@
 
 A latent .npz (from projection or editing) brings its tuned weights (pivotal tuning; refused with a message
 for another checkpoint), its StyleSpace offsets (global-direction edits) and, unless --motion-seeds is
-given, its motion seed.
+given, its motion seed. Every motion seed then passes through the latent's own frame (its motion seed at
+its t: the photo) at that instant; --free-motion lets each seed start from its own pose.
 """
 
 from __future__ import annotations
@@ -55,6 +56,8 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--seeds", type=parse_seeds, default=[0], help="content seeds, e.g. 0,1,5-8")
     p.add_argument("--motion-seeds", type=parse_seeds, default=None, help="motion seeds (default: = seeds)")
     p.add_argument("--latent", default=None, help=".npz with ws (projected / edited photo) instead of seeds")
+    p.add_argument("--free-motion", action="store_true", help="with --latent: let each motion seed start from "
+                   "its own pose instead of passing through the latent's frame (its motion seed at its t)")
     p.add_argument("--grid", action="store_true", help="rows share motion, columns share content")
     p.add_argument("--truncation", type=float, default=1.0)
     p.add_argument("--t-offset", type=float, default=0.0, help="model time of the first frame (frames)")
@@ -72,18 +75,19 @@ def main(argv: list[str] | None = None) -> int:
         G = load_generator(args.checkpoint, device=device)
         native = args.native_fps or native_fps_of(args.checkpoint)
         timeline = Timeline(args.t_offset, args.duration, args.fps, args.slowmo, native)
-        ws, offsets, motion_seeds = None, {}, args.motion_seeds
+        ws, offsets, motion_seeds, origin = None, {}, args.motion_seeds, None
         if args.latent:  # a projected / edited photo: its tuned weights, StyleSpace edits and motion seed
             latent = load_latent(args.latent)
             G = latent_generator(latent, G)
             ws, offsets = latent.ws.to(device), latent.style_offsets
             motion_seeds = motion_seeds or [latent.motion_seed]
+            origin = None if args.free_motion else (latent.motion_seed, latent.t)
         from tqdm import tqdm
 
         with tqdm(total=timeline.num_frames, unit="frame", desc="rendering") as bar, style_offsets(G, offsets):
             out = render_video(G, args.out, timeline, content_seeds=args.seeds, motion_seeds=motion_seeds,
                                ws=ws, grid=args.grid, truncation_psi=args.truncation, chunk=args.chunk,
-                               callback=lambda done, total: bar.update(done - bar.n))
+                               callback=lambda done, total: bar.update(done - bar.n), motion_origin=origin)
     except (CheckpointError, LatentFileError, RenderError, MotionError, StyleError, OSError) as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 1

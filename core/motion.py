@@ -33,8 +33,14 @@ class Motion:
     which limits times to t < (L - 2(K-1) - 1) * delta_z.
     """
 
-    def __init__(self, seeds: torch.Tensor | None = None, noise: torch.Tensor | None = None):
+    def __init__(self, seeds: torch.Tensor | None = None, noise: torch.Tensor | None = None,
+                 origin: tuple[int, float] | None = None):
         assert (seeds is None) != (noise is None), "give exactly one of seeds or noise"
+        if origin is not None:
+            origin = (int(origin[0]), float(origin[1]))
+            if origin[0] < 0 or not (np.isfinite(origin[1]) and origin[1] >= 0):
+                raise MotionError(f"a motion origin is (seed >= 0, time >= 0), got {origin}")
+        self.origin = origin
         if seeds is not None:
             seeds = torch.as_tensor(seeds, dtype=torch.int64).reshape(-1)
             if (seeds < 0).any():
@@ -44,8 +50,11 @@ class Motion:
         self.seeds, self.noise = seeds, noise
 
     @classmethod
-    def from_seeds(cls, seeds: Sequence[int] | torch.Tensor | int) -> Motion:
-        return cls(seeds=torch.as_tensor(seeds, dtype=torch.int64).reshape(-1))
+    def from_seeds(cls, seeds: Sequence[int] | torch.Tensor | int, origin: tuple[int, float] | None = None) -> Motion:
+        """`origin` = (seed s0, time t0): every video's motion code is shifted by the constant that makes
+        its code at t0 equal to seed s0's, so all videos pass through the same frame at t0 (the frame of a
+        projected photo) and move from there as their own seeds do (see `MotionMappingNetwork.forward`)."""
+        return cls(seeds=torch.as_tensor(seeds, dtype=torch.int64).reshape(-1), origin=origin)
 
     @classmethod
     def from_noise(cls, noise: torch.Tensor) -> Motion:
@@ -74,8 +83,8 @@ class Motion:
 
     def repeat(self, n: int) -> Motion:
         if self.seeds is not None:
-            return Motion(seeds=self.seeds.repeat(n))
-        return Motion(noise=self.noise.expand(n, -1, -1))
+            return Motion(seeds=self.seeds.repeat(n), origin=self.origin)
+        return Motion(noise=self.noise.expand(n, -1, -1), origin=self.origin)
 
     def tokens(self, sample: torch.Tensor, start: torch.Tensor, length: int, z_dim: int) -> torch.Tensor:
         """Tokens start[m] .. start[m] + length - 1 of video sample[m] -> `[M, length, z_dim]`."""
@@ -183,7 +192,22 @@ class MotionMappingNetwork(nn.Module):
 
     def forward(self, t: torch.Tensor, motion: Motion, c: torch.Tensor | None = None,
                 exact_time: bool = True) -> torch.Tensor:
-        """t `[N, T]` (frames, >= 0) -> motion codes v `[N * T, v_dim]`."""
+        """t `[N, T]` (frames, >= 0) -> motion codes v `[N * T, v_dim]`.
+
+        With `motion.origin` = (s0, t0), v_t + (v_t0[s0] - v_t0[own seed]) per video: a constant shift in
+        code space, so the codes stay continuous in t and every video shows seed s0's frame at t0 (not in
+        the paper: a control for animating one projected photo with several motions)."""
+        v = self._codes_at(t, motion, c, exact_time)
+        if motion.origin is None:
+            return v
+        seed0, t0 = motion.origin
+        n, num_t = t.shape
+        at_t0 = torch.full((n, 1), t0, dtype=t.dtype, device=t.device)
+        own = self._codes_at(at_t0, Motion(seeds=motion.seeds, noise=motion.noise), c, exact_time)  # [N, v_dim]
+        ref = self._codes_at(at_t0[:1], Motion.from_seeds([seed0]), None if c is None else c[:1], exact_time)
+        return v + (ref - own).repeat_interleave(num_t, dim=0)
+
+    def _codes_at(self, t: torch.Tensor, motion: Motion, c: torch.Tensor | None, exact_time: bool) -> torch.Tensor:
         n, num_t = t.shape
         dz = self.cfg.delta_z
         if (t < 0).any() or not torch.isfinite(t).all():

@@ -147,13 +147,15 @@ class FrameWriter:
 def render_video(G: Generator, path: str | os.PathLike, timeline: Timeline, content_seeds: Sequence[int] = (0,),
                  motion_seeds: Sequence[int] | None = None, ws: torch.Tensor | None = None, grid: bool = False,
                  truncation_psi: float = 1.0, chunk: int = 8,
-                 callback: Callable[[int, int], None] | None = None) -> Path:
+                 callback: Callable[[int, int], None] | None = None,
+                 motion_origin: tuple[int, float] | None = None) -> Path:
     """Render a video to `path` (.mp4, .gif, .png/.zip for PNG frames), streaming at constant memory.
 
     Without `grid`, videos are placed side by side (content seed i with motion seed i). With `grid`,
     rows share motion and columns share content. `ws` `[N, num_ws, w_dim]` overrides content seeds
     (e.g. a projected photo; one content with several motion seeds makes one video per motion).
-    `callback(done, total)` reports progress.
+    `callback(done, total)` reports progress. `motion_origin` (seed, t0): every video passes through that
+    seed's frame at t0 (`core.motion.Motion.from_seeds`), e.g. several motions of one projected photo.
     """
     device = next(G.parameters()).device
     if ws is None:
@@ -164,7 +166,7 @@ def render_video(G: Generator, path: str | os.PathLike, timeline: Timeline, cont
     if grid:
         rows, cols = len(motion_seeds), n_content
         ws = ws.repeat(rows, 1, 1)
-        motion = Motion.from_seeds(np.repeat(motion_seeds, cols))
+        motion = Motion.from_seeds(np.repeat(motion_seeds, cols), origin=motion_origin)
     else:
         if len(motion_seeds) == 1:
             motion_seeds = motion_seeds * n_content
@@ -173,7 +175,7 @@ def render_video(G: Generator, path: str | os.PathLike, timeline: Timeline, cont
         if len(motion_seeds) != n_content:
             raise RenderError(f"{len(motion_seeds)} motion seeds for {n_content} videos")
         rows, cols = 1, n_content
-        motion = Motion.from_seeds(motion_seeds)
+        motion = Motion.from_seeds(motion_seeds, origin=motion_origin)
     total = timeline.num_frames
     with FrameWriter(path, timeline.fps) as writer:
         for j, frames in enumerate(iter_frames(G, ws, motion, timeline, chunk=chunk)):

@@ -42,9 +42,11 @@ def content_ws(G, seeds: Sequence[int], truncation_psi: float = 0.7) -> torch.Te
 
 def motion_variations(G, ws: torch.Tensor, motion_seeds: Sequence[int], path: str | os.PathLike, *,
                       timeline: Timeline | None = None, offsets: dict[str, torch.Tensor] | None = None,
-                      callback: Callable[[int, int], None] | None = None) -> Path:
+                      callback: Callable[[int, int], None] | None = None,
+                      origin: tuple[int, float] | None = None) -> Path:
     """Keep the content (one latent [1, num_ws, w_dim], edits included), resample the motion: one tile per
-    motion seed, side by side. `timeline` sets the time offset (model frames), fps, duration, slow motion."""
+    motion seed, side by side. `timeline` sets the time offset (model frames), fps, duration, slow motion.
+    `origin` (motion seed, t): every tile passes through that frame (the projected photo's) at t."""
     _check_ws(G, ws)
     if ws.shape[0] != 1 or not motion_seeds:
         raise AnimationError("motion_variations takes one latent [1, num_ws, w_dim] and >= 1 motion seed")
@@ -52,7 +54,7 @@ def motion_variations(G, ws: torch.Tensor, motion_seeds: Sequence[int], path: st
     try:
         with style_offsets(G, offsets):
             return render_video(G, path, timeline or Timeline(), ws=ws, motion_seeds=list(motion_seeds),
-                                callback=callback)
+                                callback=callback, motion_origin=origin)
     except RenderError as exc:
         raise AnimationError(str(exc)) from exc
 

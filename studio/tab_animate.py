@@ -82,7 +82,7 @@ def animate(backend: Backend, upload, face_crop: bool, mode: str, steps, motion_
     yield {"status": f"{summary}. Animating {len(seeds)} motion seeds...",
            "preview": display(side_by_side(result.target, recon))}
     video = _animate_latent(backend, backend.generator_for(state), result.ws, seeds, out / f"{stem}-motions.mp4",
-                            seconds, fps)
+                            seconds, fps, origin=(seeds[0], result.t))
     latent = backend.save_latent(out / f"{stem}-latent.npz", result.ws, seeds[0], result.t, result.mode,
                                  tuned=delta_path)
     yield {"status": f"Done. {summary}; {len(seeds)} animations (motion seeds {', '.join(map(str, seeds))}).",
@@ -152,12 +152,13 @@ def _tune(backend: Backend, G, projected, options, lpips_model, cancel):
     return result
 
 
-def _animate_latent(backend: Backend, G, ws, seeds, path, seconds: float, fps: float):
+def _animate_latent(backend: Backend, G, ws, seeds, path, seconds: float, fps: float, origin=None):
+    """Every motion seed's tile passes through `origin`'s frame (the photo's reconstruction) at its t."""
     from editing.animate import motion_variations
 
     with backend.job():
         tl = Timeline(duration=float(seconds), fps=float(fps), native_fps=backend.native_fps)
-        return motion_variations(G, ws.to(backend.device), seeds, path, timeline=tl)
+        return motion_variations(G, ws.to(backend.device), seeds, path, timeline=tl, origin=origin)
 
 
 SAMPLE_PHOTOS = sorted((Path(__file__).resolve().parents[1] / "assets" / "samples").glob("*.png"))

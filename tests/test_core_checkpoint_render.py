@@ -146,9 +146,13 @@ def test_generate_cli_applies_a_latents_style_offsets_and_motion_seed(tiny_G, tm
     got = render([], tmp_path / "a.zip")
     assert np.abs(got - expected(5, {name: offset})).max() <= 1  # the edit and the latent's motion seed
     assert np.abs(got - expected(5, None)).max() > 8  # ... and the edit is visible
-    both = render(["--motion-seeds", "1,2"], tmp_path / "b.zip")  # one photo, two motions side by side
-    assert both.shape == (16, 32, 3)
-    assert np.abs(both[:, 16:] - expected(2, {name: offset})).max() <= 1
+    both = render(["--motion-seeds", "1,2"], tmp_path / "b.zip")  # one photo, two motions side by side ...
+    assert both.shape == (16, 32, 3)  # ... both passing through the latent's own frame at its t
+    assert np.abs(both[:, :16] - expected(5, {name: offset})).max() <= 1
+    assert np.abs(both[:, 16:] - expected(5, {name: offset})).max() <= 1
+    free = render(["--motion-seeds", "1,2", "--free-motion"], tmp_path / "f.zip")  # each from its own pose
+    assert np.abs(free[:, 16:] - expected(2, {name: offset})).max() <= 1
+    assert np.abs(free[:, 16:] - expected(5, {name: offset})).max() > 8
     latent.write_bytes(latent.read_bytes()[:100])  # a truncated file: a clear error, no output
     assert generate_main(["--checkpoint", str(ckpt), "--latent", str(latent), "--out", str(tmp_path / "c.zip")]) == 1
     np.savez(latent, ws=ws.numpy(), **{"style/no_such_layer": offset.numpy()})

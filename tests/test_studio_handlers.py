@@ -61,6 +61,16 @@ def _assert_shows(actual, expected, candidates, what):
     assert own < MP4_ERR and own <= min(errs), (what, own, errs)
 
 
+def _from_photo(G, ws, motion_seed: int, t: float) -> np.ndarray:
+    """The Animate tab's frame: motion seed `motion_seed` passing through motion seed 0's frame at t = 0."""
+    from core.render import to_uint8
+
+    with torch.no_grad():
+        motion = Motion.from_seeds([motion_seed], origin=(0, 0.0))
+        img = G.synthesis(ws, torch.tensor([[t]], dtype=torch.float64), motion)
+    return to_uint8(img[0, 0])
+
+
 def _halves(img: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray]:
     """The two 16 px images of display(side_by_side(a, b)) (gap 4, upscaled k times), back at 16 px."""
     small = img[::k, ::k]
@@ -236,10 +246,11 @@ def test_animate_reports_progress_then_projection_and_animations(be, tmp_path):
     # the video: that latent animated with motion seeds 0, 1, 2 side by side (0.4 s at 10 fps)
     frames = _mp4(last["video"])
     assert frames.shape == (4, 16, 48, 3)
-    for j in range(4):
-        tiles = [be.frame(0, s, 1.0, j * 2.5, ws=ws) for s in (0, 1, 2)]
+    for j in range(4):  # every motion passes through the photo's frame (motion seed 0 at t = 0)
+        tiles = [_from_photo(be.G, ws, s, j * 2.5) for s in (0, 1, 2)]
         for s in (0, 1, 2):
             _assert_shows(frames[j, :, s * 16:(s + 1) * 16], tiles[s], tiles, f"frame {j} motion seed {s}")
+    assert np.array_equal(_from_photo(be.G, ws, 2, 0.0), be.frame(0, 0, 1.0, 0.0, ws=ws))
     latent = load_latent(last["latent"])
     assert torch.equal(latent.ws, ws) and latent.motion_seed == 0 and latent.mode == "w+"
 
@@ -272,9 +283,9 @@ def test_animate_fits_the_generator_to_the_photo(be, tmp_path):
     assert float(lp(to_tensor(tuned_frame), to_tensor(target))) < float(
         lp(to_tensor(be.frame(0, 0, 1.0, 0.0, ws=ws)), to_tensor(target)))
     frames = _mp4(last["video"])  # the animations come from the tuned generator
-    tiles = [be.frame(0, s, 1.0, 0.0, ws=ws, G=G_tuned) for s in (0, 1)]
+    tiles = [_from_photo(G_tuned, ws, s, 7.5) for s in (0, 1)] + [_from_photo(be.G, ws, s, 7.5) for s in (0, 1)]
     for s in (0, 1):
-        _assert_shows(frames[0, :, s * 16:(s + 1) * 16], tiles[s], tiles, f"motion seed {s}")
+        _assert_shows(frames[3, :, s * 16:(s + 1) * 16], tiles[s], tiles, f"motion seed {s}")
     latent = load_latent(last["latent"])  # the latent file references the tuned weights
     assert latent.tuned_weights == str(Path(state["tuned"]).resolve())
     with torch.no_grad():
