@@ -192,7 +192,7 @@ def build(backend: Backend, latent_state) -> dict:
             with gr.Row():
                 live = gr.Image(label="Photo | reconstruction", interactive=False, height=260, format="png",
                                 elem_id="anim-live")
-                video = gr.Video(label="Animations (one per motion seed)", autoplay=True, loop=True,
+                video = gr.Video(label="Animations from the photo (one per motion seed)", autoplay=True, loop=True,
                                  elem_id="anim-video")
             latent = gr.File(label="Latent (.npz)")
 

@@ -114,13 +114,15 @@ class TrainingProcess:
         return self.status()
 
     def stop(self, timeout: float = 60.0) -> TrainStatus:
-        """SIGTERM the trainer's process group (it snapshots and exits); SIGKILL after `timeout`."""
+        """SIGTERM the trainer process alone: it finishes the step, snapshots and exits, shutting its data
+        loader workers down itself (a signal to the whole group killed the workers first and the trainer
+        died on their exit instead of saving). SIGKILL to the group after `timeout`."""
         proc = self._proc
         if proc is None or proc.poll() is not None:
             return self.status()
         self._stop_requested = True
         try:
-            os.killpg(proc.pid, signal.SIGTERM)
+            os.kill(proc.pid, signal.SIGTERM)
         except ProcessLookupError:
             return self.status()
         try:
@@ -155,7 +157,10 @@ class TrainingProcess:
             state = "stopping" if self._stop_requested else "running"
             return TrainStatus(state, run_dir, log_path, None, f"{state}: {run_dir or 'starting...'}")
         if self._stop_requested and rc in (0, -signal.SIGTERM, -signal.SIGKILL):
-            return TrainStatus("stopped", run_dir, log_path, rc, f"stopped: {run_dir}")
+            snaps = snapshots(run_dir)
+            where = f"stopped at {_snapshot_kimg(snaps[0]):g} kimg, snapshot {Path(snaps[0]).name}" if snaps else \
+                "stopped before the first snapshot"
+            return TrainStatus("stopped", run_dir, log_path, rc, f"{where}: {run_dir}")
         if rc == 0:
             return TrainStatus("finished", run_dir, log_path, rc, f"finished: {run_dir}")
         return TrainStatus("failed", run_dir, log_path, rc, f"trainer failed (exit code {rc}): "
@@ -208,6 +213,18 @@ def _newest(folder: Path, patterns: tuple[str, ...]) -> list[Path]:
 def latest_sample(run_dir: str | os.PathLike | None) -> str | None:
     files = _newest(Path(run_dir) / "samples", ("samples-*.mp4", "samples-*.gif")) if run_dir else []
     return str(files[-1]) if files else None
+
+
+def _snapshot_kimg(path: str) -> float:
+    """kimg recorded in a snapshot's metadata (the trainer writes it), else -1."""
+    import json
+
+    from core.checkpoint import CheckpointError, read_header
+
+    try:
+        return float(json.loads(read_header(path).get("metadata", "{}")).get("kimg", -1))
+    except (CheckpointError, ValueError, TypeError):
+        return -1.0
 
 
 def snapshots(run_dir: str | os.PathLike | None) -> list[str]:

@@ -21,7 +21,7 @@ from core.styles import style_offsets
 from projection.photo import to_tensor
 from projection.testing import TinyLPIPS
 from studio import backend as backend_mod
-from studio import tab_animate, tab_edit, tab_generate, tab_model, tab_train
+from studio import tab_animate, tab_edit, tab_generate, tab_model, tab_train, training_runs
 from studio.backend import Backend, StudioError, parse_seeds
 from studio.common import display, ui_errors
 from studio.testing import tiny_backend, tiny_checkpoint, write_bad_uploads, write_photo, write_video_zip
@@ -451,6 +451,37 @@ def test_trainer_crash_is_reported_from_its_log(tmp_path):
         proc.start(str(tmp_path / "missing"), "tiny", 1, 1)
     assert error_from_log("x\nTraceback...\nValueError: boom\n") == "ValueError: boom"
     assert error_from_log("error: no clips\n") == "no clips"
+
+
+def test_stop_with_data_loader_workers_saves_a_snapshot_that_loads(tmp_path):
+    """Stop reaches the trainer alone: its data-loader workers are shut down by the trainer, which
+    finishes the step and writes a snapshot (signalling the whole group killed the workers first and the
+    run failed with 'DataLoader worker ... killed by signal: Terminated', no snapshot)."""
+    from core.checkpoint import load_generator
+
+    from PIL import Image
+
+    rng = np.random.default_rng(0)
+    for v in range(4):  # a folder of frame folders at the tiny model's 16 px
+        (tmp_path / "frames" / f"v{v}").mkdir(parents=True)
+        base = rng.integers(0, 255, [16, 16, 3], dtype=np.uint8)
+        for j in range(8):
+            Image.fromarray(np.roll(base, j, axis=1)).save(tmp_path / "frames" / f"v{v}" / f"{j:06d}.png")
+    data = tmp_path / "frames"
+    proc = TrainingProcess(tmp_path / "runs")
+    proc.start(str(data), "tiny", 1000, 1, extra={"workers": 2, "device": "cpu", "batch": 2,
+                                                  "kimg_per_tick": 0.004, "snapshot_ticks": 1000,
+                                                  "tensorboard": "false", "sample_videos": 1, "sample_frames": 2})
+    deadline = time.time() + 180
+    while time.time() < deadline and not (proc.run_dir() and (Path(proc.run_dir()) / "stats.jsonl").is_file()):
+        assert proc.status().running, proc.log_text()
+        time.sleep(0.5)
+    st = proc.stop(timeout=120)
+    assert st.state == "stopped", (st, proc.log_text())
+    assert re.match(r"stopped at \d+(\.\d+)? kimg, snapshot network-\S+\.safetensors: ", st.message), st.message
+    assert "Traceback" not in proc.log_text() and "killed by signal" not in proc.log_text()
+    snap = training_runs.snapshots(st.run_dir)[0]
+    assert load_generator(snap).img_resolution == 16
 
 
 def test_training_command_flags(tmp_path):
