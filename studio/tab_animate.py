@@ -95,27 +95,13 @@ def _project(backend: Backend, G, target, mode, steps, motion_seed, lpips_model,
     """The projection job with live previews; returns its ProjectionResult, None when cancelled."""
     from projection.projector import project
 
-    def work(emit):
-        def callback(step):
-            if step.preview is not None:
-                emit((step.step + 1, step.num_steps, step.lpips, step.preview))
-            return not cancel.is_set()
+    def run(callback):
+        return project(G, target, steps=steps, mode=mode, motion_seed=motion_seed, lpips_model=lpips_model,
+                       lpips_resolution=min(256, max(64, G.img_resolution)), w_avg_samples=backend.w_avg_samples,
+                       device=backend.device, callback=callback, preview_every=max(1, steps // 20))
 
-        with backend.job():
-            return project(G, target, steps=steps, mode=mode, motion_seed=motion_seed, lpips_model=lpips_model,
-                           lpips_resolution=min(256, max(64, G.img_resolution)),
-                           w_avg_samples=backend.w_avg_samples, device=backend.device, callback=callback,
-                           preview_every=max(1, steps // 20))
-
-    result = None
-    for kind, item in stream_job(work):
-        if kind == "update":
-            done, total, lp, img = item
-            yield {"status": f"Projecting ({mode.upper()}): step {done}/{total}, LPIPS {lp:.3f}",
-                   "preview": display(side_by_side(target, img))}
-        else:
-            result = item
-    if cancel.is_set():
+    result = yield from _live(backend, run, target, f"Projecting ({mode.upper()})", cancel)
+    if result is not None and cancel.is_set():
         yield {"status": f"Cancelled after {result.steps} projection steps.", "preview": None}
         return None
     return result
@@ -125,6 +111,22 @@ def _tune(backend: Backend, G, projected, options, lpips_model, cancel):
     """The pivotal-tuning job with live previews; returns its TuneResult, None when cancelled."""
     from projection.tuning import tune
 
+    def run(callback):
+        return tune(G, projected.ws, projected.target, motion_seed=projected.motion_seed, t=projected.t,
+                    options=options, lpips_model=lpips_model, lpips_resolution=min(256, max(64, G.img_resolution)),
+                    device=backend.device, callback=callback, preview_every=max(1, options.steps // 20))
+
+    head = f"Projected: LPIPS {projected.lpips:.3f}, PSNR {projected.psnr:.1f} dB. Fitting the generator"
+    result = yield from _live(backend, run, projected.target, head, cancel)
+    if result is not None and cancel.is_set():
+        yield {"status": f"Cancelled after {result.steps} tuning steps; nothing was saved.", "preview": None}
+        return None
+    return result
+
+
+def _live(backend: Backend, run, target, head: str, cancel):
+    """Run `run(callback)` (a projector / tuner taking a step callback) in a job slot, yielding
+    "{head}: step k/n, LPIPS x" with photo | current frame previews; returns its result."""
     def work(emit):
         def callback(step):
             if step.preview is not None:
@@ -132,23 +134,16 @@ def _tune(backend: Backend, G, projected, options, lpips_model, cancel):
             return not cancel.is_set()
 
         with backend.job():
-            return tune(G, projected.ws, projected.target, motion_seed=projected.motion_seed, t=projected.t,
-                        options=options, lpips_model=lpips_model,
-                        lpips_resolution=min(256, max(64, G.img_resolution)), device=backend.device,
-                        callback=callback, preview_every=max(1, options.steps // 20))
+            return run(callback)
 
-    head = f"Projected: LPIPS {projected.lpips:.3f}, PSNR {projected.psnr:.1f} dB. Fitting the generator"
     result = None
     for kind, item in stream_job(work):
         if kind == "update":
             done, total, lp, img = item
             yield {"status": f"{head}: step {done}/{total}, LPIPS {lp:.3f}",
-                   "preview": display(side_by_side(projected.target, img))}
+                   "preview": display(side_by_side(target, img))}
         else:
             result = item
-    if cancel.is_set():
-        yield {"status": f"Cancelled after {result.steps} tuning steps; nothing was saved.", "preview": None}
-        return None
     return result
 
 
