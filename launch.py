@@ -1,7 +1,7 @@
 """Start the StyleGAN-V Studio.
 
     python launch.py [--checkpoint PATH] [--device auto|cpu|cuda] [--host 127.0.0.1] [--port 7860]
-                     [--share] [--auth USER:PASS] [--offline]
+                     [--share] [--auth USER:PASS] [--offline] [--clip-weights FILE]
 
 Without --checkpoint the bundled assets/default-model.safetensors is used; when that file is missing the
 studio starts with a randomly initialised `small` model and says so on the page. With --offline nothing is
@@ -26,6 +26,8 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     ap.add_argument("--auth", default=None, metavar="USER:PASS", help="require this login")
     ap.add_argument("--runs", default="runs", help="folder for training runs started from the studio")
     ap.add_argument("--max-jobs", type=int, default=1, help="heavy jobs at once on the device")
+    ap.add_argument("--clip-weights", default=None, metavar="FILE", help="CLIP ViT-B/32 weights for text edits "
+                    "(open_clip state dict, OpenAI .pt or safetensors); else $SGV_CLIP_WEIGHTS, the cache, a download")
     ap.add_argument("--offline", action="store_true", help="never download weights (LPIPS, CLIP, metric "
                     "detectors): explicit files and the cache only")
     return ap.parse_args(argv)
@@ -49,7 +51,7 @@ def main(argv: list[str] | None = None) -> int:
 
     try:
         backend = Backend.create(args.checkpoint, args.device, runs_dir=args.runs, max_jobs=max(1, args.max_jobs),
-                                 offline=args.offline)
+                                 offline=args.offline, clip_weights=args.clip_weights)
     except StudioError as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 1

@@ -132,10 +132,26 @@ def _save_cache(model: nn.Module, model_name: str, tag: str) -> Path:
 def _missing_message(model_name: str, tag: str, tried: list[str]) -> str:
     return (f"Text editing needs CLIP weights ({model_name}, '{tag}') and none were found: "
             f"{'; '.join(tried)}. Provide them by passing a weights file "
-            f"(clip_weights=... / --clip-weights), "
+            f"(`python launch.py --clip-weights FILE`, `python -m editing --clip-weights FILE`), "
             f"by setting ${ENV_WEIGHTS} to a file (open_clip state dict, OpenAI .pt or safetensors), or by "
             f"placing a safetensors state dict at {cached_clip_path(model_name, tag)}; on a machine with "
             f"internet access the open_clip download happens by itself and is cached there.")
+
+
+def clip_weights_missing(weights: str | os.PathLike | None = None, model_name: str = DEFAULT_MODEL,
+                         tag: str = DEFAULT_TAG, *, allow_download: bool = True,
+                         network_check: Callable[[], bool] = network_available) -> str | None:
+    """Without loading anything: None when `load_clip` would find weights (a given file, $SGV_CLIP_WEIGHTS,
+    the cache, or a download), else the message `load_clip` would raise."""
+    weights = weights or os.environ.get(ENV_WEIGHTS)
+    if weights:
+        return None if Path(weights).is_file() else _missing_message(model_name, tag, [f"no file at {weights}"])
+    cached = cached_clip_path(model_name, tag)
+    if cached.is_file() or (allow_download and network_check()):
+        return None
+    tried = [f"no cached file at {cached}", "no network for open_clip's download" if allow_download
+             else "downloads disabled"]
+    return _missing_message(model_name, tag, tried)
 
 
 def load_clip(model_name: str = DEFAULT_MODEL, tag: str = DEFAULT_TAG,

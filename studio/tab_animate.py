@@ -15,6 +15,7 @@ from studio.common import display, session_of, side_by_side, stream_job, ui_erro
 from studio.uploads import IMAGE_SUFFIXES, check_image
 
 MAX_STEPS = 1000
+FAR_LPIPS = 0.3  # above this a reconstruction does not look like the photo: say so
 
 
 def load_target(backend: Backend, upload, face_crop: bool) -> np.ndarray:
@@ -79,6 +80,9 @@ def animate(backend: Backend, upload, face_crop: bool, mode: str, steps, motion_
              "tuned": delta_path}
     fitted = f"fitted generator: LPIPS {lp:.3f}, PSNR {psnr:.1f} dB" if tuned else "generator not fitted"
     summary = f"Projection LPIPS {result.lpips:.3f}, PSNR {result.psnr:.1f} dB; {fitted}"
+    if lp > FAR_LPIPS:
+        summary += (f". ⚠ The reconstruction is far from the photo (LPIPS {lp:.2f} > {FAR_LPIPS}): this model "
+                    f"draws {G.img_resolution}x{G.img_resolution} scenes like its training data (Model tab)")
     yield {"status": f"{summary}. Animating {len(seeds)} motion seeds...",
            "preview": display(side_by_side(result.target, recon))}
     video = _animate_latent(backend, backend.generator_for(state), result.ws, seeds, out / f"{stem}-motions.mp4",
@@ -167,6 +171,9 @@ def build(backend: Backend, latent_state) -> dict:
             upload = gr.File(label="Photo", file_types=list(IMAGE_SUFFIXES), type="filepath", elem_id="anim-upload")
             if SAMPLE_PHOTOS:  # held-out real frames of the bundled model's domain
                 gr.Examples([[str(p)] for p in SAMPLE_PHOTOS], inputs=upload, label="Sample photos")
+            from studio.tab_model import photo_hint
+
+            gr.Markdown(photo_hint(backend), elem_id="anim-hint")
             face = gr.Checkbox(False, label="Crop to the face (OpenCV detector)")
             target = gr.Image(label="Target as the model sees it", interactive=False, height=220, format="png")
             with gr.Row():

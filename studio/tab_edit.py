@@ -102,23 +102,29 @@ def edit(backend: Backend, prompt: str, method: str, source: str, seed, motion_s
 def build(backend: Backend, gen: dict, latent_state) -> dict:
     import gradio as gr
 
+    notice = backend.clip_notice()
+    gr.Markdown(notice, visible=bool(notice), elem_id="edit-clip-notice")
     with gr.Row():
         with gr.Column(scale=1, min_width=300):
             source = gr.Radio(list(SOURCES), value=SOURCES[0], label="Frame to edit",
                               info="generated: the Generate tab's seeds, truncation and time")
             prompt = gr.Textbox(label="Prompt", placeholder="a smiling face")
             method = gr.Radio(list(METHODS), value=METHODS[0], label="Method")
-            with gr.Group():
+            with gr.Group(visible=True) as global_opts:
                 strength = gr.Slider(-10, 10, 4, step=0.5, label="Strength α (global directions)")
                 beta = gr.Slider(0, 0.5, 0.1, step=0.01, label="Disentanglement β (global directions)")
+            with gr.Group(visible=False) as optim_opts:
                 steps = gr.Slider(1, 200, 40, step=1, label="Steps (optimization)")
                 l2 = gr.Slider(0, 0.05, 0.001, step=0.001, label="Stay-close weight λ_L2 (optimization)")
+            method.change(lambda m: (gr.Group(visible=m == METHODS[0]), gr.Group(visible=m == METHODS[1])),
+                          method, [global_opts, optim_opts], api_visibility="private", queue=False)
             seconds = gr.Slider(0.5, 10, 2, step=0.5, label="Animation length (s)")
             with gr.Row():
                 go = gr.Button("Edit", variant="primary")
                 cancel_btn = gr.Button("Cancel", variant="stop")
         with gr.Column(scale=2, min_width=300):
-            status = gr.Markdown("CLIP weights are resolved on the first edit.")
+            status = gr.Markdown("Type a prompt and press Edit." if not notice else "Text edits need CLIP weights "
+                                 "(see above).")
             live = gr.Image(label="Progress", interactive=False, height=220, format="png")
             before_after = gr.Image(label="Before | after", interactive=False, height=260, format="png")
             video = gr.Video(label="The edit over time", autoplay=True, loop=True)

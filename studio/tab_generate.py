@@ -98,8 +98,11 @@ def build(backend: Backend) -> dict:
     scrub_kwargs = dict(fn=on_scrub, inputs=scrub_inputs, outputs=frame, show_progress="hidden",
                         trigger_mode="always_last", queue=False)
     scrubber.input(api_name="scrub", **scrub_kwargs)
+    # Typed values go through the queue: Gradio shows a handler's error as a toast only for queued events
+    # (a bad seed typed here was rejected silently, leaving a stale frame); typing needs no sub-100 ms path.
+    typed_kwargs = {**scrub_kwargs, "queue": True, "concurrency_id": "light"}
     for comp in (seed, motion, psi, offset, slowmo):
-        comp.change(api_visibility="private", **scrub_kwargs)
+        comp.change(api_visibility="private", **typed_kwargs)
     duration.change(lambda d: gr.Slider(maximum=float(d)), duration, scrubber, api_visibility="private",
                     show_progress="hidden")
     jump.click(lambda: 60, None, offset, api_visibility="private")

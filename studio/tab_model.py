@@ -18,11 +18,59 @@ def load(backend: Backend, path: str | None, upload=None) -> tuple[str, dict]:
 
 
 def describe(backend: Backend) -> str:
+    """The model card: what the checkpoint is, what it was trained on and how well, what photos work."""
     info = backend.info
     G = backend.G
     params = sum(p.numel() for p in G.parameters())
-    return (f"**{info.summary}**  \nsource: `{info.source}`  \n{params / 1e6:.2f} M parameters · "
-            f"num_ws {G.num_ws} · w_dim {G.w_dim} · data frame rate {backend.native_fps:g} fps")
+    meta, card = _metadata(info.source), _card(info.source)
+    lines = [f"**{info.summary}**", f"source: `{info.source}`",
+             f"{params / 1e6:.2f} M parameters · num_ws {G.num_ws} · w_dim {G.w_dim} · data frame rate "
+             f"{backend.native_fps:g} fps"]
+    if card.get("summary"):
+        lines.append(card["summary"])
+    trained = [f"data: {meta['data']}" if meta.get("data") else "",
+               f"{float(meta['kimg']):g} kimg" if meta.get("kimg") is not None else "",
+               f"{float(meta['train_minutes']):g} min on {meta.get('device', '?')}"
+               if meta.get("train_minutes") else "",
+               f"FVD {card['fvd16']} ({card.get('fvd_protocol', 'FVD_16')})" if card.get("fvd16") else ""]
+    if any(trained):
+        lines.append("Training: " + " · ".join(t for t in trained if t))
+    lines.append(f"Photos: {photo_hint(backend)}")
+    return "  \n".join(lines)
+
+
+def photo_hint(backend: Backend) -> str:
+    """One line for where photos are uploaded: what this model can draw."""
+    if backend.info.random_weights:
+        return "random weights: projections will not resemble any photo."
+    res = backend.G.img_resolution
+    card = _card(backend.info.source)
+    return f"{res}x{res} model. " + card.get("photos", "Photos like the model's training data work best.")
+
+
+def _metadata(source: str) -> dict:
+    if not str(source).endswith(".safetensors"):
+        return {}
+    import json
+
+    from core.checkpoint import CheckpointError, read_header
+
+    try:
+        return json.loads(read_header(source).get("metadata", "{}"))
+    except (CheckpointError, ValueError):
+        return {}
+
+
+def _card(source: str) -> dict:
+    """`<checkpoint stem>.card.json` next to the checkpoint (the bundled model has one), else {}."""
+    import json
+    from pathlib import Path
+
+    path = Path(source).with_suffix(".card.json")
+    try:
+        return json.loads(path.read_text()) if path.is_file() else {}
+    except (OSError, ValueError):
+        return {}
 
 
 def build(backend: Backend, on_model_loaded) -> dict:

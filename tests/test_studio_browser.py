@@ -68,6 +68,13 @@ def test_animate_a_photo_and_scrub_in_chromium(tmp_path):
             page.get_by_role("tab", name="Generate").click()
             ms = scrub_latencies(page, [0.37, 1.13, 2.29, 3.71])
             assert len(ms) == 4 and all(m > 0 for m in ms)
+            # a bad value typed on the Generate tab reaches the page as a message (it used to vanish)
+            seed = page.locator("#gen-seed input")
+            seed.fill("99999999999")
+            seed.press("Enter")
+            expect(page.get_by_text("content seed must be a whole number").first).to_be_visible(timeout=30_000)
+            seed.fill("0")
+            seed.press("Enter")
             shot = tmp_path / "studio.png"
             page.screenshot(path=str(shot), full_page=True)
             assert shot.stat().st_size > 10_000

@@ -457,9 +457,9 @@ def test_stop_with_data_loader_workers_saves_a_snapshot_that_loads(tmp_path):
     """Stop reaches the trainer alone: its data-loader workers are shut down by the trainer, which
     finishes the step and writes a snapshot (signalling the whole group killed the workers first and the
     run failed with 'DataLoader worker ... killed by signal: Terminated', no snapshot)."""
-    from core.checkpoint import load_generator
-
     from PIL import Image
+
+    from core.checkpoint import load_generator
 
     rng = np.random.default_rng(0)
     for v in range(4):  # a folder of frame folders at the tiny model's 16 px
@@ -564,3 +564,42 @@ def test_trainer_metrics_lines_are_read_as_metrics_not_ticks(tmp_path):
     assert read_metrics(tmp_path) == [{"kind": "metrics", "kimg": 0.5, "fvd16": 812.5, "file": "stats.jsonl"},
                                       {"fvd16": 700.0, "num_videos": {"fvd16": 64}, "file": "metrics-1.000.json"}]
     assert read_stats(None) == [] and read_metrics(None) == []
+
+
+def test_edit_tab_says_up_front_when_clip_weights_are_missing(tmp_path, monkeypatch):
+    """Offline with no CLIP file: the notice names `launch.py --clip-weights` before any edit is tried;
+    with a weights file given to the studio there is no notice (and nothing is loaded to decide it)."""
+    import launch
+
+    monkeypatch.setenv("SGV_CACHE", str(tmp_path / "cache"))
+    monkeypatch.delenv("SGV_CLIP_WEIGHTS", raising=False)
+    be = tiny_backend(tmp_path / "a", clip_factory=None, offline=True)
+    notice = be.clip_notice()
+    assert notice.startswith("**Text edits are unavailable:**") and "python launch.py --clip-weights FILE" in notice
+    assert "downloads disabled" in notice and be._clip is None
+    weights = tmp_path / "clip.safetensors"
+    weights.write_bytes(b"x")
+    assert tiny_backend(tmp_path / "b", clip_factory=None, offline=True, clip_weights=weights).clip_notice() == ""
+    assert launch.parse_args(["--clip-weights", str(weights)]).clip_weights == str(weights)
+
+
+def test_model_card_explains_the_model_and_where_photos_are_uploaded(tmp_path):
+    """Model tab: resolution, training data, kimg, FVD and what photos work, from the checkpoint's metadata
+    and its `.card.json`; the Animate tab shows the photo line; the bundled model has a card."""
+    import json
+
+    from core.checkpoint import save_checkpoint
+    from studio.backend import DEFAULT_MODEL, random_generator
+
+    G = random_generator("tiny")
+    ckpt = save_checkpoint(tmp_path / "m.safetensors", {"G_ema": G}, G.cfg,
+                           metadata={"fps": 25, "kimg": 12.5, "data": "my clips (3 videos)"})
+    be = tiny_backend(tmp_path / "s", checkpoint=ckpt)
+    text = tab_model.describe(be)
+    assert "16x16" in text and "data: my clips (3 videos)" in text and "12.5 kimg" in text
+    assert "FVD" not in text and "Photos: 16x16 model. Photos like the model's training data work best." in text
+    (tmp_path / "m.card.json").write_text(json.dumps({"fvd16": 999, "photos": "Cats on sofas."}))
+    text = tab_model.describe(be)
+    assert "FVD 999" in text and tab_model.photo_hint(be) == "16x16 model. Cats on sofas."
+    card = json.loads(DEFAULT_MODEL.with_suffix(".card.json").read_text())
+    assert card["fvd16"] and "portrait" in card["photos"].lower()
