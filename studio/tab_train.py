@@ -46,6 +46,7 @@ def start(backend: Backend, data: str, upload, preset: str, resolution, kimg, gp
     data = (data or "").strip()
     if not data:
         raise StudioError("give a dataset path or upload a zip of videos")
+    check_dataset(data, res)
     ui = {"batch": _int(batch), "kimg_per_tick": _num(kimg_per_tick), "snapshot_ticks": _int(snapshot_ticks),
           "sample_ticks": _int(sample_ticks), "device": backend.device}
     if _int(fvd_ticks):
@@ -53,6 +54,20 @@ def start(backend: Backend, data: str, upload, preset: str, resolution, kimg, gp
     extra = {**backend.train_defaults, **{k: v for k, v in ui.items() if v is not None}}
     status = backend.training.start(data, preset, float(kimg), int(gpus), resume=init_path, extra=extra)
     return status.message
+
+
+def check_dataset(data: str, resolution: int) -> None:
+    """Open the dataset as the trainer will (training.dataset.VideoDataset) and decode one frame, before any
+    run folder exists: a bad path, a folder without videos or a broken file is a message, not a failed run."""
+    from training.dataset import DatasetError, VideoDataset
+
+    try:
+        ds = VideoDataset(data, resolution=int(resolution))
+        ds.read_frames(0, [0])
+    except DatasetError as exc:
+        raise StudioError(f"the dataset cannot be used for training: {exc}") from None
+    except (OSError, ValueError) as exc:  # unreadable folders (permissions), odd files
+        raise StudioError(f"the dataset cannot be read: {exc}") from None
 
 
 def fine_tune_source(backend: Backend, init: str | None) -> str | None:
@@ -124,10 +139,24 @@ def refresh(backend: Backend, run: str | None = None) -> dict:
                                           "RUN/metrics-KIMG.json`).")
     progress = (f" · tick {last.get('tick')} · {last.get('kimg', 0):.3f} kimg · {last.get('sec_per_kimg', 0):.1f} "
                 f"s/kimg · augment p {last.get('augment_p', 0):.3f}") if last else ""
+    total = backend.training.total_kimg
+    if last and st.state == "running" and total and last.get("sec_per_kimg"):
+        left = max(0.0, total - float(last.get("kimg", 0))) * float(last["sec_per_kimg"])
+        progress += f" · about {_duration(left)} left for {total:g} kimg at this speed"
     log_tail = "\n".join(backend.training.log_text(6000).splitlines()[-30:])
     return {"status": f"**{st.state}**: {st.message}{progress}", "losses": losses,
             "sample": latest_sample(run_dir), "fvd": fvd, "snapshots": snapshots(run_dir), "log": log_tail,
             "failed": st.state == "failed", "run_dir": run_dir}
+
+
+def _duration(seconds: float) -> str:
+    """'3 d 4 h', '2 h 5 min', '7 min', '40 s'."""
+    s = int(seconds)
+    if s >= 86400:
+        return f"{s // 86400} d {s % 86400 // 3600} h"
+    if s >= 3600:
+        return f"{s // 3600} h {s % 3600 // 60} min"
+    return f"{s // 60} min" if s >= 60 else f"{s} s"
 
 
 def _int(v):

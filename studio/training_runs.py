@@ -51,6 +51,7 @@ class TrainingProcess:
         self.outdir = Path(outdir)
         self.offline = offline  # the trainer gets --offline: its metrics never download detector weights
         self._proc: subprocess.Popen | None = None
+        self.total_kimg: float | None = None
         self._log_path: Path | None = None
         self._log_file = None
         self._stop_requested = False
@@ -100,6 +101,7 @@ class TrainingProcess:
             if (resume is None or data) and not (data and Path(data).exists()):
                 raise TrainingError(f"dataset not found: {data!r}")
             cmd = self.command(data, preset, total_kimg, gpus, resume, extra)
+            self.total_kimg = float(total_kimg) if total_kimg else None  # for the time estimate
             self.outdir.mkdir(parents=True, exist_ok=True)
             self._log_path = self.outdir / f"studio-train-{time.strftime('%Y%m%d-%H%M%S')}-{os.getpid()}.log"
             if self._log_file is not None:

@@ -603,3 +603,23 @@ def test_model_card_explains_the_model_and_where_photos_are_uploaded(tmp_path):
     assert "FVD 999" in text and tab_model.photo_hint(be) == "16x16 model. Cats on sofas."
     card = json.loads(DEFAULT_MODEL.with_suffix(".card.json").read_text())
     assert card["fvd16"] and "portrait" in card["photos"].lower()
+
+
+def test_train_tab_checks_the_dataset_before_creating_a_run(be, tmp_path):
+    """A bad path, a folder without videos, a text file named .mp4, a file that is not a zip: a message
+    from the dataset reader, no trainer started, no run folder or log written."""
+    (tmp_path / "texts").mkdir()
+    (tmp_path / "texts" / "notes.txt").write_text("no videos here")
+    (tmp_path / "fake").mkdir()
+    (tmp_path / "fake" / "clip.mp4").write_text("this is not a video")
+    (tmp_path / "plain.txt").write_text("not a zip")
+    runs = be.training.outdir
+    before = set(runs.iterdir()) if runs.is_dir() else set()
+    cases = {str(tmp_path / "missing"): "does not exist", str(tmp_path / "texts"): "no readable videos",
+             str(tmp_path / "fake"): "no readable videos|cannot open video", str(tmp_path / "plain.txt"): "not a zip"}
+    for path, message in cases.items():
+        with pytest.raises(StudioError, match=message):
+            tab_train.start(be, path, None, "tiny", "auto", 1, 1)
+    assert be.training.status().state in ("idle", "stopped", "finished", "failed")
+    assert not be.training.status().running
+    assert (set(runs.iterdir()) if runs.is_dir() else set()) == before
