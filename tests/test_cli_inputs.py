@@ -1,0 +1,40 @@
+"""Hostile numbers on the command lines: one clear line, exit code 2 (argparse) or the CLI's error code,
+no traceback, nothing written."""
+
+import pytest
+
+from core.generate import main as generate_main
+from projection.__main__ import main as projection_main
+from training.prepare import main as prepare_main
+
+
+@pytest.mark.parametrize("argv, message", [
+    (["--seeds", str(2**70)], "seeds are whole numbers in 0 .. 4294967295"),
+    (["--seeds", "0-99999999"], "at most 4096 seeds"),
+    (["--seeds", "abc"], "bad seed list 'abc'"),
+    (["--motion-seeds", "-3"], "bad seed list"),
+])
+def test_generate_refuses_absurd_seeds(tmp_path, capsys, argv, message):
+    out = tmp_path / "v.mp4"
+    with pytest.raises(SystemExit) as exc:
+        generate_main(["--checkpoint", "assets/default-model.safetensors", "--out", str(out), *argv])
+    err = capsys.readouterr().err
+    assert exc.value.code == 2 and message in err and "Traceback" not in err and not out.exists()
+
+
+@pytest.mark.parametrize("seed", ["-1", str(2**70)])
+def test_projection_refuses_absurd_motion_seeds(tmp_path, capsys, seed):
+    with pytest.raises(SystemExit) as exc:
+        projection_main([str(tmp_path / "p.jpg"), "--checkpoint", "m.safetensors", "--motion-seed", seed,
+                         "--out", str(tmp_path / "l.npz")])
+    err = capsys.readouterr().err
+    assert exc.value.code == 2 and "--motion-seed must be in 0 .. 2147483647" in err
+    assert list(tmp_path.iterdir()) == []
+
+
+def test_prepare_refuses_an_absurd_resolution(tmp_path, capsys):
+    (tmp_path / "src").mkdir()
+    rc = prepare_main([str(tmp_path / "src"), str(tmp_path / "dst"), "--resolution", "100000"])
+    err = capsys.readouterr().err
+    assert rc != 0 and "resolution must be in 4 .. 1024" in err and "Traceback" not in err
+    assert not (tmp_path / "dst").exists()
