@@ -101,7 +101,7 @@ def test_train_tab_start_stop_refresh(server):
     status, losses, _, fvd, snaps, log = client.predict(None, api_name="/train_refresh")
     assert "stopped" in status and "FVD" in fvd
     assert len(losses["data"]) > 0
-    with pytest.raises(AppError, match="already|not found"):
+    with pytest.raises(AppError, match="already|does not exist"):
         client.predict(str(root / "missing"), None, "tiny", "auto", 1, 1, None, None, None, None,
                        api_name="/train_start")
     with pytest.raises(AppError, match="weights to fine-tune not found"):  # the fine-tune / FVD inputs

@@ -512,7 +512,9 @@ def test_fine_tune_and_periodic_fvd_reach_the_trainer_command(be, tmp_path, monk
     monkeypatch.setattr(be.training, "start", lambda *a, **kw: calls.append((a, kw)) or
                         type("S", (), {"message": "running"})())
     data = tmp_path / "frames"
-    data.mkdir()
+    (data / "v0").mkdir(parents=True)
+    for j in range(3):  # one readable clip: the tab opens the dataset before starting anything
+        imageio.imwrite(data / "v0" / f"{j:06d}.png", np.full((16, 16, 3), 40 * j, np.uint8))
     # "loaded" = the studio's model (a tiny checkpoint here), at its resolution; FVD every 3 ticks on 64 videos
     assert tab_train.start(be, str(data), None, "small", "auto", 5, 1, init="loaded", fvd_ticks=3,
                            fvd_videos=64) == "running"

@@ -159,3 +159,46 @@ def test_two_rank_gloo_ends_with_identical_weights(data_dir, tmp_path):
         assert torch.equal(a[k], b[k]), k
     init = Trainer(_cfg(data_dir, batch=4), distributed.init("cpu")).G.state_dict()
     assert any(not torch.equal(init[k], a[f"G.{k}"]) for k in init)  # the weights did train
+
+
+def test_resume_edge_cases(data_dir, tmp_path, caplog):
+    """(a) the tick count continues from the snapshot even when kimg_per_tick changes; (c) a damaged newest
+    snapshot falls back to the newest intact pair, naming the file; (e) half-written temporary files from a
+    killed save are removed at start."""
+    torch.set_num_threads(1)
+    run = tmp_path / "run"
+    cfg = _cfg(data_dir, total_kimg=0.024)  # 2 ticks of 0.012 kimg, a snapshot each
+    train(cfg, str(run))
+    assert [json.loads(x)["tick"] for x in open(run / "stats.jsonl")] == [1, 2]
+    nets = sorted((run / "snapshots").glob("network-*.safetensors"))
+    assert len(nets) == 2
+    # (c): the newest network truncated -> the older pair, with a warning naming the damaged file
+    nets[-1].write_bytes(nets[-1].read_bytes()[:1000])
+    with caplog.at_level("WARNING"):
+        net, _ = snapshot.find_latest(run)
+    assert net == str(nets[0]) and f"damaged snapshot {nets[-1]}" in caplog.text
+    # (e): a temporary file left by a kill mid-save
+    partial = run / "snapshots" / ".state-000000.036.pt.x1y2.tmp"
+    partial.write_bytes(b"half")
+    # (a): resume from the tick-1 pair with ticks half as long: ticks 2, 3, 4 (recomputing from kimg said 3, 4, 5)
+    info = train(cfg.replace(kimg_per_tick=0.006, total_kimg=0.030), str(run), resume="latest")
+    assert not partial.exists()
+    ticks = [json.loads(x)["tick"] for x in open(run / "stats.jsonl")]
+    assert ticks == [1, 2, 3, 4] and info["tick"] == 4, ticks
+
+
+def test_resume_latest_says_which_run_and_refuses_another_architecture(data_dir, tmp_path, caplog, capsys):
+    """(b) `--resume latest` names the run it picked when newer runs have no snapshot; (d) a --preset that
+    differs from the run's model is refused with a message instead of being ignored."""
+    from training.__main__ import main as train_main
+
+    out = tmp_path / "runs"
+    train(_cfg(data_dir, total_kimg=0.012), str(out / "00000-data-tiny-b2"))
+    (out / "00001-data-tiny-b2").mkdir()  # a newer run killed before its first snapshot
+    flags = ["--outdir", str(out), "--resume", "latest", "--workers", "0", "--device", "cpu"]
+    assert train_main([*flags, "--preset", "small", "--total-kimg", "0.024"]) == 1
+    assert "--preset small conflicts with the run being resumed (00000-data-tiny-b2" in capsys.readouterr().err
+    with caplog.at_level("INFO"):
+        assert train_main([*flags, "--total-kimg", "0.024"]) == 0
+    assert "resuming 00000-data-tiny-b2, the newest run with a snapshot; newer runs without one: " \
+           "00001-data-tiny-b2" in caplog.text

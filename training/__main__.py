@@ -31,6 +31,7 @@ from training.config import TrainConfig, TrainConfigError
 from training.dataset import DatasetError
 
 _SKIP = {"data", "model"}
+log = logging.getLogger(__name__)
 
 
 def _parser() -> argparse.ArgumentParser:
@@ -87,10 +88,16 @@ def _new_run_dir(outdir: str, data: str, preset_name: str, batch: int) -> str:
 
 
 def _latest_run(outdir: str) -> str:
+    """The newest run folder with an intact snapshot; says which one and why when newer runs are skipped."""
     runs = sorted((d for d in os.listdir(outdir) if re.match(r"^\d+-", d)), reverse=True) \
         if os.path.isdir(outdir) else []
-    for d in runs:
+    for k, d in enumerate(runs):
         if snapshot.find_latest(os.path.join(outdir, d)) is not None:
+            if k:
+                log.warning("--resume latest: resuming %s, the newest run with a snapshot; newer runs without one: "
+                            "%s", d, ", ".join(runs[:k]))
+            else:
+                log.info("--resume latest: resuming %s", d)
             return os.path.join(outdir, d)
     raise snapshot.SnapshotError(f"no run with a snapshot in {outdir!r}")
 
@@ -120,6 +127,12 @@ def _setup(args, dist) -> tuple[TrainConfig, str, str | None]:
             args.resume if os.path.isdir(args.resume) else os.path.dirname(os.path.dirname(args.resume)))
         with open(os.path.join(run_dir, "config.json")) as f:
             cfg = TrainConfig.from_dict(json.load(f))
+        if args.preset is not None:  # the architecture of a run is fixed: refuse a different one, loudly
+            diff = snapshot.describe_config_conflict(preset(args.preset), cfg.model)
+            if diff:
+                raise TrainConfigError(f"--preset {args.preset} conflicts with the run being resumed "
+                                       f"({os.path.basename(run_dir)}: {'; '.join(diff[:6])}); leave --preset "
+                                       f"out to resume it, or start a new run")
         cfg = cfg.replace(**({"data": args.data} if args.data else {}), **overrides)
         from_folder = args.resume == "latest" or os.path.isdir(args.resume)
         return cfg, run_dir, "latest" if from_folder else args.resume

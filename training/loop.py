@@ -89,6 +89,7 @@ class Trainer:
         self.loss = StyleGANVLoss(self.G, self.D, self.augment_pipe, cfg.r1_gamma_value,
                                   force_fp32=force_fp32)
         self.step_idx, self.cur_nimg = 0, 0
+        self.tick = 0  # ticks done: saved, so 'every N ticks' schedules survive a resume
 
     # ------------------------------------------------------------------ one iteration
 
@@ -148,7 +149,7 @@ class Trainer:
         meta = {"kimg": self.cur_nimg / 1000, "step": self.step_idx, "train_config": self.cfg.to_dict()}
         snapshot.save_network(os.path.join(d, net_name), {"G_ema": self.G_ema, "G": self.G, "D": self.D},
                               self.cfg.model, meta)
-        state = {"cur_nimg": self.cur_nimg, "step": self.step_idx, "network": net_name,
+        state = {"cur_nimg": self.cur_nimg, "step": self.step_idx, "tick": self.tick, "network": net_name,
                  "opt_G": self.opt_G.state_dict(), "opt_D": self.opt_D.state_dict(),
                  "augment_p": self.augment_pipe.p.detach().cpu() if self.augment_pipe is not None else None,
                  "ada": None if self.ada is None else {"sum": self.ada._sum.cpu(), "steps": self.ada._steps}}
@@ -170,6 +171,8 @@ class Trainer:
             self.ada._sum.copy_(state["ada"]["sum"])
             self.ada._steps = int(state["ada"]["steps"])
         self.cur_nimg, self.step_idx = int(state["cur_nimg"]), int(state["step"])
+        # snapshots written before the tick was saved: the count their kimg implies
+        self.tick = int(state.get("tick", self.cur_nimg // (self.cfg.kimg_per_tick * 1000)))
 
     def load_weights(self, ckpt: Checkpoint, source: str) -> None:
         """Fine-tune start: networks from a weights checkpoint, fresh optimizers and ADA statistics.
@@ -192,7 +195,7 @@ class Trainer:
         for name, fallback in (("G", "a copy of G_ema"), ("G_ema", "a copy of G"), ("D", "random weights")):
             if name not in have:
                 log.warning("%s has no %s: %s starts from %s", source, name, name, fallback)
-        self.cur_nimg, self.step_idx = snapshot.weights_nimg(ckpt.metadata), 0
+        self.cur_nimg, self.step_idx, self.tick = snapshot.weights_nimg(ckpt.metadata), 0, 0
         p = ckpt.metadata.get("augment_p")
         if self.ada is not None and isinstance(p, (int, float)):
             self.augment_pipe.p.fill_(float(p))
@@ -318,6 +321,8 @@ def train(cfg: TrainConfig, run_dir: str, *, on_tick: Callable[[dict[str, Any]],
         torch.backends.cuda.matmul.allow_tf32 = cfg.allow_tf32
         torch.backends.cudnn.allow_tf32 = cfg.allow_tf32
     os.makedirs(run_dir, exist_ok=True)
+    if dist.is_main:  # a kill mid-save leaves a temporary file behind; it is never read, remove it
+        snapshot.remove_partial_files(run_dir)
     if dist.is_main and not os.path.isfile(os.path.join(run_dir, "config.json")):
         atomic_write_text(os.path.join(run_dir, "config.json"), cfg.to_json())
     ds = VideoDataset(cfg.data, resolution=cfg.resolution, max_videos=cfg.max_videos, xflip=cfg.xflip)
@@ -341,7 +346,7 @@ def train(cfg: TrainConfig, run_dir: str, *, on_tick: Callable[[dict[str, Any]],
                           max_dist=cfg.max_dist, window=cfg.window)
     data = batch_iterator(batches, start_step=trainer.step_idx, num_workers=cfg.workers)
     tb = _open_tensorboard(run_dir, cfg.tensorboard) if dist.is_main else None
-    tick = int(trainer.cur_nimg // (cfg.kimg_per_tick * 1000))
+    tick = trainer.tick
     info: dict[str, Any] = {}
     with _StopFlag() as stop:
         tick_start_nimg, tick_start_time, sums, counts = trainer.cur_nimg, time.time(), {}, {}
@@ -355,6 +360,7 @@ def train(cfg: TrainConfig, run_dir: str, *, on_tick: Callable[[dict[str, Any]],
             if not done and trainer.cur_nimg < tick_start_nimg + cfg.kimg_per_tick * 1000:
                 continue
             tick += 1
+            trainer.tick = tick
             info = _end_tick(trainer, run_dir, tb, evaluator, tick, sums, counts, tick_start_nimg,
                              tick_start_time, done)
             if dist.is_main and on_tick is not None:

@@ -15,6 +15,7 @@ exported G_ema) is a *weights* checkpoint: `load_weights` reads it for fine-tuni
 from __future__ import annotations
 
 import glob
+import logging
 import os
 import re
 from typing import Any
@@ -25,6 +26,8 @@ from core.checkpoint import Checkpoint, CheckpointError, load_checkpoint, read_h
 from core.checkpoint import load_state as _load_module_state
 from core.config import ConfigError, ModelConfig
 from core.files import atomic_write
+
+log = logging.getLogger(__name__)
 
 STATE_FORMAT = "stylegan-v-studio/train-state/1"
 _SNAPSHOT_RE = re.compile(r"(?:state|network)-([0-9.]+)\.(?:pt|safetensors)$")
@@ -77,17 +80,60 @@ def load_state(path: str) -> dict[str, Any]:
 
 
 def find_latest(run_dir: str) -> tuple[str, str] | None:
-    """(network, state) paths of the newest complete snapshot pair in run_dir, or None."""
+    """(network, state) paths of the newest complete, intact snapshot pair in run_dir, or None.
+
+    A newer pair that is damaged (a file truncated or overwritten outside the trainer) is skipped with a
+    warning naming the file, so `--resume latest` falls back to the newest pair that loads."""
     pairs = []
     for state_path in glob.glob(os.path.join(run_dir, "snapshots", "state-*.pt")):
         m = re.search(r"state-([0-9.]+)\.pt$", state_path)
         net = os.path.join(os.path.dirname(state_path), f"network-{m.group(1)}.safetensors") if m else None
         if m and os.path.isfile(net):
             pairs.append((float(m.group(1)), net, state_path))
-    if not pairs:
-        return None
-    _, net, state = max(pairs)
-    return net, state
+    for _, net, state in sorted(pairs, reverse=True):
+        damaged = _damaged(net, state)
+        if damaged is None:
+            return net, state
+        log.warning("skipping the damaged snapshot %s (%s); trying an older one", *damaged)
+    return None
+
+
+def _damaged(net: str, state: str) -> tuple[str, str] | None:
+    """(file, reason) when a snapshot pair cannot be read back, else None. Reads the network's header and
+    checks every member of the state file's zip (CRCs) without unpickling anything."""
+    import zipfile
+
+    try:
+        read_header(net)
+        size = int.from_bytes(open(net, "rb").read(8), "little")
+        if os.path.getsize(net) < 8 + size:
+            return net, "truncated"
+    except (CheckpointError, OSError) as exc:
+        return net, str(exc)
+    try:
+        with zipfile.ZipFile(state) as z:
+            bad = z.testzip()
+        if bad is not None:
+            return state, f"corrupt member {bad}"
+    except (zipfile.BadZipFile, OSError) as exc:
+        return state, str(exc)
+    return None
+
+
+def remove_partial_files(run_dir: str) -> list[str]:
+    """Delete the temporary files that a killed write leaves in run_dir/snapshots (core.files names them
+    `.<final name>.*.tmp`); returns what was removed."""
+    removed = []
+    for path in glob.glob(os.path.join(run_dir, "snapshots", ".*.tmp")):
+        try:
+            os.remove(path)
+            removed.append(path)
+        except OSError:
+            pass
+    if removed:
+        log.warning("removed %d half-written file(s) left by an interrupted save: %s", len(removed),
+                    ", ".join(os.path.basename(p) for p in removed))
+    return removed
 
 
 def _pair_of(path: str) -> tuple[str, str] | None:
