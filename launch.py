@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import argparse
 import logging
+import signal
 import sys
 
 
@@ -55,6 +56,9 @@ def main(argv: list[str] | None = None) -> int:
     except StudioError as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 1
+    # SIGTERM (a service manager, `kill`) ends like Ctrl+C: through launch()'s cleanup, which removes the
+    # studio's temporary sgv-studio-* folder instead of leaving it behind.
+    signal.signal(signal.SIGTERM, lambda *_: sys.exit(0))
     launch(backend, host=args.host, port=args.port, share=args.share, auth=auth)
     return 0
 

@@ -31,6 +31,18 @@ class PhotoError(ValueError):
     """The input is not a usable image."""
 
 
+MAX_MEGAPIXELS = 40.0  # one limit for the CLI and the studio: larger photos are refused before decoding
+
+
+def too_large(width: int, height: int, name: str) -> str | None:
+    """The refusal for a photo above MAX_MEGAPIXELS, else None."""
+    mp = width * height / 1e6
+    if mp <= MAX_MEGAPIXELS:
+        return None
+    return (f"{name} is {width}x{height} ({mp:.0f} megapixels); the limit is {MAX_MEGAPIXELS:.0f} megapixels: "
+            f"downscale it first")
+
+
 def open_image(src: PhotoInput) -> Image.Image:
     """Open a path / bytes / PIL image / array as an upright 8-bit RGB PIL image."""
     if isinstance(src, np.ndarray):
@@ -40,12 +52,17 @@ def open_image(src: PhotoInput) -> Image.Image:
     else:
         data = _read_bytes(src)
         try:
-            img = Image.open(io.BytesIO(data))
-            img.load()
+            img = Image.open(io.BytesIO(data))  # the header only: the size is known before decoding
+            message = too_large(img.width, img.height, Path(src).name if isinstance(src, (str, os.PathLike))
+                                else _name(src))
+            if message is None:
+                img.load()
         except Image.DecompressionBombError as exc:
             raise PhotoError(f"{_name(src)}: image is too large to decode safely ({exc})") from exc
         except (UnidentifiedImageError, OSError, SyntaxError, ValueError) as exc:
             raise PhotoError(f"{_name(src)} is not a readable image ({type(exc).__name__}: {exc})") from exc
+        if message:
+            raise PhotoError(message)
     if img.width < 1 or img.height < 1:
         raise PhotoError(f"{_name(src)} has no pixels")
     img = ImageOps.exif_transpose(img)  # phones store portrait shots as rotated landscape + a tag

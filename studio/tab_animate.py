@@ -27,6 +27,12 @@ def load_target(backend: Backend, upload, face_crop: bool) -> np.ndarray:
     return load_photo(str(path), G.img_resolution, face=bool(face_crop), channels=G.img_channels)
 
 
+def _has_face(upload) -> bool:
+    from projection.photo import detect_face, open_image
+
+    return detect_face(open_image(str(check_image(upload)))) is not None
+
+
 def preview(backend: Backend, upload, face_crop: bool) -> np.ndarray | None:
     if upload is None:
         return None
@@ -54,6 +60,7 @@ def animate(backend: Backend, upload, face_crop: bool, mode: str, steps, motion_
     if not 0 < float(seconds) <= 20 or not 0 < float(fps) <= 60:
         raise StudioError("animation length must be in (0, 20] s and fps in (0, 60]")
     target = load_target(backend, upload, face_crop)
+    no_face = "No face found in the photo: the whole photo was used. " if face_crop and not _has_face(upload) else ""
     cancel = backend.cancel_event(session)
     cancel.clear()
     G = backend.G  # this job keeps the model it started with
@@ -89,7 +96,7 @@ def animate(backend: Backend, upload, face_crop: bool, mode: str, steps, motion_
                             seconds, fps, origin=(seeds[0], result.t))
     latent = backend.save_latent(out / f"{stem}-latent.npz", result.ws, seeds[0], result.t, result.mode,
                                  tuned=delta_path)
-    yield {"status": f"Done. {summary}; {len(seeds)} animations (motion seeds {', '.join(map(str, seeds))}).",
+    yield {"status": f"{no_face}Done. {summary}; {len(seeds)} animations (motion seeds {', '.join(map(str, seeds))}).",
            "preview": display(side_by_side(result.target, recon)),
            "comparison": display(side_by_side(result.target, recon)),
            "video": str(video), "latent": str(latent), "state": state}

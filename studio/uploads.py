@@ -11,8 +11,9 @@ import os
 import zipfile
 from pathlib import Path
 
+from projection.photo import too_large  # one limit with the projection CLI
+
 MAX_UPLOAD = "200mb"  # passed to launch(max_file_size=...)
-MAX_MEGAPIXELS = 40.0
 MAX_UNZIPPED_BYTES = 4 * 2**30
 IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png", ".webp", ".bmp", ".tif", ".tiff")
 
@@ -49,10 +50,9 @@ def check_image(upload) -> Path:
             w, h = img.size
     except (UnidentifiedImageError, OSError, ValueError, Image.DecompressionBombError) as exc:
         raise UploadError(f"{path.name} is not a readable image ({type(exc).__name__})") from None
-    mp = w * h / 1e6
-    if mp > MAX_MEGAPIXELS:
-        raise UploadError(f"{path.name} is {w}x{h} ({mp:.0f} megapixels); the limit is {MAX_MEGAPIXELS:.0f} "
-                          "megapixels: downscale it first")
+    message = too_large(w, h, path.name)
+    if message:
+        raise UploadError(message)
     return path
 
 

@@ -38,3 +38,19 @@ def test_prepare_refuses_an_absurd_resolution(tmp_path, capsys):
     err = capsys.readouterr().err
     assert rc != 0 and "resolution must be in 4 .. 1024" in err and "Traceback" not in err
     assert not (tmp_path / "dst").exists()
+
+
+def test_projection_cli_and_studio_share_one_photo_size_limit(tmp_path, capsys):
+    """A 50-megapixel photo: refused by the CLI with the studio's message, before decoding."""
+    from studio.testing import write_bad_uploads
+    from studio.uploads import UploadError, check_image
+
+    huge = write_bad_uploads(tmp_path / "bad")["huge"]
+    assert projection_main([str(huge), "--checkpoint", "assets/default-model.safetensors", "--steps", "1",
+                            "--out", str(tmp_path / "l.npz")]) == 2
+    cli = capsys.readouterr().err.strip().removeprefix("error: ")
+    with pytest.raises(UploadError) as studio:
+        check_image(str(huge))
+    assert cli == str(studio.value) == "huge.png is 8000x6250 (50 megapixels); the limit is 40 megapixels: " \
+                                       "downscale it first"
+    assert not (tmp_path / "l.npz").exists()

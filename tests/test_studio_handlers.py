@@ -625,3 +625,12 @@ def test_train_tab_checks_the_dataset_before_creating_a_run(be, tmp_path):
     assert be.training.status().state in ("idle", "stopped", "finished", "failed")
     assert not be.training.status().running
     assert (set(runs.iterdir()) if runs.is_dir() else set()) == before
+
+
+@pytest.mark.skipif(not _has_face_detector(), reason="this OpenCV lacks its Haar face detector")
+def test_face_crop_without_a_face_says_so(be, tmp_path):
+    photo = write_photo(tmp_path / "p.png")
+    outs = list(tab_animate.animate(be, str(photo), True, "W", 2, "0", seconds=0.2, fps=10, fit=False))
+    assert outs[-1]["status"].startswith("No face found in the photo: the whole photo was used. Done.")
+    outs = list(tab_animate.animate(be, str(photo), False, "W", 2, "0", seconds=0.2, fps=10, fit=False))
+    assert outs[-1]["status"].startswith("Done.")
