@@ -172,10 +172,11 @@ def build(backend: Backend, on_model_loaded) -> dict:
 
     with gr.Row():
         with gr.Column(scale=1, min_width=300):
-            data = gr.Textbox(label="Dataset path", placeholder="frames folder, zip, or folder of videos")
+            data = gr.Textbox(label="Dataset path", placeholder="frames folder, zip, or folder of videos",
+                              elem_id="train-data")
             upload = gr.File(label="…or upload a zip of videos (prepared on the fly)", file_types=[".zip"])
             with gr.Row():
-                preset = gr.Dropdown(list(PRESET_RESOLUTION), value="small", label="Preset")
+                preset = gr.Dropdown(list(PRESET_RESOLUTION), value="small", label="Preset", elem_id="train-preset")
                 resolution = gr.Dropdown(["auto", "16", "64", "256"], value="auto", label="Resolution")
             with gr.Row():
                 kimg = gr.Number(1000, label="Length (kimg)", minimum=0)
@@ -191,14 +192,14 @@ def build(backend: Backend, on_model_loaded) -> dict:
                     fvd_ticks = gr.Number(0, label="FVD_16 every N ticks (0: off)", precision=0, minimum=0)
                     fvd_videos = gr.Number(0, label="FVD videos (0: the protocol's 2048)", precision=0, minimum=0)
             with gr.Row():
-                start_btn = gr.Button("Start", variant="primary")
-                stop_btn = gr.Button("Stop", variant="stop")
+                start_btn = gr.Button("Start", variant="primary", elem_id="train-start")
+                stop_btn = gr.Button("Stop", variant="stop", elem_id="train-stop")
             with gr.Row():
                 run = gr.Dropdown(list_runs(backend.training.outdir), label="Run to resume (blank: latest)",
                                   allow_custom_value=True)
                 resume_btn = gr.Button("Resume")
         with gr.Column(scale=2, min_width=300):
-            status = gr.Markdown("No training run started from this studio.")
+            status = gr.Markdown("No training run started from this studio.", elem_id="train-status")
             losses = gr.LinePlot(x="kimg", y="value", color="loss", title="Losses", height=240)
             sample_video = gr.Video(label="Latest samples", autoplay=True, loop=True)
             fvd = gr.Markdown()

@@ -84,3 +84,59 @@ def test_animate_a_photo_and_scrub_in_chromium(tmp_path):
     finally:
         backend.training.stop(timeout=10)
         app.close()
+
+
+def test_new_user_paths_in_chromium(tmp_path):
+    """What a new user meets first: the Edit tab says up front that CLIP weights are missing; a bad dataset
+    path in the Train tab is a message and creates no run folder; Stop ends a run (with data-loader
+    workers) with a snapshot that loads."""
+    pytest.importorskip("playwright")
+    import numpy as np
+    from PIL import Image
+    from playwright.sync_api import expect, sync_playwright
+
+    from core.checkpoint import load_generator
+    from studio import training_runs
+    from studio.app import launch
+
+    for v in range(4):  # a frames dataset at the tiny preset's 16 px
+        (tmp_path / "frames" / f"v{v}").mkdir(parents=True)
+        base = np.random.default_rng(v).integers(0, 255, [16, 16, 3], dtype=np.uint8)
+        for j in range(8):
+            Image.fromarray(np.roll(base, j, axis=1)).save(tmp_path / "frames" / f"v{v}" / f"{j:06d}.png")
+    backend = tiny_backend(tmp_path, clip_factory=None, offline=True,
+                           train_defaults={"workers": 2, "batch": 2, "kimg_per_tick": 0.004, "tensorboard": "false",
+                                           "sample_videos": 1, "sample_frames": 2})
+    runs = backend.training.outdir
+    app, url = launch(backend, port=_free_port(), block=False, quiet=True)
+    try:
+        with sync_playwright() as p:
+            browser = open_browser(p)
+            page = browser.new_page(viewport={"width": 1280, "height": 1000})
+            page.goto(url)
+            expect(page.get_by_text("StyleGAN-V Studio").first).to_be_visible(timeout=60_000)
+            page.get_by_role("tab", name="Edit").click()
+            expect(page.locator("#edit-clip-notice")).to_contain_text("Text edits are unavailable")
+            expect(page.locator("#edit-clip-notice")).to_contain_text("python launch.py --clip-weights FILE")
+
+            page.get_by_role("tab", name="Train").click()
+            data = page.locator("#train-data textarea, #train-data input").first
+            data.fill(str(tmp_path / "missing"))
+            page.locator("#train-start").click()
+            expect(page.get_by_text("does not exist").first).to_be_visible(timeout=30_000)
+            assert not runs.is_dir() or not [d for d in runs.iterdir() if d.is_dir()]
+
+            page.locator("#train-preset input").click()
+            page.get_by_role("option", name="tiny").click()
+            data.fill(str(tmp_path / "frames"))
+            page.locator("#train-start").click()
+            expect(page.locator("#train-status")).to_contain_text("tick", timeout=180_000)
+            page.locator("#train-stop").click()
+            expect(page.locator("#train-status")).to_contain_text("stopped at", timeout=180_000)
+            assert "Traceback" not in backend.training.log_text()
+            snap = training_runs.snapshots(backend.training.run_dir())[0]
+            assert load_generator(snap).img_resolution == 16
+            browser.close()
+    finally:
+        backend.training.stop(timeout=10)
+        app.close()
