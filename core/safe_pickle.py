@@ -13,6 +13,7 @@ classes: see `core.official_pickle`.
 from __future__ import annotations
 
 import io
+import os
 import pickle
 from collections.abc import Mapping
 from typing import Any, BinaryIO
@@ -67,3 +68,11 @@ def load_numpy_pickle(data: bytes | BinaryIO) -> Any:
         raise
     except Exception as exc:  # truncated or malformed pickles raise many types
         raise pickle.UnpicklingError(f"not a numpy-array pickle: {type(exc).__name__}: {exc}") from exc
+
+
+def not_weights_message(path, what: str) -> str:
+    """The one message for a file that the tensors-only loaders refuse (`torch.load(weights_only=True)`,
+    safetensors): what it is not, and that nothing in it ran. Torch's own text suggests retrying with
+    weights_only=False, which would execute the file: never shown to users."""
+    return (f"{os.path.basename(str(path))} is not a {what} file (the safe, tensors-only loader could not read "
+            f"it; nothing in it was run)")

@@ -20,6 +20,7 @@ from torch import nn
 
 from core.resolve import cache_dir
 from core.resolve import network_available as _network_available
+from core.safe_pickle import not_weights_message
 
 
 def network_available() -> bool:
@@ -109,7 +110,11 @@ def _load_safetensors(model_name: str, tag: str, path: Path) -> nn.Module:
 
     model = _build(model_name, tag, pretrained=None)
     try:
-        model.load_state_dict(load_file(str(path)))
+        state = load_file(str(path))
+    except Exception as exc:  # not safetensors at all
+        raise ClipWeightsError(not_weights_message(path, "CLIP weights")) from exc
+    try:
+        model.load_state_dict(state)
     except Exception as exc:
         raise ClipWeightsError(f"{path} does not hold {model_name} CLIP weights: {exc}") from exc
     return model
@@ -175,7 +180,7 @@ def load_clip(model_name: str = DEFAULT_MODEL, tag: str = DEFAULT_TAG,
             try:
                 model = _build(model_name, tag, pretrained=str(path))
             except Exception as exc:
-                raise ClipWeightsError(f"could not load CLIP weights from {path}: {exc}") from exc
+                raise ClipWeightsError(not_weights_message(path, "CLIP weights")) from exc
     if model is None:
         cached = cached_clip_path(model_name, tag)
         if cached.is_file():

@@ -35,7 +35,7 @@ import torch
 from core.files import atomic_write
 from core.resolve import cache_dir
 from core.resolve import network_available as _network_available
-from core.safe_pickle import RefusedGlobal, load_numpy_pickle
+from core.safe_pickle import RefusedGlobal, load_numpy_pickle, not_weights_message
 
 
 def network_available() -> bool:
@@ -158,15 +158,19 @@ def load_backbone_file(path: str | os.PathLike, net: str = "vgg") -> dict[str, t
     if not path.is_file():
         raise LPIPSWeightsError(f"LPIPS backbone weights not found at {path}")
     if path.suffix == ".safetensors":
+        from safetensors import SafetensorError
         from safetensors.torch import load_file
 
-        return _extract_features(load_file(str(path)), net, str(path))
+        try:
+            return _extract_features(load_file(str(path)), net, str(path))
+        except (OSError, ValueError, SafetensorError) as exc:
+            raise LPIPSWeightsError(not_weights_message(path, "LPIPS backbone weights")) from exc
     if path.suffix == ".ckpt":
         return convert_jax_backbone(read_numpy_pickle(path.read_bytes()), net)
     try:
         state = torch.load(path, map_location="cpu", weights_only=True)
     except Exception as exc:
-        raise LPIPSWeightsError(f"could not read LPIPS backbone weights from {path}: {exc}") from exc
+        raise LPIPSWeightsError(not_weights_message(path, "LPIPS backbone weights")) from exc
     return _extract_features(state, net, str(path))
 
 

@@ -54,3 +54,22 @@ def test_projection_cli_and_studio_share_one_photo_size_limit(tmp_path, capsys):
     assert cli == str(studio.value) == "huge.png is 8000x6250 (50 megapixels); the limit is 40 megapixels: " \
                                        "downscale it first"
     assert not (tmp_path / "l.npz").exists()
+
+
+def test_weight_files_that_fail_the_safe_loader_say_not_a_weights_file(tmp_path, capsys):
+    """Torch's own text (which suggests weights_only=False, i.e. running the file) never reaches the user."""
+    from editing.clip_weights import ClipWeightsError, load_clip
+    from studio.testing import write_photo
+
+    junk = tmp_path / "weights.pt"
+    junk.write_text("not a weights file")
+    photo = write_photo(tmp_path / "p.png")
+    assert projection_main([str(photo), "--checkpoint", "assets/default-model.safetensors", "--steps", "1",
+                            "--lpips-weights", str(junk), "--out", str(tmp_path / "l.npz")]) == 2
+    err = capsys.readouterr().err
+    assert "weights.pt is not a LPIPS backbone weights file" in err and "weights_only" not in err
+    for name in ("weights.pt", "weights.safetensors"):
+        (tmp_path / name).write_text("not a weights file")
+        with pytest.raises(ClipWeightsError, match=f"{name} is not a CLIP weights file") as exc:
+            load_clip(weights=tmp_path / name, allow_download=False)
+        assert "weights_only" not in str(exc.value)
