@@ -5,8 +5,9 @@ network briefly so that G(ws, t = 0) reproduces the photo, while the rest of the
 Per step: reconstruction at t = 0 with the projection's motion seed, LPIPS + L2 (L2 weighted 10: at 64x64
 PSNR >= 30 dB needs it); every `regularize_every` steps PTI's locality regularizer (a latent interpolated
 between the pivot and a random w renders the same under the tuned and the original network, LPIPS + L2,
-weight lambda_R) at two random instants of a random motion; after every step a decoupled pull of the
-tuned weights back to the base ones (`anchor`), which bounds the drift that the sparse regularizer misses.
+weight lambda_R) at two random instants of a random motion; optionally (`anchor` > 0) a decoupled pull of
+the tuned weights back to the base ones after every step, which trades likeness for locality (measured in
+docs/pivotal_tuning.md; off by default because the photo looking like the photo is the point).
 
 Keeping the motion (measured, bench/pivotal_tuning.py, docs/pivotal_tuning.md): motion enters the
 synthesis network only through the codes v_t concatenated to its 4x4 constant (paper section 3.1), so the
@@ -49,7 +50,7 @@ class TuneOptions:
     regularize_every: int = 4  # steps between locality evaluations (each costs two tuned frames)
     locality_span: float = 48.0  # model frames: the locality term's instants are drawn from [0, span)
     min_resolution: int = 16  # synthesis blocks below this resolution stay frozen (they carry the motion)
-    anchor: float = 1.0  # after each step w -= lr * anchor * (w - w_base); 0 turns it off
+    anchor: float = 0.0  # > 0: after each step w -= lr * anchor * (w - w_base), more locality, less likeness
     seed: int = 0
 
     def check(self) -> None:
