@@ -13,7 +13,6 @@ from __future__ import annotations
 
 import argparse
 import os
-import socket
 import statistics
 import sys
 import time
@@ -21,12 +20,6 @@ from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
-
-
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 def _summary(ms: list[float]) -> str:
@@ -47,11 +40,8 @@ def main() -> int:
 
     if args.threads:
         torch.set_num_threads(args.threads)
-    from playwright.sync_api import sync_playwright
-
-    from studio.app import launch
     from studio.backend import Backend
-    from studio.testing import CHROMIUM, open_browser, scrub_latencies
+    from studio.testing import CHROMIUM, scrub_latencies, studio_page
 
     if not os.path.exists(CHROMIUM):
         print(f"chromium not found at {CHROMIUM}: apt-get install -y chromium", file=sys.stderr)
@@ -71,17 +61,9 @@ def main() -> int:
         server_ms.append((time.perf_counter() - t0) * 1000)
     print(f"back end only (one synthesis + upscale, in process): {_summary(server_ms)}")
 
-    app, url = launch(backend, port=_free_port(), block=False, quiet=True)
-    try:
-        with sync_playwright() as p:
-            browser = open_browser(p)
-            page = browser.new_page(viewport={"width": 1280, "height": 1000})
-            page.goto(url)
-            scrub_latencies(page, [0.013, 0.027])  # warm-up (first requests open the queue connection)
-            ms = scrub_latencies(page, positions)
-            browser.close()
-    finally:
-        app.close()
+    with studio_page(backend) as page:
+        scrub_latencies(page, [0.013, 0.027])  # warm-up (first requests open the queue connection)
+        ms = scrub_latencies(page, positions)
     print(f"browser (slider input -> new frame decoded): {_summary(ms)}")
     print(f"goal <= 150 ms: {'met' if statistics.median(ms) <= 150 else 'NOT met'} (median)")
     return 0

@@ -3,6 +3,7 @@ toy LPIPS / CLIP, and the bad uploads the studio must answer with a message."""
 
 from __future__ import annotations
 
+import contextlib
 import io
 import zipfile
 from pathlib import Path
@@ -117,6 +118,35 @@ async (value) => {
 def open_browser(playwright):
     """Debian's chromium, headless; never a downloaded browser."""
     return playwright.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_ARGS, headless=True)
+
+
+def free_port() -> int:
+    import socket
+
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+@contextlib.contextmanager
+def studio_page(backend: Backend):
+    """The studio served on a free local port and one headless chromium page open on it; afterwards the
+    browser, the server and any training run are closed."""
+    from playwright.sync_api import sync_playwright
+
+    from studio.app import launch
+
+    app, url = launch(backend, port=free_port(), block=False, quiet=True)
+    try:
+        with sync_playwright() as p:
+            browser = open_browser(p)
+            page = browser.new_page(viewport={"width": 1280, "height": 1000})
+            page.goto(url)
+            yield page
+            browser.close()
+    finally:
+        backend.training.stop(timeout=10)
+        app.close()
 
 
 def scrub_latencies(page, values) -> list[float]:

@@ -4,12 +4,11 @@ next to a playable video, scrub the time slider, save a screenshot."""
 
 import os
 import shutil
-import socket
 from pathlib import Path
 
 import pytest
 
-from studio.testing import CHROMIUM, open_browser, scrub_latencies, tiny_backend, write_photo
+from studio.testing import CHROMIUM, scrub_latencies, studio_page, tiny_backend, write_photo
 
 pytestmark = [
     pytest.mark.browser,
@@ -19,71 +18,54 @@ pytestmark = [
 ROOT = Path(__file__).resolve().parents[1]
 
 
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
 def test_animate_a_photo_and_scrub_in_chromium(tmp_path):
     pytest.importorskip("playwright")
-    from playwright.sync_api import expect, sync_playwright
-
-    from studio.app import launch
+    from playwright.sync_api import expect
 
     backend = tiny_backend(tmp_path)
-    app, url = launch(backend, port=_free_port(), block=False, quiet=True)
     photo = write_photo(tmp_path / "portrait.png", size=96)
-    try:
-        with sync_playwright() as p:
-            browser = open_browser(p)
-            page = browser.new_page(viewport={"width": 1280, "height": 1000})
-            page.goto(url)
-            expect(page.get_by_text("StyleGAN-V Studio").first).to_be_visible(timeout=60_000)
-            page.wait_for_selector("#gen-frame img", timeout=60_000)
+    with studio_page(backend) as page:
+        expect(page.get_by_text("StyleGAN-V Studio").first).to_be_visible(timeout=60_000)
+        page.wait_for_selector("#gen-frame img", timeout=60_000)
 
-            page.get_by_role("tab", name="Animate a photo").click()
-            page.locator("#anim-upload input[type=file]").set_input_files(str(photo))
-            steps = page.locator("#anim-steps input[type=number]")
-            steps.fill("4")
-            steps.press("Enter")
-            expect(page.locator("#anim-fit input[type=checkbox]")).to_be_checked()  # on by default
-            tune_steps = page.locator("#anim-tune-steps input[type=number]")
-            tune_steps.fill("10")
-            tune_steps.press("Enter")
-            page.locator("#anim-go").click()
-            expect(page.locator("#anim-status")).to_contain_text("Done", timeout=180_000)
-            expect(page.locator("#anim-status")).to_contain_text("fitted generator: LPIPS")
-            recon = page.locator("#anim-live img")  # photo | reconstruction, beside the animations
-            expect(recon).to_be_visible()
-            assert recon.evaluate("img => img.naturalWidth") > 0
-            video = page.locator("#anim-video video")
-            expect(video).to_have_count(1, timeout=30_000)
-            page.wait_for_function("document.querySelector('#anim-video video').readyState >= 2", timeout=30_000)
-            info = video.evaluate("v => ({duration: v.duration, w: v.videoWidth, h: v.videoHeight, err: v.error})")
-            assert info["duration"] > 0 and info["w"] > 0 and info["err"] is None, info
-            assert video.evaluate("v => v.play().then(() => true)")  # the browser can play the H.264 mp4
-            page.screenshot(path=str(tmp_path / "animate.png"), full_page=True)
+        page.get_by_role("tab", name="Animate a photo").click()
+        page.locator("#anim-upload input[type=file]").set_input_files(str(photo))
+        steps = page.locator("#anim-steps input[type=number]")
+        steps.fill("4")
+        steps.press("Enter")
+        expect(page.locator("#anim-fit input[type=checkbox]")).to_be_checked()  # on by default
+        tune_steps = page.locator("#anim-tune-steps input[type=number]")
+        tune_steps.fill("10")
+        tune_steps.press("Enter")
+        page.locator("#anim-go").click()
+        expect(page.locator("#anim-status")).to_contain_text("Done", timeout=180_000)
+        expect(page.locator("#anim-status")).to_contain_text("fitted generator: LPIPS")
+        recon = page.locator("#anim-live img")  # photo | reconstruction, beside the animations
+        expect(recon).to_be_visible()
+        assert recon.evaluate("img => img.naturalWidth") > 0
+        video = page.locator("#anim-video video")
+        expect(video).to_have_count(1, timeout=30_000)
+        page.wait_for_function("document.querySelector('#anim-video video').readyState >= 2", timeout=30_000)
+        info = video.evaluate("v => ({duration: v.duration, w: v.videoWidth, h: v.videoHeight, err: v.error})")
+        assert info["duration"] > 0 and info["w"] > 0 and info["err"] is None, info
+        assert video.evaluate("v => v.play().then(() => true)")  # the browser can play the H.264 mp4
+        page.screenshot(path=str(tmp_path / "animate.png"), full_page=True)
 
-            page.get_by_role("tab", name="Generate").click()
-            ms = scrub_latencies(page, [0.37, 1.13, 2.29, 3.71])
-            assert len(ms) == 4 and all(m > 0 for m in ms)
-            # a bad value typed on the Generate tab reaches the page as a message (it used to vanish)
-            seed = page.locator("#gen-seed input")
-            seed.fill("99999999999")
-            seed.press("Enter")
-            expect(page.get_by_text("content seed must be a whole number").first).to_be_visible(timeout=30_000)
-            seed.fill("0")
-            seed.press("Enter")
-            shot = tmp_path / "studio.png"
-            page.screenshot(path=str(shot), full_page=True)
-            assert shot.stat().st_size > 10_000
-            if os.environ.get("SGV_SCREENSHOT") == "1":
-                shutil.copy(tmp_path / "animate.png", ROOT / "bench" / "studio_screenshot.png")
-            browser.close()
-    finally:
-        backend.training.stop(timeout=10)
-        app.close()
+        page.get_by_role("tab", name="Generate").click()
+        ms = scrub_latencies(page, [0.37, 1.13, 2.29, 3.71])
+        assert len(ms) == 4 and all(m > 0 for m in ms)
+        # a bad value typed on the Generate tab reaches the page as a message (it used to vanish)
+        seed = page.locator("#gen-seed input")
+        seed.fill("99999999999")
+        seed.press("Enter")
+        expect(page.get_by_text("content seed must be a whole number").first).to_be_visible(timeout=30_000)
+        seed.fill("0")
+        seed.press("Enter")
+        shot = tmp_path / "studio.png"
+        page.screenshot(path=str(shot), full_page=True)
+        assert shot.stat().st_size > 10_000
+        if os.environ.get("SGV_SCREENSHOT") == "1":
+            shutil.copy(tmp_path / "animate.png", ROOT / "bench" / "studio_screenshot.png")
 
 
 def test_new_user_paths_in_chromium(tmp_path):
@@ -93,11 +75,10 @@ def test_new_user_paths_in_chromium(tmp_path):
     pytest.importorskip("playwright")
     import numpy as np
     from PIL import Image
-    from playwright.sync_api import expect, sync_playwright
+    from playwright.sync_api import expect
 
     from core.checkpoint import load_generator
     from studio import training_runs
-    from studio.app import launch
 
     for v in range(4):  # a frames dataset at the tiny preset's 16 px
         (tmp_path / "frames" / f"v{v}").mkdir(parents=True)
@@ -108,35 +89,26 @@ def test_new_user_paths_in_chromium(tmp_path):
                            train_defaults={"workers": 2, "batch": 2, "kimg_per_tick": 0.004, "tensorboard": "false",
                                            "sample_videos": 1, "sample_frames": 2})
     runs = backend.training.outdir
-    app, url = launch(backend, port=_free_port(), block=False, quiet=True)
-    try:
-        with sync_playwright() as p:
-            browser = open_browser(p)
-            page = browser.new_page(viewport={"width": 1280, "height": 1000})
-            page.goto(url)
-            expect(page.get_by_text("StyleGAN-V Studio").first).to_be_visible(timeout=60_000)
-            page.get_by_role("tab", name="Edit").click()
-            expect(page.locator("#edit-clip-notice")).to_contain_text("Text edits are unavailable")
-            expect(page.locator("#edit-clip-notice")).to_contain_text("python launch.py --clip-weights FILE")
+    with studio_page(backend) as page:
+        expect(page.get_by_text("StyleGAN-V Studio").first).to_be_visible(timeout=60_000)
+        page.get_by_role("tab", name="Edit").click()
+        expect(page.locator("#edit-clip-notice")).to_contain_text("Text edits are unavailable")
+        expect(page.locator("#edit-clip-notice")).to_contain_text("python launch.py --clip-weights FILE")
 
-            page.get_by_role("tab", name="Train").click()
-            data = page.locator("#train-data textarea, #train-data input").first
-            data.fill(str(tmp_path / "missing"))
-            page.locator("#train-start").click()
-            expect(page.get_by_text("does not exist").first).to_be_visible(timeout=30_000)
-            assert not runs.is_dir() or not [d for d in runs.iterdir() if d.is_dir()]
+        page.get_by_role("tab", name="Train").click()
+        data = page.locator("#train-data textarea, #train-data input").first
+        data.fill(str(tmp_path / "missing"))
+        page.locator("#train-start").click()
+        expect(page.get_by_text("does not exist").first).to_be_visible(timeout=30_000)
+        assert not runs.is_dir() or not [d for d in runs.iterdir() if d.is_dir()]
 
-            page.locator("#train-preset input").click()
-            page.get_by_role("option", name="tiny").click()
-            data.fill(str(tmp_path / "frames"))
-            page.locator("#train-start").click()
-            expect(page.locator("#train-status")).to_contain_text("tick", timeout=180_000)
-            page.locator("#train-stop").click()
-            expect(page.locator("#train-status")).to_contain_text("stopped at", timeout=180_000)
-            assert "Traceback" not in backend.training.log_text()
-            snap = training_runs.snapshots(backend.training.run_dir())[0]
-            assert load_generator(snap).img_resolution == 16
-            browser.close()
-    finally:
-        backend.training.stop(timeout=10)
-        app.close()
+        page.locator("#train-preset input").click()
+        page.get_by_role("option", name="tiny").click()
+        data.fill(str(tmp_path / "frames"))
+        page.locator("#train-start").click()
+        expect(page.locator("#train-status")).to_contain_text("tick", timeout=180_000)
+        page.locator("#train-stop").click()
+        expect(page.locator("#train-status")).to_contain_text("stopped at", timeout=180_000)
+        assert "Traceback" not in backend.training.log_text()
+        snap = training_runs.snapshots(backend.training.run_dir())[0]
+        assert load_generator(snap).img_resolution == 16

@@ -1,7 +1,6 @@
 """End to end: launch the studio on a free localhost port and drive every tab through gradio_client,
 including bad uploads, which must be answered with a message while the server keeps serving."""
 
-import socket
 import time
 from pathlib import Path
 
@@ -11,20 +10,14 @@ from gradio_client import Client, handle_file
 from gradio_client.exceptions import AppError
 
 from studio.app import launch
-from studio.testing import tiny_backend, tiny_checkpoint, write_bad_uploads, write_photo
-
-
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
+from studio.testing import free_port, tiny_backend, tiny_checkpoint, write_bad_uploads, write_photo
 
 
 @pytest.fixture(scope="module")
 def server(tmp_path_factory):
     root = tmp_path_factory.mktemp("e2e")
     backend = tiny_backend(root)
-    app, url = launch(backend, port=_free_port(), block=False, quiet=True)
+    app, url = launch(backend, port=free_port(), block=False, quiet=True)
     client = Client(url, verbose=False)
     yield backend, client, url, root
     backend.training.stop(timeout=20)
