@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import copy
 import logging
+import math
 import os
 import re
 import shutil
@@ -34,6 +35,9 @@ DEFAULT_MODEL = Path(__file__).resolve().parents[1] / "assets" / "default-model.
 RANDOM_NOTICE = ("No bundled model yet: random weights. Load a checkpoint in the Model tab "
                  "(or start with `python launch.py --checkpoint PATH`).")
 EXPORT_FORMATS = ("mp4", "gif", "png", "npz")
+MAX_SECONDS = 86_400.0  # a day of output time
+MAX_OFFSET_MINUTES = 1e6  # ~2 years into a video: far beyond any use, still exact (O(1) rendering in t)
+PSI_RANGE = (-2.0, 2.0)  # truncation psi: the slider offers 0 .. 1.5
 
 
 class StudioError(ValueError):
@@ -196,7 +200,8 @@ class Backend:
 
     def ws_for(self, seed: int, truncation_psi: float) -> torch.Tensor:
         """ws `[1, num_ws, w_dim]` of a content seed, cached per (model, seed, psi)."""
-        seed = _seed(seed, "content seed")
+        seed = seed_number(seed, "content seed")
+        truncation_psi = number(truncation_psi, "truncation ψ", *PSI_RANGE)
         key = (self._version, seed, round(float(truncation_psi), 4))
         with self.lock:
             ws = self._ws_cache.get(key)
@@ -211,17 +216,18 @@ class Backend:
                 self._ws_cache.popitem(last=False)
             return ws
 
-    def model_time(self, seconds: float, offset_minutes: float = 0.0, slowmo: float = 1.0) -> float:
+    def model_time(self, seconds, offset_minutes=0.0, slowmo=1.0) -> float:
         """Model time (frames of the training data) shown at output second `seconds` (see core.render)."""
-        if not (slowmo > 0 and seconds >= 0 and offset_minutes >= 0):
-            raise StudioError("time, time offset and slow-motion must be >= 0 (slow-motion > 0)")
+        seconds = number(seconds, "time (s)", 0, MAX_SECONDS, default=0.0)
+        offset_minutes = number(offset_minutes, "time offset (minutes)", 0, MAX_OFFSET_MINUTES, default=0.0)
+        slowmo = number(slowmo, "slow motion", 1 / 64, 64, default=1.0)
         return offset_minutes * 60.0 * self.native_fps + seconds * self.native_fps / slowmo
 
     def frame(self, seed: int, motion_seed: int, truncation_psi: float, t: float,
               ws: torch.Tensor | None = None, G: Generator | None = None) -> np.ndarray:
         """One frame uint8 `[H, W, 3]` at model time t: one synthesis call (what scrubbing needs).
         `G`: another generator than the loaded one (a tuned copy from `generator_for`)."""
-        motion_seed = _seed(motion_seed, "motion seed")
+        motion_seed = seed_number(motion_seed, "motion seed")
         if not (np.isfinite(t) and t >= 0):
             raise StudioError(f"time must be finite and >= 0, got {t}")
         if ws is None:
@@ -307,8 +313,8 @@ class Backend:
             raise StudioError("give at least one content seed and one motion seed")
         if len(content_seeds) * len(motion_seeds) > 64:
             raise StudioError("the grid is limited to 64 cells")
-        cs = [_seed(s, "content seed") for s in content_seeds]
-        ms = [_seed(s, "motion seed") for s in motion_seeds]
+        cs = [seed_number(s, "content seed") for s in content_seeds]
+        ms = [seed_number(s, "motion seed") for s in motion_seeds]
         with self.job():
             return render_video(self.G, out_path, timeline, content_seeds=cs, motion_seeds=ms, grid=True,
                                 truncation_psi=truncation_psi, callback=callback)
@@ -386,7 +392,27 @@ def _load(path: str, device: str) -> tuple[Generator, float]:
     return G, fps
 
 
-def _seed(value, what: str) -> int:
+def number(value, what: str, lo: float, hi: float, *, integer: bool = False, default=None):
+    """A user-typed number checked once for every handler: blank -> `default` (or a message), not a number,
+    NaN / infinite or outside [lo, hi] -> StudioError naming the field and the range."""
+    if value is None or (isinstance(value, str) and not value.strip()):
+        if default is not None:
+            return default
+        raise StudioError(f"give the {what}")
+    try:
+        f = float(value)
+    except (TypeError, ValueError):
+        raise StudioError(f"{what} must be a number, got {value!r}") from None
+    if not (math.isfinite(f) and lo <= f <= hi):
+        raise StudioError(f"{what} must be in {lo:g} .. {hi:g}, got {value!r}")
+    if integer:
+        if not f.is_integer():
+            raise StudioError(f"{what} must be a whole number, got {value!r}")
+        return int(f)
+    return f
+
+
+def seed_number(value, what: str) -> int:
     try:
         f = float(value)
     except (TypeError, ValueError):
@@ -417,4 +443,4 @@ def parse_seeds(text: str, what: str = "seeds", limit: int = 16) -> list[int]:
         raise StudioError(f"give at least one of the {what}")
     if len(out) > limit:
         raise StudioError(f"at most {limit} {what}")
-    return [_seed(s, what) for s in out]
+    return [seed_number(s, what) for s in out]

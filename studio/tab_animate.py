@@ -10,7 +10,7 @@ import numpy as np
 
 from core.render import Timeline
 from projection.tuning import TuneOptions
-from studio.backend import Backend, StudioError, parse_seeds
+from studio.backend import Backend, StudioError, number, parse_seeds
 from studio.common import display, session_of, side_by_side, stream_job, ui_errors
 from studio.uploads import IMAGE_SUFFIXES, check_image
 
@@ -47,18 +47,14 @@ def animate(backend: Backend, upload, face_crop: bool, mode: str, steps, motion_
     file that the session's state and the latent file reference."""
     from projection.tuning import TuneOptions
 
-    steps = int(steps)
-    if not 1 <= steps <= MAX_STEPS:
-        raise StudioError(f"projection steps must be in 1 .. {MAX_STEPS}")
-    tune_steps = TuneOptions.steps if tune_steps is None else int(tune_steps)
-    if fit and not 1 <= tune_steps <= MAX_STEPS:
-        raise StudioError(f"tuning steps must be in 1 .. {MAX_STEPS}")
+    steps = number(steps, "projection steps", 1, MAX_STEPS, integer=True)
+    tune_steps = number(tune_steps, "tuning steps", 1, MAX_STEPS, integer=True, default=TuneOptions.steps)
     mode = {"W": "w", "W+": "w+"}.get(mode, mode)
     if mode not in ("w", "w+"):
         raise StudioError(f"mode must be W or W+, got {mode!r}")
     seeds = parse_seeds(motion_seeds, "motion seeds", limit=8)
-    if not 0 < float(seconds) <= 20 or not 0 < float(fps) <= 60:
-        raise StudioError("animation length must be in (0, 20] s and fps in (0, 60]")
+    seconds = number(seconds, "animation length (s)", 0.1, 20)
+    fps = number(fps, "frame rate (fps)", 1, 60)
     target = load_target(backend, upload, face_crop)
     no_face = "No face found in the photo: the whole photo was used. " if face_crop and not _has_face(upload) else ""
     cancel = backend.cancel_event(session)

@@ -8,7 +8,7 @@ from collections.abc import Iterator
 import torch
 
 from core.render import Timeline
-from studio.backend import Backend, StudioError
+from studio.backend import Backend, StudioError, number, seed_number
 from studio.common import display, session_of, side_by_side, stream_job, ui_errors
 
 METHODS = ("global directions", "latent optimization")
@@ -28,7 +28,7 @@ def source_latent(backend: Backend, source: str, seed, motion_seed, truncation_p
         return ws, int(state.get("motion_seed", 0)), float(state.get("t", 0.0))
     if source != "generated frame":
         raise StudioError(f"unknown source {source!r}")
-    return backend.ws_for(seed, float(truncation_psi)).cpu(), int(motion_seed), float(t)
+    return backend.ws_for(seed, truncation_psi).cpu(), seed_number(motion_seed, "motion seed"), float(t)
 
 
 def edit(backend: Backend, prompt: str, method: str, source: str, seed, motion_seed, truncation_psi, t: float,
@@ -43,8 +43,12 @@ def edit(backend: Backend, prompt: str, method: str, source: str, seed, motion_s
         raise StudioError("type a prompt, e.g. 'a smiling face'")
     if method not in METHODS:
         raise StudioError(f"method must be one of {', '.join(METHODS)}")
-    if not 1 <= int(steps) <= 500:
-        raise StudioError("steps must be in 1 .. 500")
+    steps = number(steps, "steps", 1, 500, integer=True)
+    strength = number(strength, "strength α", -100, 100)
+    beta = number(beta, "disentanglement β", 0, 1)
+    l2 = number(l2, "stay-close weight λ_L2", 0, 100)
+    seconds = number(seconds, "animation length (s)", 0.1, 20)
+    fps = number(fps, "frame rate (fps)", 1, 60)
     ws, mseed, t = source_latent(backend, source, seed, motion_seed, truncation_psi, t, state)
     clip = backend.clip()  # ClipWeightsError (offline, no weights) becomes the resolver's message in the UI
     cancel = backend.cancel_event(session)
@@ -131,7 +135,7 @@ def build(backend: Backend, gen: dict, latent_state) -> dict:
             latent = gr.File(label="Edited latent (.npz)")
 
     def frame_time(sec, off, slow):
-        return backend.model_time(float(sec or 0), float(off or 0), float(slow or 1))
+        return backend.model_time(sec, off, slow)
 
     @ui_errors
     def on_edit(src, p, m, a, b, n, lam, sec_anim, s, ms, psi, sec, off, slow, state, request: gr.Request):

@@ -6,24 +6,24 @@ import time
 import numpy as np
 
 from core.render import Timeline
-from studio.backend import Backend, StudioError, parse_seeds
+from studio.backend import PSI_RANGE, Backend, number, parse_seeds, seed_number
 from studio.common import Progress, display, session_of, ui_errors
 
 MAX_DURATION = 60.0  # seconds of output per render
 
 
 def timeline(backend: Backend, offset_minutes: float, fps: float, slowmo: float, duration: float) -> Timeline:
-    if not 0 < float(duration) <= MAX_DURATION:
-        raise StudioError(f"duration must be in (0, {MAX_DURATION:g}] seconds")
-    t0 = backend.model_time(0.0, float(offset_minutes or 0.0), float(slowmo))
-    return Timeline(t_offset=t0, duration=float(duration), fps=float(fps), slowmo=float(slowmo),
-                    native_fps=backend.native_fps)
+    duration = number(duration, "duration (s)", 0.01, MAX_DURATION)
+    fps = number(fps, "frame rate (fps)", 1, 120)
+    slowmo = number(slowmo, "slow motion", 1 / 64, 64)
+    t0 = backend.model_time(0.0, offset_minutes, slowmo)
+    return Timeline(t_offset=t0, duration=duration, fps=fps, slowmo=slowmo, native_fps=backend.native_fps)
 
 
 def scrub(backend: Backend, seed, motion_seed, truncation_psi, seconds, offset_minutes, slowmo) -> np.ndarray:
     """The frame at output second `seconds` (fractional) after the offset: one synthesis call."""
-    t = backend.model_time(float(seconds or 0.0), float(offset_minutes or 0.0), float(slowmo or 1.0))
-    return display(backend.frame(seed, motion_seed, float(truncation_psi), t))
+    t = backend.model_time(seconds, offset_minutes, slowmo)
+    return display(backend.frame(seed, motion_seed, truncation_psi, t))
 
 
 def render(backend: Backend, seed, motion_seed, truncation_psi, offset_minutes, fps, slowmo, duration, formats,
@@ -32,8 +32,9 @@ def render(backend: Backend, seed, motion_seed, truncation_psi, offset_minutes, 
     tl = timeline(backend, offset_minutes, fps, slowmo, duration)
     cancel = backend.cancel_event(session)
     cancel.clear()
-    ws = backend.ws_for(seed, float(truncation_psi))
-    stem = f"seed{int(seed)}-motion{int(motion_seed)}-{time.strftime('%H%M%S')}"
+    ws = backend.ws_for(seed, truncation_psi)
+    motion_seed = seed_number(motion_seed, "motion seed")
+    stem = f"seed{int(seed)}-motion{motion_seed}-{time.strftime('%H%M%S')}"
     paths = backend.export(backend.session_dir(session), ws, [int(motion_seed)], tl, list(formats or []), stem,
                            callback=Progress(progress, cancel, "rendering frame"),
                            latent_meta={"motion_seed": int(motion_seed), "t": tl.t_offset, "mode": "w"})
@@ -48,7 +49,8 @@ def grid(backend: Backend, content_seeds: str, motion_seeds: str, truncation_psi
     cancel = backend.cancel_event(session)
     cancel.clear()
     out = backend.session_dir(session) / f"grid-{time.strftime('%H%M%S')}.mp4"
-    return str(backend.render_grid(out, cs, ms, float(truncation_psi), tl, Progress(progress, cancel, "grid frame")))
+    psi = number(truncation_psi, "truncation ψ", *PSI_RANGE)
+    return str(backend.render_grid(out, cs, ms, psi, tl, Progress(progress, cancel, "grid frame")))
 
 
 def build(backend: Backend) -> dict:

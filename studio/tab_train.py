@@ -4,7 +4,7 @@
 import time
 from pathlib import Path
 
-from studio.backend import Backend, StudioError
+from studio.backend import Backend, StudioError, number
 from studio.common import ui_errors
 from studio.training_runs import PRESET_RESOLUTION, latest_sample, list_runs, read_metrics, read_stats, snapshots
 from studio.uploads import extract_zip
@@ -52,7 +52,9 @@ def start(backend: Backend, data: str, upload, preset: str, resolution, kimg, gp
     if _int(fvd_ticks):
         ui.update(metrics="fvd16", metrics_ticks=_int(fvd_ticks), metrics_num_videos=_int(fvd_videos))
     extra = {**backend.train_defaults, **{k: v for k, v in ui.items() if v is not None}}
-    status = backend.training.start(data, preset, float(kimg), int(gpus), resume=init_path, extra=extra)
+    kimg = number(kimg, "length (kimg)", 0.001, 1e6)
+    gpus = number(gpus, "GPUs", 1, 64, integer=True)
+    status = backend.training.start(data, preset, kimg, gpus, resume=init_path, extra=extra)
     return status.message
 
 
@@ -110,8 +112,9 @@ def _resolution(backend: Backend, preset: str, resolution, init_path: str | None
 
 def resume(backend: Backend, run: str | None, kimg=None, gpus=1) -> str:
     spec = (run or "").strip() or "latest"
-    kimg = float(kimg) if kimg not in (None, "") and float(kimg) > 0 else None
-    return backend.training.start(None, resume=spec, total_kimg=kimg, gpus=int(gpus),
+    kimg = number(kimg, "length (kimg)", 0, 1e6, default=0.0) or None  # blank / 0: the run's own length
+    gpus = number(gpus, "GPUs", 1, 64, integer=True, default=1)
+    return backend.training.start(None, resume=spec, total_kimg=kimg, gpus=gpus,
                                   extra={**backend.train_defaults, "device": backend.device}).message
 
 
@@ -160,11 +163,12 @@ def _duration(seconds: float) -> str:
 
 
 def _int(v):
-    return None if v in (None, "", 0) else int(v)
+    """Optional whole-number field: blank / 0 -> None (the trainer's default)."""
+    return number(v, "an advanced setting", 0, 1e9, integer=True, default=0) or None
 
 
 def _num(v):
-    return None if v in (None, "", 0) else float(v)
+    return number(v, "an advanced setting", 0, 1e9, default=0.0) or None
 
 
 def build(backend: Backend, on_model_loaded) -> dict:

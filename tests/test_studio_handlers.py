@@ -166,7 +166,7 @@ def test_bad_generate_inputs_are_messages(be):
         messages.append(err.value.message)
     assert messages == ["content seed must be a whole number in 0 .. 2147483647, got -1",
                         "content seed must be a whole number in 0 .. 2147483647, got 1.5",
-                        "duration must be in (0, 60] seconds",
+                        "duration (s) must be in 0.01 .. 60, got 0",
                         "pick at least one export format of mp4, gif, png, npz",
                         "content seeds: 'a' is not a whole number or a range like 3-6"]
     assert parse_seeds("0, 3, 5-7") == [0, 3, 5, 6, 7]
