@@ -53,8 +53,7 @@ def open_image(src: PhotoInput) -> Image.Image:
         data = _read_bytes(src)
         try:
             img = Image.open(io.BytesIO(data))  # the header only: the size is known before decoding
-            message = too_large(img.width, img.height, Path(src).name if isinstance(src, (str, os.PathLike))
-                                else _name(src))
+            message = too_large(img.width, img.height, _name(src))
             if message is None:
                 img.load()
         except Image.DecompressionBombError as exc:
@@ -70,7 +69,8 @@ def open_image(src: PhotoInput) -> Image.Image:
 
 
 def _name(src: object) -> str:
-    return str(src) if isinstance(src, (str, os.PathLike)) else "the uploaded file"
+    """How messages name a photo: its file name, never the folder (in the studio that is a server temp path)."""
+    return Path(src).name if isinstance(src, (str, os.PathLike)) else "the uploaded file"
 
 
 def _read_bytes(src: str | os.PathLike | bytes) -> bytes:
@@ -79,7 +79,7 @@ def _read_bytes(src: str | os.PathLike | bytes) -> bytes:
     else:
         path = Path(src)
         if not path.is_file():
-            raise PhotoError(f"{path} does not exist or is not a file")
+            raise PhotoError(f"{_name(src)} does not exist or is not a file")
         data = path.read_bytes()
     if not data:
         raise PhotoError(f"{_name(src)} is empty")

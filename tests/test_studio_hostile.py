@@ -87,3 +87,14 @@ def test_every_handler_answers_hostile_input_with_a_message(be, files):
     written = {p for p in be.workdir.rglob("*") if p.is_file()} - before
     assert not [p for p in written if p.suffix in (".mp4", ".gif", ".npz", ".safetensors")], written
     assert be.frame(0, 0, 0.7, 0.0).shape[-1] == 3  # still serving
+
+
+def test_upload_errors_name_the_file_not_the_servers_folders(be, tmp_path):
+    """A photo whose header reads but whose pixels do not: the message names the file only (in the studio
+    the folder is a server temp path)."""
+    photo = write_photo(tmp_path / "cut.png", size=64)
+    photo.write_bytes(photo.read_bytes()[:200])  # a valid header, truncated pixel data
+    with pytest.raises(gr.Error) as exc:
+        ui_errors(tab_animate.preview)(be, str(photo), False)
+    assert str(exc.value.message).startswith("cut.png is not a readable image")
+    assert str(tmp_path) not in str(exc.value.message)
