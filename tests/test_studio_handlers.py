@@ -634,3 +634,18 @@ def test_face_crop_without_a_face_says_so(be, tmp_path):
     assert outs[-1]["status"].startswith("No face found in the photo: the whole photo was used. Done.")
     outs = list(tab_animate.animate(be, str(photo), False, "W", 2, "0", seconds=0.2, fps=10, fit=False))
     assert outs[-1]["status"].startswith("Done.")
+
+
+def test_train_tab_estimates_the_time_left_from_the_measured_speed(tmp_path, monkeypatch):
+    """1000 kimg at 10 s/kimg with 10 kimg done: 9,900 s left, shown as '2 h 45 min'."""
+    from studio.training_runs import TrainStatus
+
+    be = tiny_backend(tmp_path / "s")
+    run = tmp_path / "run"
+    run.mkdir()
+    (run / "stats.jsonl").write_text(json.dumps({"tick": 5, "kimg": 10.0, "sec_per_kimg": 10.0}) + "\n")
+    monkeypatch.setattr(be.training, "status", lambda: TrainStatus("running", str(run), None, None, "running"))
+    be.training.total_kimg = 1000.0
+    assert "about 2 h 45 min left for 1000 kimg at this speed" in tab_train.refresh(be)["status"]
+    be.training.total_kimg = 10.5
+    assert "about 5 s left for 10.5 kimg" in tab_train.refresh(be)["status"]
