@@ -71,7 +71,8 @@ def launch(backend: Backend, host: str = "127.0.0.1", port: int = 7860, share: b
     app = build_app(backend)
     _, url, share_url = app.launch(server_name=host, server_port=port, share=share, auth=auth,
                                    max_file_size=MAX_UPLOAD, prevent_thread_lock=True, quiet=True,
-                                   show_error=False, css=CSS, allowed_paths=[str(backend.workdir)],
+                                   show_error=False, css=CSS,
+                                   allowed_paths=[str(backend.workdir), str(tab_animate.SAMPLES_DIR)],
                                    footer_links=["api", "settings"])
     if not quiet:
         where = share_url or url

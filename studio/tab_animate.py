@@ -163,7 +163,8 @@ def _animate_latent(backend: Backend, G, ws, seeds, path, seconds: float, fps: f
         return motion_variations(G, ws.to(backend.device), seeds, path, timeline=tl, origin=origin)
 
 
-SAMPLE_PHOTOS = sorted((Path(__file__).resolve().parents[1] / "assets" / "samples").glob("*.png"))
+SAMPLES_DIR = Path(__file__).resolve().parents[1] / "assets" / "samples"  # served to the page (app.py)
+SAMPLE_PHOTOS = sorted(SAMPLES_DIR.glob("*.png"))
 
 
 def build(backend: Backend, latent_state) -> dict:
@@ -172,8 +173,15 @@ def build(backend: Backend, latent_state) -> dict:
     with gr.Row():
         with gr.Column(scale=1, min_width=300):
             upload = gr.File(label="Photo", file_types=list(IMAGE_SUFFIXES), type="filepath", elem_id="anim-upload")
-            if SAMPLE_PHOTOS:  # held-out real frames of the bundled model's domain
-                gr.Examples([[str(p)] for p in SAMPLE_PHOTOS], inputs=upload, label="Sample photos")
+            if SAMPLE_PHOTOS:  # held-out real frames of the bundled model's domain, as thumbnails
+                samples = gr.Gallery([str(p) for p in SAMPLE_PHOTOS], label="Sample photos (click one)",
+                                     columns=len(SAMPLE_PHOTOS), height=110, allow_preview=False,
+                                     elem_id="anim-samples")
+
+                def on_sample(evt: gr.SelectData):
+                    return str(SAMPLE_PHOTOS[evt.index])
+
+                samples.select(on_sample, None, upload, api_visibility="private", queue=False)
             from studio.tab_model import photo_hint
 
             gr.Markdown(photo_hint(backend), elem_id="anim-hint")

@@ -50,6 +50,10 @@ def test_animate_a_photo_and_scrub_in_chromium(tmp_path):
         assert info["duration"] > 0 and info["w"] > 0 and info["err"] is None, info
         assert video.evaluate("v => v.play().then(() => true)")  # the browser can play the H.264 mp4
         page.screenshot(path=str(tmp_path / "animate.png"), full_page=True)
+        thumbs = page.locator("#anim-samples img")  # the sample photos as thumbnails; a click picks one
+        expect(thumbs).to_have_count(4)
+        thumbs.nth(1).click()
+        expect(page.locator("#anim-upload")).to_contain_text("weizmann-1_", timeout=30_000)
 
         page.get_by_role("tab", name="Generate").click()
         ms = scrub_latencies(page, [0.37, 1.13, 2.29, 3.71])
