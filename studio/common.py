@@ -134,3 +134,23 @@ class Progress:
             raise JobCancelled("cancelled")
         if self.progress is not None:
             self.progress(done / max(total, 1), desc=f"{self.desc} {done}/{total}")
+
+
+def number_input(value, label: str, **kwargs):
+    """A gr.Number whose server side turns a non-number from an API client into a message naming the field
+    (Gradio's own preprocessing fails on it with a TypeError that clients see as a generic "upstream app
+    raised an exception"). The handlers validate ranges themselves (studio.backend.number)."""
+    import gradio as gr
+
+    class _Number(gr.Number):
+        is_template = True  # the page renders it with gr.Number's own front end
+
+        def preprocess(self, payload):
+            if payload is not None and not isinstance(payload, (int, float)):
+                try:
+                    payload = float(payload)
+                except (TypeError, ValueError):
+                    raise gr.Error(f"{label} must be a number, got {payload!r}") from None
+            return super().preprocess(payload)
+
+    return _Number(value, label=label, **kwargs)

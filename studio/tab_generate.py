@@ -7,7 +7,7 @@ import numpy as np
 
 from core.render import Timeline
 from studio.backend import PSI_RANGE, Backend, number, parse_seeds, seed_number
-from studio.common import Progress, display, session_of, ui_errors
+from studio.common import Progress, display, number_input, session_of, ui_errors
 
 MAX_DURATION = 60.0  # seconds of output per render
 
@@ -59,11 +59,11 @@ def build(backend: Backend) -> dict:
 
     with gr.Row():
         with gr.Column(scale=1, min_width=300):
-            seed = gr.Number(0, label="Content seed", precision=0, minimum=0, elem_id="gen-seed")
-            motion = gr.Number(0, label="Motion seed", precision=0, minimum=0, elem_id="gen-motion")
+            seed = number_input(0, "Content seed", precision=0, minimum=0, elem_id="gen-seed")
+            motion = number_input(0, "Motion seed", precision=0, minimum=0, elem_id="gen-motion")
             psi = gr.Slider(0.0, 1.5, 0.7, step=0.05, label="Truncation ψ")
             with gr.Row():
-                offset = gr.Number(0, label="Time offset (minutes)", minimum=0, elem_id="gen-offset")
+                offset = number_input(0, "Time offset (minutes)", minimum=0, elem_id="gen-offset")
                 jump = gr.Button("Jump to minute 60", size="sm")
             with gr.Row():
                 fps = gr.Slider(1, 60, 25, step=1, label="Frame rate (fps)")

@@ -5,7 +5,7 @@ import time
 from pathlib import Path
 
 from studio.backend import Backend, StudioError, number
-from studio.common import ui_errors
+from studio.common import number_input, ui_errors
 from studio.training_runs import PRESET_RESOLUTION, latest_sample, list_runs, read_metrics, read_stats, snapshots
 from studio.uploads import extract_zip
 
@@ -183,18 +183,18 @@ def build(backend: Backend, on_model_loaded) -> dict:
                 preset = gr.Dropdown(list(PRESET_RESOLUTION), value="small", label="Preset", elem_id="train-preset")
                 resolution = gr.Dropdown(["auto", "16", "64", "256"], value="auto", label="Resolution")
             with gr.Row():
-                kimg = gr.Number(1000, label="Length (kimg)", minimum=0)
-                gpus = gr.Number(1, label="GPUs", precision=0, minimum=1)
+                kimg = number_input(1000, "Length (kimg)", minimum=0)
+                gpus = number_input(1, "GPUs", precision=0, minimum=1)
             with gr.Accordion("Advanced", open=False):
-                batch = gr.Number(None, label="Batch (blank: default)", precision=0)
-                tick = gr.Number(None, label="kimg per tick")
-                snap = gr.Number(None, label="Snapshot every N ticks", precision=0)
-                sample = gr.Number(None, label="Sample every N ticks", precision=0)
+                batch = number_input(None, "Batch (blank: default)", precision=0)
+                tick = number_input(None, "kimg per tick")
+                snap = number_input(None, "Snapshot every N ticks", precision=0)
+                sample = number_input(None, "Sample every N ticks", precision=0)
                 init = gr.Textbox("", label="Fine-tune from (optional)", placeholder="a .pkl released with the "
                                   "paper, a .safetensors checkpoint, or 'loaded' (the studio's model)")
                 with gr.Row():
-                    fvd_ticks = gr.Number(0, label="FVD_16 every N ticks (0: off)", precision=0, minimum=0)
-                    fvd_videos = gr.Number(0, label="FVD videos (0: the protocol's 2048)", precision=0, minimum=0)
+                    fvd_ticks = number_input(0, "FVD_16 every N ticks (0: off)", precision=0, minimum=0)
+                    fvd_videos = number_input(0, "FVD videos (0: the protocol's 2048)", precision=0, minimum=0)
             with gr.Row():
                 start_btn = gr.Button("Start", variant="primary", elem_id="train-start")
                 stop_btn = gr.Button("Stop", variant="stop", elem_id="train-stop")

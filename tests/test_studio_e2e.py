@@ -44,6 +44,9 @@ def test_binds_localhost_only(server):
 
 def test_generate_tab(server):
     backend, client, _, _ = server
+    # a non-number through the API: the field's own message, not "upstream app raised an exception"
+    with pytest.raises(AppError, match="Content seed must be a number, got 'abc'"):
+        client.predict("abc", 1, 0.7, 2.5, 0, 1, api_name="/scrub")
     frame = client.predict(3, 1, 0.7, 2.5, 0, 1, api_name="/scrub")
     from PIL import Image
 
