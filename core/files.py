@@ -75,3 +75,34 @@ def atomic_write(path: str | os.PathLike, write_fn: Callable[[str], object], suf
 def atomic_write_text(path: str | os.PathLike, text: str) -> Path:
     """Write `text` to `path` atomically."""
     return atomic_write(path, lambda tmp: Path(tmp).write_text(text))
+
+
+class ArchiveError(ValueError):
+    """A zip that is refused: not a zip, empty, too large unpacked, or holding unsafe paths."""
+
+
+def safe_extract_zip(path: str | os.PathLike, dst: str | os.PathLike, max_bytes: int = 4 * 2**30) -> Path:
+    """Unpack a zip from outside (an upload, a dataset) into `dst`: refuses absolute and `..` member paths
+    (they would write outside dst) and more than `max_bytes` unpacked, before writing anything."""
+    import zipfile
+
+    path, dst = Path(path), Path(dst)
+    if not zipfile.is_zipfile(path):
+        raise ArchiveError(f"{path.name} is not a zip file")
+    with zipfile.ZipFile(path) as z:
+        infos = z.infolist()
+        if not any(not i.is_dir() for i in infos):
+            raise ArchiveError(f"{path.name} is an empty zip")
+        total = sum(i.file_size for i in infos)
+        if total > max_bytes:
+            raise ArchiveError(f"{path.name} unpacks to {total / 2**30:.1f} GiB; the limit is "
+                               f"{max_bytes / 2**30:.0f} GiB")
+        for i in infos:
+            if i.filename.startswith(("/", "\\")) or ".." in Path(i.filename).parts:
+                raise ArchiveError(f"{path.name} holds an unsafe path: {i.filename!r}")
+        dst.mkdir(parents=True, exist_ok=True)
+        try:
+            z.extractall(dst)
+        except (zipfile.BadZipFile, OSError, RuntimeError) as exc:
+            raise ArchiveError(f"{path.name} could not be unpacked: {exc}") from None
+    return dst

@@ -139,18 +139,20 @@ class Progress:
 def number_input(value, label: str, **kwargs):
     """A gr.Number whose server side turns a non-number from an API client into a message naming the field
     (Gradio's own preprocessing fails on it with a TypeError that clients see as a generic "upstream app
-    raised an exception"). The handlers validate ranges themselves (studio.backend.number)."""
+    raised an exception"). The handlers validate ranges themselves (studio.backend.number). The check wraps
+    the instance's preprocess: subclassing a Gradio component makes Gradio write a .pyi next to this file."""
     import gradio as gr
 
-    class _Number(gr.Number):
-        is_template = True  # the page renders it with gr.Number's own front end
+    component = gr.Number(value, label=label, **kwargs)
+    preprocess = component.preprocess
 
-        def preprocess(self, payload):
-            if payload is not None and not isinstance(payload, (int, float)):
-                try:
-                    payload = float(payload)
-                except (TypeError, ValueError):
-                    raise gr.Error(f"{label} must be a number, got {payload!r}") from None
-            return super().preprocess(payload)
+    def checked(payload):
+        if payload is not None and not isinstance(payload, (int, float)):
+            try:
+                payload = float(payload)
+            except (TypeError, ValueError):
+                raise gr.Error(f"{label} must be a number, got {payload!r}") from None
+        return preprocess(payload)
 
-    return _Number(value, label=label, **kwargs)
+    component.preprocess = checked
+    return component

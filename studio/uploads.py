@@ -8,7 +8,6 @@ zips are real zips without absolute or parent paths and with a bounded unpacked 
 from __future__ import annotations
 
 import os
-import zipfile
 from pathlib import Path
 
 from projection.photo import too_large  # one limit with the projection CLI
@@ -64,26 +63,10 @@ def check_checkpoint(upload) -> Path:
 
 
 def extract_zip(upload, dst: str | os.PathLike) -> Path:
-    """Unpack an uploaded zip into `dst` safely; returns dst."""
-    path = _path(upload)
-    if not zipfile.is_zipfile(path):
-        raise UploadError(f"{path.name} is not a zip file")
-    dst = Path(dst)
-    with zipfile.ZipFile(path) as z:
-        infos = z.infolist()
-        if not any(not i.is_dir() for i in infos):
-            raise UploadError(f"{path.name} is an empty zip")
-        total = sum(i.file_size for i in infos)
-        if total > MAX_UNZIPPED_BYTES:
-            raise UploadError(f"{path.name} unpacks to {total / 2**30:.1f} GiB; the limit is "
-                              f"{MAX_UNZIPPED_BYTES / 2**30:.0f} GiB")
-        for i in infos:
-            parts = Path(i.filename).parts
-            if i.filename.startswith(("/", "\\")) or ".." in parts:
-                raise UploadError(f"{path.name} holds an unsafe path: {i.filename!r}")
-        dst.mkdir(parents=True, exist_ok=True)
-        try:
-            z.extractall(dst)
-        except (zipfile.BadZipFile, OSError, RuntimeError) as exc:
-            raise UploadError(f"{path.name} could not be unpacked: {exc}") from None
-    return dst
+    """Unpack an uploaded zip into `dst` safely (core.files.safe_extract_zip); returns dst."""
+    from core.files import ArchiveError, safe_extract_zip
+
+    try:
+        return safe_extract_zip(_path(upload), dst, MAX_UNZIPPED_BYTES)
+    except ArchiveError as exc:
+        raise UploadError(str(exc)) from None

@@ -73,3 +73,23 @@ def test_weight_files_that_fail_the_safe_loader_say_not_a_weights_file(tmp_path,
         with pytest.raises(ClipWeightsError, match=f"{name} is not a CLIP weights file") as exc:
             load_clip(weights=tmp_path / name, allow_download=False)
         assert "weights_only" not in str(exc.value)
+
+
+def test_prepare_takes_the_zips_the_studio_takes_and_refuses_unsafe_ones(tmp_path, capsys):
+    """`training.prepare` accepts a zip of videos (as the Train tab's upload does), through the same safe
+    extraction; a zip with a `..` path is refused before anything is written."""
+    import zipfile
+
+    from studio.testing import write_video_zip
+    from training.dataset import VideoDataset
+
+    clips = write_video_zip(tmp_path / "clips.zip", num_videos=2, frames=6, size=24)
+    assert prepare_main([str(clips), str(tmp_path / "ds"), "--resolution", "16"]) == 0
+    ds = VideoDataset(str(tmp_path / "ds"))
+    assert len(ds) == 2 and ds.read_frames(0, [0]).shape == (1, 16, 16, 3)
+    evil = tmp_path / "evil.zip"
+    with zipfile.ZipFile(evil, "w") as z:
+        z.writestr("../outside.mp4", b"x")
+    assert prepare_main([str(evil), str(tmp_path / "ds2"), "--resolution", "16"]) != 0
+    assert "unsafe path" in capsys.readouterr().err
+    assert not (tmp_path / "ds2").exists() and not (tmp_path / "outside.mp4").exists()

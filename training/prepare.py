@@ -2,7 +2,7 @@
 
     python -m training.prepare SRC DST --resolution R [--fps F] [--max-frames N] [--face-crop]
 
-SRC: a video file, or a folder (searched recursively) of video files, frame folders, or frame
+SRC: a video file, a zip, or a folder (searched recursively) of video files, frame folders, or frame
 strips (one clip stored as a wide image of square frames side by side, like the Weizmann data).
 DST: a folder or a `.zip`, holding one sub-folder of PNG frames per clip (`000000.png`, ...).
 Each frame: short side resized with Lanczos, center crop to R x R (after an optional face crop).
@@ -287,6 +287,17 @@ def prepare(src: str, dst: str, cfg: PrepareConfig,
     """Convert src into a frames dataset at dst; callback(i, n, name) after each source clip."""
     if os.path.exists(dst):
         raise DatasetError(f"destination {dst!r} already exists; remove it or pick another path")
+    if os.path.isfile(src) and zipfile.is_zipfile(src):  # a zip of videos / frames, as the studio takes
+        import tempfile
+
+        from core.files import ArchiveError, safe_extract_zip
+
+        with tempfile.TemporaryDirectory(prefix="sgv-prepare-") as tmp:
+            try:
+                unpacked = safe_extract_zip(src, tmp)
+            except ArchiveError as exc:
+                raise DatasetError(str(exc)) from None
+            return prepare(str(unpacked), dst, cfg, callback)
     items = [it for it in find_items(src, cfg) if it.name not in cfg.exclude]
     if not items:
         raise DatasetError(f"no videos, frame folders or frame strips found in {src!r}")
