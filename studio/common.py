@@ -44,7 +44,7 @@ def ui_errors(fn: Callable) -> Callable:
             except gr.Error:
                 raise
             except Exception as exc:
-                raise gr.Error(message_for(exc)) from None
+                raise gr.Error(message_for(exc), print_exception=False) from None
         return gen_wrapper
 
     @functools.wraps(fn)
@@ -54,7 +54,7 @@ def ui_errors(fn: Callable) -> Callable:
         except gr.Error:
             raise
         except Exception as exc:
-            raise gr.Error(message_for(exc)) from None
+            raise gr.Error(message_for(exc), print_exception=False) from None
     return wrapper
 
 
@@ -151,7 +151,10 @@ def number_input(value, label: str, **kwargs):
             try:
                 payload = float(payload)
             except (TypeError, ValueError):
-                raise gr.Error(f"{label} must be a number, got {payload!r}") from None
+                raise gr.Error(f"{label} must be a number, got {payload!r}", print_exception=False) from None
+        if payload is not None and component.minimum is not None and payload < component.minimum:
+            # Gradio's own check says the same but prints a traceback into the server log
+            raise gr.Error(f"{label} must be >= {component.minimum:g}, got {payload!r}", print_exception=False)
         return preprocess(payload)
 
     component.preprocess = checked

@@ -42,6 +42,17 @@ def test_binds_localhost_only(server):
     assert url.startswith("http://127.0.0.1:")
 
 
+def test_user_errors_leave_no_traceback_in_the_server_log(server, capfd):
+    """A user's mistake is a message for the user; the server log keeps tracebacks for real faults."""
+    _, client, _, _ = server
+    capfd.readouterr()
+    for seed in (2**40, -5, "abc"):
+        with pytest.raises(AppError, match="(?i)content seed must"):
+            client.predict(seed, 0, 0.7, 1.0, 0, 1, api_name="/scrub")
+    out, err = capfd.readouterr()
+    assert "Traceback" not in out + err
+
+
 def test_generate_tab(server):
     backend, client, _, _ = server
     # a non-number through the API: the field's own message, not "upstream app raised an exception"
