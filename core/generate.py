@@ -99,7 +99,7 @@ def main(argv: list[str] | None = None) -> int:
                                callback=lambda done, total: bar.update(done - bar.n), motion_origin=origin)
     except (CheckpointError, LatentFileError, RenderError, MotionError, StyleError, OSError) as exc:
         print(f"error: {exc}", file=sys.stderr)
-        return 1
+        return 2
     print(f"wrote {out} ({timeline.num_frames} frames, t = {timeline.times(0, 1)[0]:g} .. "
           f"{timeline.times(timeline.num_frames - 1)[0]:g})")
     return 0

@@ -36,7 +36,7 @@ def test_prepare_refuses_an_absurd_resolution(tmp_path, capsys):
     (tmp_path / "src").mkdir()
     rc = prepare_main([str(tmp_path / "src"), str(tmp_path / "dst"), "--resolution", "100000"])
     err = capsys.readouterr().err
-    assert rc != 0 and "resolution must be in 4 .. 1024" in err and "Traceback" not in err
+    assert rc == 2 and "resolution must be in 4 .. 1024" in err and "Traceback" not in err
     assert not (tmp_path / "dst").exists()
 
 
@@ -90,6 +90,6 @@ def test_prepare_takes_the_zips_the_studio_takes_and_refuses_unsafe_ones(tmp_pat
     evil = tmp_path / "evil.zip"
     with zipfile.ZipFile(evil, "w") as z:
         z.writestr("../outside.mp4", b"x")
-    assert prepare_main([str(evil), str(tmp_path / "ds2"), "--resolution", "16"]) != 0
+    assert prepare_main([str(evil), str(tmp_path / "ds2"), "--resolution", "16"]) == 2
     assert "unsafe path" in capsys.readouterr().err
     assert not (tmp_path / "ds2").exists() and not (tmp_path / "outside.mp4").exists()

@@ -116,7 +116,7 @@ def test_generate_cli(tiny_G, tmp_path, capsys):
     assert generate_main(["--checkpoint", str(ckpt), "--latent", str(latent), "--motion-seeds", "1",
                           "--duration", "0.3", "--fps", "10", "--out", str(tmp_path / "a.gif")]) == 0
     assert Path(tmp_path / "a.gif").exists()
-    assert generate_main(["--checkpoint", str(tmp_path / "nope.safetensors"), "--out", str(tmp_path / "b.mp4")]) == 1
+    assert generate_main(["--checkpoint", str(tmp_path / "nope.safetensors"), "--out", str(tmp_path / "b.mp4")]) == 2
     assert "not found" in capsys.readouterr().err
     assert not (tmp_path / "b.mp4").exists()
 
@@ -154,7 +154,7 @@ def test_generate_cli_applies_a_latents_style_offsets_and_motion_seed(tiny_G, tm
     assert np.abs(free[:, 16:] - expected(2, {name: offset})).max() <= 1
     assert np.abs(free[:, 16:] - expected(5, {name: offset})).max() > 8
     latent.write_bytes(latent.read_bytes()[:100])  # a truncated file: a clear error, no output
-    assert generate_main(["--checkpoint", str(ckpt), "--latent", str(latent), "--out", str(tmp_path / "c.zip")]) == 1
+    assert generate_main(["--checkpoint", str(ckpt), "--latent", str(latent), "--out", str(tmp_path / "c.zip")]) == 2
     np.savez(latent, ws=ws.numpy(), **{"style/no_such_layer": offset.numpy()})
-    assert generate_main(["--checkpoint", str(ckpt), "--latent", str(latent), "--out", str(tmp_path / "c.zip")]) == 1
+    assert generate_main(["--checkpoint", str(ckpt), "--latent", str(latent), "--out", str(tmp_path / "c.zip")]) == 2
     assert not (tmp_path / "c.zip").exists()

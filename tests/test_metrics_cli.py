@@ -34,9 +34,9 @@ def test_cli_reports_missing_weights_clearly(tmp_path, monkeypatch, capsys):
     rc = main(["--checkpoint", str(ckpt), "--data", str(data), "--metrics", "fvd16", "--num-videos", "2",
                "--offline", "--device", "cpu"])
     err = capsys.readouterr().err
-    assert rc == 1 and "I3D weights (needed for FVD) not found" in err and "Fix:" in err
+    assert rc == 2 and "I3D weights (needed for FVD) not found" in err and "Fix:" in err
     rc = main(["--checkpoint", str(ckpt), "--data", str(data), "--metrics", "fvd7", "--device", "cpu"])
-    assert rc == 1 and "unknown metric 'fvd7'" in capsys.readouterr().err
+    assert rc == 2 and "unknown metric 'fvd7'" in capsys.readouterr().err
 
 
 @pytest.mark.slow

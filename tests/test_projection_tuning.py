@@ -118,7 +118,7 @@ def test_tuned_weights_of_another_model_are_refused(G, tuned, tmp_path, capsys):
     other_ckpt = save_checkpoint(tmp_path / "other.safetensors", {"G_ema": other}, other.cfg)
     out = tmp_path / "x.mp4"
     assert generate_main(["--checkpoint", str(other_ckpt), "--latent", str(tmp_path / "p.npz"),
-                          "--out", str(out)]) == 1
+                          "--out", str(out)]) == 2
     assert "made for another model" in capsys.readouterr().err and not out.exists()
     be = tiny_backend(tmp_path / "studio", checkpoint=other_ckpt)
     with pytest.raises(StudioError, match="made for another model"):

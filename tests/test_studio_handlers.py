@@ -444,8 +444,8 @@ def test_trainer_crash_is_reported_from_its_log(tmp_path):
     while proc.status().running and time.time() < deadline:
         time.sleep(0.2)
     st = proc.status()
-    assert st.state == "failed" and st.returncode == 1
-    assert st.message.startswith(f"trainer failed (exit code 1): no readable videos found in '{empty}'"), st.message
+    assert st.state == "failed" and st.returncode == 2
+    assert st.message.startswith(f"trainer failed (exit code 2): no readable videos found in '{empty}'"), st.message
     assert f"error: no readable videos found in '{empty}'" in proc.log_text()
     with pytest.raises(TrainingError, match="dataset not found"):
         proc.start(str(tmp_path / "missing"), "tiny", 1, 1)

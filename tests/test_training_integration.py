@@ -211,7 +211,7 @@ def test_cli_fine_tunes_a_released_checkpoint(data_dir, tmp_path, released_pkl, 
     flags = ["--data", data_dir, "--outdir", str(out), "--resume", str(path), "--batch", "2", "--workers", "0",
              "--total-kimg", "1.006", "--kimg-per-tick", "0.006", "--sample-ticks", "1000", "--sample-videos", "1",
              "--sample-frames", "2", "--tensorboard", "false", "--device", "cpu"]
-    assert train_main(flags + ["--preset", "small"]) == 1
+    assert train_main(flags + ["--preset", "small"]) == 2
     assert "conflicts with the model config" in capsys.readouterr().err and not out.exists()
     assert train_main(flags) == 0
     (run,) = list(out.iterdir())
@@ -227,7 +227,7 @@ def test_cli_fine_tunes_a_released_checkpoint(data_dir, tmp_path, released_pkl, 
     k = "synthesis.b16.conv0.weight"
     moved = (trained.tensors[f"G_ema.{k}"] - ref_ema[k]).abs().sum()
     assert 0 < moved < (trained.tensors[f"G_ema.{k}"] - ref_g[k]).abs().sum()
-    assert train_main(["--data", data_dir, "--outdir", str(out), "--resume", str(tmp_path / "nope.pkl")]) == 1
+    assert train_main(["--data", data_dir, "--outdir", str(out), "--resume", str(tmp_path / "nope.pkl")]) == 2
     assert "no such file" in capsys.readouterr().err
 
 

@@ -196,7 +196,7 @@ def test_resume_latest_says_which_run_and_refuses_another_architecture(data_dir,
     train(_cfg(data_dir, total_kimg=0.012), str(out / "00000-data-tiny-b2"))
     (out / "00001-data-tiny-b2").mkdir()  # a newer run killed before its first snapshot
     flags = ["--outdir", str(out), "--resume", "latest", "--workers", "0", "--device", "cpu"]
-    assert train_main([*flags, "--preset", "small", "--total-kimg", "0.024"]) == 1
+    assert train_main([*flags, "--preset", "small", "--total-kimg", "0.024"]) == 2
     assert "--preset small conflicts with the run being resumed (00000-data-tiny-b2" in capsys.readouterr().err
     with caplog.at_level("INFO"):
         assert train_main([*flags, "--total-kimg", "0.024"]) == 0

@@ -169,7 +169,7 @@ def main(argv: list[str] | None = None) -> int:
         info = train(cfg, run_dir, resume=resume, offline=args.offline)
     except (TrainConfigError, ConfigError, DatasetError, snapshot.SnapshotError, CheckpointError, OSError) as e:
         print(f"error: {e}", file=sys.stderr)
-        return 1
+        return 2
     finally:
         distributed.cleanup()
     if dist is not None and dist.is_main and info:

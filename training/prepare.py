@@ -361,7 +361,7 @@ def main(argv: list[str] | None = None) -> int:
                           callback=lambda i, n, name: print(f"\r[{i}/{n}] {name}", end="", file=sys.stderr))
     except (DatasetError, ValueError) as e:
         print(f"\nerror: {e}", file=sys.stderr)
-        return 1
+        return 2
     print(file=sys.stderr)
     print(summary.text())
     print(f"wrote {args.dst}")

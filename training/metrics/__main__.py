@@ -63,11 +63,11 @@ def main(argv: list[str] | None = None) -> int:
                                  inception_weights=args.inception_weights, offline=args.offline)
     except (WeightsNotFoundError, WeightsFormatError, MetricsError) as e:
         print(f"error: {e}", file=sys.stderr)
-        return 1
+        return 2
     except Exception as e:  # dataset / checkpoint errors from other packages: message, not a traceback
         if type(e).__name__ in ("DatasetError", "CheckpointError"):
             print(f"error: {e}", file=sys.stderr)
-            return 1
+            return 2
         raise
     result.update(checkpoint=args.checkpoint, data=args.data)
     text = json.dumps(result, indent=2)
