@@ -93,3 +93,46 @@ def test_prepare_takes_the_zips_the_studio_takes_and_refuses_unsafe_ones(tmp_pat
     assert prepare_main([str(evil), str(tmp_path / "ds2"), "--resolution", "16"]) == 2
     assert "unsafe path" in capsys.readouterr().err
     assert not (tmp_path / "ds2").exists() and not (tmp_path / "outside.mp4").exists()
+
+
+class _Shell:
+    def __init__(self, cmd):
+        self.cmd = cmd
+
+    def __reduce__(self):
+        import os
+
+        return os.system, (self.cmd,)
+
+
+def test_every_model_loading_cli_refuses_a_malicious_pickle(tmp_path, capsys):
+    """The same refusal, one line and exit code 2 from each CLI that takes a checkpoint; nothing runs."""
+    import pickle
+
+    from core.convert import main as convert_main
+    from training.__main__ import main as train_main
+    from training.metrics.__main__ import main as metrics_main
+
+    marker = tmp_path / "SHELL_RAN"
+    evil = tmp_path / "evil.pkl"
+    evil.write_bytes(pickle.dumps({"G_ema": _Shell(f"touch {marker}")}))
+    photo = tmp_path / "p.png"
+    from studio.testing import write_photo
+
+    write_photo(photo)
+    runs = {
+        "core.generate": lambda: generate_main(["--checkpoint", str(evil), "--out", str(tmp_path / "v.mp4")]),
+        "core.convert": lambda: convert_main([str(evil), str(tmp_path / "m.safetensors")]),
+        "projection": lambda: projection_main([str(photo), "--checkpoint", str(evil), "--out",
+                                               str(tmp_path / "l.npz")]),
+        "training.metrics": lambda: metrics_main(["--checkpoint", str(evil), "--data", str(tmp_path),
+                                                  "--metrics", "fvd16"]),
+        "training": lambda: train_main(["--data", str(tmp_path), "--outdir", str(tmp_path / "runs"), "--resume",
+                                        str(evil), "--workers", "0"]),
+    }
+    for name, run in runs.items():
+        rc = run()
+        err = capsys.readouterr().err
+        assert rc == 2 and "refusing" in err and "Traceback" not in err, (name, rc, err)
+    assert not marker.exists()
+    assert {p.name for p in tmp_path.iterdir()} <= {"evil.pkl", "p.png", "runs"}

@@ -49,8 +49,8 @@ def main(argv: list[str] | None = None) -> int:
     args = p.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
     try:
-        from core.checkpoint import load_generator
-        from training.dataset import VideoDataset
+        from core.checkpoint import CheckpointError, load_generator
+        from training.dataset import DatasetError, VideoDataset
     except ImportError as e:
         print(f"error: cannot import the model or dataset code: {e}", file=sys.stderr)
         return 2
@@ -61,14 +61,9 @@ def main(argv: list[str] | None = None) -> int:
                                  _progress_printer(), seed=args.seed, batch_size=args.batch_size,
                                  use_cache=not args.no_cache, i3d_weights=args.i3d_weights,
                                  inception_weights=args.inception_weights, offline=args.offline)
-    except (WeightsNotFoundError, WeightsFormatError, MetricsError) as e:
+    except (WeightsNotFoundError, WeightsFormatError, MetricsError, CheckpointError, DatasetError) as e:
         print(f"error: {e}", file=sys.stderr)
         return 2
-    except Exception as e:  # dataset / checkpoint errors from other packages: message, not a traceback
-        if type(e).__name__ in ("DatasetError", "CheckpointError"):
-            print(f"error: {e}", file=sys.stderr)
-            return 2
-        raise
     result.update(checkpoint=args.checkpoint, data=args.data)
     text = json.dumps(result, indent=2)
     print(text)
