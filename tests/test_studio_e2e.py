@@ -141,3 +141,39 @@ def test_bad_uploads_are_answered_and_the_server_keeps_serving(server):
     with pytest.raises(AppError, match="safetensors"):  # gradio checks the file type
         client.predict("", handle_file(str(bad["text_as_jpg"])), api_name="/load_model")
     assert Path(client.predict(0, 0, 0.7, 0.1, 0, 1, api_name="/scrub")).is_file()  # still serving
+
+
+def test_sigterm_stops_launch_py_and_removes_its_temporary_folder(tmp_path):
+    """A service manager's SIGTERM ends the studio like Ctrl+C: through its cleanup, so no sgv-studio-*
+    folder is left in the temporary directory."""
+    import os
+    import signal
+    import subprocess
+    import sys
+    import time
+    import urllib.request
+
+    root = Path(__file__).resolve().parents[1]
+    ckpt = tiny_checkpoint(tmp_path / "tiny.safetensors")
+    port = free_port()
+    env = {**os.environ, "TMPDIR": str(tmp_path), "PYTHONPATH": str(root)}
+    proc = subprocess.Popen([sys.executable, "launch.py", "--checkpoint", str(ckpt), "--port", str(port),
+                             "--offline", "--runs", str(tmp_path / "runs")], cwd=root, env=env,
+                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    try:
+        deadline = time.time() + 120
+        while time.time() < deadline:
+            try:
+                urllib.request.urlopen(f"http://127.0.0.1:{port}/", timeout=2)
+                break
+            except OSError:
+                assert proc.poll() is None, "launch.py exited early"
+                time.sleep(0.5)
+        else:
+            pytest.fail("the studio did not come up within 120 s")
+        assert list(tmp_path.glob("sgv-studio-*")), "no temporary folder while running"
+        proc.send_signal(signal.SIGTERM)
+        assert proc.wait(timeout=60) == 0
+    finally:
+        proc.kill()
+    assert not list(tmp_path.glob("sgv-studio-*"))
