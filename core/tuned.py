@@ -14,7 +14,7 @@ import os
 from pathlib import Path
 
 import torch
-from safetensors import SafetensorError
+from safetensors import SafetensorError, safe_open
 from safetensors.torch import load_file, save_file
 
 from core.files import atomic_write
@@ -54,8 +54,6 @@ def load_delta(path: str | os.PathLike) -> tuple[dict[str, torch.Tensor], str]:
         raise TunedWeightsError(f"tuned weights {path} not found (they are saved next to the latent file; "
                                 f"move both together)")
     try:
-        from safetensors import safe_open
-
         with safe_open(str(path), framework="pt") as f:
             meta = f.metadata() or {}
         delta = load_file(str(path))

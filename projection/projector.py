@@ -90,7 +90,7 @@ def w_statistics(G, num_samples: int = 10_000, seed: int = 123, c: torch.Tensor 
     return w_avg, w_std
 
 
-def _resize_for_lpips(img: torch.Tensor, size: int) -> torch.Tensor:
+def resize_for_lpips(img: torch.Tensor, size: int) -> torch.Tensor:
     """[N, C, H, W] -> area-downsampled to `size` when larger; 1-channel images repeated to RGB."""
     if img.shape[2] > size:
         img = F.interpolate(img, size=(size, size), mode="area")
@@ -104,7 +104,9 @@ def psnr_uint8(a: np.ndarray, b: np.ndarray) -> float:
     return float("inf") if mse == 0 else 10.0 * math.log10(255.0**2 / mse)
 
 
-def _target_tensor(G, target_image) -> tuple[torch.Tensor, np.ndarray]:
+def target_tensor(G, target_image) -> tuple[torch.Tensor, np.ndarray]:
+    """A photo (any `load_photo` input, or a tensor [1, C, H, W] in [-1, 1]) -> (tensor [1, C, R, R],
+    uint8 [R, R, C]) at the model's resolution R."""
     res, ch = G.img_resolution, G.img_channels
     if isinstance(target_image, torch.Tensor):
         x = target_image.detach().float().cpu()
@@ -151,9 +153,9 @@ def project(G, target_image: PhotoInput | torch.Tensor, *, steps: int = 1000, mo
         lpips_model = load_lpips("vgg", device=device)
     started = time.perf_counter()
 
-    target, target_u8 = _target_tensor(G, target_image)
+    target, target_u8 = target_tensor(G, target_image)
     target = target.to(device)
-    target_lp = _resize_for_lpips(target, lpips_resolution)
+    target_lp = resize_for_lpips(target, lpips_resolution)
     c = None if c is None else c.to(device)
     w_avg, w_std = w_statistics(G, w_avg_samples, c=c)
     num_ws = G.num_ws
@@ -173,7 +175,7 @@ def project(G, target_image: PhotoInput | torch.Tensor, *, steps: int = 1000, mo
         sigma = noise_scale(step, steps, w_std, noise_factor, noise_ramp)
         w_noise = torch.randn(w_opt.shape, generator=gen).to(device) * sigma
         img = synth(w_opt + w_noise)
-        dist = lpips_model(_resize_for_lpips(img, lpips_resolution), target_lp).sum()
+        dist = lpips_model(resize_for_lpips(img, lpips_resolution), target_lp).sum()
         loss = dist + mse_weight * (img - target).square().mean() if mse_weight else dist
         optimizer.zero_grad(set_to_none=True)
         loss.backward()
@@ -189,7 +191,7 @@ def project(G, target_image: PhotoInput | torch.Tensor, *, steps: int = 1000, mo
     with torch.no_grad():
         w_final = w_opt.detach()
         recon = synth(w_final)
-        lp = float(lpips_model(_resize_for_lpips(recon, lpips_resolution), target_lp).sum())
+        lp = float(lpips_model(resize_for_lpips(recon, lpips_resolution), target_lp).sum())
     recon_u8 = to_uint8(recon[0])
     ws = w_final.expand(1, num_ws, -1).contiguous() if mode == "w" else w_final.contiguous()
     assert ws.shape == (1, num_ws, G.w_dim), ws.shape

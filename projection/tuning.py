@@ -33,7 +33,7 @@ import numpy as np
 import torch
 
 from projection.photo import to_uint8
-from projection.projector import ProjectionError, _resize_for_lpips, _target_tensor, lr_schedule, psnr_uint8
+from projection.projector import ProjectionError, lr_schedule, psnr_uint8, resize_for_lpips, target_tensor
 
 log = logging.getLogger(__name__)
 
@@ -113,23 +113,23 @@ def tune(G, ws: torch.Tensor, target_image, *, motion_seed: int = 0, t: float = 
     if not params:
         raise ProjectionError(f"no synthesis block at or above min_resolution {options.min_resolution} "
                               f"(the model's blocks: {G1.synthesis.block_resolutions})")
-    target, target_u8 = _target_tensor(G0, target_image)
+    target, target_u8 = target_tensor(G0, target_image)
     target = target.to(device)
-    target_lp = _resize_for_lpips(target, lpips_resolution)
+    target_lp = resize_for_lpips(target, lpips_resolution)
     ws = ws.detach().float().to(device)
     gen = torch.Generator(device="cpu").manual_seed(options.seed)
     optimizer = torch.optim.Adam(params, lr=options.lr, betas=(0.9, 0.999))
     anchors = [(p, p.detach().clone()) for p in params]
 
     def lp(a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
-        return lpips_model(_resize_for_lpips(a, lpips_resolution), _resize_for_lpips(b, lpips_resolution)).mean()
+        return lpips_model(resize_for_lpips(a, lpips_resolution), resize_for_lpips(b, lpips_resolution)).mean()
 
     losses: list[float] = []
     for step in range(options.steps):
         for group in optimizer.param_groups:
             group["lr"] = lr_schedule(step, options.steps, options.lr)
         img = G1.synthesis(ws, [[float(t)]], [motion_seed])[:, 0]  # [1, C, H, W]
-        rec_lpips = lpips_model(_resize_for_lpips(img, lpips_resolution), target_lp).mean()
+        rec_lpips = lpips_model(resize_for_lpips(img, lpips_resolution), target_lp).mean()
         loss = options.lpips_weight * rec_lpips + options.l2_weight * (img - target).square().mean()
         if options.locality_weight and step % options.regularize_every == 0:
             locality = _locality(G0, G1, ws, gen, options.locality_span, lp)
@@ -155,7 +155,7 @@ def tune(G, ws: torch.Tensor, target_image, *, motion_seed: int = 0, t: float = 
     delta = _round_to_fp16_delta(G0, G1)
     with torch.no_grad():
         recon = G1.synthesis(ws, [[float(t)]], [motion_seed])[:, 0]
-        final_lpips = float(lpips_model(_resize_for_lpips(recon, lpips_resolution), target_lp).mean())
+        final_lpips = float(lpips_model(resize_for_lpips(recon, lpips_resolution), target_lp).mean())
     recon_u8 = to_uint8(recon[0])
     return TuneResult(G=G1, delta=delta, reconstruction=recon_u8, target=target_u8, lpips=final_lpips,
                       psnr=psnr_uint8(recon_u8, target_u8), steps=len(losses), losses=losses,

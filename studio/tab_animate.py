@@ -44,7 +44,7 @@ def animate(backend: Backend, upload, face_crop: bool, mode: str, steps, motion_
     """Project, optionally fit the generator to the photo (pivotal tuning), then animate. Yields dicts of
     partial results, the last one complete: {"status", "preview"} while working; then {"comparison",
     "video", "latent", "state", ...}. The loaded model is never changed: tuned weights are a per-photo
-    file that the session's state and the latent file reference."""
+    file that the browser client's state and the latent file reference."""
     from projection.tuning import TuneOptions
 
     steps = number(steps, "projection steps", 1, MAX_STEPS, integer=True)

@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import json
+from pathlib import Path
+
 from studio.backend import Backend, StudioError
 from studio.common import ui_errors
 from studio.uploads import check_checkpoint
@@ -51,8 +54,6 @@ def photo_hint(backend: Backend) -> str:
 def _metadata(source: str) -> dict:
     if not str(source).endswith(".safetensors"):
         return {}
-    import json
-
     from core.checkpoint import CheckpointError, read_header
 
     try:
@@ -63,9 +64,6 @@ def _metadata(source: str) -> dict:
 
 def _card(source: str) -> dict:
     """`<checkpoint stem>.card.json` next to the checkpoint (the bundled model has one), else {}."""
-    import json
-    from pathlib import Path
-
     path = Path(source).with_suffix(".card.json")
     try:
         return json.loads(path.read_text()) if path.is_file() else {}

@@ -219,8 +219,6 @@ def latest_sample(run_dir: str | os.PathLike | None) -> str | None:
 
 def _snapshot_kimg(path: str) -> float:
     """kimg recorded in a snapshot's metadata (the trainer writes it), else -1."""
-    import json
-
     from core.checkpoint import CheckpointError, read_header
 
     try:

@@ -151,29 +151,27 @@ def test_sigterm_stops_launch_py_and_removes_its_temporary_folder(tmp_path):
     import subprocess
     import sys
     import time
-    import urllib.request
 
     root = Path(__file__).resolve().parents[1]
     ckpt = tiny_checkpoint(tmp_path / "tiny.safetensors")
     port = free_port()
     env = {**os.environ, "TMPDIR": str(tmp_path), "PYTHONPATH": str(root)}
-    proc = subprocess.Popen([sys.executable, "launch.py", "--checkpoint", str(ckpt), "--port", str(port),
-                             "--offline", "--runs", str(tmp_path / "runs")], cwd=root, env=env,
-                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    log = tmp_path / "launch.log"
+    with open(log, "w") as out:
+        proc = subprocess.Popen([sys.executable, "launch.py", "--checkpoint", str(ckpt), "--port", str(port),
+                                 "--offline", "--runs", str(tmp_path / "runs")], cwd=root, env=env,
+                                stdout=out, stderr=subprocess.STDOUT)
     try:
+        # its own start-up line, not just any server answering on the port
+        ready = f"StyleGAN-V Studio running at http://127.0.0.1:{port}/"
         deadline = time.time() + 120
-        while time.time() < deadline:
-            try:
-                urllib.request.urlopen(f"http://127.0.0.1:{port}/", timeout=2)
-                break
-            except OSError:
-                assert proc.poll() is None, "launch.py exited early"
-                time.sleep(0.5)
-        else:
-            pytest.fail("the studio did not come up within 120 s")
+        while ready not in log.read_text():
+            assert proc.poll() is None, f"launch.py exited early:\n{log.read_text()[-2000:]}"
+            assert time.time() < deadline, "the studio did not come up within 120 s"
+            time.sleep(0.5)
         assert list(tmp_path.glob("sgv-studio-*")), "no temporary folder while running"
         proc.send_signal(signal.SIGTERM)
-        assert proc.wait(timeout=60) == 0
+        assert proc.wait(timeout=60) == 0, log.read_text()[-2000:]
     finally:
         proc.kill()
     assert not list(tmp_path.glob("sgv-studio-*"))
