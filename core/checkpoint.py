@@ -7,6 +7,7 @@ either the old file or the new one, never a torn file.
 
 from __future__ import annotations
 
+import hashlib
 import json
 import os
 from pathlib import Path
@@ -98,3 +99,15 @@ def load_generator(path: str | os.PathLike, device: str | torch.device = "cpu", 
     G = Generator(ckpt.cfg)
     load_state(G, state, f"{which} of {path}")
     return G.eval().requires_grad_(False).to(device)
+
+
+def weights_sha256(module: nn.Module) -> str:
+    """sha256 (hex) of a module's weights: names, dtypes, shapes and bytes of its state, on the CPU.
+
+    The same weights give the same hash however they were loaded (.safetensors or a released .pkl)."""
+    h = hashlib.sha256()
+    for name, value in sorted(module.state_dict().items()):
+        value = value.detach().cpu().contiguous()
+        h.update(f"{name}|{value.dtype}|{tuple(value.shape)}\n".encode())
+        h.update(value.view(torch.uint8).numpy().tobytes() if value.numel() else b"")
+    return h.hexdigest()

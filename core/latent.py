@@ -3,7 +3,7 @@
 Keys: `ws` float32 [1, num_ws, w_dim]; `motion_seed` int; `t` float; `checkpoint` str; `mode` str;
 optional `style/<synthesis layer>` float32 [C] StyleSpace offsets (from StyleCLIP global directions);
 optional `tuned_weights` str (a `core.tuned` delta file, relative to the latent's folder) with
-`base_hash` str (the `generator_hash` of the model it was tuned from).
+`base_hash` str (the `weights_sha256` of the model it was tuned from).
 """
 
 from __future__ import annotations

@@ -9,7 +9,6 @@ is never modified; applying returns a tuned copy.
 from __future__ import annotations
 
 import copy
-import hashlib
 import os
 from pathlib import Path
 
@@ -17,6 +16,7 @@ import torch
 from safetensors import SafetensorError, safe_open
 from safetensors.torch import load_file, save_file
 
+from core.checkpoint import weights_sha256
 from core.files import atomic_write
 
 FORMAT = "stylegan-v-studio/tuned-delta/1"
@@ -24,18 +24,6 @@ FORMAT = "stylegan-v-studio/tuned-delta/1"
 
 class TunedWeightsError(ValueError):
     """A delta file that is missing, corrupt, or belongs to another base model."""
-
-
-def generator_hash(G) -> str:
-    """sha256 (hex) of the generator's weights: names, dtypes, shapes and bytes of its state, on the CPU.
-
-    The same weights give the same hash however they were loaded (.safetensors or a released .pkl)."""
-    h = hashlib.sha256()
-    for name, value in sorted(G.state_dict().items()):
-        value = value.detach().cpu().contiguous()
-        h.update(f"{name}|{value.dtype}|{tuple(value.shape)}\n".encode())
-        h.update(value.view(torch.uint8).numpy().tobytes() if value.numel() else b"")
-    return h.hexdigest()
 
 
 def save_delta(path: str | os.PathLike, delta: dict[str, torch.Tensor], base_hash: str) -> Path:
@@ -69,8 +57,8 @@ def load_delta(path: str | os.PathLike) -> tuple[dict[str, torch.Tensor], str]:
 def apply_delta(G, delta: dict[str, torch.Tensor], base_hash: str, G_hash: str | None = None):
     """A copy of G with base + delta for each tensor of the delta. Refuses another base model.
 
-    `G_hash`: G's `generator_hash` when the caller has it cached (hashing reads every weight)."""
-    own = G_hash or generator_hash(G)
+    `G_hash`: G's `weights_sha256` when the caller has it cached (hashing reads every weight)."""
+    own = G_hash or weights_sha256(G)
     if own != base_hash:
         raise TunedWeightsError(f"these tuned weights were made for another model (base weights "
                                 f"{base_hash[:12]}, the loaded model is {own[:12]}): load the checkpoint "

@@ -45,9 +45,9 @@ def main(argv: list[str] | None = None) -> int:
     from PIL import Image
     from tqdm import tqdm
 
-    from core.checkpoint import CheckpointError, load_generator
+    from core.checkpoint import CheckpointError, load_generator, weights_sha256
     from core.latent import Latent, save_latent
-    from core.tuned import generator_hash, save_delta
+    from core.tuned import save_delta
     from projection.lpips_weights import LPIPSWeightsError, load_lpips
     from projection.photo import PhotoError, load_photo
     from projection.projector import ProjectionError, project
@@ -89,7 +89,7 @@ def main(argv: list[str] | None = None) -> int:
                     mode=args.mode)
     recon, lp, psnr = result.reconstruction, result.lpips, result.psnr
     if tuned is not None:
-        latent.base_hash = generator_hash(G)
+        latent.base_hash = weights_sha256(G)
         latent.tuned_weights = str(save_delta(out.with_suffix(".tuned.safetensors"), tuned.delta, latent.base_hash))
         recon, lp, psnr = tuned.reconstruction, tuned.lpips, tuned.psnr
         print(f"projection: LPIPS {result.lpips:.4f}, PSNR {result.psnr:.2f} dB; tuned: LPIPS {lp:.4f}, "

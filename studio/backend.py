@@ -115,7 +115,7 @@ class Backend:
         self._cancel: dict[str, threading.Event] = {}
         self._clip = None
         self._tuned: OrderedDict = OrderedDict()  # (model version, delta path) -> tuned copy of G
-        self._hash: tuple[int, str] | None = None  # (model version, generator_hash)
+        self._hash: tuple[int, str] | None = None  # (model version, weights_sha256)
         self._version = 0
         self._set_model(G, source, random_weights)
         from studio.training_runs import TrainingProcess
@@ -165,12 +165,12 @@ class Backend:
             return copy.deepcopy(G)
 
     def model_hash(self) -> str:
-        """`core.tuned.generator_hash` of the loaded model (computed once per load)."""
-        from core.tuned import generator_hash
+        """`core.checkpoint.weights_sha256` of the loaded model (computed once per load)."""
+        from core.checkpoint import weights_sha256
 
         with self.lock:
             if self._hash is None or self._hash[0] != self._version:
-                self._hash = (self._version, generator_hash(self.G))
+                self._hash = (self._version, weights_sha256(self.G))
             return self._hash[1]
 
     def generator_for(self, state: dict | None) -> Generator:

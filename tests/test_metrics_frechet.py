@@ -55,11 +55,25 @@ def test_feature_stats_matches_numpy_and_round_trips(tmp_path):
     want_cov = np.cov(x.astype(np.float64), rowvar=False, bias=True)
     np.testing.assert_allclose(cov, want_cov, rtol=1e-7, atol=1e-9)
     st.save(tmp_path / "s.npz", {"metric": "fvd16"})
-    m2, c2, n2, meta = FeatureStats.load_mean_cov(tmp_path / "s.npz")
-    assert n2 == 37 and meta == {"metric": "fvd16"}
+    loaded, meta = FeatureStats.load(tmp_path / "s.npz")
+    m2, c2 = loaded.mean_cov()
+    assert loaded.num_items == 37 and meta == {"metric": "fvd16"}
     np.testing.assert_array_equal(m2, mean)
     np.testing.assert_array_equal(c2, cov)
     assert not list(tmp_path.glob("*.tmp*"))  # atomic write left no temp file
+
+
+def test_feature_stats_merge_equals_one_pass():
+    rng = np.random.default_rng(3)
+    x = rng.standard_normal((40, 5)) * 3 + 7
+    a, b, whole = FeatureStats(), FeatureStats(), FeatureStats()
+    a.append(x[:13])
+    b.append(x[13:])
+    whole.append(x)
+    m, c = a.merged(b).mean_cov()
+    np.testing.assert_allclose(m, whole.mean_cov()[0], rtol=1e-12)
+    np.testing.assert_allclose(c, whole.mean_cov()[1], rtol=1e-10, atol=1e-12)
+    assert a.merged(b).num_items == 40 and a.num_items == 13  # the inputs are untouched
 
 
 def test_feature_stats_errors(tmp_path):
@@ -73,4 +87,4 @@ def test_feature_stats_errors(tmp_path):
         st.append(np.full((1, 3), np.nan))
     (tmp_path / "bad.npz").write_bytes(b"not a zip")
     with pytest.raises(MetricsError, match="cannot read"):
-        FeatureStats.load_mean_cov(tmp_path / "bad.npz")
+        FeatureStats.load(tmp_path / "bad.npz")

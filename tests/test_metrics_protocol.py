@@ -1,5 +1,6 @@
 """The paper's FVD / FID protocol: real-clip selection, fake times, compute_metrics plumbing, caching."""
 
+import hashlib
 from pathlib import Path
 
 import numpy as np
@@ -109,6 +110,9 @@ class TinyVideos:
     def num_frames(self, i):
         return self.lengths[i]
 
+    def index_sha256(self):
+        return hashlib.sha256(repr((self.lengths, self.path)).encode()).hexdigest()
+
     def read_frames(self, i, frame_indices):
         self.reads += 1
         idx = np.asarray(list(frame_indices))
@@ -159,15 +163,15 @@ def test_compute_metrics_counts_cache_and_callback(tmp_path, monkeypatch):
     assert {e[0] for e in events} == {"fvd16/real", "fvd16/fake", "fid/real", "fid/fake"}
     assert all(done <= total for _, done, total in events)
     cached = sorted(Path(tmp_path / "cache" / "metric-stats").glob("*.npz"))
-    assert len(cached) == 2
+    assert len(cached) == 4  # two halves per metric
     # Second run: real statistics come from the cache (no frame is read), fakes are recomputed identically.
     reads = ds.reads
     res2 = compute_metrics(RecordingG(), ds, ["fvd16", "fid"], num_videos=4, detectors=dets, batch_size=2)
     assert ds.reads == reads
     assert res2["fvd16"] == pytest.approx(res["fvd16"], rel=1e-9) and res2["fid"] == pytest.approx(res["fid"])
     # A different protocol (number of videos) is a different cache entry.
-    compute_metrics(RecordingG(), ds, ["fvd16"], num_videos=3, detectors=dets, batch_size=2)
-    assert len(list(Path(tmp_path / "cache" / "metric-stats").glob("*.npz"))) == 3
+    compute_metrics(RecordingG(), ds, ["fvd16"], num_videos=5, detectors=dets, batch_size=2)
+    assert len(list(Path(tmp_path / "cache" / "metric-stats").glob("*.npz"))) == 6
 
 
 def test_compute_metrics_missing_inception_weights(tmp_path, monkeypatch):

@@ -145,9 +145,8 @@ def test_cli_writes_latent(G, tmp_path, monkeypatch, capsys):
     assert lat.ws.shape == (1, G.num_ws, G.w_dim) and lat.checkpoint == "tiny.safetensors" and lat.mode == "w"
     assert "PSNR" in capsys.readouterr().out
     # --tune: the tuned weights land next to the latent, which references them with the base model's hash
-    from core.checkpoint import load_generator
+    from core.checkpoint import load_generator, weights_sha256
     from core.latent import latent_generator
-    from core.tuned import generator_hash
 
     tuned = tmp_path / "tuned" / "lat.npz"
     assert main([str(photo), "--checkpoint", str(ckpt), "--out", str(tuned), "--steps", "2", "--tune",
@@ -155,7 +154,7 @@ def test_cli_writes_latent(G, tmp_path, monkeypatch, capsys):
     assert "tuned: LPIPS" in capsys.readouterr().out
     lat = load_latent(tuned)
     assert lat.tuned_weights == str((tmp_path / "tuned" / "lat.tuned.safetensors").resolve())
-    assert lat.base_hash == generator_hash(load_generator(ckpt))
+    assert lat.base_hash == weights_sha256(load_generator(ckpt))
     G_tuned = latent_generator(lat, load_generator(ckpt))
     assert any(not torch.equal(a, b) for a, b in zip(G_tuned.parameters(), load_generator(ckpt).parameters()))
     (tmp_path / "empty.jpg").write_bytes(b"")

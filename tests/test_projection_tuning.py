@@ -9,10 +9,10 @@ import numpy as np
 import pytest
 import torch
 
-from core.checkpoint import save_checkpoint
+from core.checkpoint import save_checkpoint, weights_sha256
 from core.generate import main as generate_main
 from core.latent import Latent, LatentFileError, latent_generator, load_latent, save_latent
-from core.tuned import TunedWeightsError, apply_delta, generator_hash, load_delta, save_delta
+from core.tuned import TunedWeightsError, apply_delta, load_delta, save_delta
 from projection.photo import to_tensor, to_uint8
 from projection.projector import ProjectionError
 from projection.testing import TinyLPIPS
@@ -69,9 +69,9 @@ def test_only_the_synthesis_blocks_from_min_resolution_change(G, tuned):
 
 def test_saved_delta_round_trips_bit_for_bit(G, tuned, tmp_path):
     ws, _, result = tuned
-    path = save_delta(tmp_path / "p.tuned.safetensors", result.delta, generator_hash(G))
+    path = save_delta(tmp_path / "p.tuned.safetensors", result.delta, weights_sha256(G))
     delta, base_hash = load_delta(path)
-    assert base_hash == generator_hash(G) and set(delta) == set(result.delta)
+    assert base_hash == weights_sha256(G) and set(delta) == set(result.delta)
     G2 = apply_delta(G, delta, base_hash)
     times = torch.tensor([[0.0, 3.5, 40.25]], dtype=torch.float64)
     with torch.no_grad():
@@ -84,7 +84,7 @@ def test_a_tuned_latent_renders_the_same_through_the_cli_and_the_studio(G, tuned
 
     ws, _, result = tuned
     ckpt = save_checkpoint(tmp_path / "tiny.safetensors", {"G_ema": G}, G.cfg)
-    base_hash = generator_hash(G)
+    base_hash = weights_sha256(G)
     weights = save_delta(tmp_path / "photo.tuned.safetensors", result.delta, base_hash)
     save_latent(tmp_path / "photo.npz", Latent(ws=ws, motion_seed=3, tuned_weights=str(weights),
                                                base_hash=base_hash))
@@ -109,8 +109,8 @@ def test_tuned_weights_of_another_model_are_refused(G, tuned, tmp_path, capsys):
     ws, _, result = tuned
     torch.manual_seed(99)
     other = Generator(G.cfg).eval()
-    weights = save_delta(tmp_path / "p.tuned.safetensors", result.delta, generator_hash(G))
-    save_latent(tmp_path / "p.npz", Latent(ws=ws, tuned_weights=str(weights), base_hash=generator_hash(G)))
+    weights = save_delta(tmp_path / "p.tuned.safetensors", result.delta, weights_sha256(G))
+    save_latent(tmp_path / "p.npz", Latent(ws=ws, tuned_weights=str(weights), base_hash=weights_sha256(G)))
     with pytest.raises(LatentFileError, match="made for another model"):
         latent_generator(load_latent(tmp_path / "p.npz"), other)
     with pytest.raises(TunedWeightsError, match="made for another model"):

@@ -83,6 +83,12 @@ def test_periodic_fvd_lines_match_an_offline_evaluation_of_the_snapshot(data_dir
     G_ema = _generator_from_snapshot(tmp_path / "run")
     again = compute_metrics(G_ema, VideoDataset(data_dir, resolution=16), ["fvd16"], 3, detectors={"i3d": det})
     assert again["fvd16"] == pytest.approx(metrics[-1]["fvd16"], rel=1e-6)
+    # Each evaluation's manifest sits in the run folder: the last one names the final G_ema's weights.
+    manifests = [json.loads(x) for x in open(tmp_path / "run" / "metrics-manifests.jsonl")]
+    assert [m["kimg"] for m in manifests] == [0.012, 0.018] and "manifest" not in metrics[-1]
+    assert manifests[-1]["generator"]["weights_sha256"] == again["manifest"]["generator"]["weights_sha256"]
+    assert manifests[0]["generator"]["weights_sha256"] != manifests[1]["generator"]["weights_sha256"]
+    assert manifests[-1]["dataset"]["index_sha256"] == VideoDataset(data_dir).index_sha256()
     assert info["step"] == 3
     from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
 

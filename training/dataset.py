@@ -16,6 +16,7 @@ Optional labels come from `dataset.json` at the root: `{"labels": {name: label}}
 
 from __future__ import annotations
 
+import hashlib
 import io
 import json
 import logging
@@ -129,6 +130,10 @@ class _FolderSource:
         p = os.path.join(self.root, name)
         return open(p, "rb").read() if os.path.isfile(p) else None
 
+    @staticmethod
+    def file_ids(v: _Video) -> list[str]:
+        return [f"{os.path.basename(f)}|{os.path.getsize(f)}" for f in v.frames]
+
 
 class _ZipSource:
     """The folder layout inside a zip; the zip is opened lazily once per process (fork-safe)."""
@@ -157,6 +162,10 @@ class _ZipSource:
         except KeyError:
             return None
 
+    def file_ids(self, v: _Video) -> list[str]:
+        infos = (self._file().getinfo(m) for m in v.frames)
+        return [f"{i.filename}|{i.file_size}|{i.CRC:08x}" for i in infos]
+
     def __getstate__(self):  # zip handles do not survive pickling to DataLoader workers
         return {**self.__dict__, "_zip": None, "_pid": None}
 
@@ -182,6 +191,10 @@ class _VideoFileSource:
 
     def read(self, v: _Video, indices: Sequence[int]) -> list[np.ndarray]:
         return read_video_frames(v.path, indices)
+
+    @staticmethod
+    def file_ids(v: _Video) -> list[str]:
+        return [f"{os.path.getsize(v.path)}"]
 
     def read_json(self, name: str) -> bytes | None:
         p = os.path.join(self.root, name)
@@ -283,9 +296,10 @@ class VideoDataset:
         if not self._videos:
             raise DatasetError(f"no readable videos found in {path!r} (frames folders, zip, or "
                                f"video files {', '.join(VIDEO_EXTS)})")
+        # The first frame's short side: what the data holds before resizing (metrics refuse upscaling).
+        self.native_resolution = int(min(self._source.read(self._videos[0], [0])[0].shape[:2]))
         if resolution is None:
-            first = self._source.read(self._videos[0], [0])[0]
-            resolution = min(first.shape[:2])
+            resolution = self.native_resolution
         if resolution < 1:
             raise DatasetError(f"resolution must be positive, got {resolution}")
         self.resolution = int(resolution)
@@ -337,6 +351,17 @@ class VideoDataset:
 
     def num_frames(self, i: int) -> int:
         return self._videos[i].length
+
+    def index_sha256(self) -> str:
+        """sha256 of the dataset's index: every video's name and frame count and every file's size (zip
+        members: their CRC-32 too). A renamed, added, removed or resized file changes it; reading it
+        costs no decoding, so metric caches and manifests can key on it."""
+        h = hashlib.sha256()
+        for v in self._videos:
+            h.update(f"{v.name}|{v.length}\n".encode())
+            for entry in self._source.file_ids(v):
+                h.update(f"  {entry}\n".encode())
+        return h.hexdigest()
 
     def read_frames(self, i: int, frame_indices: Sequence[int]) -> np.ndarray:
         """Frames of video i -> uint8 [T, R, R, 3]; raises DatasetError for a bad index or file."""

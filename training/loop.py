@@ -9,6 +9,7 @@ and the ADA step use batch_size, not batch_size * k) are per clip here as well. 
     run_dir/config.json            the TrainConfig (written first)
     run_dir/stats.jsonl            one JSON line per tick (kimg, sec/kimg, losses, augment p, memory), and
                                    one {"kind": "metrics", "kimg", "fvd16", ...} line per evaluation
+    run_dir/metrics-manifests.jsonl  the manifest of each evaluation (hashes, protocol, seeds, versions)
     run_dir/events.out.tfevents.*  TensorBoard scalars (Loss/*, Progress/*, Metrics/*) and sample frames
     run_dir/samples/samples-<kimg>.mp4   grid video at fixed seeds, rows t = 0.. and t = far_t..
     run_dir/snapshots/network-<kimg>.safetensors + state-<kimg>.pt   (see training.snapshot)
@@ -275,9 +276,13 @@ class _Evaluator:
             self.metrics = [m for m in self.metrics if m not in dropped]
             log.warning("metrics %s skipped for the rest of training, detector weights unavailable: %s",
                         ", ".join(dropped), " | ".join(v.splitlines()[0] for v in missing.values()))
+        manifest = result.pop("manifest", None)
         line = {"kind": "metrics", "kimg": kimg, "step": trainer.step_idx, **result}
         with open(os.path.join(run_dir, "stats.jsonl"), "a") as f:
             f.write(json.dumps(line) + "\n")
+        if manifest is not None:  # what exactly was measured (training.metrics.manifest), one line per evaluation
+            with open(os.path.join(run_dir, MANIFESTS), "a") as f:
+                f.write(json.dumps({"kimg": kimg, "step": trainer.step_idx, **manifest}) + "\n")
         if tb is not None:
             for name in self.cfg.metrics:
                 key = get_spec(name).name
@@ -292,8 +297,11 @@ class _Evaluator:
         log.debug("%s %d/%d", name, done, total)
 
 
+MANIFESTS = "metrics-manifests.jsonl"
+
+
 def _trim_stats(path: str, kimg: float) -> None:
-    """Drop stats lines written after the snapshot a run resumes from."""
+    """Drop stats or manifest lines written after the snapshot a run resumes from."""
     if not os.path.isfile(path):
         return
     with open(path) as f:
@@ -339,7 +347,8 @@ def train(cfg: TrainConfig, run_dir: str, *, on_tick: Callable[[dict[str, Any]],
         net, state = snapshot.resolve_resume(resume, run_dir)
         trainer.load(net, state)
         if dist.is_main:
-            _trim_stats(os.path.join(run_dir, "stats.jsonl"), trainer.cur_nimg / 1000)
+            for name in ("stats.jsonl", MANIFESTS):
+                _trim_stats(os.path.join(run_dir, name), trainer.cur_nimg / 1000)
         log.info("resumed from %s at %.3f kimg", net, trainer.cur_nimg / 1000)
     evaluator = _Evaluator(cfg, ds, metric_detectors, offline) if dist.is_main and cfg.metrics else None
     batches = ClipBatches(ds, trainer.batch_gpu, cfg.num_frames, seed=cfg.seed, rank=dist.rank,

@@ -63,21 +63,37 @@ class FeatureStats:
         cov = self._sum_outer / self.num_items - np.outer(mean, mean)
         return mean, cov
 
-    # --- persistence: .npz (no pickle) plus a JSON description, written atomically ---
+    def merged(self, other: FeatureStats) -> FeatureStats:
+        """The statistics of both samples together (the sums add; nothing is recomputed)."""
+        if self.num_features != other.num_features:
+            raise MetricsError(f"feature size differs: {self.num_features} != {other.num_features}")
+        out = FeatureStats(self.num_features)
+        out.num_items = self.num_items + other.num_items
+        out._sum = self._sum + other._sum
+        out._sum_outer = self._sum_outer + other._sum_outer
+        return out
+
+    # --- persistence: .npz of the float64 sums (no pickle) plus a JSON description, written atomically ---
     def save(self, path: str | os.PathLike, meta: dict | None = None) -> None:
-        mean, cov = self.mean_cov()
-        atomic_write(path, lambda tmp: np.savez(tmp, mean=mean, cov=cov, num_items=np.int64(self.num_items),
+        self.mean_cov()  # refuses fewer than 2 items
+        atomic_write(path, lambda tmp: np.savez(tmp, sum=self._sum, sum_outer=self._sum_outer,
+                                                num_items=np.int64(self.num_items),
                                                 meta=np.array(json.dumps(meta or {}))), suffix=".tmp.npz")
 
     @staticmethod
-    def load_mean_cov(path: str | os.PathLike) -> tuple[np.ndarray, np.ndarray, int, dict]:
-        """-> (mean, cov, num_items, meta) from a file written by save()."""
+    def load(path: str | os.PathLike) -> tuple[FeatureStats, dict]:
+        """-> (statistics, meta) from a file written by save()."""
         try:
             with np.load(path, allow_pickle=False) as f:
-                return (f["mean"].astype(np.float64), f["cov"].astype(np.float64),
-                        int(f["num_items"]), json.loads(str(f["meta"])))
+                total, outer = f["sum"].astype(np.float64), f["sum_outer"].astype(np.float64)
+                n, meta = int(f["num_items"]), json.loads(str(f["meta"]))
         except (OSError, KeyError, ValueError) as e:
             raise MetricsError(f"cannot read feature statistics {path}: {e}") from e
+        if total.ndim != 1 or outer.shape != (total.shape[0],) * 2 or n < 2:
+            raise MetricsError(f"cannot read feature statistics {path}: inconsistent shapes or count")
+        stats = FeatureStats(total.shape[0])
+        stats.num_items, stats._sum, stats._sum_outer = n, total, outer
+        return stats, meta
 
 
 def _sqrtm(a: np.ndarray) -> np.ndarray:

@@ -102,9 +102,20 @@ def _progress(callback: ProgressFn | None, stage: str, done: int, total: int) ->
         callback(stage, done, total)
 
 
+def _append_alternating(halves: tuple[FeatureStats, FeatureStats], features: np.ndarray, first: int) -> None:
+    """Item k of the batch (item first + k overall) goes to half (first + k) % 2."""
+    halves[first % 2].append(features[0::2])
+    if len(features) > 1:
+        halves[(first + 1) % 2].append(features[1::2])
+
+
 def real_clip_stats(dataset, detector, spec: MetricSpec, num_videos: int, batch_size: int = 8, seed: int = 0,
-                    callback: ProgressFn | None = None) -> FeatureStats:
-    """I3D statistics of the real clips of `spec` (dataset: the VideoDataset interface)."""
+                    callback: ProgressFn | None = None) -> tuple[FeatureStats, FeatureStats]:
+    """I3D statistics of the real clips of `spec` (dataset: the VideoDataset interface).
+
+    -> two disjoint halves: the clips at even and at odd positions of the selection. Their merge is
+    the real side of FVD; their distance to each other is the real-vs-real floor.
+    """
     lengths = [dataset.num_frames(i) for i in range(len(dataset))]
     clips = select_real_clips(lengths, num_videos, spec.num_frames, spec.stride, seed)
     if len(clips) < 2:
@@ -113,13 +124,13 @@ def real_clip_stats(dataset, detector, spec: MetricSpec, num_videos: int, batch_
     if len(clips) < num_videos:
         log.warning("%s: only %d real videos have >= %d frames (asked for %d)", spec.name, len(clips),
                     spec.span, num_videos)
-    stats = FeatureStats()
+    halves = (FeatureStats(), FeatureStats())
     for b in range(0, len(clips), batch_size):
         # [B, T, H, W, 3]
         batch = np.stack([dataset.read_frames(i, idx) for i, idx in clips[b:b + batch_size]])
-        stats.append(detector(torch.from_numpy(batch)))
-        _progress(callback, f"{spec.name}/real", stats.num_items, len(clips))
-    return stats
+        _append_alternating(halves, detector(torch.from_numpy(batch)), b)
+        _progress(callback, f"{spec.name}/real", min(b + batch_size, len(clips)), len(clips))
+    return halves
 
 
 @torch.no_grad()
@@ -167,17 +178,21 @@ def fake_clip_stats(G, detector, spec: MetricSpec, num_videos: int, device: torc
 
 
 def real_frame_stats(dataset, detector, num_videos: int | None = None, batch_size: int = 32,
-                     callback: ProgressFn | None = None) -> FeatureStats:
-    """Inception statistics of every frame of the first num_videos videos (None: all, the paper's FID)."""
+                     callback: ProgressFn | None = None) -> tuple[FeatureStats, FeatureStats]:
+    """Inception statistics of every frame of the first num_videos videos (None: all, the paper's FID).
+
+    -> two disjoint halves: the frames of the even- and of the odd-numbered videos.
+    """
     n = len(dataset) if num_videos is None else min(num_videos, len(dataset))
     jobs = [(i, j) for i in range(n) for j in range(0, dataset.num_frames(i), batch_size)]
     total = sum(dataset.num_frames(i) for i in range(n))
-    stats = FeatureStats()
+    halves, done = (FeatureStats(), FeatureStats()), 0
     for i, j in jobs:
         frames = dataset.read_frames(i, range(j, min(j + batch_size, dataset.num_frames(i))))  # [B, H, W, 3]
-        stats.append(detector(torch.from_numpy(frames)))
-        _progress(callback, "fid/real", stats.num_items, total)
-    return stats
+        halves[i % 2].append(detector(torch.from_numpy(frames)))
+        done += len(frames)
+        _progress(callback, "fid/real", done, total)
+    return halves
 
 
 def fake_frame_stats(G, detector, spec: MetricSpec, num_videos: int, device: torch.device,
