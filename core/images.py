@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import numpy as np
 import torch
 
 
@@ -24,3 +25,20 @@ def image_to_uint8(x: torch.Tensor, *, reference_rule: bool = False) -> torch.Te
 def image_from_uint8(x: torch.Tensor) -> torch.Tensor:
     """uint8 pixels (any shape) -> float32 in [-1, 1], on the same device: x / 127.5 - 1."""
     return x.float() / 127.5 - 1.0
+
+
+def resize_square(img: np.ndarray, resolution: int) -> np.ndarray:
+    """uint8 [H, W, 3] -> [R, R, 3]: short side to R with Lanczos (OpenCV), then a centre crop.
+
+    The one rule for real frames: dataset preparation, training, metrics and clip inversion all use it."""
+    import cv2
+
+    h, w = img.shape[:2]
+    if h == w == resolution:
+        return img
+    scale = resolution / min(h, w)
+    nh, nw = max(resolution, round(h * scale)), max(resolution, round(w * scale))
+    if (nh, nw) != (h, w):
+        img = cv2.resize(img, (nw, nh), interpolation=cv2.INTER_LANCZOS4)
+    top, left = (nh - resolution) // 2, (nw - resolution) // 2
+    return np.ascontiguousarray(img[top:top + resolution, left:left + resolution])

@@ -26,39 +26,53 @@ class MotionError(ValueError):
 
 
 class Motion:
-    """Motion noise for a batch of N videos: seeded (addressable) or an explicit tensor.
+    """Motion noise for a batch of N videos: seeded (addressable), an explicit tensor, or both.
 
     Seeded: token k of seed s is `core.noise.token_noise(s, k)`, a pure function of (s, k).
     Explicit: `noise [N, L, z_dim]`, token k = `noise[:, k]` (as in the reference implementation),
     which limits times to t < (L - 2(K-1) - 1) * delta_z.
+    Both (an inverted clip): tokens k < L from `noise`, later ones from the seeds, so the motion goes on
+    past the clip; the codes near the join mix both through F_m's convolutions, and v_t stays continuous.
+    `origin` (seed s0, time t0): see `from_seeds`. `loop` (period P, blend W) in model frames: see
+    `MotionMappingNetwork.forward`.
     """
 
     def __init__(self, seeds: torch.Tensor | None = None, noise: torch.Tensor | None = None,
-                 origin: tuple[int, float] | None = None):
-        assert (seeds is None) != (noise is None), "give exactly one of seeds or noise"
+                 origin: tuple[int, float] | None = None, loop: tuple[float, float] | None = None):
+        assert seeds is not None or noise is not None, "give seeds, noise, or both"
         if origin is not None:
             origin = (int(origin[0]), float(origin[1]))
             if origin[0] < 0 or not (np.isfinite(origin[1]) and origin[1] >= 0):
                 raise MotionError(f"a motion origin is (seed >= 0, time >= 0), got {origin}")
-        self.origin = origin
+        if loop is not None:
+            loop = (float(loop[0]), float(loop[1]))
+            if not (np.isfinite(loop[0]) and 0 < loop[1] <= loop[0]):
+                raise MotionError(f"a loop is (period > 0, blend in (0, period]) in frames, got {loop}")
+        self.origin, self.loop = origin, loop
         if seeds is not None:
             seeds = torch.as_tensor(seeds, dtype=torch.int64).reshape(-1)
             if (seeds < 0).any():
                 raise MotionError("motion seeds must be >= 0")
         if noise is not None and noise.ndim != 3:
             raise MotionError(f"motion noise must be [N, L, z_dim], got {tuple(noise.shape)}")
+        if seeds is not None and noise is not None and len(seeds) != noise.shape[0]:
+            raise MotionError(f"{len(seeds)} continuation seeds for {noise.shape[0]} noise sequences")
         self.seeds, self.noise = seeds, noise
 
     @classmethod
-    def from_seeds(cls, seeds: Sequence[int] | torch.Tensor | int, origin: tuple[int, float] | None = None) -> Motion:
+    def from_seeds(cls, seeds: Sequence[int] | torch.Tensor | int, origin: tuple[int, float] | None = None,
+                   loop: tuple[float, float] | None = None) -> Motion:
         """`origin` = (seed s0, time t0): every video's motion code is shifted by the constant that makes
         its code at t0 equal to seed s0's, so all videos pass through the same frame at t0 (the frame of a
         projected photo) and move from there as their own seeds do (see `MotionMappingNetwork.forward`)."""
-        return cls(seeds=torch.as_tensor(seeds, dtype=torch.int64).reshape(-1), origin=origin)
+        return cls(seeds=torch.as_tensor(seeds, dtype=torch.int64).reshape(-1), origin=origin, loop=loop)
 
     @classmethod
-    def from_noise(cls, noise: torch.Tensor) -> Motion:
-        return cls(noise=noise)
+    def from_noise(cls, noise: torch.Tensor, continue_seeds: Sequence[int] | None = None,
+                   loop: tuple[float, float] | None = None) -> Motion:
+        """Explicit tokens `[N, L, z_dim]`; with `continue_seeds`, tokens from L on come from those seeds."""
+        seeds = None if continue_seeds is None else torch.as_tensor(continue_seeds, dtype=torch.int64)
+        return cls(seeds=seeds, noise=noise, loop=loop)
 
     @classmethod
     def random(cls, n: int, generator: torch.Generator | None = None) -> Motion:
@@ -82,23 +96,32 @@ class Motion:
         return len(self.seeds) if self.seeds is not None else self.noise.shape[0]
 
     def repeat(self, n: int) -> Motion:
-        if self.seeds is not None:
-            return Motion(seeds=self.seeds.repeat(n), origin=self.origin)
-        return Motion(noise=self.noise.expand(n, -1, -1), origin=self.origin)
+        seeds = None if self.seeds is None else self.seeds.repeat(n)
+        noise = None if self.noise is None else self.noise.expand(n * self.noise.shape[0], -1, -1)
+        return Motion(seeds=seeds, noise=noise, origin=self.origin, loop=self.loop)
+
+    def replace(self, **changes) -> Motion:
+        """A copy with some of seeds / noise / origin / loop replaced."""
+        fields = {"seeds": self.seeds, "noise": self.noise, "origin": self.origin, "loop": self.loop, **changes}
+        return Motion(**fields)
 
     def tokens(self, sample: torch.Tensor, start: torch.Tensor, length: int, z_dim: int) -> torch.Tensor:
         """Tokens start[m] .. start[m] + length - 1 of video sample[m] -> `[M, length, z_dim]`."""
         k = start.unsqueeze(1) + torch.arange(length, device=start.device)  # [M, length]
+        seeded = None
         if self.seeds is not None:
-            seeds = self.seeds.to(start.device)[sample].unsqueeze(1)
-            return token_noise(seeds, k, z_dim)
+            seeded = token_noise(self.seeds.to(start.device)[sample].unsqueeze(1), k, z_dim)
+            if self.noise is None:
+                return seeded
         noise = self.noise.to(start.device)
         if noise.shape[2] < z_dim:
             raise MotionError(f"motion noise has {noise.shape[2]} dims, the model needs {z_dim}")
-        if int(k.max()) >= noise.shape[1]:
+        inside = k < noise.shape[1]
+        if seeded is None and not bool(inside.all()):
             raise MotionError(f"explicit motion noise has {noise.shape[1]} tokens; these times need "
                               f"{int(k.max()) + 1} (use seeded motion for arbitrary t)")
-        return noise[sample.unsqueeze(1), k, :z_dim].to(torch.float32)
+        explicit = noise[sample.unsqueeze(1), k.clamp(max=noise.shape[1] - 1), :z_dim].to(torch.float32)
+        return explicit if seeded is None else torch.where(inside.unsqueeze(2), explicit, seeded)
 
 
 class AlignedTimeEncoder(nn.Module):
@@ -194,18 +217,41 @@ class MotionMappingNetwork(nn.Module):
                 exact_time: bool = True) -> torch.Tensor:
         """t `[N, T]` (frames, >= 0) -> motion codes v `[N * T, v_dim]`.
 
-        With `motion.origin` = (s0, t0), v_t + (v_t0[s0] - v_t0[own seed]) per video: a constant shift in
+        With `motion.loop` = (P, W), the codes repeat with period P: over the first W frames of each period
+        they blend (smoothstep) from the codes just past P into the motion's own, so frame P equals frame 0
+        and the motion's speed matches across the seam (`_looped_codes`).
+        With `motion.origin` = (s0, t0), v_t + (v_t0[s0] - v_t0[own motion]) per video: a constant shift in
         code space, so the codes stay continuous in t and every video shows seed s0's frame at t0 (not in
-        the paper: a control for animating one projected photo with several motions)."""
-        v = self._codes_at(t, motion, c, exact_time)
+        the paper: a control for animating one projected photo with several motions). Neither is in the
+        paper; both are studio controls."""
+        v = self._looped_codes(t, motion, c, exact_time)
         if motion.origin is None:
             return v
         seed0, t0 = motion.origin
         n, num_t = t.shape
         at_t0 = torch.full((n, 1), t0, dtype=t.dtype, device=t.device)
-        own = self._codes_at(at_t0, Motion(seeds=motion.seeds, noise=motion.noise), c, exact_time)  # [N, v_dim]
+        own = self._looped_codes(at_t0, motion.replace(origin=None), c, exact_time)  # [N, v_dim]
         ref = self._codes_at(at_t0[:1], Motion.from_seeds([seed0]), None if c is None else c[:1], exact_time)
         return v + (ref - own).repeat_interleave(num_t, dim=0)
+
+    def _looped_codes(self, t: torch.Tensor, motion: Motion, c: torch.Tensor | None,
+                      exact_time: bool) -> torch.Tensor:
+        """Codes of the (possibly looped) motion. A loop (P, W) reads the unlooped codes v at tau = t mod P;
+        over the first W frames of each period it blends from v(tau + P), the codes just past the period's
+        end, into v(tau) with a smoothstep weight. At tau = 0 the code is v(P), the code the previous
+        period ended on, with the same derivative: the seam is C1, and frames W .. P are the motion's own."""
+        if motion.loop is None:
+            return self._codes_at(t, motion, c, exact_time)
+        if (t < 0).any() or not torch.isfinite(t).all():
+            raise MotionError("times must be finite and >= 0")
+        period, blend = motion.loop
+        tau = torch.remainder(t.double(), period)
+        a = (tau / blend).clamp(0, 1)
+        a = (a * a * (3 - 2 * a)).to(torch.float32).reshape(-1, 1)  # smoothstep: zero slope at both ends
+        unlooped = motion.replace(loop=None)
+        v_own = self._codes_at(tau.to(t.dtype), unlooped, c, exact_time)
+        v_next = self._codes_at((tau + period).to(t.dtype), unlooped, c, exact_time)
+        return v_next * (1 - a) + v_own * a
 
     def _codes_at(self, t: torch.Tensor, motion: Motion, c: torch.Tensor | None, exact_time: bool) -> torch.Tensor:
         n, num_t = t.shape

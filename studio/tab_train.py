@@ -134,9 +134,8 @@ def refresh(backend: Backend, run: str | None = None) -> dict:
     losses = pd.DataFrame(rows, columns=["kimg", "value", "loss"])
     last = stats[-1] if stats else {}
     metrics = read_metrics(run_dir)
-    fvd = "\n".join(f"- {m.get('file')}: " + ", ".join(f"{k} {v:.2f}" for k, v in m.items()
-                                                      if isinstance(v, (int, float)) and "fvd" in k.lower() or
-                                                      isinstance(v, (int, float)) and "fid" in k.lower())
+    fvd = "\n".join(f"- {m.get('file')}: " + ", ".join(_metric_text(m, k) for k, v in m.items()
+                                                      if isinstance(v, (int, float)) and ("fvd" in k or "fid" in k))
                     for m in metrics) or ("No FVD computed for this run yet (set 'FVD_16 every N ticks' when "
                                           "starting, or run `python -m training.metrics ... --out "
                                           "RUN/metrics-KIMG.json`).")
@@ -150,6 +149,14 @@ def refresh(backend: Backend, run: str | None = None) -> dict:
     return {"status": f"**{st.state}**: {st.message}{progress}", "losses": losses,
             "sample": latest_sample(run_dir), "fvd": fvd, "snapshots": snapshots(run_dir), "log": log_tail,
             "failed": st.state == "failed", "run_dir": run_dir}
+
+
+def _metric_text(m: dict, name: str) -> str:
+    """'fvd16 3116.10 +- 40.20 (floor 1371.00)': the mean, its seed spread and the real-vs-real floor."""
+    text = f"{name} {m[name]:.2f}"
+    std, floor = (m.get("std") or {}).get(name), (m.get("floor") or {}).get(name)
+    text += f" +- {std:.2f}" if isinstance(std, float) else ""
+    return text + (f" (floor {floor:.2f})" if isinstance(floor, float) else "")
 
 
 def _duration(seconds: float) -> str:

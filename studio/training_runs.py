@@ -241,6 +241,8 @@ def read_metrics(run_dir: str | os.PathLike | None) -> list[dict]:
     rows = [dict(r, file="stats.jsonl") for r in _read_jsonl(Path(run_dir) / "stats.jsonl")
             if r.get("kind") == "metrics"]
     for p in _newest(Path(run_dir), ("metric*.json", "metric*.jsonl")):
+        if "manifest" in p.name:  # provenance beside a result (training.metrics.manifest), not a result
+            continue
         try:
             lines = p.read_text().splitlines() if p.suffix == ".jsonl" else [p.read_text()]
             rows += [dict(json.loads(ln), file=p.name) for ln in lines if ln.strip()]

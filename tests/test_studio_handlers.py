@@ -563,6 +563,8 @@ def test_trainer_metrics_lines_are_read_as_metrics_not_ticks(tmp_path):
     (tmp_path / "stats.jsonl").write_text("\n".join(json.dumps(x) for x in lines) + "\n{\"tick\": 3, \"ki")
     assert read_stats(tmp_path) == [{"tick": 1, "kimg": 0.5}, {"tick": 2, "kimg": 1.0}]  # half line skipped
     (tmp_path / "metrics-1.000.json").write_text(json.dumps({"fvd16": 700.0, "num_videos": {"fvd16": 64}}))
+    (tmp_path / "metrics-1.000.manifest.json").write_text(json.dumps({"format": "a manifest, not a result"}))
+    (tmp_path / "metrics-manifests.jsonl").write_text(json.dumps({"kimg": 0.5, "format": "manifest"}) + "\n")
     assert read_metrics(tmp_path) == [{"kind": "metrics", "kimg": 0.5, "fvd16": 812.5, "file": "stats.jsonl"},
                                       {"fvd16": 700.0, "num_videos": {"fvd16": 64}, "file": "metrics-1.000.json"}]
     assert read_stats(None) == [] and read_metrics(None) == []

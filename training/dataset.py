@@ -27,6 +27,8 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from core.images import resize_square
+
 try:  # optional decoders: OpenCV first (fast, reads video), then Pillow / imageio
     import cv2
 except ImportError:  # pragma: no cover - exercised only on minimal machines
@@ -66,24 +68,6 @@ def decode_image(data: bytes, name: str = "<bytes>") -> np.ndarray:
     if img is None:
         raise DatasetError(f"cannot decode image {name}")
     return np.ascontiguousarray(img)
-
-
-def resize_square(img: np.ndarray, resolution: int) -> np.ndarray:
-    """[H, W, 3] uint8 -> [R, R, 3]: short side to R with Lanczos, then a center crop."""
-    h, w = img.shape[:2]
-    if h == w == resolution:
-        return img
-    scale = resolution / min(h, w)
-    nh, nw = max(resolution, round(h * scale)), max(resolution, round(w * scale))
-    if (nh, nw) != (h, w):
-        if cv2 is not None:
-            img = cv2.resize(img, (nw, nh), interpolation=cv2.INTER_LANCZOS4)
-        elif Image is not None:  # pragma: no cover
-            img = np.asarray(Image.fromarray(img).resize((nw, nh), Image.LANCZOS))
-        else:  # pragma: no cover
-            raise DatasetError("resizing frames needs opencv-python-headless or Pillow")
-    top, left = (nh - resolution) // 2, (nw - resolution) // 2
-    return np.ascontiguousarray(img[top:top + resolution, left:left + resolution])
 
 
 def _is_image(name: str) -> bool:

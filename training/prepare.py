@@ -24,13 +24,8 @@ from dataclasses import dataclass, field
 import numpy as np
 
 from core.files import PendingFile
-from training.dataset import (
-    DatasetError,
-    _is_image,
-    _is_video,
-    decode_image,
-    resize_square,
-)
+from core.images import resize_square
+from training.dataset import DatasetError, _is_image, _is_video, decode_image
 
 try:
     import cv2
