@@ -9,18 +9,24 @@ A latent .npz (from projection or editing) brings its tuned weights (pivotal tun
 for another checkpoint), its StyleSpace offsets (global-direction edits) and, unless --motion-seeds is
 given, its motion seed. Every motion seed then passes through the latent's own frame (its motion seed at
 its t: the photo) at that instant; --free-motion lets each seed start from its own pose.
+
+An inverted clip (python -m projection.video) renders with its own motion at any --fps / --t-offset /
+--duration: past the clip's end the motion goes on with fresh tokens of its seed. --content-from puts
+another latent's content (and tuned weights) into the clip's motion. --loop [SECONDS] makes the motion
+periodic and seamless (default: the clip's length, or --duration).
 """
 
 from __future__ import annotations
 
 import argparse
 import json
+import math
 import sys
 
 import torch
 
 from core.checkpoint import CheckpointError, load_generator, read_header
-from core.latent import LatentFileError, latent_generator, load_latent
+from core.latent import LatentFileError, check_compatible, latent_generator, load_latent
 from core.motion import MotionError
 from core.render import RenderError, Timeline, render_video
 from core.styles import StyleError, style_offsets
@@ -67,6 +73,10 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--latent", default=None, help=".npz with ws (projected / edited photo) instead of seeds")
     p.add_argument("--free-motion", action="store_true", help="with --latent: let each motion seed start from "
                    "its own pose instead of passing through the latent's frame (its motion seed at its t)")
+    p.add_argument("--content-from", default=None, help="with a clip's --latent: another latent .npz whose "
+                   "content (and tuned weights) takes the clip's motion")
+    p.add_argument("--loop", type=float, nargs="?", const=0.0, default=None, metavar="SECONDS",
+                   help="seamless loop of this many output seconds (no value: the clip's length or --duration)")
     p.add_argument("--grid", action="store_true", help="rows share motion, columns share content")
     p.add_argument("--truncation", type=float, default=1.0)
     p.add_argument("--t-offset", type=float, default=0.0, help="model time of the first frame (frames)")
@@ -84,25 +94,47 @@ def main(argv: list[str] | None = None) -> int:
         G = load_generator(args.checkpoint, device=device)
         native = args.native_fps or native_fps_of(args.checkpoint)
         timeline = Timeline(args.t_offset, args.duration, args.fps, args.slowmo, native)
-        ws, offsets, motion_seeds, origin = None, {}, args.motion_seeds, None
-        if args.latent:  # a projected / edited photo: its tuned weights, StyleSpace edits and motion seed
+        ws, offsets, motion_seeds, motion, clip_frames = None, {}, args.motion_seeds, None, 0.0
+        if args.content_from and not args.latent:
+            raise RenderError("--content-from needs --latent (the clip whose motion it takes)")
+        if args.latent:  # a projected photo or inverted clip: tuned weights, StyleSpace edits, its motion
             latent = load_latent(args.latent)
-            G = latent_generator(latent, G)
-            ws, offsets = latent.ws.to(device), latent.style_offsets
-            motion_seeds = motion_seeds or [latent.motion_seed]
-            origin = None if args.free_motion else (latent.motion_seed, latent.t)
+            content = load_latent(args.content_from) if args.content_from else latent
+            G = latent_generator(content, G)
+            if content is not latent:
+                check_compatible(latent, G)
+            ws, offsets = content.ws.to(device), content.style_offsets
+            motion = latent.motion(motion_seeds, free=args.free_motion)
+            clip_frames = latent.clip_duration if not motion_seeds else 0.0
+        loop = _loop(args.loop, clip_frames, timeline, G.synthesis.motion_encoder.cfg.delta_z)
         from tqdm import tqdm
 
         with tqdm(total=timeline.num_frames, unit="frame", desc="rendering") as bar, style_offsets(G, offsets):
             out = render_video(G, args.out, timeline, content_seeds=args.seeds, motion_seeds=motion_seeds,
                                ws=ws, grid=args.grid, truncation_psi=args.truncation, chunk=args.chunk,
-                               callback=lambda done, total: bar.update(done - bar.n), motion_origin=origin)
+                               callback=lambda done, total: bar.update(done - bar.n), motion=motion, loop=loop)
     except (CheckpointError, LatentFileError, RenderError, MotionError, StyleError, OSError) as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2
     print(f"wrote {out} ({timeline.num_frames} frames, t = {timeline.times(0, 1)[0]:g} .. "
           f"{timeline.times(timeline.num_frames - 1)[0]:g})")
     return 0
+
+
+def _loop(seconds: float | None, clip_frames: float, timeline: Timeline, delta_z: int) -> tuple[float, float] | None:
+    """--loop -> (period, blend) in model frames: the blend is half the period, at most two token spacings."""
+    if seconds is None:
+        return None
+    if seconds < 0 or not math.isfinite(seconds):
+        raise RenderError(f"--loop must be a positive number of seconds, got {seconds}")
+    step = timeline.native_fps / (timeline.fps * timeline.slowmo)  # model frames per output frame
+    if seconds > 0:
+        period = round(seconds * timeline.fps) * step
+    else:
+        period = clip_frames or timeline.num_frames * step
+    if period <= 0:
+        raise RenderError(f"--loop {seconds} is shorter than one output frame")
+    return period, min(period / 2, 2.0 * delta_z)
 
 
 if __name__ == "__main__":

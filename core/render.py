@@ -148,7 +148,8 @@ def render_video(G: Generator, path: str | os.PathLike, timeline: Timeline, cont
                  motion_seeds: Sequence[int] | None = None, ws: torch.Tensor | None = None, grid: bool = False,
                  truncation_psi: float = 1.0, chunk: int = 8,
                  callback: Callable[[int, int], None] | None = None,
-                 motion_origin: tuple[int, float] | None = None) -> Path:
+                 motion_origin: tuple[int, float] | None = None, motion: Motion | None = None,
+                 loop: tuple[float, float] | None = None) -> Path:
     """Render a video to `path` (.mp4, .gif, .png/.zip for PNG frames), streaming at constant memory.
 
     Without `grid`, videos are placed side by side (content seed i with motion seed i). With `grid`,
@@ -156,6 +157,8 @@ def render_video(G: Generator, path: str | os.PathLike, timeline: Timeline, cont
     (e.g. a projected photo; one content with several motion seeds makes one video per motion).
     `callback(done, total)` reports progress. `motion_origin` (seed, t0): every video passes through that
     seed's frame at t0 (`core.motion.Motion.from_seeds`), e.g. several motions of one projected photo.
+    `motion` (one per video, or one for all) replaces the motion seeds, e.g. an inverted clip's tokens.
+    `loop` (period, blend) in model frames makes every motion periodic and seamless (`core.motion`).
     """
     device = next(G.parameters()).device
     if ws is None:
@@ -164,18 +167,26 @@ def render_video(G: Generator, path: str | os.PathLike, timeline: Timeline, cont
     n_content = ws.shape[0]
     motion_seeds = list(motion_seeds) if motion_seeds is not None else list(range(n_content))
     if grid:
+        if motion is not None:
+            raise RenderError("a grid takes motion seeds, not an explicit motion")
         rows, cols = len(motion_seeds), n_content
         ws = ws.repeat(rows, 1, 1)
         motion = Motion.from_seeds(np.repeat(motion_seeds, cols), origin=motion_origin)
     else:
+        if motion is not None:
+            motion_seeds = [0] * len(motion)
         if len(motion_seeds) == 1:
             motion_seeds = motion_seeds * n_content
         elif n_content == 1:  # one content (e.g. a projected photo) animated by several motions
             ws, n_content = ws.repeat(len(motion_seeds), 1, 1), len(motion_seeds)
         if len(motion_seeds) != n_content:
             raise RenderError(f"{len(motion_seeds)} motion seeds for {n_content} videos")
+        if motion is not None and len(motion) == 1 and n_content > 1:
+            motion = motion.repeat(n_content)
         rows, cols = 1, n_content
-        motion = Motion.from_seeds(motion_seeds, origin=motion_origin)
+        motion = Motion.from_seeds(motion_seeds, origin=motion_origin) if motion is None else motion
+    if loop is not None:
+        motion = motion.replace(loop=loop)
     total = timeline.num_frames
     with FrameWriter(path, timeline.fps) as writer:
         for j, frames in enumerate(iter_frames(G, ws, motion, timeline, chunk=chunk)):

@@ -32,6 +32,7 @@ from dataclasses import dataclass, field
 import numpy as np
 import torch
 
+from core.motion import Motion
 from projection.photo import to_uint8
 from projection.projector import ProjectionError, lr_schedule, psnr_uint8, resize_for_lpips, target_tensor
 
@@ -51,6 +52,7 @@ class TuneOptions:
     locality_span: float = 48.0  # model frames: the locality term's instants are drawn from [0, span)
     min_resolution: int = 16  # synthesis blocks below this resolution stay frozen (they carry the motion)
     anchor: float = 0.0  # > 0: after each step w -= lr * anchor * (w - w_base), more locality, less likeness
+    diff_weight: float = 0.0  # clips: L2 between consecutive fitted frames' and targets' differences
     seed: int = 0
 
     def check(self) -> None:
@@ -58,7 +60,7 @@ class TuneOptions:
             raise ProjectionError(f"tuning steps must be >= 1, got {self.steps}")
         if not self.lr > 0:
             raise ProjectionError(f"tuning lr must be > 0, got {self.lr}")
-        weights = (self.lpips_weight, self.l2_weight, self.locality_weight, self.anchor)
+        weights = (self.lpips_weight, self.l2_weight, self.locality_weight, self.anchor, self.diff_weight)
         if min(weights) < 0 or not all(np.isfinite(weights)):
             raise ProjectionError("tuning loss weights and the anchor must be finite and >= 0")
         if self.regularize_every < 1 or not self.locality_span > 0:
@@ -78,6 +80,8 @@ class TuneStep:
 
 @dataclass
 class TuneResult:
+    """`reconstruction`, `target`: the first frame (the photo); `lpips` the mean over frames, `psnr` over all."""
+
     G: torch.nn.Module  # the tuned generator (a copy), eval mode, no grad, weights = base + fp16 delta
     delta: dict[str, torch.Tensor]  # {parameter name: fp16 change}: what `core.tuned.save_delta` stores
     reconstruction: np.ndarray  # uint8 [H, W, C] from the tuned generator
@@ -87,6 +91,8 @@ class TuneResult:
     steps: int  # run (fewer when the callback stopped it)
     losses: list[float] = field(default_factory=list)
     seconds: float = 0.0
+    frames: np.ndarray | None = None  # uint8 [T, H, W, C]: every tuned frame (T = 1 for a photo)
+    frame_lpips: list[float] = field(default_factory=list)
 
 
 def tune(G, ws: torch.Tensor, target_image, *, motion_seed: int = 0, t: float = 0.0,
@@ -98,9 +104,28 @@ def tune(G, ws: torch.Tensor, target_image, *, motion_seed: int = 0, t: float = 
     The returned generator's changed weights are rounded to base + fp16(delta), exactly what
     `core.tuned.save_delta` stores, so the figures reported here are those of the saved artifact.
     """
+    target, _ = target_tensor(G, target_image)
+    return tune_frames(G, ws, target, torch.tensor([float(t)], dtype=torch.float64), Motion.from_seeds([motion_seed]),
+                       options=options, lpips_model=lpips_model, lpips_resolution=lpips_resolution, device=device,
+                       callback=callback, preview_every=preview_every)
+
+
+def tune_frames(G, ws: torch.Tensor, targets: torch.Tensor, times: torch.Tensor, motion: Motion, *,
+                options: TuneOptions = TuneOptions(), frames_per_step: int = 4,
+                extra: tuple[torch.Tensor, float] | None = None,
+                lpips_model: torch.nn.Module | None = None, lpips_resolution: int = 256,
+                device: torch.device | str | None = None, callback: Callable[[TuneStep], bool | None] | None = None,
+                preview_every: int = 10) -> TuneResult:
+    """Pivotal tuning on T frames: G(ws, times[i], motion) ~ targets[i] (`[T, C, H, W]` in [-1, 1], times
+    `[T]` model frames, motion for one video). Each step fits `frames_per_step` random frames (all of them
+    when there are fewer); a photo is the case T = 1. The result's `frames` are every frame re-rendered.
+    extra: (a leaf tensor that `motion` reads, its peak lr), optimized along with the weights (a clip's
+    motion tokens), updated in place."""
     options.check()
     if ws.ndim != 3 or ws.shape[0] != 1 or ws.shape[1:] != (G.num_ws, G.w_dim):
         raise ProjectionError(f"ws must be [1, {G.num_ws}, {G.w_dim}], got {tuple(ws.shape)}")
+    num_t = targets.shape[0]
+    assert targets.ndim == 4 and times.shape == (num_t,), (targets.shape, times.shape)
     device = torch.device(device) if device is not None else G.mapping.w_avg.device
     if lpips_model is None:
         from projection.lpips_weights import load_lpips
@@ -113,12 +138,14 @@ def tune(G, ws: torch.Tensor, target_image, *, motion_seed: int = 0, t: float = 
     if not params:
         raise ProjectionError(f"no synthesis block at or above min_resolution {options.min_resolution} "
                               f"(the model's blocks: {G1.synthesis.block_resolutions})")
-    target, target_u8 = target_tensor(G0, target_image)
-    target = target.to(device)
-    target_lp = resize_for_lpips(target, lpips_resolution)
+    targets = targets.float().to(device)
     ws = ws.detach().float().to(device)
+    times = times.to(torch.float64).to(device)
     gen = torch.Generator(device="cpu").manual_seed(options.seed)
-    optimizer = torch.optim.Adam(params, lr=options.lr, betas=(0.9, 0.999))
+    groups = [{"params": params, "peak": options.lr}]
+    if extra is not None:
+        groups.append({"params": [extra[0].requires_grad_(True)], "peak": extra[1]})
+    optimizer = torch.optim.Adam(groups, lr=options.lr, betas=(0.9, 0.999))
     anchors = [(p, p.detach().clone()) for p in params]
 
     def lp(a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
@@ -127,10 +154,14 @@ def tune(G, ws: torch.Tensor, target_image, *, motion_seed: int = 0, t: float = 
     losses: list[float] = []
     for step in range(options.steps):
         for group in optimizer.param_groups:
-            group["lr"] = lr_schedule(step, options.steps, options.lr)
-        img = G1.synthesis(ws, [[float(t)]], [motion_seed])[:, 0]  # [1, C, H, W]
-        rec_lpips = lpips_model(resize_for_lpips(img, lpips_resolution), target_lp).mean()
-        loss = options.lpips_weight * rec_lpips + options.l2_weight * (img - target).square().mean()
+            group["lr"] = lr_schedule(step, options.steps, group["peak"])
+        idx = pick_frames(num_t, frames_per_step, gen)
+        img = G1.synthesis(ws, times[idx][None], motion)[0]  # [B, C, H, W]
+        x = targets[idx]
+        rec_lpips = lp(img, x)
+        loss = options.lpips_weight * rec_lpips + options.l2_weight * (img - x).square().mean()
+        if options.diff_weight and len(idx) > 1:
+            loss = loss + options.diff_weight * ((img[1:] - img[:-1]) - (x[1:] - x[:-1])).square().mean()
         if options.locality_weight and step % options.regularize_every == 0:
             locality = _locality(G0, G1, ws, gen, options.locality_span, lp)
             loss = loss + options.locality_weight * locality
@@ -152,14 +183,26 @@ def tune(G, ws: torch.Tensor, target_image, *, motion_seed: int = 0, t: float = 
                 break
 
     G1.eval().requires_grad_(False)
+    if extra is not None:
+        extra[0].requires_grad_(False)
     delta = _round_to_fp16_delta(G0, G1)
     with torch.no_grad():
-        recon = G1.synthesis(ws, [[float(t)]], [motion_seed])[:, 0]
-        final_lpips = float(lpips_model(resize_for_lpips(recon, lpips_resolution), target_lp).mean())
-    recon_u8 = to_uint8(recon[0])
-    return TuneResult(G=G1, delta=delta, reconstruction=recon_u8, target=target_u8, lpips=final_lpips,
-                      psnr=psnr_uint8(recon_u8, target_u8), steps=len(losses), losses=losses,
-                      seconds=time.perf_counter() - started)
+        recon = G1.synthesis(ws, times[None], motion)[0]  # [T, C, H, W]
+        per_frame = lpips_model(resize_for_lpips(recon, lpips_resolution),
+                                resize_for_lpips(targets, lpips_resolution)).reshape(-1)
+    frames = np.stack([to_uint8(f) for f in recon])
+    target_u8 = np.stack([to_uint8(f) for f in targets])
+    return TuneResult(G=G1, delta=delta, reconstruction=frames[0], target=target_u8[0],
+                      lpips=float(per_frame.mean()), psnr=psnr_uint8(frames, target_u8), steps=len(losses),
+                      losses=losses, seconds=time.perf_counter() - started, frames=frames,
+                      frame_lpips=[float(x) for x in per_frame])
+
+
+def pick_frames(num_frames: int, count: int, gen: torch.Generator) -> torch.Tensor:
+    """`count` distinct random frame indices, sorted (all frames when there are no more than `count`)."""
+    if num_frames <= count:
+        return torch.arange(num_frames)
+    return torch.randperm(num_frames, generator=gen)[:count].sort().values
 
 
 def _tunable(G, min_resolution: int = 4) -> list[torch.nn.Parameter]:
