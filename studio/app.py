@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import logging
 
-from studio import tab_animate, tab_edit, tab_generate, tab_model, tab_train
+from studio import tab_animate, tab_edit, tab_generate, tab_model, tab_train, tab_video
 from studio.backend import Backend
 from studio.uploads import MAX_UPLOAD
 
@@ -13,7 +13,7 @@ log = logging.getLogger(__name__)
 CSS = """
 #notice {background: #fff4d6; border: 2px solid #e0a800; border-radius: 8px; padding: 4px 12px;}
 #notice p {font-weight: 600; margin: 4px 0;}
-#gen-frame img, #anim-live img {image-rendering: pixelated; object-fit: contain;}
+#gen-frame img, #anim-live img, #video-live img, #video-frame img {image-rendering: pixelated; object-fit: contain;}
 """
 
 
@@ -31,6 +31,8 @@ def build_app(backend: Backend):
                 gen = tab_generate.build(backend)
             with gr.Tab("Animate a photo", id="animate"):
                 tab_animate.build(backend, latent_state)
+            with gr.Tab("Video", id="video"):
+                tab_video.build(backend, latent_state)
             with gr.Tab("Edit", id="edit"):
                 tab_edit.build(backend, gen, latent_state)
             with gr.Tab("Train", id="train"):

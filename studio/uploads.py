@@ -70,3 +70,17 @@ def extract_zip(upload, dst: str | os.PathLike) -> Path:
         return safe_extract_zip(_path(upload), dst, MAX_UNZIPPED_BYTES)
     except ArchiveError as exc:
         raise UploadError(str(exc)) from None
+
+
+CLIP_SUFFIXES = (".mp4", ".webm", ".mov", ".avi", ".mkv", ".m4v", ".gif") + IMAGE_SUFFIXES  # images: frame strips
+
+
+def check_clip(upload) -> Path:
+    """A video, GIF or frame-strip image (checked like a photo); returns its path. Decoding problems are
+    reported by projection.video.read_clip."""
+    path = _path(upload)
+    if path.suffix.lower() not in CLIP_SUFFIXES:
+        raise UploadError(f"{path.name}: upload a video ({', '.join(CLIP_SUFFIXES[:7])}) or a strip of frames")
+    if path.suffix.lower() in IMAGE_SUFFIXES:
+        check_image(path)
+    return path

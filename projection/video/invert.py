@@ -118,7 +118,7 @@ def tokens_for(G, t_max: float) -> int:
 
 
 def invert_clip(G, clip: Clip, options: VideoOptions = VideoOptions(), *, lpips_model=None,
-                device: torch.device | str | None = None,
+                device: torch.device | str | None = None, w_avg_samples: int = 10_000,
                 callback: Callable[[VideoStep], bool | None] | None = None,
                 preview_every: int = 10) -> VideoInversion:
     """Invert `clip` (frames at G's resolution, times in model frames) into G; see the module doc."""
@@ -139,6 +139,7 @@ def invert_clip(G, clip: Clip, options: VideoOptions = VideoOptions(), *, lpips_
 
     proj = project(G, targets[:1], steps=options.content_steps, mode="w+", motion_seed=options.motion_seed,
                    t=float(clip.times[0]), lpips_model=lpips_model, seed=options.seed, device=device,
+                   w_avg_samples=w_avg_samples,
                    callback=stop.relay("content", preview_every), preview_every=preview_every)
     ws, noise = _fit_motion(G, proj.ws.to(device), targets, times, options, lpips_model, device, stop,
                             preview_every)
