@@ -189,14 +189,15 @@ def build(backend: Backend, photo_state) -> dict:
             if SAMPLE_CLIPS:
                 samples = gr.Dataset(components=[gr.Textbox(visible=False)], samples=[[p.name] for p in SAMPLE_CLIPS],
                                      label="Sample clips (held out from the bundled model's training)",
-                                     elem_id="video-samples")
+                                     type="index", elem_id="video-samples")
 
                 def on_sample(i: int):
                     return str(SAMPLE_CLIPS[i])
 
                 samples.click(on_sample, samples, upload, api_visibility="private", queue=False)
             with gr.Row():
-                max_frames = gr.Slider(2, 128, 32, step=1, label="Frames to invert (from the start)")
+                max_frames = gr.Slider(2, 128, 32, step=1, label="Frames to invert (from the start)",
+                                       elem_id="video-frames")
                 steps = gr.Slider(1, MAX_STEPS, defaults.steps, step=1, label="Inversion steps",
                                   elem_id="video-steps")
             fit = gr.Checkbox(True, label="Fit the generator to the frames (pivotal tuning)", elem_id="video-fit")

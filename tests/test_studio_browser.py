@@ -116,3 +116,41 @@ def test_new_user_paths_in_chromium(tmp_path):
         assert "Traceback" not in backend.training.log_text()
         snap = training_runs.snapshots(backend.training.run_dir())[0]
         assert load_generator(snap).img_resolution == 16
+
+
+def test_video_tab_end_to_end_in_chromium(tmp_path):
+    """Pick a bundled sample clip, invert it with few steps (tuning on), play clip | reconstruction, scrub t
+    past the clip's end, render a seamless loop and play it."""
+    pytest.importorskip("playwright")
+    from playwright.sync_api import expect
+
+    backend = tiny_backend(tmp_path)
+    with studio_page(backend) as page:
+        page.wait_for_selector("#gen-frame img", timeout=60_000)
+        page.get_by_role("tab", name="Video").click()
+        page.locator("#video-samples button, #video-samples tr").first.click()
+        expect(page.locator("#video-upload")).to_contain_text("weizmann-0_", timeout=30_000)
+        for elem, value in (("video-frames", "6"), ("video-steps", "8"), ("video-tune-steps", "4")):
+            box = page.locator(f"#{elem} input[type=number]")
+            box.fill(value)
+            box.press("Enter")
+        expect(page.locator("#video-fit input[type=checkbox]")).to_be_checked()
+        page.locator("#video-go").click()
+        expect(page.locator("#video-status")).to_contain_text("Done: 6 frames", timeout=180_000)
+        expect(page.locator("#video-status")).to_contain_text("fitted generator")
+        for video_id in ("video-comparison",):
+            page.wait_for_function(f"document.querySelector('#{video_id} video') && "
+                                   f"document.querySelector('#{video_id} video').readyState >= 2", timeout=30_000)
+        t = page.locator("#video-t input[type=number]")
+        t.fill("40")
+        t.press("Enter")
+        page.wait_for_function("document.querySelector('#video-frame img') && "
+                               "document.querySelector('#video-frame img').naturalWidth > 0", timeout=30_000)
+        page.locator("#video-loop input[type=checkbox]").check()
+        page.locator("#video-render").click()
+        expect(page.locator("#video-status")).to_contain_text("seamless loop", timeout=120_000)
+        page.wait_for_function("document.querySelector('#video-rendered video') && "
+                               "document.querySelector('#video-rendered video').readyState >= 2", timeout=30_000)
+        info = page.locator("#video-rendered video").evaluate("v => ({d: v.duration, w: v.videoWidth, e: v.error})")
+        assert info["d"] > 0 and info["w"] > 0 and info["e"] is None, info
+        page.screenshot(path=str(tmp_path / "video.png"), full_page=True)
