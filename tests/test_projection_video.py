@@ -149,3 +149,30 @@ def test_motion_of_an_inversion_continues_with_its_seed(inverted):
     _, result, _ = inverted
     m = result.motion()
     assert isinstance(m, Motion) and m.seeds.tolist() == [result.motion_seed] and m.noise is result.motion_noise
+
+
+def test_cli_inverts_a_clip_and_writes_nothing_for_bad_input(G_moving, tmp_path, monkeypatch, capsys):
+    import imageio.v2 as imageio
+
+    import projection.lpips_weights as lw
+    from projection.video.__main__ import main
+
+    monkeypatch.setattr(lw, "load_lpips", lambda *a, **k: TinyLPIPS())
+    ckpt = tmp_path / "G.safetensors"
+    save_checkpoint(ckpt, {"G_ema": G_moving}, G_moving.cfg, metadata={"fps": 25.0})
+    clip, _ = _rendered_clip(G_moving, n=6)
+    video = tmp_path / "clip.mp4"
+    imageio.mimwrite(video, list(clip.frames), fps=25, macro_block_size=1)
+    out = tmp_path / "out" / "clip.npz"
+    out.parent.mkdir()
+    assert main([str(video), "--checkpoint", str(ckpt), "--out", str(out), "--steps", "5", "--max-frames", "4",
+                 "--tune", "--tune-steps", "2"]) == 0
+    text = capsys.readouterr().out
+    assert "4 frames, per-frame LPIPS" in text and "motion" in text
+    latent = load_latent(out)
+    assert latent.motion_noise is not None and latent.tuned_weights and latent.clip_duration == pytest.approx(4.0)
+    (tmp_path / "bad.mp4").write_text("not a video")
+    bad_out = tmp_path / "bad-out"
+    bad_out.mkdir()
+    assert main([str(tmp_path / "bad.mp4"), "--checkpoint", str(ckpt), "--out", str(bad_out / "x.npz")]) == 2
+    assert "not a video" in capsys.readouterr().err and not list(bad_out.iterdir())
