@@ -112,15 +112,12 @@ def tune(G, ws: torch.Tensor, target_image, *, motion_seed: int = 0, t: float = 
 
 def tune_frames(G, ws: torch.Tensor, targets: torch.Tensor, times: torch.Tensor, motion: Motion, *,
                 options: TuneOptions = TuneOptions(), frames_per_step: int = 4,
-                extra: tuple[torch.Tensor, float] | None = None,
                 lpips_model: torch.nn.Module | None = None, lpips_resolution: int = 256,
                 device: torch.device | str | None = None, callback: Callable[[TuneStep], bool | None] | None = None,
                 preview_every: int = 10) -> TuneResult:
     """Pivotal tuning on T frames: G(ws, times[i], motion) ~ targets[i] (`[T, C, H, W]` in [-1, 1], times
     `[T]` model frames, motion for one video). Each step fits `frames_per_step` random frames (all of them
-    when there are fewer); a photo is the case T = 1. The result's `frames` are every frame re-rendered.
-    extra: (a leaf tensor that `motion` reads, its peak lr), optimized along with the weights (a clip's
-    motion tokens), updated in place."""
+    when there are fewer); a photo is the case T = 1. The result's `frames` are every frame re-rendered."""
     options.check()
     if ws.ndim != 3 or ws.shape[0] != 1 or ws.shape[1:] != (G.num_ws, G.w_dim):
         raise ProjectionError(f"ws must be [1, {G.num_ws}, {G.w_dim}], got {tuple(ws.shape)}")
@@ -142,10 +139,7 @@ def tune_frames(G, ws: torch.Tensor, targets: torch.Tensor, times: torch.Tensor,
     ws = ws.detach().float().to(device)
     times = times.to(torch.float64).to(device)
     gen = torch.Generator(device="cpu").manual_seed(options.seed)
-    groups = [{"params": params, "peak": options.lr}]
-    if extra is not None:
-        groups.append({"params": [extra[0].requires_grad_(True)], "peak": extra[1]})
-    optimizer = torch.optim.Adam(groups, lr=options.lr, betas=(0.9, 0.999))
+    optimizer = torch.optim.Adam(params, lr=options.lr, betas=(0.9, 0.999))
     anchors = [(p, p.detach().clone()) for p in params]
 
     def lp(a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
@@ -154,7 +148,7 @@ def tune_frames(G, ws: torch.Tensor, targets: torch.Tensor, times: torch.Tensor,
     losses: list[float] = []
     for step in range(options.steps):
         for group in optimizer.param_groups:
-            group["lr"] = lr_schedule(step, options.steps, group["peak"])
+            group["lr"] = lr_schedule(step, options.steps, options.lr)
         idx = pick_frames(num_t, frames_per_step, gen)
         img = G1.synthesis(ws, times[idx][None], motion)[0]  # [B, C, H, W]
         x = targets[idx]
@@ -183,8 +177,6 @@ def tune_frames(G, ws: torch.Tensor, targets: torch.Tensor, times: torch.Tensor,
                 break
 
     G1.eval().requires_grad_(False)
-    if extra is not None:
-        extra[0].requires_grad_(False)
     delta = _round_to_fp16_delta(G0, G1)
     with torch.no_grad():
         recon = G1.synthesis(ws, times[None], motion)[0]  # [T, C, H, W]

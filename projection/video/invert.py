@@ -60,8 +60,7 @@ class VideoOptions:
     token_prior: float = 0.01  # (||z_k||^2 / z_dim - 1)^2 per token
     motion_seed: int = 0  # the tokens' initial values and the continuation past the clip
     tune: bool = False
-    tune_options: TuneOptions = TuneOptions(steps=200, min_resolution=4, diff_weight=1.0)
-    tune_motion_lr: float = 0.02  # the motion tokens keep moving while the weights are tuned (0: frozen)
+    tune_options: TuneOptions = TuneOptions(steps=400, min_resolution=4, diff_weight=1.0)
     seed: int = 0
 
     def check(self) -> None:
@@ -148,10 +147,9 @@ def invert_clip(G, clip: Clip, options: VideoOptions = VideoOptions(), *, lpips_
     untuned = float(np.mean(per_frame))
     tuned_G, delta = None, {}
     if options.tune and not stop.cancelled:
-        extra = (noise, options.tune_motion_lr) if options.tune_motion_lr else None  # noise: updated in place
         tr = tune_frames(G, ws, targets, times, motion, options=options.tune_options,
-                         frames_per_step=options.frames_per_step, extra=extra, lpips_model=lpips_model,
-                         device=device, callback=stop.relay("tune", preview_every), preview_every=preview_every)
+                         frames_per_step=options.frames_per_step, lpips_model=lpips_model, device=device,
+                         callback=stop.relay("tune", preview_every), preview_every=preview_every)
         tuned_G, delta, frames, per_frame = tr.G, tr.delta, tr.frames, tr.frame_lpips
     return VideoInversion(ws=ws.cpu(), motion_noise=noise.cpu(), motion_seed=options.motion_seed,
                           times=clip.times.copy(), frames=frames, target=clip.frames.copy(), frame_lpips=per_frame,
