@@ -26,6 +26,9 @@ import sys
 import torch
 
 from core.checkpoint import CheckpointError, load_generator, read_header
+from core.directions import DirectionError, load_direction, parse_direction_arg
+from core.directions import apply as apply_directions
+from core.generator import z_from_seed
 from core.latent import LatentFileError, check_compatible, latent_generator, load_latent
 from core.motion import MotionError
 from core.render import RenderError, Timeline, render_video
@@ -77,6 +80,9 @@ def main(argv: list[str] | None = None) -> int:
                    "content (and tuned weights) takes the clip's motion")
     p.add_argument("--loop", type=float, nargs="?", const=0.0, default=None, metavar="SECONDS",
                    help="seamless loop of this many output seconds (no value: the clip's length or --duration)")
+    p.add_argument("--direction", action="append", default=[], metavar="FILE[:STRENGTH]",
+                   help="add an edit direction (.npz from the studio or editing.sefa) with a strength, e.g. "
+                        "smile.npz:1.5; repeatable")
     p.add_argument("--grid", action="store_true", help="rows share motion, columns share content")
     p.add_argument("--truncation", type=float, default=1.0)
     p.add_argument("--t-offset", type=float, default=0.0, help="model time of the first frame (frames)")
@@ -107,13 +113,18 @@ def main(argv: list[str] | None = None) -> int:
             motion = latent.motion(motion_seeds, free=args.free_motion)
             clip_frames = latent.clip_duration if not motion_seeds else 0.0
         loop = _loop(args.loop, clip_frames, timeline, G.synthesis.motion_encoder.cfg.delta_z)
+        if args.direction:
+            if ws is None:
+                ws = G.mapping(z_from_seed(args.seeds, G.z_dim, device), None, truncation_psi=args.truncation)
+            edits = [parse_direction_arg(a) for a in args.direction]
+            ws = apply_directions(ws, [(load_direction(path), alpha) for path, alpha in edits])
         from tqdm import tqdm
 
         with tqdm(total=timeline.num_frames, unit="frame", desc="rendering") as bar, style_offsets(G, offsets):
             out = render_video(G, args.out, timeline, content_seeds=args.seeds, motion_seeds=motion_seeds,
                                ws=ws, grid=args.grid, truncation_psi=args.truncation, chunk=args.chunk,
                                callback=lambda done, total: bar.update(done - bar.n), motion=motion, loop=loop)
-    except (CheckpointError, LatentFileError, RenderError, MotionError, StyleError, OSError) as exc:
+    except (CheckpointError, LatentFileError, RenderError, MotionError, StyleError, DirectionError, OSError) as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2
     print(f"wrote {out} ({timeline.num_frames} frames, t = {timeline.times(0, 1)[0]:g} .. "

@@ -115,6 +115,8 @@ class Backend:
         self._cancel: dict[str, threading.Event] = {}
         self._clip = None
         self._tuned: OrderedDict = OrderedDict()  # (model version, delta path) -> tuned copy of G
+        self._directions: dict = {}  # (model version, layer group, k) -> SeFa directions
+        self._direction_files: dict = {}  # (path, mtime) -> a loaded direction file
         self._hash: tuple[int, str] | None = None  # (model version, weights_sha256)
         self._version = 0
         self._set_model(G, source, random_weights)
@@ -215,6 +217,33 @@ class Backend:
             while len(self._ws_cache) > self._ws_cache_size:
                 self._ws_cache.popitem(last=False)
             return ws
+
+    def directions(self, group: str, k: int) -> list:
+        """The top-k SeFa directions of the loaded model's layer group (editing.sefa; cached on disk by the
+        model's hash and here in memory, so slider moves cost no factorization)."""
+        from editing.sefa import sefa_directions
+
+        key = (self._version, group, k)
+        with self.lock:
+            if key not in self._directions:
+                self._directions[key] = sefa_directions(self.G, group, k, model_hash=self.model_hash())[0]
+            return self._directions[key]
+
+    def direction_file(self, path: str):
+        """A loaded direction file (core.directions), cached by path and modification time."""
+        from core.directions import DirectionError, load_direction
+
+        try:
+            key = (str(path), os.path.getmtime(path))
+        except OSError:
+            raise StudioError(f"direction file {Path(path).name} is missing") from None
+        with self.lock:
+            if key not in self._direction_files:
+                try:
+                    self._direction_files[key] = load_direction(path)
+                except DirectionError as exc:
+                    raise StudioError(str(exc)) from None
+            return self._direction_files[key]
 
     def model_time(self, seconds, offset_minutes=0.0, slowmo=1.0) -> float:
         """Model time (frames of the training data) shown at output second `seconds` (see core.render)."""

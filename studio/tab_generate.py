@@ -5,9 +5,12 @@ import time
 
 import numpy as np
 
+from core.directions import GROUPS as D_GROUPS
 from core.render import Timeline
 from studio.backend import PSI_RANGE, Backend, number, parse_seeds, seed_number
 from studio.common import Progress, display, number_input, session_of, ui_errors
+from studio.controls import MIX_GROUPS, NUM_SEFA, STRENGTH, Controls, controlled_ws, parse
+from studio.controls import save as save_direction
 
 MAX_DURATION = 60.0  # seconds of output per render
 
@@ -20,19 +23,22 @@ def timeline(backend: Backend, offset_minutes: float, fps: float, slowmo: float,
     return Timeline(t_offset=t0, duration=duration, fps=fps, slowmo=slowmo, native_fps=backend.native_fps)
 
 
-def scrub(backend: Backend, seed, motion_seed, truncation_psi, seconds, offset_minutes, slowmo) -> np.ndarray:
-    """The frame at output second `seconds` (fractional) after the offset: one synthesis call."""
+def scrub(backend: Backend, seed, motion_seed, truncation_psi, seconds, offset_minutes, slowmo,
+          controls: Controls | None = None) -> np.ndarray:
+    """The frame at output second `seconds` (fractional) after the offset, with the content controls
+    (studio.controls) applied: one synthesis call."""
     t = backend.model_time(seconds, offset_minutes, slowmo)
-    return display(backend.frame(seed, motion_seed, truncation_psi, t))
+    ws = controlled_ws(backend, seed, truncation_psi, controls)
+    return display(backend.frame(seed, motion_seed, truncation_psi, t, ws=ws))
 
 
 def render(backend: Backend, seed, motion_seed, truncation_psi, offset_minutes, fps, slowmo, duration, formats,
-           session: str = "local", progress=None) -> tuple[str | None, list[str]]:
-    """Render one video into the chosen formats; returns (mp4 path or None, all files)."""
+           session: str = "local", progress=None, controls: Controls | None = None) -> tuple[str | None, list[str]]:
+    """Render one video (with the content controls) into the chosen formats; returns (mp4 or None, all files)."""
     tl = timeline(backend, offset_minutes, fps, slowmo, duration)
     cancel = backend.cancel_event(session)
     cancel.clear()
-    ws = backend.ws_for(seed, truncation_psi)
+    ws = controlled_ws(backend, seed, truncation_psi, controls)
     motion_seed = seed_number(motion_seed, "motion seed")
     stem = f"seed{int(seed)}-motion{motion_seed}-{time.strftime('%H%M%S')}"
     paths = backend.export(backend.session_dir(session), ws, [int(motion_seed)], tl, list(formats or []), stem,
@@ -82,6 +88,32 @@ def build(backend: Backend) -> dict:
     with gr.Row():
         video = gr.Video(label="Video", autoplay=True, loop=True, elem_id="gen-video")
         files = gr.File(label="Downloads", file_count="multiple")
+    with gr.Accordion("Directions, style mixing, truncation cutoff (live, no CLIP needed)", open=False):
+        with gr.Row():
+            group = gr.Radio(list(D_GROUPS), value="all", label="Discovered directions (SeFa) act on layers",
+                             elem_id="ctl-group")
+            cutoff = gr.Slider(0, backend.G.num_ws, backend.G.num_ws, step=1, elem_id="ctl-cutoff",
+                               label="Truncation only on the first N layers (all = plain truncation)")
+        with gr.Row():
+            sefa = [gr.Slider(-STRENGTH, STRENGTH, 0, step=0.1, label=f"SeFa #{i} (std of w)", elem_id=f"ctl-sefa{i}")
+                    for i in range(NUM_SEFA)]
+        with gr.Row():
+            ex_a = number_input(1, "Example: seed A", precision=0, minimum=0)
+            ex_b = number_input(0, "minus seed B", precision=0, minimum=0)
+            ex_s = gr.Slider(-2, 2, 0, step=0.05, label="Direction by example (A - B) strength", elem_id="ctl-example")
+        with gr.Row():
+            mix_seed = number_input(1, "Style mixing: second seed", precision=0, minimum=0)
+            mix_group = gr.Radio(list(MIX_GROUPS), value="none", label="Layers from the second seed",
+                                 elem_id="ctl-mix")
+        with gr.Row():
+            dir_file = gr.File(label="Load a direction (.npz)", file_types=[".npz"], type="filepath")
+            dir_s = gr.Slider(-5, 5, 0, step=0.1, label="Loaded direction strength", elem_id="ctl-file")
+        with gr.Row():
+            save_which = gr.Dropdown([f"SeFa #{i}" for i in range(NUM_SEFA)] + ["example"], value="SeFa #0",
+                                     label="Save direction")
+            save_name = gr.Textbox("my-direction", label="Name")
+            save_btn = gr.Button("Save", size="sm")
+            saved = gr.File(label="Direction file (core.generate --direction FILE:STRENGTH)")
     with gr.Accordion("Content × motion grid", open=False):
         with gr.Row():
             grid_content = gr.Textbox("0-3", label="Content seeds (columns)")
@@ -89,11 +121,17 @@ def build(backend: Backend) -> dict:
             grid_btn = gr.Button("Render grid")
         grid_video = gr.Video(label="Grid", autoplay=True, loop=True)
 
-    scrub_inputs = [seed, motion, psi, scrubber, offset, slowmo]
+    control_inputs = [group, *sefa, ex_a, ex_b, ex_s, dir_file, dir_s, mix_seed, mix_group, cutoff]
+    scrub_inputs = [seed, motion, psi, scrubber, offset, slowmo, *control_inputs]
+
+    def controls_of(values) -> Controls:
+        g, *rest = values
+        strengths, (a, b, es, f, fs, ms, mg, cut) = rest[:NUM_SEFA], rest[NUM_SEFA:]
+        return parse(g, strengths, a, b, es, ((f, fs),) if f else (), ms, mg, cut, num_ws=backend.G.num_ws)
 
     @ui_errors
-    def on_scrub(s, m, p, sec, off, slow):
-        return scrub(backend, s, m, p, sec, off, slow)
+    def on_scrub(s, m, p, sec, off, slow, *ctl):
+        return scrub(backend, s, m, p, sec, off, slow, controls_of(ctl))
 
     # The scrubber: `input` fires while dragging; "always_last" drops stale positions so the frame keeps up.
     # queue=False: a plain HTTP request, no queue round trips (the backend's lock serialises renders).
@@ -103,18 +141,30 @@ def build(backend: Backend) -> dict:
     # Typed values go through the queue: Gradio shows a handler's error as a toast only for queued events
     # (a bad seed typed here was rejected silently, leaving a stale frame); typing needs no sub-100 ms path.
     typed_kwargs = {**scrub_kwargs, "queue": True, "concurrency_id": "light"}
-    for comp in (seed, motion, psi, offset, slowmo):
+    for comp in (seed, motion, psi, offset, slowmo, ex_a, ex_b, mix_seed, dir_file):
         comp.change(api_visibility="private", **typed_kwargs)
+    for comp in (*sefa, ex_s, dir_s, cutoff):  # sliders: live while dragging, the scrubber's fast path
+        comp.input(api_visibility="private", **scrub_kwargs)
+    for comp in (group, mix_group):
+        comp.change(api_visibility="private", **scrub_kwargs)
+
+    @ui_errors
+    def on_save(which, name, *ctl, request: gr.Request):
+        return str(save_direction(backend, which, controls_of(ctl), name, session_of(request)))
+
+    save_btn.click(on_save, [save_which, save_name, *control_inputs], saved, api_name="save_direction",
+                   concurrency_id="light")
     duration.change(lambda d: gr.Slider(maximum=float(d)), duration, scrubber, api_visibility="private",
                     show_progress="hidden")
     jump.click(lambda: 60, None, offset, api_visibility="private")
 
     @ui_errors
-    def on_render(s, m, p, off, f, slow, dur, fm, request: gr.Request, progress=gr.Progress()):
-        return render(backend, s, m, p, off, f, slow, dur, fm, session_of(request), progress)
+    def on_render(s, m, p, off, f, slow, dur, fm, *ctl, request: gr.Request, progress=gr.Progress()):
+        return render(backend, s, m, p, off, f, slow, dur, fm, session_of(request), progress, controls_of(ctl))
 
-    render_ev = render_btn.click(on_render, [seed, motion, psi, offset, fps, slowmo, duration, formats],
-                                 [video, files], api_name="render", concurrency_id="device")
+    render_ev = render_btn.click(on_render, [seed, motion, psi, offset, fps, slowmo, duration, formats,
+                                             *control_inputs], [video, files], api_name="render",
+                                 concurrency_id="device")
 
     @ui_errors
     def on_grid(c, m, p, off, f, slow, dur, request: gr.Request, progress=gr.Progress()):
