@@ -29,6 +29,7 @@ from core.checkpoint import CheckpointError, load_generator, read_header
 from core.directions import DirectionError, load_direction, parse_direction_arg
 from core.directions import apply as apply_directions
 from core.generator import z_from_seed
+from core.keyframes import KeyframeError, load_keyframes, render_keyframes
 from core.latent import LatentFileError, check_compatible, latent_generator, load_latent
 from core.motion import MotionError
 from core.render import RenderError, Timeline, render_video
@@ -83,6 +84,8 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--direction", action="append", default=[], metavar="FILE[:STRENGTH]",
                    help="add an edit direction (.npz from the studio or editing.sefa) with a strength, e.g. "
                         "smile.npz:1.5; repeatable")
+    p.add_argument("--keyframes", default=None, help="render a keyframes project (.npz from the studio) with its "
+                   "own fps, duration and motion seed")
     p.add_argument("--grid", action="store_true", help="rows share motion, columns share content")
     p.add_argument("--truncation", type=float, default=1.0)
     p.add_argument("--t-offset", type=float, default=0.0, help="model time of the first frame (frames)")
@@ -99,6 +102,14 @@ def main(argv: list[str] | None = None) -> int:
     try:
         G = load_generator(args.checkpoint, device=device)
         native = args.native_fps or native_fps_of(args.checkpoint)
+        if args.keyframes:
+            k = load_keyframes(args.keyframes)
+            if tuple(k.ws[0].shape) != (G.num_ws, G.w_dim):
+                raise KeyframeError(f"{args.keyframes} was made for ws {tuple(k.ws[0].shape)}, this model has "
+                                    f"{(G.num_ws, G.w_dim)}")
+            out = render_keyframes(G, k, args.out, native)
+            print(f"wrote {out} ({k.timeline(native).num_frames} frames, {len(k.seconds)} keyframes)")
+            return 0
         timeline = Timeline(args.t_offset, args.duration, args.fps, args.slowmo, native)
         ws, offsets, motion_seeds, motion, clip_frames = None, {}, args.motion_seeds, None, 0.0
         if args.content_from and not args.latent:
@@ -124,7 +135,8 @@ def main(argv: list[str] | None = None) -> int:
             out = render_video(G, args.out, timeline, content_seeds=args.seeds, motion_seeds=motion_seeds,
                                ws=ws, grid=args.grid, truncation_psi=args.truncation, chunk=args.chunk,
                                callback=lambda done, total: bar.update(done - bar.n), motion=motion, loop=loop)
-    except (CheckpointError, LatentFileError, RenderError, MotionError, StyleError, DirectionError, OSError) as exc:
+    except (CheckpointError, LatentFileError, RenderError, MotionError, StyleError, DirectionError, KeyframeError,
+            OSError) as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2
     print(f"wrote {out} ({timeline.num_frames} frames, t = {timeline.times(0, 1)[0]:g} .. "

@@ -7,6 +7,7 @@ import numpy as np
 
 from core.directions import GROUPS as D_GROUPS
 from core.render import Timeline
+from studio import keyframes as kf_ui
 from studio.backend import PSI_RANGE, Backend, number, parse_seeds, seed_number
 from studio.common import Progress, display, number_input, session_of, ui_errors
 from studio.controls import MIX_GROUPS, NUM_SEFA, STRENGTH, Controls, controlled_ws, parse
@@ -114,6 +115,24 @@ def build(backend: Backend) -> dict:
             save_name = gr.Textbox("my-direction", label="Name")
             save_btn = gr.Button("Save", size="sm")
             saved = gr.File(label="Direction file (core.generate --direction FILE:STRENGTH)")
+    with gr.Accordion("Keyframes: content pinned in time, interpolated in W+", open=False):
+        keyframes = gr.State(None)
+        with gr.Row():
+            easing = gr.Radio(["linear", "ease-in-out"], value="ease-in-out", label="Easing into the next keyframe")
+            add_btn = gr.Button("Add keyframe at the current time", elem_id="kf-add")
+            clear_btn = gr.Button("Clear", size="sm")
+        kf_table = gr.Dataframe(headers=["second", "easing"], label="Keyframes", interactive=False,
+                                elem_id="kf-table")
+        kf_preview = gr.Checkbox(False, label="Scrub across the keyframes (the time slider shows the timeline)",
+                                 elem_id="kf-preview")
+        with gr.Row():
+            kf_format = gr.Radio(["mp4", "gif"], value="mp4", label="Render as")
+            kf_render = gr.Button("Render keyframes", variant="primary", elem_id="kf-render")
+            kf_save = gr.Button("Save project")
+        with gr.Row():
+            kf_video = gr.Video(label="Keyframes", autoplay=True, loop=True, elem_id="kf-video")
+            kf_files = gr.File(label="Project (.npz; python -m core.generate --keyframes FILE) / video")
+            kf_load = gr.File(label="Load a project (.npz)", file_types=[".npz"], type="filepath")
     with gr.Accordion("Content × motion grid", open=False):
         with gr.Row():
             grid_content = gr.Textbox("0-3", label="Content seeds (columns)")
@@ -122,7 +141,7 @@ def build(backend: Backend) -> dict:
         grid_video = gr.Video(label="Grid", autoplay=True, loop=True)
 
     control_inputs = [group, *sefa, ex_a, ex_b, ex_s, dir_file, dir_s, mix_seed, mix_group, cutoff]
-    scrub_inputs = [seed, motion, psi, scrubber, offset, slowmo, *control_inputs]
+    scrub_inputs = [seed, motion, psi, scrubber, offset, slowmo, keyframes, kf_preview, *control_inputs]
 
     def controls_of(values) -> Controls:
         g, *rest = values
@@ -130,8 +149,47 @@ def build(backend: Backend) -> dict:
         return parse(g, strengths, a, b, es, ((f, fs),) if f else (), ms, mg, cut, num_ws=backend.G.num_ws)
 
     @ui_errors
-    def on_scrub(s, m, p, sec, off, slow, *ctl):
+    def on_scrub(s, m, p, sec, off, slow, kf, kf_on, *ctl):
+        if kf_on and kf is not None:
+            return kf_ui.frame(backend, kf, sec, m, off, slow)
         return scrub(backend, s, m, p, sec, off, slow, controls_of(ctl))
+
+    @ui_errors
+    def on_add(kf, sec, s, p, e, *ctl):
+        out = kf_ui.add(backend, kf, sec, s, p, controls_of(ctl), e)
+        return out, kf_ui.rows(out)
+
+    add_btn.click(on_add, [keyframes, scrubber, seed, psi, easing, *control_inputs], [keyframes, kf_table],
+                  api_name="add_keyframe", concurrency_id="light")
+    clear_btn.click(lambda: (None, []), None, [keyframes, kf_table], api_visibility="private")
+
+    @ui_errors
+    def on_kf_render(kf, m, f, dur, slow, off, fmt, request: gr.Request, progress=gr.Progress()):
+        k = kf_ui.configure(backend, kf, m, f, dur, slow, off)
+        cancel = backend.cancel_event(session_of(request))
+        cancel.clear()
+        path = kf_ui.render(backend, k, fmt, session_of(request), Progress(progress, cancel, "keyframe frame"))
+        return str(path), [str(path)]
+
+    kf_render.click(on_kf_render, [keyframes, motion, fps, duration, slowmo, offset, kf_format],
+                    [kf_video, kf_files], api_name="render_keyframes", concurrency_id="device")
+
+    @ui_errors
+    def on_kf_save(kf, m, f, dur, slow, off, request: gr.Request):
+        k = kf_ui.configure(backend, kf, m, f, dur, slow, off)
+        return [str(kf_ui.save(backend, k, session_of(request)))]
+
+    kf_save.click(on_kf_save, [keyframes, motion, fps, duration, slowmo, offset], kf_files,
+                  api_name="save_keyframes", concurrency_id="light")
+
+    @ui_errors
+    def on_kf_load(upload):
+        if upload is None:
+            return gr.skip(), gr.skip()
+        k = kf_ui.load(backend, upload)
+        return k, kf_ui.rows(k)
+
+    kf_load.change(on_kf_load, kf_load, [keyframes, kf_table], api_visibility="private", concurrency_id="light")
 
     # The scrubber: `input` fires while dragging; "always_last" drops stale positions so the frame keeps up.
     # queue=False: a plain HTTP request, no queue round trips (the backend's lock serialises renders).
@@ -145,7 +203,7 @@ def build(backend: Backend) -> dict:
         comp.change(api_visibility="private", **typed_kwargs)
     for comp in (*sefa, ex_s, dir_s, cutoff):  # sliders: live while dragging, the scrubber's fast path
         comp.input(api_visibility="private", **scrub_kwargs)
-    for comp in (group, mix_group):
+    for comp in (group, mix_group, kf_preview):
         comp.change(api_visibility="private", **scrub_kwargs)
 
     @ui_errors

@@ -84,3 +84,11 @@ def check_clip(upload) -> Path:
     if path.suffix.lower() in IMAGE_SUFFIXES:
         check_image(path)
     return path
+
+
+def check_npz(upload, what: str = "file") -> Path:
+    """An uploaded .npz (a keyframes project, a direction, a latent); its content is checked by its reader."""
+    path = _path(upload)
+    if path.suffix.lower() != ".npz":
+        raise UploadError(f"{path.name}: a {what} is an .npz file")
+    return path

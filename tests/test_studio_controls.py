@@ -100,3 +100,34 @@ def test_saved_direction_applies_in_the_studio_and_from_the_cli(be, tmp_path):
         save_direction(be, "example", Controls(), "x")
     with pytest.raises(StudioError, match="layer group"):
         parse("sideways", num_ws=n)
+
+
+def test_keyframes_pass_through_each_keyframe_and_rerender_identically_from_the_cli(be, tmp_path):
+    import imageio.v2 as imageio
+
+    from studio import keyframes as kf_ui
+
+    n = be.G.num_ws
+    k = kf_ui.add(be, None, 0.0, 0, 0.7, None, "ease-in-out")
+    k = kf_ui.add(be, k, 1.0, 4, 0.7, parse("all", (2.0, 0, 0, 0), num_ws=n), "linear")
+    assert kf_ui.rows(k) == [[0.0, "ease-in-out"], [1.0, "linear"]]
+    k = kf_ui.configure(be, k, 3, 10, 1.2, 1, 0)
+    # at each keyframe's second the frame is exactly that keyframe's content
+    for second, seed, controls in ((0.0, 0, None), (1.0, 4, parse("all", (2.0, 0, 0, 0), num_ws=n))):
+        want = tab_generate.scrub(be, seed, 3, 0.7, second, 0, 1, controls)
+        assert np.array_equal(kf_ui.frame(be, k, second, 3, 0, 1), want)
+    middle = kf_ui.frame(be, k, 0.5, 3, 0, 1)
+    assert not np.array_equal(middle, kf_ui.frame(be, k, 0.0, 3, 0, 1))
+    # ease-in-out: halfway in time is halfway in W (smoothstep(0.5) = 0.5), a quarter is less than a quarter
+    w0, w1, wq = k.ws[0], k.ws[1], k.ws_at(np.array([0.25]))[0]
+    assert torch.allclose(k.ws_at(np.array([0.5]))[0], (w0 + w1) / 2, atol=1e-6)
+    assert ((wq - w0).norm() / (w1 - w0).norm()) < 0.25
+    studio_video = kf_ui.render(be, k, "mp4")
+    project = kf_ui.save(be, k)
+    cli_video = tmp_path / "cli.mp4"
+    assert generate_main(["--checkpoint", be.info.source, "--keyframes", str(project), "--out", str(cli_video)]) == 0
+    a, b = imageio.mimread(studio_video), imageio.mimread(cli_video)
+    assert len(a) == len(b) == 12 and all(np.array_equal(x, y) for x, y in zip(a, b))
+    assert kf_ui.load(be, project).seconds == [0.0, 1.0]
+    with pytest.raises(StudioError, match="add a keyframe first"):
+        kf_ui.configure(be, None, 0, 25, 1, 1, 0)
