@@ -299,9 +299,11 @@ class Backend:
 
     def export(self, out_dir: Path, ws: torch.Tensor, motion_seeds: Sequence[int], timeline: Timeline,
                formats: Sequence[str], stem: str = "video",
-               callback: Callable[[int, int], None] | None = None, latent_meta: dict | None = None) -> dict:
+               callback: Callable[[int, int], None] | None = None, latent_meta: dict | None = None,
+               loop: tuple[float, float] | None = None) -> dict:
         """Render `ws [N, num_ws, w_dim]` with one motion seed each, side by side, into several formats at
-        once (frames are synthesized once and fed to every writer). Returns {format: path}."""
+        once (frames are synthesized once and fed to every writer). `loop` (period, blend) in model frames
+        makes the motion seamlessly periodic (core.motion). Returns {format: path}."""
         formats = [f for f in EXPORT_FORMATS if f in set(formats)]
         unknown = set(formats) - set(EXPORT_FORMATS)
         if unknown or not formats:
@@ -317,7 +319,7 @@ class Backend:
             try:
                 with self.job():
                     total = timeline.num_frames
-                    motion = Motion.from_seeds(list(motion_seeds))
+                    motion = Motion.from_seeds(list(motion_seeds), loop=loop)
                     for j, frames in enumerate(iter_frames(G, ws.to(self.device), motion, timeline)):
                         img = tile(frames, 1, frames.shape[0])
                         for w in writers:

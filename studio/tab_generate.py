@@ -34,9 +34,14 @@ def scrub(backend: Backend, seed, motion_seed, truncation_psi, seconds, offset_m
 
 
 def render(backend: Backend, seed, motion_seed, truncation_psi, offset_minutes, fps, slowmo, duration, formats,
-           session: str = "local", progress=None, controls: Controls | None = None) -> tuple[str | None, list[str]]:
-    """Render one video (with the content controls) into the chosen formats; returns (mp4 or None, all files)."""
+           session: str = "local", progress=None, controls: Controls | None = None,
+           loop: bool = False) -> tuple[str | None, list[str]]:
+    """Render one video (with the content controls) into the chosen formats; returns (mp4 or None, all files).
+    `loop`: the whole video is one seamless loop (its last frame leads into its first)."""
     tl = timeline(backend, offset_minutes, fps, slowmo, duration)
+    period = tl.num_frames * tl.native_fps / (tl.fps * tl.slowmo)  # model frames of the whole video
+    delta_z = backend.G.synthesis.motion_encoder.cfg.delta_z
+    loop_frames = (period, min(period / 2, 2.0 * delta_z)) if loop else None
     cancel = backend.cancel_event(session)
     cancel.clear()
     ws = controlled_ws(backend, seed, truncation_psi, controls)
@@ -44,7 +49,8 @@ def render(backend: Backend, seed, motion_seed, truncation_psi, offset_minutes, 
     stem = f"seed{int(seed)}-motion{motion_seed}-{time.strftime('%H%M%S')}"
     paths = backend.export(backend.session_dir(session), ws, [int(motion_seed)], tl, list(formats or []), stem,
                            callback=Progress(progress, cancel, "rendering frame"),
-                           latent_meta={"motion_seed": int(motion_seed), "t": tl.t_offset, "mode": "w"})
+                           latent_meta={"motion_seed": int(motion_seed), "t": tl.t_offset, "mode": "w"},
+                           loop=loop_frames)
     video = paths.get("mp4")
     return (str(video) if video else None), [str(p) for p in paths.values()]
 
@@ -84,7 +90,8 @@ def build(backend: Backend) -> dict:
     with gr.Row():
         formats = gr.CheckboxGroup(["mp4", "gif", "png", "npz"], value=["mp4"], label="Export",
                                    info="mp4 (H.264), GIF, zip of PNG frames, latent .npz (key ws)")
-        render_btn = gr.Button("Render video", variant="primary")
+        loop = gr.Checkbox(False, label="Seamless loop (the last frame leads into the first)", elem_id="gen-loop")
+        render_btn = gr.Button("Render video", variant="primary", elem_id="gen-render")
         cancel_btn = gr.Button("Cancel", variant="stop")
     with gr.Row():
         video = gr.Video(label="Video", autoplay=True, loop=True, elem_id="gen-video")
@@ -217,10 +224,11 @@ def build(backend: Backend) -> dict:
     jump.click(lambda: 60, None, offset, api_visibility="private")
 
     @ui_errors
-    def on_render(s, m, p, off, f, slow, dur, fm, *ctl, request: gr.Request, progress=gr.Progress()):
-        return render(backend, s, m, p, off, f, slow, dur, fm, session_of(request), progress, controls_of(ctl))
+    def on_render(s, m, p, off, f, slow, dur, fm, lp, *ctl, request: gr.Request, progress=gr.Progress()):
+        return render(backend, s, m, p, off, f, slow, dur, fm, session_of(request), progress, controls_of(ctl),
+                      bool(lp))
 
-    render_ev = render_btn.click(on_render, [seed, motion, psi, offset, fps, slowmo, duration, formats,
+    render_ev = render_btn.click(on_render, [seed, motion, psi, offset, fps, slowmo, duration, formats, loop,
                                              *control_inputs], [video, files], api_name="render",
                                  concurrency_id="device")
 

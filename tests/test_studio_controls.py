@@ -131,3 +131,22 @@ def test_keyframes_pass_through_each_keyframe_and_rerender_identically_from_the_
     assert kf_ui.load(be, project).seconds == [0.0, 1.0]
     with pytest.raises(StudioError, match="add a keyframe first"):
         kf_ui.configure(be, None, 0, 25, 1, 1, 0)
+
+
+def test_rendered_loop_is_seamless(be):
+    """The loop's first frame is the free motion's frame one step after the loop's last: the seam is an
+    ordinary step of the motion (the motion's own frames are kept outside the blend)."""
+    import zipfile
+
+    from PIL import Image
+
+    def frames(loop, seconds):
+        _, files = tab_generate.render(be, 0, 2, 0.7, 0, 25, 1, seconds, ["png"], loop=loop)
+        with zipfile.ZipFile(files[0]) as z:
+            return np.stack([np.asarray(Image.open(z.open(n)).convert("RGB")) for n in sorted(z.namelist())])
+
+    looped, free = frames(True, 2.0), frames(False, 2.04)
+    assert len(looped) == 50 and len(free) == 51
+    assert np.array_equal(looped[0], free[50])  # frame 0 shows t = P: where the last frame leads
+    assert np.array_equal(looped[20:], free[20:50])  # after the blend (8 frames here) the motion's own frames
+    assert not np.array_equal(looped[0], free[0])
