@@ -6,7 +6,15 @@ from pathlib import Path
 
 from studio.backend import Backend, StudioError, number
 from studio.common import number_input, ui_errors
-from studio.training_runs import PRESET_RESOLUTION, latest_sample, list_runs, read_metrics, read_stats, snapshots
+from studio.training_runs import (
+    PRESET_RESOLUTION,
+    latest_sample,
+    list_runs,
+    read_metrics,
+    read_stats,
+    sample_strip,
+    snapshots,
+)
 from studio.uploads import extract_zip
 
 LOSS_KEYS = ("Loss/G/loss", "Loss/D/loss", "Loss/r1_penalty")
@@ -146,9 +154,12 @@ def refresh(backend: Backend, run: str | None = None) -> dict:
         left = max(0.0, total - float(last.get("kimg", 0))) * float(last["sec_per_kimg"])
         progress += f" · about {_duration(left)} left for {total:g} kimg at this speed"
     log_tail = "\n".join(backend.training.log_text(6000).splitlines()[-30:])
+    points = [{"kimg": m["kimg"], "value": v, "metric": k} for m in metrics if isinstance(m.get("kimg"), (int, float))
+              for k, v in m.items() if isinstance(v, float) and ("fvd" in k or "fid" in k)]
     return {"status": f"**{st.state}**: {st.message}{progress}", "losses": losses,
-            "sample": latest_sample(run_dir), "fvd": fvd, "snapshots": snapshots(run_dir), "log": log_tail,
-            "failed": st.state == "failed", "run_dir": run_dir}
+            "metrics": pd.DataFrame(points, columns=["kimg", "value", "metric"]),
+            "sample": latest_sample(run_dir), "strip": sample_strip(run_dir), "fvd": fvd,
+            "snapshots": snapshots(run_dir), "log": log_tail, "failed": st.state == "failed", "run_dir": run_dir}
 
 
 def _metric_text(m: dict, name: str) -> str:
@@ -211,8 +222,12 @@ def build(backend: Backend, on_model_loaded) -> dict:
                 resume_btn = gr.Button("Resume")
         with gr.Column(scale=2, min_width=300):
             status = gr.Markdown("No training run started from this studio.", elem_id="train-status")
-            losses = gr.LinePlot(x="kimg", y="value", color="loss", title="Losses", height=240)
+            with gr.Row():
+                losses = gr.LinePlot(x="kimg", y="value", color="loss", title="Losses (G, D, R1)", height=240)
+                metric_plot = gr.LinePlot(x="kimg", y="value", color="metric", title="FVD / FID", height=240)
             sample_video = gr.Video(label="Latest samples", autoplay=True, loop=True)
+            strip = gr.Gallery(label="Samples by tick (first frame of each grid)", columns=6, height=140,
+                               allow_preview=True, elem_id="train-strip")
             fvd = gr.Markdown()
             with gr.Row():
                 snaps = gr.Dropdown([], label="Snapshots", allow_custom_value=False)
@@ -231,22 +246,26 @@ def build(backend: Backend, on_model_loaded) -> dict:
     resume_btn.click(ui_errors(lambda r, k, g: resume(backend, r, k, g)), [run, kimg, gpus], status,
                      api_name="train_resume", concurrency_id="light")
 
-    last_sample = {"path": None}
+    last = {"path": None, "strip": None}
 
     @ui_errors
     def on_refresh(r):
         out = refresh(backend, r)
-        sample_update = gr.skip()
-        if out["sample"] != last_sample["path"]:  # do not restart the player every poll
-            last_sample["path"] = out["sample"]
+        sample_update = strip_update = gr.skip()
+        if out["sample"] != last["path"]:  # do not restart the player every poll
+            last["path"] = out["sample"]
             sample_update = out["sample"]
-        return (out["status"], out["losses"], sample_update, out["fvd"],
+        captions = [c for _, c in out["strip"]]
+        if captions != last["strip"]:  # nor redraw an unchanged strip
+            last["strip"] = captions
+            strip_update = out["strip"]
+        return (out["status"], out["losses"], out["metrics"], sample_update, strip_update, out["fvd"],
                 gr.Dropdown(choices=out["snapshots"], value=out["snapshots"][0] if out["snapshots"] else None),
                 out["log"])
 
     timer = gr.Timer(2.0)
-    timer.tick(on_refresh, run, [status, losses, sample_video, fvd, snaps, log_box], api_name="train_refresh",
-               show_progress="hidden", concurrency_id="light")
+    timer.tick(on_refresh, run, [status, losses, metric_plot, sample_video, strip, fvd, snaps, log_box],
+               api_name="train_refresh", show_progress="hidden", concurrency_id="light")
 
     @ui_errors
     def on_load(path):

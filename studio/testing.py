@@ -94,8 +94,8 @@ CHROMIUM_ARGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-backg
 # Move the time slider as a user would (set the range input, fire `input`), then wait until the frame's
 # <img> shows a new, fully decoded picture; returns the milliseconds in between, measured in the page.
 _SCRUB_JS = """
-async (value) => {
-  const range = document.querySelector('#gen-time input[type=range]');
+async ([sliderId, value]) => {
+  const range = document.querySelector('#' + sliderId + ' input[type=range]');
   const img0 = document.querySelector('#gen-frame img');
   const before = img0 ? img0.src : null;
   const t0 = performance.now();
@@ -151,11 +151,16 @@ def studio_page(backend: Backend):
 
 def scrub_latencies(page, values) -> list[float]:
     """Browser-measured slider-move -> new-frame-shown latencies (ms), one per value (values must differ)."""
+    return slider_latencies(page, "gen-time", values)
+
+
+def slider_latencies(page, slider_id: str, values) -> list[float]:
+    """Like scrub_latencies for any slider of the Generate tab whose move redraws #gen-frame."""
     page.wait_for_selector("#gen-frame img", timeout=120_000)
     out = []
     for v in values:
-        ms = page.evaluate(_SCRUB_JS, float(v))
+        ms = page.evaluate(_SCRUB_JS, [slider_id, float(v)])
         if ms < 0:
-            raise TimeoutError(f"the frame did not update within 30 s after moving the slider to {v}")
+            raise TimeoutError(f"the frame did not update within 30 s after moving {slider_id} to {v}")
         out.append(ms)
     return out

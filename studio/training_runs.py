@@ -9,6 +9,7 @@ trainer is reported from its log; the studio keeps running.
 
 from __future__ import annotations
 
+import functools
 import json
 import logging
 import os
@@ -20,6 +21,8 @@ import threading
 import time
 from dataclasses import dataclass
 from pathlib import Path
+
+import numpy as np
 
 log = logging.getLogger(__name__)
 
@@ -210,6 +213,29 @@ def _newest(folder: Path, patterns: tuple[str, ...]) -> list[Path]:
         return []
     files = [p for pat in patterns for p in folder.glob(pat) if not p.name.startswith(".")]
     return sorted(files, key=lambda p: p.name)
+
+
+def sample_strip(run_dir: str | os.PathLike | None, limit: int = 12) -> list[tuple[np.ndarray, str]]:
+    """The first frame of each tick's sample grid (newest `limit`), captioned with its kimg, oldest first."""
+    files = _newest(Path(run_dir) / "samples", ("samples-*.mp4", "samples-*.gif")) if run_dir else []
+    out = []
+    for f in files[-limit:]:
+        frame = _first_frame(str(f), f.stat().st_mtime_ns)
+        if frame is not None:
+            out.append((frame, f.stem.replace("samples-", "") + " kimg"))
+    return out
+
+
+@functools.lru_cache(maxsize=64)
+def _first_frame(path: str, mtime_ns: int) -> np.ndarray | None:
+    """Decoded once per file version (the strip is polled every few seconds)."""
+    import imageio.v2 as imageio
+
+    try:
+        with imageio.get_reader(path) as reader:
+            return np.asarray(reader.get_data(0))[..., :3]
+    except Exception:  # a sample being written right now: skipped until the next poll
+        return None
 
 
 def latest_sample(run_dir: str | os.PathLike | None) -> str | None:

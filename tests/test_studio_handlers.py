@@ -651,3 +651,24 @@ def test_train_tab_estimates_the_time_left_from_the_measured_speed(tmp_path, mon
     assert "about 2 h 45 min left for 1000 kimg at this speed" in tab_train.refresh(be)["status"]
     be.training.total_kimg = 10.5
     assert "about 5 s left for 10.5 kimg" in tab_train.refresh(be)["status"]
+
+
+def test_train_tab_plots_losses_fvd_and_a_strip_of_tick_samples(be, tmp_path):
+    import imageio.v2 as imageio
+
+    run = tmp_path / "00001-run"
+    (run / "samples").mkdir(parents=True)
+    lines = [{"tick": 1, "kimg": 0.5, "Loss/G/loss": 1.0, "Loss/D/loss": 0.5, "Loss/r1_penalty": 0.1},
+             {"kind": "metrics", "kimg": 0.5, "fvd16": 900.0, "std": {"fvd16": 12.0}, "floor": {"fvd16": 400.0}},
+             {"tick": 2, "kimg": 1.0, "Loss/G/loss": 0.8, "Loss/D/loss": 0.6, "Loss/r1_penalty": 0.2},
+             {"kind": "metrics", "kimg": 1.0, "fvd16": 700.0}]
+    (run / "stats.jsonl").write_text("".join(json.dumps(x) + "\n" for x in lines))
+    for kimg, value in (("0.500", 40), ("1.000", 200)):
+        imageio.mimwrite(run / "samples" / f"samples-{kimg}.mp4", [np.full((16, 16, 3), value, np.uint8)] * 2,
+                         fps=5, macro_block_size=1)
+    out = tab_train.refresh(be, str(run))
+    assert set(out["losses"]["loss"]) == {"G/loss", "D/loss", "r1_penalty"}  # R1 included
+    assert out["metrics"].values.tolist() == [[0.5, 900.0, "fvd16"], [1.0, 700.0, "fvd16"]]
+    assert [c for _, c in out["strip"]] == ["0.500 kimg", "1.000 kimg"]
+    assert abs(int(out["strip"][0][0].mean()) - 40) < 8 and abs(int(out["strip"][1][0].mean()) - 200) < 8
+    assert "fvd16 900.00 +- 12.00 (floor 400.00)" in out["fvd"]
