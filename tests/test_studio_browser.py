@@ -154,3 +154,33 @@ def test_video_tab_end_to_end_in_chromium(tmp_path):
         info = page.locator("#video-rendered video").evaluate("v => ({d: v.duration, w: v.videoWidth, e: v.error})")
         assert info["d"] > 0 and info["w"] > 0 and info["e"] is None, info
         page.screenshot(path=str(tmp_path / "video.png"), full_page=True)
+
+
+def test_controls_and_keyframes_in_chromium(tmp_path):
+    """Move a SeFa slider (the frame changes), add two keyframes at two times, render them, get an mp4."""
+    pytest.importorskip("playwright")
+    from playwright.sync_api import expect
+
+    from studio.testing import slider_latencies
+
+    backend = tiny_backend(tmp_path)
+    with studio_page(backend) as page:
+        page.wait_for_selector("#gen-frame img", timeout=60_000)
+        page.get_by_text("Directions, style mixing, truncation cutoff").click()
+        page.wait_for_selector("#ctl-sefa0 input[type=range]", timeout=30_000)
+        before = page.locator("#gen-frame img").get_attribute("src")
+        assert len(slider_latencies(page, "ctl-sefa0", [2.5])) == 1  # waits for the redrawn frame
+        assert page.locator("#gen-frame img").get_attribute("src") != before
+        page.get_by_text("Keyframes: content pinned in time").click()
+        page.locator("#kf-add").click()
+        expect(page.locator("#kf-table")).to_contain_text("ease-in-out", timeout=30_000)
+        slider_latencies(page, "gen-time", [1.5])  # move the time, then a second keyframe with other content
+        slider_latencies(page, "ctl-sefa0", [-2.5])
+        page.locator("#kf-add").click()
+        expect(page.locator("#kf-table")).to_contain_text("1.5", timeout=30_000)
+        page.locator("#kf-render").click()
+        page.wait_for_function("document.querySelector('#kf-video video') && "
+                               "document.querySelector('#kf-video video').readyState >= 2", timeout=120_000)
+        info = page.locator("#kf-video video").evaluate("v => ({d: v.duration, w: v.videoWidth, e: v.error})")
+        assert info["d"] > 0 and info["w"] > 0 and info["e"] is None, info
+        assert page.locator("#kf-video video").get_attribute("src").endswith(".mp4")
