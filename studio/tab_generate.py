@@ -66,6 +66,22 @@ def grid(backend: Backend, content_seeds: str, motion_seeds: str, truncation_psi
     return str(backend.render_grid(out, cs, ms, psi, tl, Progress(progress, cancel, "grid frame")))
 
 
+def variations(backend: Backend, seed, truncation_psi, motion_seeds: str, offset_minutes, fps, slowmo, duration,
+               controls: Controls | None = None, session: str = "local", progress=None) -> str:
+    """The current content (controls applied) with several motion seeds, side by side, playing in sync."""
+    from editing.animate import motion_variations
+
+    tl = timeline(backend, offset_minutes, fps, slowmo, duration)
+    seeds = parse_seeds(motion_seeds, "motion seeds", limit=8)
+    ws = controlled_ws(backend, seed, truncation_psi, controls)
+    cancel = backend.cancel_event(session)
+    cancel.clear()
+    out = backend.session_dir(session) / f"variations-{time.strftime('%H%M%S')}.mp4"
+    with backend.job():
+        return str(motion_variations(backend.G, ws, seeds, out, timeline=tl,
+                                     callback=Progress(progress, cancel, "variations frame")))
+
+
 def build(backend: Backend) -> dict:
     """The tab's UI; returns the components other tabs read (seeds, truncation, time)."""
     import gradio as gr
@@ -80,7 +96,7 @@ def build(backend: Backend) -> dict:
                 jump = gr.Button("Jump to minute 60", size="sm")
             with gr.Row():
                 fps = gr.Slider(1, 60, 25, step=1, label="Frame rate (fps)")
-                slowmo = gr.Slider(0.25, 8, 1, step=0.25, label="Slow motion ×")
+                slowmo = gr.Slider(0.25, 8, 1, step=0.05, label="Motion speed: slow motion × (continuous)")
             duration = gr.Slider(0.5, MAX_DURATION, 4, step=0.5, label="Duration (s)")
         with gr.Column(scale=1, min_width=300):
             frame = gr.Image(label="Frame", type="numpy", format="png", interactive=False, height=320,
@@ -140,7 +156,11 @@ def build(backend: Backend) -> dict:
             kf_video = gr.Video(label="Keyframes", autoplay=True, loop=True, elem_id="kf-video")
             kf_files = gr.File(label="Project (.npz; python -m core.generate --keyframes FILE) / video")
             kf_load = gr.File(label="Load a project (.npz)", file_types=[".npz"], type="filepath")
-    with gr.Accordion("Content × motion grid", open=False):
+    with gr.Accordion("Motion variations and the content × motion grid", open=False):
+        with gr.Row():
+            var_motion = gr.Textbox("0-3", label="Motion seeds for the current content (side by side)")
+            var_btn = gr.Button("Render variations", elem_id="gen-variations")
+        var_video = gr.Video(label="Motion variations (in sync)", autoplay=True, loop=True, elem_id="var-video")
         with gr.Row():
             grid_content = gr.Textbox("0-3", label="Content seeds (columns)")
             grid_motion = gr.Textbox("0-2", label="Motion seeds (rows)")
@@ -239,9 +259,17 @@ def build(backend: Backend) -> dict:
     grid_ev = grid_btn.click(on_grid, [grid_content, grid_motion, psi, offset, fps, slowmo, duration], grid_video,
                              api_name="grid", concurrency_id="device")
 
+    @ui_errors
+    def on_variations(s, p, ms, off, f, slow, dur, *ctl, request: gr.Request, progress=gr.Progress()):
+        return variations(backend, s, p, ms, off, f, slow, dur, controls_of(ctl), session_of(request), progress)
+
+    var_ev = var_btn.click(on_variations, [seed, psi, var_motion, offset, fps, slowmo, duration, *control_inputs],
+                           var_video, api_name="variations", concurrency_id="device")
+
     def on_cancel(request: gr.Request):
         backend.cancel(session_of(request))
 
-    cancel_btn.click(on_cancel, None, None, cancels=[render_ev, grid_ev], api_name="cancel_render", queue=False)
+    cancel_btn.click(on_cancel, None, None, cancels=[render_ev, grid_ev, var_ev], api_name="cancel_render",
+                     queue=False)
     return {"seed": seed, "motion": motion, "psi": psi, "time": scrubber, "offset": offset, "slowmo": slowmo,
             "fps": fps, "frame": frame, "scrub_fn": on_scrub, "scrub_inputs": scrub_inputs}

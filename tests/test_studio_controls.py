@@ -150,3 +150,18 @@ def test_rendered_loop_is_seamless(be):
     assert np.array_equal(looped[0], free[50])  # frame 0 shows t = P: where the last frame leads
     assert np.array_equal(looped[20:], free[20:50])  # after the blend (8 frames here) the motion's own frames
     assert not np.array_equal(looped[0], free[0])
+
+
+def test_motion_variations_share_content_and_differ_in_motion(be):
+    import imageio.v2 as imageio
+
+    n = be.G.num_ws
+    path = tab_generate.variations(be, 0, 0.7, "0,5", 0, 25, 1, 0.4, parse("all", (2.0, 0, 0, 0), num_ws=n))
+    frames = imageio.mimread(path)
+    res = be.G.img_resolution
+    assert len(frames) == 10 and frames[0].shape[1] == 2 * res
+    left, right = (np.stack([f[:, k * res:(k + 1) * res] for f in frames]).astype(int) for k in (0, 1))
+    assert np.abs(left - right).mean() > 1  # two motions ...
+    ws = tab_generate.controlled_ws(be, 0, 0.7, parse("all", (2.0, 0, 0, 0), num_ws=n))
+    want = be.frame(0, 0, 0.7, 0.0, ws=ws)
+    assert np.abs(left[0] - want.astype(int)).mean() < 15  # ... of the controlled content (H.264 loss)
