@@ -31,7 +31,7 @@ sys.path.insert(0, str(ROOT))
 from core import directions as D  # noqa: E402
 from core.checkpoint import load_generator  # noqa: E402
 from core.generator import z_from_seed  # noqa: E402
-from core.motion import Motion  # noqa: E402
+from core.motion import Motion, default_loop  # noqa: E402
 from core.render import Timeline, iter_frames, to_uint8  # noqa: E402
 from editing.sefa import sefa_directions  # noqa: E402
 from projection.lpips_weights import load_lpips  # noqa: E402
@@ -79,7 +79,7 @@ def directions(G, lp, seeds=range(8), strengths=(0.5, 1.0, 2.0, 3.0)) -> dict:
 def loops(G, lp, native_fps: float, motion_seeds=(0, 1, 2)) -> dict:
     tl = Timeline(duration=2.0, fps=25.0, native_fps=native_fps)
     period = tl.num_frames * native_fps / tl.fps
-    blend = min(period / 2, 2.0 * G.synthesis.motion_encoder.cfg.delta_z)
+    period, blend = default_loop(period, G.synthesis.motion_encoder.cfg.delta_z)
     rows = []
     for m in motion_seeds:
         ws = G.mapping(z_from_seed([0], G.z_dim), None, truncation_psi=0.7)
@@ -133,7 +133,8 @@ def gif(G, path: str, native_fps: float) -> None:
     n = 50
     strengths = 3 * np.sin(np.linspace(0, 2 * np.pi, n, endpoint=False))
     period = n * native_fps / 25.0
-    loop = [f[0] for f in iter_frames(G, ws, Motion.from_seeds([1], loop=(period, min(period / 2, 32.0))),
+    looped = Motion.from_seeds([1], loop=default_loop(period, G.synthesis.motion_encoder.cfg.delta_z))
+    loop = [f[0] for f in iter_frames(G, ws, looped,
                                       Timeline(duration=2.0, fps=25.0, native_fps=native_fps))]
     frames = []
     for j, s in enumerate(strengths):

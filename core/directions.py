@@ -19,7 +19,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from core.files import atomic_write
+from core.files import atomic_savez
 
 GROUPS = ("all", "coarse", "middle", "fine")
 FORMAT = "stylegan-v-studio/direction/1"
@@ -93,11 +93,7 @@ def save_direction(path: str | os.PathLike, d: Direction) -> Path:
     arrays = {"delta": d.delta.detach().float().cpu().numpy(), "name": np.str_(d.name),
               "source": np.str_(d.source), "format": np.str_(FORMAT)}
 
-    def write(tmp: str) -> None:
-        with open(tmp, "wb") as f:
-            np.savez(f, **arrays)
-
-    return atomic_write(path, write, suffix=".npz")
+    return atomic_savez(path, **arrays)
 
 
 def load_direction(path: str | os.PathLike) -> Direction:

@@ -72,6 +72,17 @@ def atomic_write(path: str | os.PathLike, write_fn: Callable[[str], object], suf
     return Path(path)
 
 
+def atomic_savez(path: str | os.PathLike, **arrays) -> Path:
+    """np.savez(path, **arrays) atomically: plain arrays only (read back with allow_pickle=False)."""
+    import numpy as np
+
+    def write(tmp: str) -> None:
+        with open(tmp, "wb") as f:
+            np.savez(f, **arrays)
+
+    return atomic_write(path, write, suffix=".tmp.npz")
+
+
 def atomic_write_text(path: str | os.PathLike, text: str) -> Path:
     """Write `text` to `path` atomically."""
     return atomic_write(path, lambda tmp: Path(tmp).write_text(text))

@@ -31,7 +31,7 @@ from core.directions import apply as apply_directions
 from core.generator import z_from_seed
 from core.keyframes import KeyframeError, load_keyframes, render_keyframes
 from core.latent import LatentFileError, check_compatible, latent_generator, load_latent
-from core.motion import MotionError
+from core.motion import MotionError, default_loop
 from core.render import RenderError, Timeline, render_video
 from core.styles import StyleError, style_offsets
 
@@ -157,7 +157,7 @@ def _loop(seconds: float | None, clip_frames: float, timeline: Timeline, delta_z
         period = clip_frames or timeline.num_frames * step
     if period <= 0:
         raise RenderError(f"--loop {seconds} is shorter than one output frame")
-    return period, min(period / 2, 2.0 * delta_z)
+    return default_loop(period, delta_z)
 
 
 if __name__ == "__main__":

@@ -17,7 +17,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from core.files import atomic_write
+from core.files import atomic_savez
 from core.motion import Motion
 from core.render import Timeline, to_uint8
 
@@ -87,11 +87,7 @@ def save_keyframes(path: str | os.PathLike, k: Keyframes) -> Path:
               "motion_seed": np.int64(k.motion_seed), "fps": np.float64(k.fps), "duration": np.float64(k.duration),
               "slowmo": np.float64(k.slowmo), "t_offset": np.float64(k.t_offset)}
 
-    def write(tmp: str) -> None:
-        with open(tmp, "wb") as f:
-            np.savez(f, **arrays)
-
-    return atomic_write(path, write, suffix=".npz")
+    return atomic_savez(path, **arrays)
 
 
 def load_keyframes(path: str | os.PathLike) -> Keyframes:

@@ -17,7 +17,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from core.files import atomic_write
+from core.files import atomic_savez
 from core.motion import Motion
 from core.styles import STYLE_PREFIX, offsets_from_arrays
 from core.tuned import TunedWeightsError, apply_delta, load_delta
@@ -70,11 +70,7 @@ def save_latent(path: str | os.PathLike, latent: Latent) -> Path:
         arrays["tuned_weights"] = np.str_(os.path.relpath(weights, path.resolve().parent))
         arrays["base_hash"] = np.str_(latent.base_hash)
 
-    def write(tmp: str) -> None:
-        with open(tmp, "wb") as f:
-            np.savez(f, **arrays)
-
-    return atomic_write(path, write, suffix=".npz")
+    return atomic_savez(path, **arrays)
 
 
 def load_latent(path: str | os.PathLike) -> Latent:

@@ -97,7 +97,7 @@ class Motion:
 
     def repeat(self, n: int) -> Motion:
         seeds = None if self.seeds is None else self.seeds.repeat(n)
-        noise = None if self.noise is None else self.noise.expand(n * self.noise.shape[0], -1, -1)
+        noise = None if self.noise is None else self.noise.repeat(n, 1, 1)
         return Motion(seeds=seeds, noise=noise, origin=self.origin, loop=self.loop)
 
     def replace(self, **changes) -> Motion:
@@ -122,6 +122,12 @@ class Motion:
                               f"{int(k.max()) + 1} (use seeded motion for arbitrary t)")
         explicit = noise[sample.unsqueeze(1), k.clamp(max=noise.shape[1] - 1), :z_dim].to(torch.float32)
         return explicit if seeded is None else torch.where(inside.unsqueeze(2), explicit, seeded)
+
+
+def default_loop(period: float, delta_z: int) -> tuple[float, float]:
+    """(period, blend) of a seamless loop of `period` model frames: the blend is half the period, at most two
+    token spacings (longer blends only average more of two unrelated motions)."""
+    return float(period), min(float(period) / 2, 2.0 * delta_z)
 
 
 class AlignedTimeEncoder(nn.Module):

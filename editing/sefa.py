@@ -17,7 +17,7 @@ import torch
 
 from core.checkpoint import weights_sha256
 from core.directions import Direction, group_indices, layer_mask
-from core.files import atomic_write
+from core.files import atomic_savez
 from core.resolve import cache_dir
 
 CACHE_VERSION = 1
@@ -77,8 +77,7 @@ def sefa_directions(G, group: str = "all", k: int = 8, model_hash: str | None = 
         data = vectors, values, w_spread(G, vectors)
         if use_cache:
             path.parent.mkdir(parents=True, exist_ok=True)
-            atomic_write(path, lambda tmp: np.savez(tmp, vectors=data[0], values=data[1], scales=data[2]),
-                         suffix=".tmp.npz")
+            atomic_savez(path, vectors=data[0], values=data[1], scales=data[2])
     vectors, values, scales = data
     mask = layer_mask(G, group)  # [num_ws, 1]
     dirs = [Direction(mask * torch.from_numpy(v * s).float()[None], name=f"SeFa {group} #{i}",

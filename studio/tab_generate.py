@@ -6,6 +6,7 @@ import time
 import numpy as np
 
 from core.directions import GROUPS as D_GROUPS
+from core.motion import default_loop
 from core.render import Timeline
 from studio import keyframes as kf_ui
 from studio.backend import PSI_RANGE, Backend, number, parse_seeds, seed_number
@@ -41,7 +42,7 @@ def render(backend: Backend, seed, motion_seed, truncation_psi, offset_minutes, 
     tl = timeline(backend, offset_minutes, fps, slowmo, duration)
     period = tl.num_frames * tl.native_fps / (tl.fps * tl.slowmo)  # model frames of the whole video
     delta_z = backend.G.synthesis.motion_encoder.cfg.delta_z
-    loop_frames = (period, min(period / 2, 2.0 * delta_z)) if loop else None
+    loop_frames = default_loop(period, delta_z) if loop else None
     cancel = backend.cancel_event(session)
     cancel.clear()
     ws = controlled_ws(backend, seed, truncation_psi, controls)
@@ -49,7 +50,8 @@ def render(backend: Backend, seed, motion_seed, truncation_psi, offset_minutes, 
     stem = f"seed{int(seed)}-motion{motion_seed}-{time.strftime('%H%M%S')}"
     paths = backend.export(backend.session_dir(session), ws, [int(motion_seed)], tl, list(formats or []), stem,
                            callback=Progress(progress, cancel, "rendering frame"),
-                           latent_meta={"motion_seed": int(motion_seed), "t": tl.t_offset, "mode": "w"},
+                           latent_meta={"motion_seed": int(motion_seed), "t": tl.t_offset,
+                                        "mode": "w+" if controls is not None and controls.active else "w"},
                            loop=loop_frames)
     video = paths.get("mp4")
     return (str(video) if video else None), [str(p) for p in paths.values()]

