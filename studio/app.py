@@ -28,7 +28,7 @@ def build_app(backend: Backend):
         latent_state = gr.State(None)  # the session's projected photo, shared by Animate and Edit
         with gr.Tabs():
             with gr.Tab("Generate", id="generate"):
-                gen = tab_generate.build(backend)
+                gen = tab_generate.build(backend, latent_state)
             with gr.Tab("Animate a photo", id="animate"):
                 tab_animate.build(backend, latent_state)
             with gr.Tab("Video", id="video"):

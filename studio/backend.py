@@ -300,7 +300,7 @@ class Backend:
     def export(self, out_dir: Path, ws: torch.Tensor, motion_seeds: Sequence[int], timeline: Timeline,
                formats: Sequence[str], stem: str = "video",
                callback: Callable[[int, int], None] | None = None, latent_meta: dict | None = None,
-               loop: tuple[float, float] | None = None) -> dict:
+               loop: tuple[float, float] | None = None, G: Generator | None = None) -> dict:
         """Render `ws [N, num_ws, w_dim]` with one motion seed each, side by side, into several formats at
         once (frames are synthesized once and fed to every writer). `loop` (period, blend) in model frames
         makes the motion seamlessly periodic (core.motion). Returns {format: path}."""
@@ -313,7 +313,7 @@ class Backend:
         paths: dict[str, Path] = {}
         video_fmts = [f for f in formats if f != "npz"]
         if video_fmts:
-            G = self.G
+            G = G or self.G
             names = {"mp4": f"{stem}.mp4", "gif": f"{stem}.gif", "png": f"{stem}-frames.zip"}
             writers = [FrameWriter(out_dir / names[f], timeline.fps, fmt=f) for f in video_fmts]
             try:

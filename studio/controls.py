@@ -28,15 +28,16 @@ class Controls:
     mix_seed: int = 0
     mix_group: str = "none"  # layers taken from mix_seed's latent
     cutoff: int | None = None  # truncation only on ws indices below this (None: all layers)
+    photo: bool = False  # start from the session's projected photo (Animate tab) instead of the seed
 
     @property
     def active(self) -> bool:
         return bool(any(self.sefa) or (self.example and self.example[2]) or any(a for _, a in self.files)
-                    or self.mix_group != "none" or self.cutoff is not None)
+                    or self.mix_group != "none" or self.cutoff is not None or self.photo)
 
 
 def parse(group="all", sefa=(), ex_a=0, ex_b=1, ex_strength=0.0, files=(), mix_seed=0, mix_group="none",
-          cutoff=None, num_ws: int = 0) -> Controls:
+          cutoff=None, num_ws: int = 0, photo: bool = False) -> Controls:
     """UI values -> Controls, each checked (bad values raise StudioError with the field's name)."""
     if group not in D.GROUPS:
         raise StudioError(f"layer group must be one of {', '.join(D.GROUPS)}")
@@ -49,16 +50,22 @@ def parse(group="all", sefa=(), ex_a=0, ex_b=1, ex_strength=0.0, files=(), mix_s
     return Controls(group=group, sefa=strengths, example=example,
                     files=tuple((str(p), number(a, "direction strength", -100, 100)) for p, a in files),
                     mix_seed=seed_number(mix_seed, "mixing seed") if mix_group != "none" else 0,
-                    mix_group=mix_group, cutoff=None if cut >= num_ws else cut)
+                    mix_group=mix_group, cutoff=None if cut >= num_ws else cut, photo=bool(photo))
 
 
-def controlled_ws(backend: Backend, seed, truncation_psi, controls: Controls | None) -> torch.Tensor:
-    """ws `[1, num_ws, w_dim]` of a content seed with the controls applied (cheap: w math, no synthesis)."""
+def controlled_ws(backend: Backend, seed, truncation_psi, controls: Controls | None,
+                  photo_state: dict | None = None) -> torch.Tensor:
+    """ws `[1, num_ws, w_dim]` of a content seed (or, with `controls.photo`, of the session's projected photo,
+    kept untruncated unless a cutoff is set) with the controls applied (cheap: w math, no synthesis)."""
     if controls is None or not controls.active:
         return backend.ws_for(seed, truncation_psi)
     psi = number(truncation_psi, "truncation ψ", *PSI_RANGE)
     G = backend.G
-    if controls.cutoff is None:
+    if controls.photo:
+        ws = photo_ws(backend, photo_state)
+        if controls.cutoff is not None:
+            ws = D.truncate(ws, G.mapping.w_avg, psi, controls.cutoff)
+    elif controls.cutoff is None:
         ws = backend.ws_for(seed, psi)
     else:
         ws = D.truncate(backend.ws_for(seed, 1.0), G.mapping.w_avg, psi, controls.cutoff)
@@ -76,6 +83,20 @@ def controlled_ws(backend: Backend, seed, truncation_psi, controls: Controls | N
         return D.apply(ws, edits)
     except D.DirectionError as exc:
         raise StudioError(str(exc)) from None
+
+
+def photo_ws(backend: Backend, photo_state: dict | None) -> torch.Tensor:
+    if not photo_state or photo_state.get("ws") is None:
+        raise StudioError("no projected photo in this session yet: animate one in the Animate tab first")
+    ws = torch.as_tensor(photo_state["ws"], dtype=torch.float32).to(backend.device)
+    if tuple(ws.shape[1:]) != (backend.G.num_ws, backend.G.w_dim):
+        raise StudioError("the projected photo belongs to another model; project it again")
+    return ws
+
+
+def generator_of(backend: Backend, controls: Controls | None, photo_state: dict | None):
+    """The loaded model, or the photo's fitted copy (pivotal tuning) when the controls start from the photo."""
+    return backend.generator_for(photo_state) if controls is not None and controls.photo else backend.G
 
 
 def example_direction(backend: Backend, seed_a, seed_b) -> D.Direction:

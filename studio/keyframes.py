@@ -17,14 +17,17 @@ from studio.controls import Controls, controlled_ws
 
 
 def add(backend: Backend, k: Keyframes | None, second, seed, truncation_psi, controls: Controls | None,
-        easing: str = "linear") -> Keyframes:
+        photo_state: dict | None = None, easing: str = "linear") -> Keyframes:
     """A copy of `k` with the current content pinned at output second `second` (replacing one there)."""
     second = number(second, "keyframe time (s)", 0, 3600)
+    if controls is not None and controls.photo and (photo_state or {}).get("tuned"):
+        raise StudioError("keyframes render with the loaded model; this photo has a fitted generator of its own. "
+                          "Animate it without 'Fit the generator', or keyframe seeds")
     if easing not in EASINGS:
         raise StudioError(f"easing must be one of {', '.join(EASINGS)}")
     out = copy.deepcopy(k) if k is not None else Keyframes()
     try:
-        out.add(float(second), controlled_ws(backend, seed, truncation_psi, controls), easing)
+        out.add(float(second), controlled_ws(backend, seed, truncation_psi, controls, photo_state), easing)
     except KeyframeError as exc:
         raise StudioError(str(exc)) from None
     return out

@@ -11,7 +11,7 @@ from core.render import Timeline
 from studio import keyframes as kf_ui
 from studio.backend import PSI_RANGE, Backend, number, parse_seeds, seed_number
 from studio.common import Progress, display, number_input, session_of, ui_errors
-from studio.controls import MIX_GROUPS, NUM_SEFA, STRENGTH, Controls, controlled_ws, parse
+from studio.controls import MIX_GROUPS, NUM_SEFA, STRENGTH, Controls, controlled_ws, generator_of, parse
 from studio.controls import save as save_direction
 
 MAX_DURATION = 60.0  # seconds of output per render
@@ -26,17 +26,18 @@ def timeline(backend: Backend, offset_minutes: float, fps: float, slowmo: float,
 
 
 def scrub(backend: Backend, seed, motion_seed, truncation_psi, seconds, offset_minutes, slowmo,
-          controls: Controls | None = None) -> np.ndarray:
+          controls: Controls | None = None, photo_state: dict | None = None) -> np.ndarray:
     """The frame at output second `seconds` (fractional) after the offset, with the content controls
     (studio.controls) applied: one synthesis call."""
     t = backend.model_time(seconds, offset_minutes, slowmo)
-    ws = controlled_ws(backend, seed, truncation_psi, controls)
-    return display(backend.frame(seed, motion_seed, truncation_psi, t, ws=ws))
+    ws = controlled_ws(backend, seed, truncation_psi, controls, photo_state)
+    G = generator_of(backend, controls, photo_state)
+    return display(backend.frame(seed, motion_seed, truncation_psi, t, ws=ws, G=G))
 
 
 def render(backend: Backend, seed, motion_seed, truncation_psi, offset_minutes, fps, slowmo, duration, formats,
            session: str = "local", progress=None, controls: Controls | None = None,
-           loop: bool = False) -> tuple[str | None, list[str]]:
+           loop: bool = False, photo_state: dict | None = None) -> tuple[str | None, list[str]]:
     """Render one video (with the content controls) into the chosen formats; returns (mp4 or None, all files).
     `loop`: the whole video is one seamless loop (its last frame leads into its first)."""
     tl = timeline(backend, offset_minutes, fps, slowmo, duration)
@@ -45,14 +46,14 @@ def render(backend: Backend, seed, motion_seed, truncation_psi, offset_minutes, 
     loop_frames = default_loop(period, delta_z) if loop else None
     cancel = backend.cancel_event(session)
     cancel.clear()
-    ws = controlled_ws(backend, seed, truncation_psi, controls)
+    ws = controlled_ws(backend, seed, truncation_psi, controls, photo_state)
     motion_seed = seed_number(motion_seed, "motion seed")
     stem = f"seed{int(seed)}-motion{motion_seed}-{time.strftime('%H%M%S')}"
     paths = backend.export(backend.session_dir(session), ws, [int(motion_seed)], tl, list(formats or []), stem,
                            callback=Progress(progress, cancel, "rendering frame"),
                            latent_meta={"motion_seed": int(motion_seed), "t": tl.t_offset,
                                         "mode": "w+" if controls is not None and controls.active else "w"},
-                           loop=loop_frames)
+                           loop=loop_frames, G=generator_of(backend, controls, photo_state))
     video = paths.get("mp4")
     return (str(video) if video else None), [str(p) for p in paths.values()]
 
@@ -69,24 +70,30 @@ def grid(backend: Backend, content_seeds: str, motion_seeds: str, truncation_psi
 
 
 def variations(backend: Backend, seed, truncation_psi, motion_seeds: str, offset_minutes, fps, slowmo, duration,
-               controls: Controls | None = None, session: str = "local", progress=None) -> str:
+               controls: Controls | None = None, session: str = "local", progress=None,
+               photo_state: dict | None = None) -> str:
     """The current content (controls applied) with several motion seeds, side by side, playing in sync."""
     from editing.animate import motion_variations
 
     tl = timeline(backend, offset_minutes, fps, slowmo, duration)
     seeds = parse_seeds(motion_seeds, "motion seeds", limit=8)
-    ws = controlled_ws(backend, seed, truncation_psi, controls)
+    ws = controlled_ws(backend, seed, truncation_psi, controls, photo_state)
+    G = generator_of(backend, controls, photo_state)
     cancel = backend.cancel_event(session)
     cancel.clear()
     out = backend.session_dir(session) / f"variations-{time.strftime('%H%M%S')}.mp4"
     with backend.job():
-        return str(motion_variations(backend.G, ws, seeds, out, timeline=tl,
+        return str(motion_variations(G, ws, seeds, out, timeline=tl,
                                      callback=Progress(progress, cancel, "variations frame")))
 
 
-def build(backend: Backend) -> dict:
-    """The tab's UI; returns the components other tabs read (seeds, truncation, time)."""
+def build(backend: Backend, photo_state=None) -> dict:
+    """The tab's UI; returns the components other tabs read (seeds, truncation, time). `photo_state`: the
+    session's projected photo (Animate tab), which the controls can start from."""
     import gradio as gr
+
+    if photo_state is None:
+        photo_state = gr.State(None)
 
     with gr.Row():
         with gr.Column(scale=1, min_width=300):
@@ -115,6 +122,8 @@ def build(backend: Backend) -> dict:
         video = gr.Video(label="Video", autoplay=True, loop=True, elem_id="gen-video")
         files = gr.File(label="Downloads", file_count="multiple")
     with gr.Accordion("Directions, style mixing, truncation cutoff (live, no CLIP needed)", open=False):
+        use_photo = gr.Checkbox(False, label="Start from the Animate tab's photo (its fitted generator too) instead of "
+                                "the content seed", elem_id="ctl-photo")
         with gr.Row():
             group = gr.Radio(list(D_GROUPS), value="all", label="Discovered directions (SeFa) act on layers",
                              elem_id="ctl-group")
@@ -169,23 +178,27 @@ def build(backend: Backend) -> dict:
             grid_btn = gr.Button("Render grid")
         grid_video = gr.Video(label="Grid", autoplay=True, loop=True)
 
-    control_inputs = [group, *sefa, ex_a, ex_b, ex_s, dir_file, dir_s, mix_seed, mix_group, cutoff]
+    control_inputs = [group, *sefa, ex_a, ex_b, ex_s, dir_file, dir_s, mix_seed, mix_group, cutoff, use_photo,
+                      photo_state]
     scrub_inputs = [seed, motion, psi, scrubber, offset, slowmo, keyframes, kf_preview, *control_inputs]
 
-    def controls_of(values) -> Controls:
+    def controls_of(values) -> tuple[Controls, dict | None]:
+        """UI values of control_inputs -> (Controls, the session's photo state)."""
         g, *rest = values
-        strengths, (a, b, es, f, fs, ms, mg, cut) = rest[:NUM_SEFA], rest[NUM_SEFA:]
-        return parse(g, strengths, a, b, es, ((f, fs),) if f else (), ms, mg, cut, num_ws=backend.G.num_ws)
+        strengths, (a, b, es, f, fs, ms, mg, cut, ph, ph_state) = rest[:NUM_SEFA], rest[NUM_SEFA:]
+        controls = parse(g, strengths, a, b, es, ((f, fs),) if f else (), ms, mg, cut, num_ws=backend.G.num_ws,
+                         photo=bool(ph))
+        return controls, ph_state
 
     @ui_errors
     def on_scrub(s, m, p, sec, off, slow, kf, kf_on, *ctl):
         if kf_on and kf is not None:
             return kf_ui.frame(backend, kf, sec, m, off, slow)
-        return scrub(backend, s, m, p, sec, off, slow, controls_of(ctl))
+        return scrub(backend, s, m, p, sec, off, slow, *controls_of(ctl))
 
     @ui_errors
     def on_add(kf, sec, s, p, e, *ctl):
-        out = kf_ui.add(backend, kf, sec, s, p, controls_of(ctl), e)
+        out = kf_ui.add(backend, kf, sec, s, p, *controls_of(ctl), easing=e)
         return out, kf_ui.rows(out)
 
     add_btn.click(on_add, [keyframes, scrubber, seed, psi, easing, *control_inputs], [keyframes, kf_table],
@@ -232,12 +245,12 @@ def build(backend: Backend) -> dict:
         comp.change(api_visibility="private", **typed_kwargs)
     for comp in (*sefa, ex_s, dir_s, cutoff):  # sliders: live while dragging, the scrubber's fast path
         comp.input(api_visibility="private", **scrub_kwargs)
-    for comp in (group, mix_group, kf_preview):
+    for comp in (group, mix_group, kf_preview, use_photo):
         comp.change(api_visibility="private", **scrub_kwargs)
 
     @ui_errors
     def on_save(which, name, *ctl, request: gr.Request):
-        return str(save_direction(backend, which, controls_of(ctl), name, session_of(request)))
+        return str(save_direction(backend, which, controls_of(ctl)[0], name, session_of(request)))
 
     save_btn.click(on_save, [save_which, save_name, *control_inputs], saved, api_name="save_direction",
                    concurrency_id="light")
@@ -247,8 +260,8 @@ def build(backend: Backend) -> dict:
 
     @ui_errors
     def on_render(s, m, p, off, f, slow, dur, fm, lp, *ctl, request: gr.Request, progress=gr.Progress()):
-        return render(backend, s, m, p, off, f, slow, dur, fm, session_of(request), progress, controls_of(ctl),
-                      bool(lp))
+        controls, ph = controls_of(ctl)
+        return render(backend, s, m, p, off, f, slow, dur, fm, session_of(request), progress, controls, bool(lp), ph)
 
     render_ev = render_btn.click(on_render, [seed, motion, psi, offset, fps, slowmo, duration, formats, loop,
                                              *control_inputs], [video, files], api_name="render",
@@ -263,7 +276,8 @@ def build(backend: Backend) -> dict:
 
     @ui_errors
     def on_variations(s, p, ms, off, f, slow, dur, *ctl, request: gr.Request, progress=gr.Progress()):
-        return variations(backend, s, p, ms, off, f, slow, dur, controls_of(ctl), session_of(request), progress)
+        controls, ph = controls_of(ctl)
+        return variations(backend, s, p, ms, off, f, slow, dur, controls, session_of(request), progress, ph)
 
     var_ev = var_btn.click(on_variations, [seed, psi, var_motion, offset, fps, slowmo, duration, *control_inputs],
                            var_video, api_name="variations", concurrency_id="device")

@@ -108,8 +108,8 @@ def test_keyframes_pass_through_each_keyframe_and_rerender_identically_from_the_
     from studio import keyframes as kf_ui
 
     n = be.G.num_ws
-    k = kf_ui.add(be, None, 0.0, 0, 0.7, None, "ease-in-out")
-    k = kf_ui.add(be, k, 1.0, 4, 0.7, parse("all", (2.0, 0, 0, 0), num_ws=n), "linear")
+    k = kf_ui.add(be, None, 0.0, 0, 0.7, None, easing="ease-in-out")
+    k = kf_ui.add(be, k, 1.0, 4, 0.7, parse("all", (2.0, 0, 0, 0), num_ws=n), easing="linear")
     assert kf_ui.rows(k) == [[0.0, "ease-in-out"], [1.0, "linear"]]
     k = kf_ui.configure(be, k, 3, 10, 1.2, 1, 0)
     # at each keyframe's second the frame is exactly that keyframe's content
@@ -165,3 +165,25 @@ def test_motion_variations_share_content_and_differ_in_motion(be):
     ws = tab_generate.controlled_ws(be, 0, 0.7, parse("all", (2.0, 0, 0, 0), num_ws=n))
     want = be.frame(0, 0, 0.7, 0.0, ws=ws)
     assert np.abs(left[0] - want.astype(int)).mean() < 15  # ... of the controlled content (H.264 loss)
+
+
+def test_controls_start_from_the_projected_photo_and_its_fitted_generator(be, tmp_path):
+    from studio import keyframes as kf_ui
+    from studio import tab_animate
+    from studio.testing import write_photo
+
+    n = be.G.num_ws
+    photo = write_photo(tmp_path / "p.png")
+    state = list(tab_animate.animate(be, str(photo), False, "W+", 4, "0", 0.2, fit=True, tune_steps=4))[-1]["state"]
+    on_photo = parse(num_ws=n, photo=True)
+    ws = torch.as_tensor(state["ws"])
+    want = be.frame(0, 0, 1.0, 12.5, ws=ws, G=be.generator_for(state))  # the fitted generator, not the base
+    got = tab_generate.scrub(be, 0, 0, 0.7, 0.5, 0, 1, on_photo, state)
+    assert np.array_equal(got, tab_generate.display(want))
+    assert not np.array_equal(got, tab_generate.display(be.frame(0, 0, 1.0, 12.5, ws=ws)))
+    moved = tab_generate.scrub(be, 0, 0, 0.7, 0.5, 0, 1, parse("all", (3.0, 0, 0, 0), num_ws=n, photo=True), state)
+    assert np.abs(moved.astype(int) - got.astype(int)).mean() > 0.5
+    with pytest.raises(StudioError, match="no projected photo"):
+        tab_generate.scrub(be, 0, 0, 0.7, 0.5, 0, 1, on_photo, None)
+    with pytest.raises(StudioError, match="fitted generator of its own"):
+        kf_ui.add(be, None, 0.0, 0, 0.7, on_photo, state)
