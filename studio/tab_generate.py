@@ -141,7 +141,8 @@ def build(backend: Backend, photo_state=None) -> dict:
             mix_group = gr.Radio(list(MIX_GROUPS), value="none", label="Layers from the second seed",
                                  elem_id="ctl-mix")
         with gr.Row():
-            dir_file = gr.File(label="Load a direction (.npz)", file_types=[".npz"], type="filepath")
+            dir_upload = gr.File(label="Load a direction (.npz)", file_types=[".npz"], type="filepath")
+            dir_file = gr.State(None)  # its path (a state, so the scrub API keeps only optional parameters)
             dir_s = gr.Slider(-5, 5, 0, step=0.1, label="Loaded direction strength", elem_id="ctl-file")
         with gr.Row():
             save_which = gr.Dropdown([f"SeFa #{i}" for i in range(NUM_SEFA)] + ["example"], value="SeFa #0",
@@ -241,15 +242,17 @@ def build(backend: Backend, photo_state=None) -> dict:
     # Typed values go through the queue: Gradio shows a handler's error as a toast only for queued events
     # (a bad seed typed here was rejected silently, leaving a stale frame); typing needs no sub-100 ms path.
     typed_kwargs = {**scrub_kwargs, "queue": True, "concurrency_id": "light"}
-    for comp in (seed, motion, psi, offset, slowmo, ex_a, ex_b, mix_seed, dir_file):
+    for comp in (seed, motion, psi, offset, slowmo, ex_a, ex_b, mix_seed):
         comp.change(api_visibility="private", **typed_kwargs)
+    dir_upload.change(lambda u: u, dir_upload, dir_file, api_visibility="private", queue=False).then(
+        api_visibility="private", **typed_kwargs)
     for comp in (*sefa, ex_s, dir_s, cutoff):  # sliders: live while dragging, the scrubber's fast path
         comp.input(api_visibility="private", **scrub_kwargs)
     for comp in (group, mix_group, kf_preview, use_photo):
         comp.change(api_visibility="private", **scrub_kwargs)
 
     @ui_errors
-    def on_save(which, name, *ctl, request: gr.Request):
+    def on_save(request: gr.Request, which, name, *ctl):  # request first: Gradio injects it by position
         return str(save_direction(backend, which, controls_of(ctl)[0], name, session_of(request)))
 
     save_btn.click(on_save, [save_which, save_name, *control_inputs], saved, api_name="save_direction",
@@ -259,9 +262,10 @@ def build(backend: Backend, photo_state=None) -> dict:
     jump.click(lambda: 60, None, offset, api_visibility="private")
 
     @ui_errors
-    def on_render(s, m, p, off, f, slow, dur, fm, lp, *ctl, request: gr.Request, progress=gr.Progress()):
+    def on_render(request: gr.Request, s, m, p, off, f, slow, dur, fm, lp, *ctl):
         controls, ph = controls_of(ctl)
-        return render(backend, s, m, p, off, f, slow, dur, fm, session_of(request), progress, controls, bool(lp), ph)
+        return render(backend, s, m, p, off, f, slow, dur, fm, session_of(request), gr.Progress(), controls, bool(lp),
+                      ph)
 
     render_ev = render_btn.click(on_render, [seed, motion, psi, offset, fps, slowmo, duration, formats, loop,
                                              *control_inputs], [video, files], api_name="render",
@@ -275,9 +279,9 @@ def build(backend: Backend, photo_state=None) -> dict:
                              api_name="grid", concurrency_id="device")
 
     @ui_errors
-    def on_variations(s, p, ms, off, f, slow, dur, *ctl, request: gr.Request, progress=gr.Progress()):
+    def on_variations(request: gr.Request, s, p, ms, off, f, slow, dur, *ctl):
         controls, ph = controls_of(ctl)
-        return variations(backend, s, p, ms, off, f, slow, dur, controls, session_of(request), progress, ph)
+        return variations(backend, s, p, ms, off, f, slow, dur, controls, session_of(request), gr.Progress(), ph)
 
     var_ev = var_btn.click(on_variations, [seed, psi, var_motion, offset, fps, slowmo, duration, *control_inputs],
                            var_video, api_name="variations", concurrency_id="device")

@@ -3,12 +3,12 @@ own timestamp, then (optionally) pivotal tuning across the frames.
 
 In the paper's terms (section 3.1): a video is one content code w (here W+, one w per layer) and a
 sequence of motion noise tokens z_k at times k * delta_z; F_m's two padding-less conv1d turn them into
-motion codes u_j, and the acyclic positional encoding (eqs. 2-5) turns the codes around t into v_t,
+motion codes u_j, and the acyclic positional encoding (section 3.1) turns the codes around t into v_t,
 which enters the synthesis network at its 4x4 constant. Inversion optimizes w and exactly the tokens
 that the clip's time span reads (`tokens_for`): 2(K-1) + 1 + floor(t_max / delta_z) + 1 of them. Past
 the last optimized token the motion continues with the tokens of `motion_seed` (core.motion.Motion with
 both noise and seeds), so rendering past the clip's end goes on, and the join is as smooth as any frame
-step (the codes are continuous in t by eq. 4).
+step (the positional encoding keeps the codes continuous in t).
 
 Stages, each with the callback (progress, preview, cancel):
 1. content: W+ projection of the first frame at t = 0 with the motion seed's own tokens
