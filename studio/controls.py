@@ -29,6 +29,7 @@ class Controls:
     mix_group: str = "none"  # layers taken from mix_seed's latent
     cutoff: int | None = None  # truncation only on ws indices below this (None: all layers)
     photo: bool = False  # start from the session's projected photo (Animate tab) instead of the seed
+    example_photo: bool = False  # the example's A is the projected photo instead of seed A
 
     @property
     def active(self) -> bool:
@@ -37,7 +38,7 @@ class Controls:
 
 
 def parse(group="all", sefa=(), ex_a=0, ex_b=1, ex_strength=0.0, files=(), mix_seed=0, mix_group="none",
-          cutoff=None, num_ws: int = 0, photo: bool = False) -> Controls:
+          cutoff=None, num_ws: int = 0, photo: bool = False, example_photo: bool = False) -> Controls:
     """UI values -> Controls, each checked (bad values raise StudioError with the field's name)."""
     if group not in D.GROUPS:
         raise StudioError(f"layer group must be one of {', '.join(D.GROUPS)}")
@@ -50,7 +51,8 @@ def parse(group="all", sefa=(), ex_a=0, ex_b=1, ex_strength=0.0, files=(), mix_s
     return Controls(group=group, sefa=strengths, example=example,
                     files=tuple((str(p), number(a, "direction strength", -100, 100)) for p, a in files),
                     mix_seed=seed_number(mix_seed, "mixing seed") if mix_group != "none" else 0,
-                    mix_group=mix_group, cutoff=None if cut >= num_ws else cut, photo=bool(photo))
+                    mix_group=mix_group, cutoff=None if cut >= num_ws else cut, photo=bool(photo),
+                    example_photo=bool(example_photo))
 
 
 def controlled_ws(backend: Backend, seed, truncation_psi, controls: Controls | None,
@@ -77,7 +79,8 @@ def controlled_ws(backend: Backend, seed, truncation_psi, controls: Controls | N
         edits += [(d, a) for d, a in zip(found, controls.sefa) if a]
     if controls.example:
         a, b, s = controls.example
-        edits.append((example_direction(backend, a, b), s))
+        photo = photo_ws(backend, photo_state) if controls.example_photo else None
+        edits.append((example_direction(backend, a, b, photo), s))
     edits += [(backend.direction_file(p), a) for p, a in controls.files if a]
     try:
         return D.apply(ws, edits)
@@ -99,21 +102,25 @@ def generator_of(backend: Backend, controls: Controls | None, photo_state: dict 
     return backend.generator_for(photo_state) if controls is not None and controls.photo else backend.G
 
 
-def example_direction(backend: Backend, seed_a, seed_b) -> D.Direction:
+def example_direction(backend: Backend, seed_a, seed_b, photo: torch.Tensor | None = None) -> D.Direction:
+    """ws(A) - ws(B): A a seed, or the projected photo's ws when `photo` is given."""
     from editing.sefa import direction_by_example
 
     a, b = seed_number(seed_a, "example seed A"), seed_number(seed_b, "example seed B")
-    return direction_by_example(backend.ws_for(a, 1.0), backend.ws_for(b, 1.0), name=f"seed {a} - seed {b}",
-                                source=f"ws(seed {a}) - ws(seed {b})")
+    ws_a, name_a = (backend.ws_for(a, 1.0), f"seed {a}") if photo is None else (photo, "the photo")
+    return direction_by_example(ws_a, backend.ws_for(b, 1.0), name=f"{name_a} - seed {b}",
+                                source=f"ws({name_a}) - ws(seed {b})")
 
 
-def save(backend: Backend, which: str, controls: Controls, name: str, session: str = "local") -> Path:
+def save(backend: Backend, which: str, controls: Controls, name: str, session: str = "local",
+         photo_state: dict | None = None) -> Path:
     """Save one control as a direction file: "SeFa #k" (its unit strength) or "example"."""
     name = (name or "").strip() or "direction"
     if which == "example":
         if not controls.example:
             raise StudioError("set the example strength to something other than 0 first")
-        d = example_direction(backend, controls.example[0], controls.example[1])
+        photo = photo_ws(backend, photo_state) if controls.example_photo else None
+        d = example_direction(backend, controls.example[0], controls.example[1], photo)
     elif which.startswith("SeFa #"):
         k = int(which.split("#")[1])
         d = backend.directions(controls.group, NUM_SEFA)[k]

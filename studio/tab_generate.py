@@ -135,6 +135,7 @@ def build(backend: Backend, photo_state=None) -> dict:
         with gr.Row():
             ex_a = number_input(1, "Example: seed A", precision=0, minimum=0)
             ex_b = number_input(0, "minus seed B", precision=0, minimum=0)
+            ex_photo = gr.Checkbox(False, label="A = the Animate tab's photo")
             ex_s = gr.Slider(-2, 2, 0, step=0.05, label="Direction by example (A - B) strength", elem_id="ctl-example")
         with gr.Row():
             mix_seed = number_input(1, "Style mixing: second seed", precision=0, minimum=0)
@@ -180,15 +181,15 @@ def build(backend: Backend, photo_state=None) -> dict:
         grid_video = gr.Video(label="Grid", autoplay=True, loop=True)
 
     control_inputs = [group, *sefa, ex_a, ex_b, ex_s, dir_file, dir_s, mix_seed, mix_group, cutoff, use_photo,
-                      photo_state]
+                      ex_photo, photo_state]
     scrub_inputs = [seed, motion, psi, scrubber, offset, slowmo, keyframes, kf_preview, *control_inputs]
 
     def controls_of(values) -> tuple[Controls, dict | None]:
         """UI values of control_inputs -> (Controls, the session's photo state)."""
         g, *rest = values
-        strengths, (a, b, es, f, fs, ms, mg, cut, ph, ph_state) = rest[:NUM_SEFA], rest[NUM_SEFA:]
+        strengths, (a, b, es, f, fs, ms, mg, cut, ph, ex_ph, ph_state) = rest[:NUM_SEFA], rest[NUM_SEFA:]
         controls = parse(g, strengths, a, b, es, ((f, fs),) if f else (), ms, mg, cut, num_ws=backend.G.num_ws,
-                         photo=bool(ph))
+                         photo=bool(ph), example_photo=bool(ex_ph))
         return controls, ph_state
 
     @ui_errors
@@ -248,12 +249,13 @@ def build(backend: Backend, photo_state=None) -> dict:
         api_visibility="private", **typed_kwargs)
     for comp in (*sefa, ex_s, dir_s, cutoff):  # sliders: live while dragging, the scrubber's fast path
         comp.input(api_visibility="private", **scrub_kwargs)
-    for comp in (group, mix_group, kf_preview, use_photo):
+    for comp in (group, mix_group, kf_preview, use_photo, ex_photo):
         comp.change(api_visibility="private", **scrub_kwargs)
 
     @ui_errors
     def on_save(request: gr.Request, which, name, *ctl):  # request first: Gradio injects it by position
-        return str(save_direction(backend, which, controls_of(ctl)[0], name, session_of(request)))
+        controls, ph = controls_of(ctl)
+        return str(save_direction(backend, which, controls, name, session_of(request), ph))
 
     save_btn.click(on_save, [save_which, save_name, *control_inputs], saved, api_name="save_direction",
                    concurrency_id="light")

@@ -187,3 +187,17 @@ def test_controls_start_from_the_projected_photo_and_its_fitted_generator(be, tm
         tab_generate.scrub(be, 0, 0, 0.7, 0.5, 0, 1, on_photo, None)
     with pytest.raises(StudioError, match="fitted generator of its own"):
         kf_ui.add(be, None, 0.0, 0, 0.7, on_photo, state)
+
+
+def test_direction_by_example_from_the_photo_minus_a_seed(be, tmp_path):
+    from studio import tab_animate
+    from studio.testing import write_photo
+
+    n = be.G.num_ws
+    state = list(tab_animate.animate(be, str(write_photo(tmp_path / "q.png")), False, "W+", 3, "0", 0.2,
+                                     fit=False))[-1]["state"]
+    controls = parse(ex_b=3, ex_strength=1.0, num_ws=n, example_photo=True)
+    ws = tab_generate.controlled_ws(be, 3, 1.0, controls, state)  # seed 3 + (photo - seed 3) = the photo
+    assert torch.allclose(ws, torch.as_tensor(state["ws"]), atol=1e-5)
+    path = save_direction(be, "example", controls, "towards-photo", photo_state=state)
+    assert D.load_direction(path).source == "ws(the photo) - ws(seed 3)"
