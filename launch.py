@@ -48,7 +48,8 @@ def main(argv: list[str] | None = None) -> int:
         logging.warning("binding to %s without --auth: anyone who can reach this port can use the studio",
                         args.host)
     from studio.app import launch
-    from studio.backend import Backend, StudioError
+    from studio.backend import Backend
+    from studio.inputs import StudioError
 
     try:
         backend = Backend.create(args.checkpoint, args.device, runs_dir=args.runs, max_jobs=max(1, args.max_jobs),

@@ -36,8 +36,9 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from core.checkpoint import load_generator  # noqa: E402
 from core.generate import native_fps_of  # noqa: E402
+from core.render import to_uint8 as frames_to_uint8  # noqa: E402
 from projection.lpips_weights import load_lpips  # noqa: E402
-from projection.photo import to_tensor, to_uint8  # noqa: E402
+from projection.photo import to_tensor  # noqa: E402
 from projection.projector import psnr_uint8, resize_for_lpips  # noqa: E402
 from projection.video import Clip, VideoOptions, invert_clip, read_clip  # noqa: E402
 from projection.video.invert import mean_step_lpips  # noqa: E402
@@ -57,7 +58,7 @@ def lpips_frames(lp, a: np.ndarray, b: np.ndarray) -> np.ndarray:
 def render(G, inv, times: np.ndarray) -> np.ndarray:
     Gr = inv.G if inv.G is not None else G
     out = Gr.synthesis(inv.ws, torch.from_numpy(times)[None], inv.motion())[0]
-    return np.stack([to_uint8(f) for f in out])
+    return frames_to_uint8(out)
 
 
 def minterpolate(frames: np.ndarray, fps: float) -> np.ndarray:

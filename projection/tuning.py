@@ -33,6 +33,7 @@ import numpy as np
 import torch
 
 from core.motion import Motion
+from core.render import to_uint8 as frames_to_uint8
 from projection.photo import to_uint8
 from projection.projector import ProjectionError, lr_schedule, psnr_uint8, resize_for_lpips, target_tensor
 
@@ -182,8 +183,7 @@ def tune_frames(G, ws: torch.Tensor, targets: torch.Tensor, times: torch.Tensor,
         recon = G1.synthesis(ws, times[None], motion)[0]  # [T, C, H, W]
         per_frame = lpips_model(resize_for_lpips(recon, lpips_resolution),
                                 resize_for_lpips(targets, lpips_resolution)).reshape(-1)
-    frames = np.stack([to_uint8(f) for f in recon])
-    target_u8 = np.stack([to_uint8(f) for f in targets])
+    frames, target_u8 = frames_to_uint8(recon), frames_to_uint8(targets)  # [T, H, W, 3]
     return TuneResult(G=G1, delta=delta, reconstruction=frames[0], target=target_u8[0],
                       lpips=float(per_frame.mean()), psnr=psnr_uint8(frames, target_u8), steps=len(losses),
                       losses=losses, seconds=time.perf_counter() - started, frames=frames,

@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import copy
 import logging
-import math
 import os
 import re
 import shutil
@@ -28,6 +27,7 @@ from core.config import preset
 from core.generator import Generator, z_from_seed
 from core.motion import Motion
 from core.render import FrameWriter, Timeline, iter_frames, render_video, tile, to_uint8
+from studio.inputs import StudioError, number, seed_number
 
 log = logging.getLogger(__name__)
 
@@ -38,10 +38,6 @@ EXPORT_FORMATS = ("mp4", "gif", "png", "npz")
 MAX_SECONDS = 86_400.0  # a day of output time
 MAX_OFFSET_MINUTES = 1e6  # ~2 years into a video: far beyond any use, still exact (O(1) rendering in t)
 PSI_RANGE = (-2.0, 2.0)  # truncation psi: the slider offers 0 .. 1.5
-
-
-class StudioError(ValueError):
-    """A request the studio cannot serve; the text is shown to the user as is."""
 
 
 class JobCancelled(RuntimeError):
@@ -226,6 +222,7 @@ class Backend:
         key = (self._version, group, k)
         with self.lock:
             if key not in self._directions:
+                self._directions = {c: d for c, d in self._directions.items() if c[0] == self._version}
                 self._directions[key] = sefa_directions(self.G, group, k, model_hash=self.model_hash())[0]
             return self._directions[key]
 
@@ -421,57 +418,3 @@ def _load(path: str, device: str) -> tuple[Generator, float]:
         except Exception:  # metadata is optional; the default frame rate is right for every released model
             fps = 25.0
     return G, fps
-
-
-def number(value, what: str, lo: float, hi: float, *, integer: bool = False, default=None):
-    """A user-typed number checked once for every handler: blank -> `default` (or a message), not a number,
-    NaN / infinite or outside [lo, hi] -> StudioError naming the field and the range."""
-    if value is None or (isinstance(value, str) and not value.strip()):
-        if default is not None:
-            return default
-        raise StudioError(f"give the {what}")
-    try:
-        f = float(value)
-    except (TypeError, ValueError):
-        raise StudioError(f"{what} must be a number, got {value!r}") from None
-    if not (math.isfinite(f) and lo <= f <= hi):
-        raise StudioError(f"{what} must be in {lo:g} .. {hi:g}, got {value!r}")
-    if integer:
-        if not f.is_integer():
-            raise StudioError(f"{what} must be a whole number, got {value!r}")
-        return int(f)
-    return f
-
-
-def seed_number(value, what: str) -> int:
-    try:
-        f = float(value)
-    except (TypeError, ValueError):
-        raise StudioError(f"{what} must be a whole number, got {value!r}") from None
-    if not f.is_integer() or not 0 <= f < 2**31:
-        raise StudioError(f"{what} must be a whole number in 0 .. {2**31 - 1}, got {value!r}")
-    return int(f)
-
-
-def parse_seeds(text: str, what: str = "seeds", limit: int = 16) -> list[int]:
-    """'0, 3, 5-8' -> [0, 3, 5, 6, 7, 8]."""
-    out: list[int] = []
-    for part in str(text or "").replace(";", ",").split(","):
-        part = part.strip()
-        if not part:
-            continue
-        m = re.fullmatch(r"(\d+)\s*-\s*(\d+)", part)
-        if m:
-            a, b = int(m.group(1)), int(m.group(2))
-            if b < a or b - a > limit:
-                raise StudioError(f"bad {what} range {part!r}")
-            out += list(range(a, b + 1))
-        elif part.isdigit():
-            out.append(int(part))
-        else:
-            raise StudioError(f"{what}: {part!r} is not a whole number or a range like 3-6")
-    if not out:
-        raise StudioError(f"give at least one of the {what}")
-    if len(out) > limit:
-        raise StudioError(f"at most {limit} {what}")
-    return [seed_number(s, what) for s in out]

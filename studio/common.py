@@ -139,7 +139,7 @@ class Progress:
 def number_input(value, label: str, **kwargs):
     """A gr.Number whose server side turns a non-number from an API client into a message naming the field
     (Gradio's own preprocessing fails on it with a TypeError that clients see as a generic "upstream app
-    raised an exception"). The handlers validate ranges themselves (studio.backend.number). The check wraps
+    raised an exception"). The handlers validate ranges themselves (studio.inputs.number). The check wraps
     the instance's preprocess: subclassing a Gradio component makes Gradio write a .pyi next to this file."""
     import gradio as gr
 

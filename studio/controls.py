@@ -12,7 +12,8 @@ from pathlib import Path
 import torch
 
 from core import directions as D
-from studio.backend import PSI_RANGE, Backend, StudioError, number, seed_number
+from studio.backend import PSI_RANGE, Backend
+from studio.inputs import StudioError, number, seed_number
 
 NUM_SEFA = 4  # sliders shown for the top discovered directions
 STRENGTH = 5.0  # slider range: +- this many standard deviations of w along a direction
@@ -28,7 +29,7 @@ class Controls:
     mix_seed: int = 0
     mix_group: str = "none"  # layers taken from mix_seed's latent
     cutoff: int | None = None  # truncation only on ws indices below this (None: all layers)
-    photo: bool = False  # start from the session's projected photo (Animate tab) instead of the seed
+    photo: bool = False  # start from the Animate tab's projected photo instead of the seed
     example_photo: bool = False  # the example's A is the projected photo instead of seed A
 
     @property
@@ -57,7 +58,7 @@ def parse(group="all", sefa=(), ex_a=0, ex_b=1, ex_strength=0.0, files=(), mix_s
 
 def controlled_ws(backend: Backend, seed, truncation_psi, controls: Controls | None,
                   photo_state: dict | None = None) -> torch.Tensor:
-    """ws `[1, num_ws, w_dim]` of a content seed (or, with `controls.photo`, of the session's projected photo,
+    """ws `[1, num_ws, w_dim]` of a content seed (or, with `controls.photo`, of the Animate tab's photo,
     kept untruncated unless a cutoff is set) with the controls applied (cheap: w math, no synthesis)."""
     if controls is None or not controls.active:
         return backend.ws_for(seed, truncation_psi)
@@ -90,7 +91,7 @@ def controlled_ws(backend: Backend, seed, truncation_psi, controls: Controls | N
 
 def photo_ws(backend: Backend, photo_state: dict | None) -> torch.Tensor:
     if not photo_state or photo_state.get("ws") is None:
-        raise StudioError("no projected photo in this session yet: animate one in the Animate tab first")
+        raise StudioError("no projected photo yet: animate one in the Animate tab first")
     ws = torch.as_tensor(photo_state["ws"], dtype=torch.float32).to(backend.device)
     if tuple(ws.shape[1:]) != (backend.G.num_ws, backend.G.w_dim):
         raise StudioError("the projected photo belongs to another model; project it again")

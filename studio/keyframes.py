@@ -11,9 +11,10 @@ from pathlib import Path
 import numpy as np
 
 from core.keyframes import EASINGS, KeyframeError, Keyframes, load_keyframes, render_keyframes, save_keyframes
-from studio.backend import Backend, StudioError, number, seed_number
+from studio.backend import Backend
 from studio.common import display
 from studio.controls import Controls, controlled_ws
+from studio.inputs import StudioError, number, seed_number
 
 
 def add(backend: Backend, k: Keyframes | None, second, seed, truncation_psi, controls: Controls | None,

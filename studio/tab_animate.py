@@ -10,8 +10,9 @@ import numpy as np
 
 from core.render import Timeline
 from projection.tuning import TuneOptions
-from studio.backend import Backend, StudioError, number, parse_seeds
+from studio.backend import Backend
 from studio.common import display, session_of, side_by_side, stream_job, ui_errors
+from studio.inputs import StudioError, number, parse_seeds
 from studio.uploads import IMAGE_SUFFIXES, check_image
 
 MAX_STEPS = 1000

@@ -8,8 +8,9 @@ from collections.abc import Iterator
 import torch
 
 from core.render import Timeline
-from studio.backend import Backend, StudioError, number, seed_number
+from studio.backend import Backend
 from studio.common import display, session_of, side_by_side, stream_job, ui_errors
+from studio.inputs import StudioError, number, seed_number
 
 METHODS = ("global directions", "latent optimization")
 SOURCES = ("generated frame", "projected photo")

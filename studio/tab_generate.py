@@ -9,10 +9,11 @@ from core.directions import GROUPS as D_GROUPS
 from core.motion import default_loop
 from core.render import Timeline
 from studio import keyframes as kf_ui
-from studio.backend import PSI_RANGE, Backend, number, parse_seeds, seed_number
+from studio.backend import PSI_RANGE, Backend
 from studio.common import Progress, display, number_input, session_of, ui_errors
 from studio.controls import MIX_GROUPS, NUM_SEFA, STRENGTH, Controls, controlled_ws, generator_of, parse
 from studio.controls import save as save_direction
+from studio.inputs import number, parse_seeds, seed_number
 
 MAX_DURATION = 60.0  # seconds of output per render
 
@@ -89,7 +90,7 @@ def variations(backend: Backend, seed, truncation_psi, motion_seeds: str, offset
 
 def build(backend: Backend, photo_state=None) -> dict:
     """The tab's UI; returns the components other tabs read (seeds, truncation, time). `photo_state`: the
-    session's projected photo (Animate tab), which the controls can start from."""
+    page's projected photo (Animate tab), which the controls can start from."""
     import gradio as gr
 
     if photo_state is None:
@@ -185,7 +186,7 @@ def build(backend: Backend, photo_state=None) -> dict:
     scrub_inputs = [seed, motion, psi, scrubber, offset, slowmo, keyframes, kf_preview, *control_inputs]
 
     def controls_of(values) -> tuple[Controls, dict | None]:
-        """UI values of control_inputs -> (Controls, the session's photo state)."""
+        """UI values of control_inputs -> (Controls, the Animate tab's photo state)."""
         g, *rest = values
         strengths, (a, b, es, f, fs, ms, mg, cut, ph, ex_ph, ph_state) = rest[:NUM_SEFA], rest[NUM_SEFA:]
         controls = parse(g, strengths, a, b, es, ((f, fs),) if f else (), ms, mg, cut, num_ws=backend.G.num_ws,

@@ -5,8 +5,9 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
-from studio.backend import Backend, StudioError
+from studio.backend import Backend
 from studio.common import ui_errors
+from studio.inputs import StudioError
 from studio.uploads import check_checkpoint
 
 

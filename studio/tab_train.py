@@ -4,8 +4,9 @@
 import time
 from pathlib import Path
 
-from studio.backend import Backend, StudioError, number
+from studio.backend import Backend
 from studio.common import number_input, ui_errors
+from studio.inputs import StudioError, number
 from studio.training_runs import (
     PRESET_RESOLUTION,
     latest_sample,

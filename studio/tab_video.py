@@ -2,6 +2,9 @@
 any instant and frame rate, past its end, looped, with the Animate tab's photo as content, or text-edited;
 before | after side by side."""
 
+import dataclasses
+import functools
+import os
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -10,10 +13,13 @@ import numpy as np
 import torch
 
 from core.motion import default_loop
-from core.render import FrameWriter, Timeline, iter_frames, tile
+from core.render import FrameWriter, Timeline, iter_frames, tile, to_uint8
+from projection.video.clip import clip_duration
 from projection.video.invert import VideoOptions
-from studio.backend import Backend, StudioError, number
+from studio.backend import Backend
 from studio.common import display, session_of, side_by_side, stream_job, ui_errors
+from studio.controls import photo_ws
+from studio.inputs import StudioError, number
 from studio.uploads import CLIP_SUFFIXES, check_clip
 
 SAMPLES_DIR = Path(__file__).resolve().parents[1] / "assets" / "samples" / "clips"
@@ -37,8 +43,6 @@ def invert(backend: Backend, upload, max_frames=32, steps=None, fit: bool = True
     G = backend.G  # this job keeps the model it started with
     clip = read_clip(path, G.img_resolution, max_frames=max_frames, native_fps=backend.native_fps)
     notes = "".join(f" Note: {n}." for n in clip.notes)
-    import dataclasses
-
     options = dataclasses.replace(defaults, steps=steps, tune=bool(fit),
                                   tune_options=dataclasses.replace(defaults.tune_options, steps=tune_steps))
     cancel = backend.cancel_event(session)
@@ -76,8 +80,7 @@ def invert(backend: Backend, upload, max_frames=32, steps=None, fit: bool = True
              if result.delta else None, "duration": result.duration,
              "times": result.times.tolist(), "clip": str(out / f"{stem}-target.npy")}
     np.save(state["clip"], result.target)
-    comparison = _write_pairs(out / f"{stem}-comparison.mp4", result.target, result.frames, backend.native_fps,
-                              clip.times)
+    comparison = _write_pairs(out / f"{stem}-comparison.mp4", result.target, result.frames, clip.fps, clip.times)
     fitted = f"; fitted generator LPIPS {result.lpips:.3f} (before fitting {result.untuned_lpips:.3f})" \
         if result.delta else ""
     status = (f"Done: {len(clip.frames)} frames, per-frame LPIPS {result.lpips:.3f}, PSNR {result.psnr:.1f} dB"
@@ -89,18 +92,13 @@ def invert(backend: Backend, upload, max_frames=32, steps=None, fit: bool = True
 
 def frame_at(backend: Backend, state: dict | None, t) -> np.ndarray:
     """The inverted clip's frame at model time t (any t >= 0: inside the clip, between frames, past its end)."""
-    from core.latent import load_latent
-
-    state = _require(state)
+    latent = _clip_latent(backend, state)
     t = number(t, "time (frames)", 0, 1e7)
-    latent = load_latent(state["latent"])
     G = backend.generator_for(state)
     with backend.lock, torch.no_grad():
         frame = G.synthesis(latent.ws.to(backend.device), torch.tensor([[float(t)]], dtype=torch.float64),
-                            latent.motion())[0, 0]
-    from projection.photo import to_uint8
-
-    return display(to_uint8(frame))
+                            latent.motion())
+    return display(to_uint8(frame)[0, 0])
 
 
 def render(backend: Backend, state: dict | None, fps=25.0, slowmo=1.0, extend=0.0, loop: bool = False,
@@ -109,20 +107,16 @@ def render(backend: Backend, state: dict | None, fps=25.0, slowmo=1.0, extend=0.
     """Render the inverted clip: `fps` output frames per second, `slowmo` x slower, `extend` seconds past its
     end, as a seamless loop, with the Animate tab's photo as content and / or a text edit. Output: an mp4 with
     the clip (nearest real frame in time; black past its end) beside the rendering. -> {"video", "status"}."""
-    from core.latent import load_latent
     from core.styles import style_offsets
 
-    state = _require(state)
+    latent = _clip_latent(backend, state)
     fps = number(fps, "frame rate (fps)", 1, 120)
     slowmo = number(slowmo, "slow motion", 0.1, 16)
     extend = number(extend, "extension (s)", 0, 60)
     strength = number(strength, "edit strength", -100, 100)
-    latent = load_latent(state["latent"])
     duration = float(state["duration"])
     if use_photo:
-        if not photo_state or photo_state.get("ws") is None:
-            raise StudioError("no photo in this session yet: animate one in the Animate tab first")
-        ws, G = torch.as_tensor(photo_state["ws"], dtype=torch.float32), backend.private_G(photo_state)
+        ws, G = photo_ws(backend, photo_state), backend.private_G(photo_state)
     else:
         ws, G = latent.ws, backend.private_G(state)
     loop_frames = default_loop(duration, G.synthesis.motion_encoder.cfg.delta_z) if loop else None
@@ -155,7 +149,7 @@ def _write_pairs(path: Path, real: np.ndarray, frames, fps: float, real_times: n
                  times: np.ndarray | None = None) -> Path:
     """An mp4 of [clip frame | rendered frame] pairs. `times` (model time of each rendered frame) picks the
     nearest clip frame; None pairs them one to one. Past the clip's end the left side is black."""
-    end = real_times[-1] + _step(real_times) / 2
+    end = (real_times[-1] + clip_duration(real_times)) / 2  # half a frame interval past the last frame
     with FrameWriter(path, fps) as writer:
         for j, frame in enumerate(frames):
             frame = frame[0] if frame.ndim == 4 else frame
@@ -169,14 +163,26 @@ def _write_pairs(path: Path, real: np.ndarray, frames, fps: float, real_times: n
     return path
 
 
-def _step(times) -> float:
-    return float(np.median(np.diff(times))) if len(times) > 1 else 1.0
+def _clip_latent(backend: Backend, state: dict | None):
+    """The clip's latent file, loaded once per file version, checked against the loaded model."""
+    from core.latent import check_compatible
 
-
-def _require(state: dict | None) -> dict:
     if not state or not state.get("latent"):
         raise StudioError("invert a clip first (upload one or pick a sample, then press Invert)")
-    return state
+    try:
+        latent = _load_latent(state["latent"], os.path.getmtime(state["latent"]))
+    except OSError:
+        raise StudioError("the inverted clip's files are gone: invert it again") from None
+    check_compatible(latent, backend.G)  # a model loaded since: LatentFileError, shown as its message
+    return latent
+
+
+@functools.lru_cache(maxsize=16)
+def _load_latent(path: str, mtime: float):
+    """Scrubbing reads the latent on every slider move: from memory after the first (keyed by mtime)."""
+    from core.latent import load_latent
+
+    return load_latent(path)
 
 
 def build(backend: Backend, photo_state) -> dict:

@@ -103,7 +103,7 @@ def test_a_tuned_latent_renders_the_same_through_the_cli_and_the_studio(G, tuned
 
 def test_tuned_weights_of_another_model_are_refused(G, tuned, tmp_path, capsys):
     from core.generator import Generator
-    from studio.backend import StudioError
+    from studio.inputs import StudioError
     from studio.testing import tiny_backend
 
     ws, _, result = tuned

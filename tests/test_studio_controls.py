@@ -9,9 +9,9 @@ from core import directions as D
 from core.generate import main as generate_main
 from editing.sefa import factorize, sefa_directions
 from studio import tab_generate
-from studio.backend import StudioError
 from studio.controls import Controls, parse
 from studio.controls import save as save_direction
+from studio.inputs import StudioError
 from studio.testing import tiny_backend
 
 

@@ -22,8 +22,9 @@ from projection.photo import to_tensor
 from projection.testing import TinyLPIPS
 from studio import backend as backend_mod
 from studio import tab_animate, tab_edit, tab_generate, tab_model, tab_train, training_runs
-from studio.backend import Backend, StudioError, parse_seeds
+from studio.backend import Backend
 from studio.common import display, ui_errors
+from studio.inputs import StudioError, parse_seeds
 from studio.testing import tiny_backend, tiny_checkpoint, write_bad_uploads, write_photo, write_video_zip
 from studio.training_runs import TrainingError, TrainingProcess, error_from_log
 from studio.uploads import UploadError, check_image, extract_zip

@@ -8,7 +8,7 @@ import torch
 
 from core.latent import load_latent
 from studio import tab_animate, tab_video
-from studio.backend import StudioError
+from studio.inputs import StudioError
 from studio.testing import tiny_backend, write_bad_uploads, write_photo
 from studio.uploads import UploadError
 
@@ -63,7 +63,7 @@ def test_scrub_and_render_slow_motion_extension_loop_and_photo_content(be, inver
     assert frames[-1][:, :half].max() < 20  # past the clip's end the clip side is black
     loop = imageio.mimread(tab_video.render(be, state, fps=25, slowmo=1, extend=0.32, loop=True)["video"])
     assert np.abs(loop[8][:, half:].astype(int) - loop[0][:, half:].astype(int)).mean() < 3  # period = the clip
-    with pytest.raises(StudioError, match="no photo in this session"):
+    with pytest.raises(StudioError, match="no projected photo yet"):
         tab_video.render(be, state, use_photo=True, photo_state=None)
     photo = write_photo(tmp_path / "p.png")
     photo_state = list(tab_animate.animate(be, str(photo), False, "W+", 5, "0", 0.2, fit=False))[-1]["state"]

@@ -38,6 +38,7 @@ from core.checkpoint import weights_sha256
 from core.latent import Latent, save_latent
 from core.motion import Motion
 from core.noise import token_noise
+from core.render import to_uint8 as frames_to_uint8
 from core.tuned import save_delta
 from projection.photo import to_tensor, to_uint8
 from projection.projector import ProjectionError, lr_schedule, project, psnr_uint8, resize_for_lpips
@@ -204,7 +205,7 @@ def _fit_motion(G, ws0, targets, times, options, lpips_model, device, stop, prev
 def _render_and_score(G, ws, times, motion, targets, lpips_model) -> tuple[np.ndarray, list[float]]:
     out = G.synthesis(ws, times[None], motion)[0]  # [T, C, H, W]
     per_frame = lpips_model(resize_for_lpips(out, 256), resize_for_lpips(targets, 256)).reshape(-1)
-    return np.stack([to_uint8(f) for f in out]), [float(v) for v in per_frame]
+    return frames_to_uint8(out), [float(v) for v in per_frame]
 
 
 @torch.no_grad()
