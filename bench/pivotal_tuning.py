@@ -13,6 +13,10 @@ Figures (LPIPS = the projector's VGG16 LPIPS, on the model's resolution):
   (must stay <= 2), and the mean LPIPS of consecutive frames divided by the untuned generator's for the
   same latent and seeds (0.5 .. 2);
 - locality: mean LPIPS between original and tuned generator's frames for 16 random latents (<= 0.1).
+
+--untuned: projection only, and the untuned model's own drift over the same animation, max LPIPS(G0(t),
+G0(t0)). It bounds the frame / t0 target: a tuned model that keeps the original motion ends about that far
+from its t = 0 frame.
 """
 
 from __future__ import annotations
@@ -59,6 +63,17 @@ def animation_figures(G0, G1, ws, target, lp, frames: int, motion_seeds=MOTION_S
 
 
 @torch.no_grad()
+def untuned_drift(G0, projected, lp, frames: int, motion_seeds=MOTION_SEEDS) -> float:
+    """max LPIPS(G0(t), G0(t0)) over the studio's animation of the projected latent (motions through t0)."""
+    ts = torch.arange(frames, dtype=torch.float64)[None]
+    worst = 0.0
+    for m in motion_seeds:
+        v = G0.synthesis(projected.ws, ts, Motion.from_seeds([m], origin=(projected.motion_seed, projected.t)))[0]
+        worst = max(worst, float(lp(v, v[:1].expand_as(v)).max()))
+    return worst
+
+
+@torch.no_grad()
 def locality(G0, G1, lp, n: int = 16, seed: int = 1000) -> float:
     """Mean LPIPS(original, tuned) over n random latents, each at a random motion seed and t in [0, 48)."""
     g = torch.Generator().manual_seed(seed)
@@ -79,6 +94,7 @@ def main() -> None:
     p.add_argument("--frames", type=int, default=48)
     p.add_argument("--threads", type=int, default=2)
     p.add_argument("--verbose", action="store_true", help="log the tuning's loss terms")
+    p.add_argument("--untuned", action="store_true", help="projection only: the untuned model's own drift")
     for f in fields(TuneOptions):
         p.add_argument("--" + f.name.replace("_", "-"), type=type(f.default), default=None)
     args = p.parse_args()
@@ -107,6 +123,10 @@ def main() -> None:
         target = to_tensor(target_u8)
         t0 = time.perf_counter()
         r = project(G, target_u8, steps=args.proj_steps, mode="w+", lpips_model=lp_model)
+        if args.untuned:
+            drift = untuned_drift(G, r, lp, args.frames)
+            print(f"  {f.name:28s} projected LPIPS {r.lpips:.4f} | untuned drift {drift:.4f}", flush=True)
+            continue
         tr = tune(G, r.ws, target_u8, motion_seed=r.motion_seed, options=opts, lpips_model=lp_model)
         seconds = time.perf_counter() - t0
         worst, cons_ratio, cons = animation_figures(G, tr.G, r.ws, target, lp, args.frames,
@@ -120,6 +140,8 @@ def main() -> None:
               f"the photo: max frame/t0 LPIPS {worst / tr.lpips:.2f}, motion {cons_ratio:.2f}x untuned "
               f"({cons:.4f}); free motion: {free_worst / tr.lpips:.2f}, {free_ratio:.2f}x | locality {loc:.4f}",
               flush=True)
+    if not rows:
+        return
     a = np.asarray(rows)
     print(f"mean of {len(rows)}: projected LPIPS {a[:, 0].mean():.4f} PSNR {a[:, 1].mean():.2f} | tuned LPIPS "
           f"{a[:, 2].mean():.4f} PSNR {a[:, 3].mean():.2f} | {a[:, 4].mean():.1f} s/photo | max frame/t0 "

@@ -29,6 +29,8 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--tune-lr", type=float, default=TuneOptions.lr)
     p.add_argument("--tune-anchor", type=float, default=TuneOptions.anchor,
                    help="pull towards the base weights (0: closest reconstruction, less locality)")
+    p.add_argument("--tune-temporal", type=float, default=TuneOptions.temporal_weight,
+                   help="keep the moving frames near the photo (0: off; 0.25: closer to the photo, less motion)")
     p.add_argument("--face", action="store_true", help="crop around the largest detected face first")
     p.add_argument("--fit", choices=["crop", "pad"], default="crop")
     p.add_argument("--lpips-weights", default=None, help="VGG16 backbone file (else the resolver's routes)")
@@ -78,7 +80,8 @@ def main(argv: list[str] | None = None) -> int:
                 bar.update(1)
                 bar.set_postfix(lpips=f"{s.lpips:.4f}")
 
-            options = TuneOptions(steps=args.tune_steps, lr=args.tune_lr, anchor=args.tune_anchor)
+            options = TuneOptions(steps=args.tune_steps, lr=args.tune_lr, anchor=args.tune_anchor,
+                                  temporal_weight=args.tune_temporal)
             tuned = tune(G, result.ws, target, motion_seed=args.motion_seed, options=options,
                          lpips_model=lpips_model, device=args.device, callback=on_tune_step)
             bar.close()

@@ -5,17 +5,23 @@ network briefly so that G(ws, t = 0) reproduces the photo, while the rest of the
 Per step: reconstruction at t = 0 with the projection's motion seed, LPIPS + L2 (L2 weighted 10: at 64x64
 PSNR >= 30 dB needs it); every `regularize_every` steps PTI's locality regularizer (a latent interpolated
 between the pivot and a random w renders the same under the tuned and the original network, LPIPS + L2,
-weight lambda_R) at two random instants of a random motion; optionally (`anchor` > 0) a decoupled pull of
-the tuned weights back to the base ones after every step, which trades likeness for locality (measured in
+weight lambda_R) at `locality_frames` random instants of a random motion; for a photo, every
+`temporal_every` steps the temporal term below; optionally (`anchor` > 0) a decoupled pull of the tuned
+weights back to the base ones after every step, which trades likeness for locality (measured in
 docs/pivotal_tuning.md; off by default because the photo looking like the photo is the point).
 
 Keeping the motion (measured, bench/pivotal_tuning.py, docs/pivotal_tuning.md): motion enters the
 synthesis network only through the codes v_t concatenated to its 4x4 constant (paper section 3.1), so the
 coarse blocks (4x4, 8x8) that turn v_t into pose stay frozen and only blocks from `min_resolution` up are
 tuned. Tuning every block let the network memorize the photo and freeze the motion (frame-to-frame change
-0.23x the untuned model's); with the coarse blocks frozen it stays 1.0-1.3x. A pixel-space temporal term
-(the tuned and original networks' change between consecutive frames of the pivot) was tried and dropped:
-it lowered reconstruction, motion and locality at once.
+0.23x the untuned model's).
+
+Keeping the person (the temporal term, `temporal_weight`): a fit at t0 alone holds only in the photo's pose,
+and the moving frames drifted up to 3.5x further from the photo than the reconstruction. The term renders
+the pivot at a random instant of a random motion through the photo's frame (as the studio animates it)
+and asks for the photo plus the original network's own change since t0, G0(t) - G0(t0): the correction
+then holds in every pose while the motion stays the original model's. Matching only the change between
+consecutive frames (no photo in the target) was tried first and lowered likeness, motion and locality.
 
 The mapping network and the motion mapping F_m stay frozen: the latent space and the motion codes keep
 their meaning, so saved motion seeds, edits and directions still apply.
@@ -49,11 +55,14 @@ class TuneOptions:
     lpips_weight: float = 1.0
     l2_weight: float = 10.0
     locality_weight: float = 0.3  # PTI's lambda_R, on both its LPIPS and L2
-    regularize_every: int = 4  # steps between locality evaluations (each costs two tuned frames)
+    regularize_every: int = 2  # steps between locality evaluations
+    locality_frames: int = 1  # instants per locality evaluation (tuned frames it costs)
     locality_span: float = 48.0  # model frames: the locality term's instants are drawn from [0, span)
     min_resolution: int = 16  # synthesis blocks below this resolution stay frozen (they carry the motion)
     anchor: float = 0.0  # > 0: after each step w -= lr * anchor * (w - w_base), more locality, less likeness
     diff_weight: float = 0.0  # clips: L2 between consecutive fitted frames' and targets' differences
+    temporal_weight: float = 0.2  # photos: frames at other instants = the photo + the original model's change
+    temporal_every: int = 4  # steps between temporal-term evaluations (each costs one more tuned frame)
     seed: int = 0
 
     def check(self) -> None:
@@ -61,11 +70,14 @@ class TuneOptions:
             raise ProjectionError(f"tuning steps must be >= 1, got {self.steps}")
         if not self.lr > 0:
             raise ProjectionError(f"tuning lr must be > 0, got {self.lr}")
-        weights = (self.lpips_weight, self.l2_weight, self.locality_weight, self.anchor, self.diff_weight)
+        weights = (self.lpips_weight, self.l2_weight, self.locality_weight, self.anchor, self.diff_weight,
+                   self.temporal_weight)
         if min(weights) < 0 or not all(np.isfinite(weights)):
             raise ProjectionError("tuning loss weights and the anchor must be finite and >= 0")
-        if self.regularize_every < 1 or not self.locality_span > 0:
-            raise ProjectionError("regularize_every must be >= 1 and locality_span > 0")
+        if min(self.regularize_every, self.temporal_every, self.locality_frames) < 1:
+            raise ProjectionError("regularize_every, temporal_every and locality_frames must be >= 1")
+        if not self.locality_span > 0:
+            raise ProjectionError(f"locality_span must be > 0, got {self.locality_span}")
 
 
 @dataclass
@@ -157,8 +169,11 @@ def tune_frames(G, ws: torch.Tensor, targets: torch.Tensor, times: torch.Tensor,
         loss = options.lpips_weight * rec_lpips + options.l2_weight * (img - x).square().mean()
         if options.diff_weight and len(idx) > 1:
             loss = loss + options.diff_weight * ((img[1:] - img[:-1]) - (x[1:] - x[:-1])).square().mean()
+        if options.temporal_weight and num_t == 1 and step % options.temporal_every == 0:
+            loss = loss + options.temporal_weight * _transfer(G0, G1, ws, targets[0], times[0], motion, gen,
+                                                             options.locality_span, lp, options.l2_weight)
         if options.locality_weight and step % options.regularize_every == 0:
-            locality = _locality(G0, G1, ws, gen, options.locality_span, lp)
+            locality = _locality(G0, G1, ws, gen, options.locality_span, options.locality_frames, lp)
             loss = loss + options.locality_weight * locality
             log.debug("step %d: reconstruction LPIPS %.4f, locality %.4f", step, float(rec_lpips.detach()),
                       float(locality.detach()))
@@ -208,17 +223,34 @@ def _tunable(G, min_resolution: int = 4) -> list[torch.nn.Parameter]:
     return params
 
 
-def _locality(G0, G1, ws, gen: torch.Generator, span: float, lp) -> torch.Tensor:
+def _transfer(G0, G1, ws, photo, t0, motion: Motion, gen: torch.Generator, span: float, lp,
+              l2_weight: float) -> torch.Tensor:
+    """The pivot under a random motion that passes through the photo's frame at t0 (as the studio animates
+    it), at a random instant t: the tuned frame should be the photo plus the original network's change
+    G0(t) - G0(t0), so the tuning's correction holds in every pose, not only at t0."""
+    seed = int(torch.randint(0, 2**31 - 1, (), generator=gen))
+    origin = (int(motion.seeds[0]), float(t0))
+    moving = Motion.from_seeds([seed], origin=origin)
+    ts = torch.tensor([[float(t0), float(torch.rand((), generator=gen, dtype=torch.float64)) * span]],
+                      dtype=torch.float64, device=ws.device)
+    with torch.no_grad():
+        ref = G0.synthesis(ws, ts, moving)[0]  # [2, C, H, W]: t0, t
+        target = photo + (ref[1] - ref[0])
+    out = G1.synthesis(ws, ts[:, 1:], moving)[0, 0]
+    return lp(out[None], target[None]) + l2_weight * (out - target).square().mean()
+
+
+def _locality(G0, G1, ws, gen: torch.Generator, span: float, frames: int, lp) -> torch.Tensor:
     """PTI's locality regularizer: w_r = w_p + a (w_z - w_p), a ~ U(0.5, 1) for a random w_z (away from the
-    pivot, where the reconstruction term rules), rendered at two random instants of a random motion seed by
-    both networks: LPIPS + L2 between them."""
+    pivot, where the reconstruction term rules), rendered at `frames` random instants of a random motion
+    seed by both networks: LPIPS + L2 between them."""
     z = torch.randn(1, G0.z_dim, generator=gen).to(ws.device)
     a = 0.5 + 0.5 * float(torch.rand((), generator=gen))
-    times = (torch.rand(1, 2, generator=gen, dtype=torch.float64) * span).to(ws.device)
+    times = (torch.rand(1, frames, generator=gen, dtype=torch.float64) * span).to(ws.device)
     seeds = torch.randint(0, 2**31 - 1, (1,), generator=gen).tolist()
     with torch.no_grad():
         w_r = ws + a * (G0.mapping(z, None) - ws)  # [1, num_ws, w_dim]
-        ref = G0.synthesis(w_r, times, seeds)[0]  # [2, C, H, W]
+        ref = G0.synthesis(w_r, times, seeds)[0]  # [frames, C, H, W]
     out = G1.synthesis(w_r, times, seeds)[0]
     return lp(out, ref) + (out - ref).square().mean()
 

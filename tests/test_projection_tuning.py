@@ -3,6 +3,7 @@ is untouched, the saved delta reproduces the tuned generator bit for bit through
 file, core.generate, the studio back end), and tuned weights are refused for another model."""
 
 import zipfile
+from dataclasses import replace
 
 import imageio.v2 as imageio
 import numpy as np
@@ -12,6 +13,7 @@ import torch
 from core.checkpoint import save_checkpoint, weights_sha256
 from core.generate import main as generate_main
 from core.latent import Latent, LatentFileError, latent_generator, load_latent, save_latent
+from core.motion import Motion
 from core.tuned import TunedWeightsError, apply_delta, load_delta, save_delta
 from projection.photo import to_tensor, to_uint8
 from projection.projector import ProjectionError
@@ -136,7 +138,7 @@ def test_bad_tuning_arguments_are_refused(G):
     ws = G.mapping(torch.randn(1, G.z_dim)).detach()
     photo = _photo(G.img_resolution)
     for bad in (TuneOptions(steps=0), TuneOptions(lr=-1.0), TuneOptions(locality_weight=float("nan")),
-                TuneOptions(min_resolution=1000)):
+                TuneOptions(min_resolution=1000), TuneOptions(locality_frames=0), TuneOptions(temporal_every=0)):
         with pytest.raises(ProjectionError):
             tune(G, ws, photo, options=bad, lpips_model=TinyLPIPS())
     with pytest.raises(ProjectionError, match="ws must be"):
@@ -155,3 +157,26 @@ def test_callback_previews_and_stops(G):
                   preview_every=2)
     assert result.steps == 5 and [s for s, _ in seen] == [0, 1, 2, 3, 4]
     assert [p for _, p in seen] == [True, False, True, False, True]
+
+
+def _transfer_error(G0, G1, ws, photo) -> float:
+    """Mean squared distance of G1's frames, under motions through the photo's frame (as the studio animates
+    a photo), from the photo plus G0's own change since t = 0."""
+    ts = torch.tensor([[0.0, 6.0, 17.0, 30.0]], dtype=torch.float64)
+    errors = []
+    with torch.no_grad():
+        for seed in (1, 2, 3):
+            motion = Motion.from_seeds([seed], origin=(0, 0.0))
+            base, tuned = G0.synthesis(ws, ts, motion)[0], G1.synthesis(ws, ts, motion)[0]  # [T, C, H, W]
+            errors.append(float((tuned[1:] - (to_tensor(photo) + base[1:] - base[:1])).square().mean()))
+    return float(np.mean(errors))
+
+
+def test_temporal_term_keeps_the_moving_frames_near_the_photo(G, tuned):
+    ws, photo, _ = tuned
+    options = replace(FAST, steps=100, temporal_every=1)  # the tiny model moves a lot: more steps than FAST
+    without = tune(G, ws, photo, options=replace(options, temporal_weight=0.0), lpips_model=TinyLPIPS())
+    with_term = tune(G, ws, photo, options=replace(options, temporal_weight=1.0), lpips_model=TinyLPIPS())
+    before = float(TinyLPIPS()(_frame(G, ws), to_tensor(photo)))
+    assert with_term.lpips < 0.7 * before  # still fits the photo at t = 0
+    assert _transfer_error(G, with_term.G, ws, photo) < 0.7 * _transfer_error(G, without.G, ws, photo)

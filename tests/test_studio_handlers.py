@@ -129,7 +129,10 @@ def test_render_exports_every_format(be):
         names = sorted(z.namelist())
         pngs = [imageio.imread(z.read(n))[..., :3] for n in names]
     assert names == [f"{j:06d}.png" for j in range(10)]
-    assert all(np.array_equal(p, e) for p, e in zip(pngs, expected))  # lossless: exactly the frames
+    # lossless: the frames themselves; the render batches its frames, the scrubber draws one at a time, and
+    # on some CPUs the two round a rare value differently (seen: one value off by 1 in 2 of 10 frames)
+    diff = np.abs(np.stack(pngs).astype(int) - np.stack(expected))
+    assert diff.max() <= 1 and (diff > 0).mean() < 1e-3, (diff.max(), (diff > 0).mean())
     gif = np.stack(imageio.mimread(by_ext["gif"]))[..., :3]
     assert gif.shape == (10, 16, 16, 3) and _err(gif, expected) < 2  # palette of a few colours
     reader = imageio.get_reader(video, format="FFMPEG")

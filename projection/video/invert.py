@@ -62,7 +62,8 @@ class VideoOptions:
     token_prior: float = 0.01  # (||z_k||^2 / z_dim - 1)^2 per token
     motion_seed: int = 0  # the tokens' initial values and the continuation past the clip
     tune: bool = False
-    tune_options: TuneOptions = TuneOptions(steps=400, min_resolution=4, diff_weight=1.0)
+    tune_options: TuneOptions = TuneOptions(steps=400, min_resolution=4, diff_weight=1.0, regularize_every=4,
+                                            locality_frames=2)
     seed: int = 0
 
     def check(self) -> None:
