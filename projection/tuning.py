@@ -169,7 +169,7 @@ def tune_frames(G, ws: torch.Tensor, targets: torch.Tensor, times: torch.Tensor,
         loss = options.lpips_weight * rec_lpips + options.l2_weight * (img - x).square().mean()
         if options.diff_weight and len(idx) > 1:
             loss = loss + options.diff_weight * ((img[1:] - img[:-1]) - (x[1:] - x[:-1])).square().mean()
-        if options.temporal_weight and num_t == 1 and step % options.temporal_every == 0:
+        if options.temporal_weight and num_t == 1 and motion.seeds is not None and step % options.temporal_every == 0:
             loss = loss + options.temporal_weight * _transfer(G0, G1, ws, targets[0], times[0], motion, gen,
                                                              options.locality_span, lp, options.l2_weight)
         if options.locality_weight and step % options.regularize_every == 0:
