@@ -158,6 +158,9 @@ def tune_frames(G, ws: torch.Tensor, targets: torch.Tensor, times: torch.Tensor,
     def lp(a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
         return lpips_model(resize_for_lpips(a, lpips_resolution), resize_for_lpips(b, lpips_resolution)).mean()
 
+    if num_t == 1:  # the temporal term's correction: the photo minus the original network's frame of it
+        with torch.no_grad():
+            base_t0 = G0.synthesis(ws, times[None], motion)[0, 0]  # [C, H, W]
     losses: list[float] = []
     for step in range(options.steps):
         for group in optimizer.param_groups:
@@ -170,8 +173,8 @@ def tune_frames(G, ws: torch.Tensor, targets: torch.Tensor, times: torch.Tensor,
         if options.diff_weight and len(idx) > 1:
             loss = loss + options.diff_weight * ((img[1:] - img[:-1]) - (x[1:] - x[:-1])).square().mean()
         if options.temporal_weight and num_t == 1 and motion.seeds is not None and step % options.temporal_every == 0:
-            loss = loss + options.temporal_weight * _transfer(G0, G1, ws, targets[0], times[0], motion, gen,
-                                                             options.locality_span, lp, options.l2_weight)
+            loss = loss + options.temporal_weight * _transfer(G0, G1, ws, targets[0] - base_t0, times[0], motion,
+                                                             gen, options.locality_span, lp, options.l2_weight)
         if options.locality_weight and step % options.regularize_every == 0:
             locality = _locality(G0, G1, ws, gen, options.locality_span, options.locality_frames, lp)
             loss = loss + options.locality_weight * locality
@@ -223,20 +226,18 @@ def _tunable(G, min_resolution: int = 4) -> list[torch.nn.Parameter]:
     return params
 
 
-def _transfer(G0, G1, ws, photo, t0, motion: Motion, gen: torch.Generator, span: float, lp,
+def _transfer(G0, G1, ws, correction, t0, motion: Motion, gen: torch.Generator, span: float, lp,
               l2_weight: float) -> torch.Tensor:
     """The pivot under a random motion that passes through the photo's frame at t0 (as the studio animates
-    it), at a random instant t: the tuned frame should be the photo plus the original network's change
-    G0(t) - G0(t0), so the tuning's correction holds in every pose, not only at t0."""
+    it), at a random instant t: the tuned frame should be G0(t) + `correction` (photo - G0(t0)), i.e. the
+    photo plus the original network's change since t0, so the tuning's correction holds in every pose."""
     seed = int(torch.randint(0, 2**31 - 1, (), generator=gen))
-    origin = (int(motion.seeds[0]), float(t0))
-    moving = Motion.from_seeds([seed], origin=origin)
-    ts = torch.tensor([[float(t0), float(torch.rand((), generator=gen, dtype=torch.float64)) * span]],
-                      dtype=torch.float64, device=ws.device)
+    moving = Motion.from_seeds([seed], origin=(int(motion.seeds[0]), float(t0)))
+    t = float(torch.rand((), generator=gen, dtype=torch.float64)) * span
+    ts = torch.tensor([[t]], dtype=torch.float64, device=ws.device)
     with torch.no_grad():
-        ref = G0.synthesis(ws, ts, moving)[0]  # [2, C, H, W]: t0, t
-        target = photo + (ref[1] - ref[0])
-    out = G1.synthesis(ws, ts[:, 1:], moving)[0, 0]
+        target = G0.synthesis(ws, ts, moving)[0, 0] + correction  # [C, H, W]
+    out = G1.synthesis(ws, ts, moving)[0, 0]
     return lp(out[None], target[None]) + l2_weight * (out - target).square().mean()
 
 

@@ -250,9 +250,10 @@ class Backend:
         return offset_minutes * 60.0 * self.native_fps + seconds * self.native_fps / slowmo
 
     def frame(self, seed: int, motion_seed: int, truncation_psi: float, t: float,
-              ws: torch.Tensor | None = None, G: Generator | None = None) -> np.ndarray:
+              ws: torch.Tensor | None = None, G: Generator | None = None, motion: Motion | None = None) -> np.ndarray:
         """One frame uint8 `[H, W, 3]` at model time t: one synthesis call (what scrubbing needs).
-        `G`: another generator than the loaded one (a tuned copy from `generator_for`)."""
+        `G`: another generator than the loaded one (a tuned copy from `generator_for`); `motion`: instead of
+        `motion_seed` (an inverted clip's own motion)."""
         motion_seed = seed_number(motion_seed, "motion seed")
         if not (np.isfinite(t) and t >= 0):
             raise StudioError(f"time must be finite and >= 0, got {t}")
@@ -260,7 +261,7 @@ class Backend:
             ws = self.ws_for(seed, truncation_psi)
         with self.lock, torch.no_grad():
             times = torch.tensor([[float(t)]], dtype=torch.float64, device=self.device)
-            motion = Motion.from_seeds([motion_seed])
+            motion = motion if motion is not None else Motion.from_seeds([motion_seed])
             img = (G or self.G).synthesis(ws.to(self.device), times, motion)  # [1, 1, C, H, W]
         return to_uint8(img[0, 0])
 

@@ -10,10 +10,10 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import numpy as np
-import torch
 
+from core.files import atomic_write
 from core.motion import default_loop
-from core.render import FrameWriter, Timeline, iter_frames, tile, to_uint8
+from core.render import FrameWriter, Timeline, iter_frames, tile
 from projection.video.clip import clip_duration
 from projection.video.invert import VideoOptions
 from studio.backend import Backend
@@ -77,9 +77,8 @@ def invert(backend: Backend, upload, max_frames=32, steps=None, fit: bool = True
     stem = f"clip-{time.strftime('%H%M%S')}"
     latent_path = save_inversion(out / f"{stem}.npz", result, G, backend.info.source)
     state = {"latent": str(latent_path), "tuned": str(latent_path.with_suffix(".tuned.safetensors"))
-             if result.delta else None, "duration": result.duration,
-             "times": result.times.tolist(), "clip": str(out / f"{stem}-target.npy")}
-    np.save(state["clip"], result.target)
+             if result.delta else None, "times": result.times.tolist(), "clip": str(out / f"{stem}-target.npy")}
+    atomic_write(state["clip"], lambda tmp: np.save(tmp, result.target), suffix=".tmp.npy")
     comparison = _write_pairs(out / f"{stem}-comparison.mp4", result.target, result.frames, clip.fps, clip.times)
     fitted = f"; fitted generator LPIPS {result.lpips:.3f} (before fitting {result.untuned_lpips:.3f})" \
         if result.delta else ""
@@ -95,10 +94,7 @@ def frame_at(backend: Backend, state: dict | None, t) -> np.ndarray:
     latent = _clip_latent(backend, state)
     t = number(t, "time (frames)", 0, 1e7)
     G = backend.generator_for(state)
-    with backend.lock, torch.no_grad():
-        frame = G.synthesis(latent.ws.to(backend.device), torch.tensor([[float(t)]], dtype=torch.float64),
-                            latent.motion())
-    return display(to_uint8(frame)[0, 0])
+    return display(backend.frame(0, 0, 1.0, t, ws=latent.ws, G=G, motion=latent.motion()))
 
 
 def render(backend: Backend, state: dict | None, fps=25.0, slowmo=1.0, extend=0.0, loop: bool = False,
@@ -114,7 +110,7 @@ def render(backend: Backend, state: dict | None, fps=25.0, slowmo=1.0, extend=0.
     slowmo = number(slowmo, "slow motion", 0.1, 16)
     extend = number(extend, "extension (s)", 0, 60)
     strength = number(strength, "edit strength", -100, 100)
-    duration = float(state["duration"])
+    duration = float(latent.clip_duration)
     if use_photo:
         ws, G = photo_ws(backend, photo_state), backend.private_G(photo_state)
     else:
