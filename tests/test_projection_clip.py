@@ -62,3 +62,8 @@ def test_bad_clips_are_refused_with_their_reason(tmp_path):
     imageio.mimwrite(one, _frames(1, res=16), fps=25, macro_block_size=1)
     with pytest.raises(ClipError, match="at least 2"):
         read_clip(one, 16)
+    frames = _frames(3, res=16)
+    Image.fromarray(np.concatenate(frames, axis=1)).save(tmp_path / "strip.png")
+    for bad in (-5.0, 0.0, float("nan"), float("inf")):
+        with pytest.raises(ClipError, match="must be > 0"):
+            read_clip(tmp_path / "strip.png", 16, strip_fps=bad)

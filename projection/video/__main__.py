@@ -29,7 +29,7 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--tune-steps", type=int, default=None)
     p.add_argument("--motion-seed", type=int, default=0, help="initial motion and its continuation past the clip")
     p.add_argument("--strip-fps", type=float, default=None, help="frame rate of a strip or frames folder")
-    p.add_argument("--device", default="cpu")
+    p.add_argument("--device", default="cpu", choices=["cpu", "cuda"])
     p.add_argument("--lpips-weights", default=None)
     p.add_argument("--offline", action="store_true", help="never download weights (local path and cache only)")
     args = p.parse_args(argv)

@@ -67,6 +67,8 @@ def read_clip(src: str | os.PathLike, resolution: int, *, max_frames: int | None
         raise ClipError(f"{name}: no such file or folder")
     if max_frames is not None and max_frames < 2:
         raise ClipError(f"max_frames must be >= 2, got {max_frames}")
+    if strip_fps is not None and not (np.isfinite(strip_fps) and strip_fps > 0):
+        raise ClipError(f"the frame rate of a folder or strip must be > 0, got {strip_fps}")
     limit = MAX_FRAMES if max_frames is None else min(max_frames, MAX_FRAMES)
     if path.is_dir():
         raw, stamps, fps, notes = _read_folder(path, limit, strip_fps or native_fps)
