@@ -49,10 +49,14 @@ def render(backend: Backend, seed, motion_seed, truncation_psi, offset_minutes, 
     cancel.clear()
     ws = controlled_ws(backend, seed, truncation_psi, controls, photo_state)
     motion_seed = seed_number(motion_seed, "motion seed")
-    stem = f"seed{int(seed)}-motion{motion_seed}-{time.strftime('%H%M%S')}"
+    from_photo = controls is not None and controls.photo
+    source = "photo" if from_photo else f"seed{seed_number(seed, 'seed')}"
+    stem = f"{source}-motion{motion_seed}-{time.strftime('%H%M%S')}"
+    # a latent of the photo's fitted generator references its tuned weights, so it re-renders the same
+    tuned = (photo_state or {}).get("tuned") if from_photo else None
     paths = backend.export(backend.session_dir(session), ws, [int(motion_seed)], tl, list(formats or []), stem,
                            callback=Progress(progress, cancel, "rendering frame"),
-                           latent_meta={"motion_seed": int(motion_seed), "t": tl.t_offset,
+                           latent_meta={"motion_seed": int(motion_seed), "t": tl.t_offset, "tuned": tuned,
                                         "mode": "w+" if controls is not None and controls.active else "w"},
                            loop=loop_frames, G=generator_of(backend, controls, photo_state))
     video = paths.get("mp4")
@@ -250,8 +254,10 @@ def build(backend: Backend, photo_state=None) -> dict:
         api_visibility="private", **typed_kwargs)
     for comp in (*sefa, ex_s, dir_s, cutoff):  # sliders: live while dragging, the scrubber's fast path
         comp.input(api_visibility="private", **scrub_kwargs)
-    for comp in (group, mix_group, kf_preview, use_photo, ex_photo):
+    for comp in (group, mix_group, kf_preview):
         comp.change(api_visibility="private", **scrub_kwargs)
+    for comp in (use_photo, ex_photo):  # queued: "no projected photo yet" must reach the user as a toast
+        comp.change(api_visibility="private", **typed_kwargs)
 
     @ui_errors
     def on_save(request: gr.Request, which, name, *ctl):  # request first: Gradio injects it by position

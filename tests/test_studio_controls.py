@@ -187,6 +187,13 @@ def test_controls_start_from_the_projected_photo_and_its_fitted_generator(be, tm
         tab_generate.scrub(be, 0, 0, 0.7, 0.5, 0, 1, on_photo, None)
     with pytest.raises(StudioError, match="fitted generator of its own"):
         kf_ui.add(be, None, 0.0, 0, 0.7, on_photo, state)
+    # the exported latent references the fitted weights, so it re-renders with them
+    from core.latent import latent_generator, load_latent
+
+    _, files = tab_generate.render(be, 0, 0, 0.7, 0, 10, 1, 0.2, ["npz"], "s1", controls=on_photo, photo_state=state)
+    latent = load_latent(files[0])
+    assert latent.tuned_weights and np.array_equal(
+        be.frame(0, 0, 1.0, 12.5, ws=latent.ws, G=latent_generator(latent, be.G)), want)
 
 
 def test_direction_by_example_from_the_photo_minus_a_seed(be, tmp_path):
