@@ -26,15 +26,16 @@ def build_app(backend: Backend):
         notice = gr.Markdown(f"⚠️ {backend.notice}" if backend.notice else "", elem_id="notice",
                              visible=bool(backend.notice))
         latent_state = gr.State(None)  # the session's projected photo, shared by Animate and Edit
+        clip_notice = backend.clip_notice()  # once: finding CLIP weights may probe the network
         with gr.Tabs():
             with gr.Tab("Generate", id="generate"):
                 gen = tab_generate.build(backend, latent_state)
             with gr.Tab("Animate a photo", id="animate"):
                 tab_animate.build(backend, latent_state)
             with gr.Tab("Video", id="video"):
-                tab_video.build(backend, latent_state)
+                tab_video.build(backend, latent_state, clip_notice)
             with gr.Tab("Edit", id="edit"):
-                tab_edit.build(backend, gen, latent_state)
+                tab_edit.build(backend, gen, latent_state, clip_notice)
             with gr.Tab("Train", id="train"):
                 train = tab_train.build(backend, lambda: None)
             with gr.Tab("Model", id="model"):

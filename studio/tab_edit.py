@@ -104,10 +104,10 @@ def edit(backend: Backend, prompt: str, method: str, source: str, seed, motion_s
            "before_after": display(side_by_side(before, result.image)), "video": str(video), "latent": str(latent)}
 
 
-def build(backend: Backend, gen: dict, latent_state) -> dict:
+def build(backend: Backend, gen: dict, latent_state, notice: str) -> dict:
+    """`notice`: Backend.clip_notice(), what text edits lack ("" when CLIP weights can be had)."""
     import gradio as gr
 
-    notice = backend.clip_notice()
     gr.Markdown(notice, visible=bool(notice), elem_id="edit-clip-notice")
     with gr.Row():
         with gr.Column(scale=1, min_width=300):

@@ -181,7 +181,7 @@ def _load_latent(path: str, mtime: float):
     return load_latent(path)
 
 
-def build(backend: Backend, photo_state) -> dict:
+def build(backend: Backend, photo_state, clip_notice: str) -> dict:
     import gradio as gr
 
     video_state = gr.State(None)
@@ -235,9 +235,8 @@ def build(backend: Backend, photo_state) -> dict:
             with gr.Row():
                 prompt = gr.Textbox("", label="Text edit (optional; needs CLIP weights)", placeholder="a person in red")
                 strength = gr.Number(4.0, label="Edit strength")
-            notice = backend.clip_notice()
-            if notice:  # say up front that text edits need weights; everything else here works without
-                gr.Markdown(notice, elem_id="video-clip-notice")
+            if clip_notice:  # say up front that text edits need weights; everything else here works without
+                gr.Markdown(clip_notice, elem_id="video-clip-notice")
             render_btn = gr.Button("Render", elem_id="video-render")
             rendered = gr.Video(label="Clip | rendering", autoplay=True, loop=True, elem_id="video-rendered")
 
