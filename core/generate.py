@@ -30,6 +30,7 @@ from core.directions import DirectionError, load_direction, parse_direction_arg
 from core.directions import apply as apply_directions
 from core.generator import z_from_seed
 from core.keyframes import KeyframeError, load_keyframes, render_keyframes
+from core.keyframes import check_compatible as check_keyframes
 from core.latent import LatentFileError, check_compatible, latent_generator, load_latent
 from core.motion import MotionError, default_loop
 from core.render import RenderError, Timeline, render_video
@@ -104,9 +105,7 @@ def main(argv: list[str] | None = None) -> int:
         native = args.native_fps or native_fps_of(args.checkpoint)
         if args.keyframes:
             k = load_keyframes(args.keyframes)
-            if tuple(k.ws[0].shape) != (G.num_ws, G.w_dim):
-                raise KeyframeError(f"{args.keyframes} was made for ws {tuple(k.ws[0].shape)}, this model has "
-                                    f"{(G.num_ws, G.w_dim)}")
+            check_keyframes(k, G)
             out = render_keyframes(G, k, args.out, native)
             print(f"wrote {out} ({k.timeline(native).num_frames} frames, {len(k.seconds)} keyframes)")
             return 0

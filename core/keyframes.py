@@ -113,6 +113,13 @@ def load_keyframes(path: str | os.PathLike) -> Keyframes:
 
 
 @torch.no_grad()
+def check_compatible(k: Keyframes, G) -> None:
+    """A project's ws must fit G (the keyframes store ws, not seeds): else a KeyframeError naming both."""
+    if tuple(k.ws[0].shape) != (G.num_ws, G.w_dim):
+        raise KeyframeError(f"this project was made with another model (ws {tuple(k.ws[0].shape)}, this model's "
+                            f"{(G.num_ws, G.w_dim)})")
+
+
 def iter_keyframe_frames(G, k: Keyframes, native_fps: float, chunk: int = 8):
     """uint8 `[H, W, 3]` per output frame: frame j shows ws_at(second j / fps) at its model time, motion seed
     k.motion_seed. Frames are computed `chunk` at a time (one video per frame, each with its own ws)."""

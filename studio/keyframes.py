@@ -10,7 +10,15 @@ from pathlib import Path
 
 import numpy as np
 
-from core.keyframes import EASINGS, KeyframeError, Keyframes, load_keyframes, render_keyframes, save_keyframes
+from core.keyframes import (
+    EASINGS,
+    KeyframeError,
+    Keyframes,
+    check_compatible,
+    load_keyframes,
+    render_keyframes,
+    save_keyframes,
+)
 from studio.backend import Backend
 from studio.common import display
 from studio.controls import Controls, controlled_ws
@@ -77,10 +85,7 @@ def load(backend: Backend, upload) -> Keyframes:
 
     try:
         k = load_keyframes(check_npz(upload, "keyframes project"))
+        check_compatible(k, backend.G)
     except KeyframeError as exc:
         raise StudioError(str(exc)) from None
-    G = backend.G
-    if tuple(k.ws[0].shape) != (G.num_ws, G.w_dim):
-        raise StudioError(f"this project was made with another model (ws {tuple(k.ws[0].shape)}, "
-                          f"the loaded model's {(G.num_ws, G.w_dim)})")
     return k

@@ -131,6 +131,17 @@ def test_keyframes_pass_through_each_keyframe_and_rerender_identically_from_the_
     assert kf_ui.load(be, project).seconds == [0.0, 1.0]
     with pytest.raises(StudioError, match="add a keyframe first"):
         kf_ui.configure(be, None, 0, 25, 1, 1, 0)
+    # a project of another model (other ws shape) is refused by both, with one message
+    from dataclasses import replace as dc_replace
+
+    from core.keyframes import save_keyframes
+
+    other = save_keyframes(tmp_path / "other.npz", dc_replace(k, ws=[w[:, :-1] for w in k.ws]))
+    with pytest.raises(StudioError, match="made with another model"):
+        kf_ui.load(be, other)
+    assert generate_main(["--checkpoint", be.info.source, "--keyframes", str(other), "--out",
+                          str(tmp_path / "x.mp4")]) == 2
+    assert not (tmp_path / "x.mp4").exists()
 
 
 def test_rendered_loop_is_seamless(be):

@@ -94,14 +94,13 @@ def _evaluate_all(args) -> list[dict]:
     from core.checkpoint import load_generator
     from training.dataset import VideoDataset
 
-    results, memo, dataset = [], {}, None
+    results, memo = [], {}
     generators = [load_generator(ckpt, device=args.device) for ckpt in args.checkpoint]
     if len({G.img_resolution for G in generators}) > 1:  # before minutes of evaluation
         sizes = ", ".join(str(G.img_resolution) for G in generators)
         raise MetricsError(f"the checkpoints render different resolutions ({sizes}); compare models of one resolution")
+    dataset = VideoDataset(args.data, resolution=generators[0].img_resolution)  # one resolution, checked above
     for ckpt, G in zip(args.checkpoint, generators):
-        if dataset is None or dataset.resolution != G.img_resolution:
-            dataset = VideoDataset(args.data, resolution=G.img_resolution)
         res = compute_metrics(G, dataset, args.metrics.split(","), args.num_videos, args.device,
                               _progress_printer(), seed=args.seed, repeats=args.repeats,
                               batch_size=args.batch_size, use_cache=not args.no_cache,
