@@ -149,11 +149,10 @@ def _loop(seconds: float | None, clip_frames: float, timeline: Timeline, delta_z
         return None
     if seconds < 0 or not math.isfinite(seconds):
         raise RenderError(f"--loop must be a positive number of seconds, got {seconds}")
-    step = timeline.native_fps / (timeline.fps * timeline.slowmo)  # model frames per output frame
     if seconds > 0:
-        period = round(seconds * timeline.fps) * step
+        period = round(seconds * timeline.fps) * timeline.step
     else:
-        period = clip_frames or timeline.num_frames * step
+        period = clip_frames or timeline.num_frames * timeline.step
     if period <= 0:
         raise RenderError(f"--loop {seconds} is shorter than one output frame")
     return default_loop(period, delta_z)

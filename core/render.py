@@ -51,10 +51,15 @@ class Timeline:
     def num_frames(self) -> int:
         return max(1, int(round(self.duration * self.fps)))
 
+    @property
+    def step(self) -> float:
+        """Model frames between consecutive output frames."""
+        return self.native_fps / (self.fps * self.slowmo)
+
     def times(self, start: int = 0, stop: int | None = None) -> np.ndarray:
         """float64 model times of output frames start .. stop-1."""
         j = np.arange(start, self.num_frames if stop is None else stop, dtype=np.float64)
-        return self.t_offset + j * (self.native_fps / (self.fps * self.slowmo))
+        return self.t_offset + j * self.step
 
 
 def to_uint8(frames: torch.Tensor) -> np.ndarray:
@@ -173,18 +178,13 @@ def render_video(G: Generator, path: str | os.PathLike, timeline: Timeline, cont
         ws = ws.repeat(rows, 1, 1)
         motion = Motion.from_seeds(np.repeat(motion_seeds, cols), origin=motion_origin)
     else:
-        if motion is not None:
-            motion_seeds = [0] * len(motion)
-        if len(motion_seeds) == 1:
-            motion_seeds = motion_seeds * n_content
-        elif n_content == 1:  # one content (e.g. a projected photo) animated by several motions
-            ws, n_content = ws.repeat(len(motion_seeds), 1, 1), len(motion_seeds)
-        if len(motion_seeds) != n_content:
-            raise RenderError(f"{len(motion_seeds)} motion seeds for {n_content} videos")
-        if motion is not None and len(motion) == 1 and n_content > 1:
-            motion = motion.repeat(n_content)
-        rows, cols = 1, n_content
         motion = Motion.from_seeds(motion_seeds, origin=motion_origin) if motion is None else motion
+        if n_content == 1:  # one content (e.g. a projected photo) animated by several motions
+            ws, n_content = ws.repeat(len(motion), 1, 1), len(motion)
+        if len(motion) not in (1, n_content):
+            raise RenderError(f"{len(motion)} motion seeds for {n_content} videos")
+        motion = Motion.coerce(motion, n_content)  # one motion for all: repeated
+        rows, cols = 1, n_content
     if loop is not None:
         motion = motion.replace(loop=loop)
     total = timeline.num_frames

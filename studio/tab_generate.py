@@ -42,7 +42,7 @@ def render(backend: Backend, seed, motion_seed, truncation_psi, offset_minutes, 
     """Render one video (with the content controls) into the chosen formats; returns (mp4 or None, all files).
     `loop`: the whole video is one seamless loop (its last frame leads into its first)."""
     tl = timeline(backend, offset_minutes, fps, slowmo, duration)
-    period = tl.num_frames * tl.native_fps / (tl.fps * tl.slowmo)  # model frames of the whole video
+    period = tl.num_frames * tl.step  # model frames of the whole video
     delta_z = backend.G.synthesis.motion_encoder.cfg.delta_z
     loop_frames = default_loop(period, delta_z) if loop else None
     cancel = backend.cancel_event(session)
