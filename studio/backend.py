@@ -227,7 +227,7 @@ class Backend:
             return self._directions[key]
 
     def direction_file(self, path: str):
-        """A loaded direction file (core.directions), cached by path and modification time."""
+        """A loaded direction file (core.directions), cached by path and modification time (the latest 64)."""
         from core.directions import DirectionError, load_direction
 
         try:
@@ -240,6 +240,8 @@ class Backend:
                     self._direction_files[key] = load_direction(path)
                 except DirectionError as exc:
                     raise StudioError(str(exc)) from None
+                if len(self._direction_files) > 64:  # a long-running server sees many uploads: drop the oldest
+                    self._direction_files.pop(next(iter(self._direction_files)))
             return self._direction_files[key]
 
     def model_time(self, seconds, offset_minutes=0.0, slowmo=1.0) -> float:

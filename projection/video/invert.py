@@ -24,6 +24,7 @@ Stages, each with the callback (progress, preview, cancel):
 
 from __future__ import annotations
 
+import copy
 import logging
 import os
 import time
@@ -148,10 +149,11 @@ def invert_clip(G, clip: Clip, options: VideoOptions = VideoOptions(), *, lpips_
                    t=float(clip.times[0]), lpips_model=lpips_model, seed=options.seed, device=device,
                    w_avg_samples=w_avg_samples,
                    callback=stop.relay("content"), preview_every=preview_every)
-    ws, noise = _fit_motion(G, proj.ws.to(device), targets, times, options, lpips_model, device, stop,
+    G_fixed = copy.deepcopy(G).eval().requires_grad_(False).to(device)  # the caller's model stays as it is
+    ws, noise = _fit_motion(G_fixed, proj.ws.to(device), targets, times, options, lpips_model, device, stop,
                             preview_every)
     motion = Motion.from_noise(noise, continue_seeds=[options.motion_seed])
-    frames, per_frame = _render_and_score(G, ws, times, motion, targets, lpips_model)
+    frames, per_frame = _render_and_score(G_fixed, ws, times, motion, targets, lpips_model)
     untuned = float(np.mean(per_frame))
     tuned_G, delta = None, {}
     if options.tune and not stop.cancelled:
@@ -174,7 +176,6 @@ def _fit_motion(G, ws0, targets, times, options, lpips_model, device, stop, prev
     init = token_noise(torch.tensor(options.motion_seed), torch.arange(length), z_dim)[None].to(device)
     noise = init.clone().requires_grad_(True)
     ws = ws0.clone().requires_grad_(True)
-    G = G.eval().requires_grad_(False)
     optimizer = torch.optim.Adam([{"params": [ws], "lr": options.lr},
                                   {"params": [noise], "lr": options.motion_lr}], betas=(0.9, 0.999))
     gen = torch.Generator().manual_seed(options.seed)
