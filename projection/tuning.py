@@ -172,7 +172,7 @@ def tune_frames(G, ws: torch.Tensor, targets: torch.Tensor, times: torch.Tensor,
         rec_lpips = lp(img, x)
         loss = options.lpips_weight * rec_lpips + options.l2_weight * (img - x).square().mean()
         if options.diff_weight and len(idx) > 1:
-            loss = loss + options.diff_weight * ((img[1:] - img[:-1]) - (x[1:] - x[:-1])).square().mean()
+            loss = loss + options.diff_weight * frame_difference_loss(img, x)
         if temporal and step % options.temporal_every == 0:
             loss = loss + options.temporal_weight * _transfer(G0, G1, ws, correction, times[0], motion, gen,
                                                              options.locality_span, lp, options.l2_weight)
@@ -207,6 +207,12 @@ def tune_frames(G, ws: torch.Tensor, targets: torch.Tensor, times: torch.Tensor,
                       lpips=float(per_frame.mean()), psnr=psnr_uint8(frames, target_u8), steps=len(losses),
                       losses=losses, seconds=time.perf_counter() - started, frames=frames,
                       frame_lpips=[float(x) for x in per_frame])
+
+
+def frame_difference_loss(frames: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:
+    """L2 between consecutive frames' differences and the targets' (both `[T, C, H, W]`, T >= 2): the motion
+    must explain how the frames differ, the guard against a clip fit collapsing to a still mean frame."""
+    return ((frames[1:] - frames[:-1]) - (targets[1:] - targets[:-1])).square().mean()
 
 
 def pick_frames(num_frames: int, count: int, gen: torch.Generator) -> torch.Tensor:

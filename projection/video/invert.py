@@ -43,7 +43,7 @@ from core.render import to_uint8 as frames_to_uint8
 from core.tuned import save_delta
 from projection.photo import to_tensor, to_uint8
 from projection.projector import ProjectionError, lr_schedule, project, psnr_uint8, resize_for_lpips
-from projection.tuning import TuneOptions, pick_frames, tune_frames
+from projection.tuning import TuneOptions, frame_difference_loss, pick_frames, tune_frames
 from projection.video.clip import Clip, clip_duration
 
 log = logging.getLogger(__name__)
@@ -192,7 +192,7 @@ def _fit_motion(G, ws0, targets, times, options, lpips_model, device, stop, prev
         lp = lpips_model(resize_for_lpips(img, 256), resize_for_lpips(x, 256)).mean()
         loss = lp + options.l2_weight * (img - x).square().mean()
         if len(idx) > 1 and options.diff_weight:  # the motion must explain how the frames differ
-            loss = loss + options.diff_weight * ((img[1:] - img[:-1]) - (x[1:] - x[:-1])).square().mean()
+            loss = loss + options.diff_weight * frame_difference_loss(img, x)
         if options.token_prior:
             loss = loss + options.token_prior * (noise.square().mean(dim=2) - 1).square().mean()
         optimizer.zero_grad(set_to_none=True)
